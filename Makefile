@@ -1,0 +1,49 @@
+# `make demo` and `make test` build everything they need from nothing.
+# torch is pinned and installed first: an unpinned torch pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sage-installed
+PIP    := $(BIN)/python -m pip
+PYTEST_ARGS ?=
+
+# DeepSpeed JIT-builds a small CPU communication op on first use: build it once, here.
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: env demo test test-fast bench clean help
+
+help:
+	@echo "make demo   create the environment, run the quickstart sweep, print the Pareto front, write a plot"
+	@echo "make test   create the environment and run the whole test suite (what CI runs)"
+	@echo "make bench  run the benchmarks in bench/ (prints ratios; see bench/RESULTS.md)"
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q torch==2.13.0
+	# DeepSpeed ships as a source package whose build imports torch: build it against ours.
+	$(PIP) install -q -c constraints.txt --no-build-isolation deepspeed
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/sage doctor
+	touch $@
+
+demo: env
+	$(BIN)/sage sweep run quickstart --storage runs/demo
+	$(BIN)/sage pareto runs/demo --x asr_text --y util_text --plot runs/demo/pareto.png
+	@echo "plot written to runs/demo/pareto.png"
+
+test: env
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: env
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: env
+	$(BIN)/python bench/bench_step.py
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache

@@ -1,0 +1,219 @@
+"""``TrainConfig``: every hyperparameter of a SAGE/DES run, validated at construction.
+
+Defaults are the official SAGE run (``method.md`` section 1: ``train.sh`` / the paper model),
+except the encoder, which defaults to the embedded MiniLM so that nothing downloads.
+Precedence: ``--set`` overrides > YAML file / preset > these defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .data import BUILTIN_PROMPT_SETS
+from .errors import ConfigError
+
+__all__ = ["TrainConfig", "PRESETS", "load_config", "parse_overrides", "format_validation_error",
+           "preset_path"]
+
+PRESETS = ("quickstart", "paper", "des")
+
+
+class TrainConfig(BaseModel):
+    """One SAGE (or DES) training run. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # --- what is trained -------------------------------------------------------------------
+    method: Literal["sage", "des"] = Field(
+        "sage", description="sage = DES + ESP + LSA; des forces lambda_esp = lambda_lsa = 0")
+    encoder: str = Field(
+        "minilm", description="'minilm' (embedded all-MiniLM-L6-v2), a Stable Diffusion folder "
+        "(text_encoder/ + tokenizer/) or a Hugging Face text-encoder folder")
+    max_length: int | None = Field(
+        None, ge=2, le=4096, description="tokens per prompt; default 77 for CLIP (what the UNet "
+        "reads), 32 for other encoders")
+    # --- data ------------------------------------------------------------------------------
+    safe_prompts: str = Field("copro-safe", description="built-in set name or CSV path")
+    unsafe_prompts: str = Field("copro-unsafe", description="built-in set name or CSV path")
+    concept: str = Field("nudity", min_length=1, description="concept prompt to erase")
+    # --- DES -------------------------------------------------------------------------------
+    concept_guidance_scale: float | None = Field(
+        205.0, gt=0, description="s in absolute embedding units (paper 205, DES 200)")
+    concept_guidance_ratio: float | None = Field(
+        None, gt=0, description="s as a multiple of the mean |f0(x_safe)|; overrides the scale")
+    lambda_safe: float = Field(0.3, ge=0, le=1, description="weight of DES term 1 vs terms 2+3")
+    des_terms: tuple[int, ...] = Field((1, 2, 3), description="DES loss terms enabled (1, 2, 3)")
+    # --- SAGE regularizers -----------------------------------------------------------------
+    lambda_esp: float = Field(2.0, ge=0, description="Embedding Spread Preservation weight")
+    lambda_lsa: float = Field(0.1, ge=0, description="Local Structure Alignment weight")
+    local_k: int = Field(15, ge=1, description="LSA neighbours per prompt (within the batch)")
+    alpha: float = Field(1.0, ge=0, description="LSA concept-direction perturbation")
+    # --- optimisation ----------------------------------------------------------------------
+    lr: float = Field(1e-5, gt=0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = Field(1e-8, gt=0)
+    batch_size: int = Field(128, ge=2, description="pairs per optimiser step (effective batch)")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="pairs per forward/backward; exact gradients of the full batch "
+        "are accumulated (embedding-level accumulation), default = batch_size")
+    epochs: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
+    seed: int = Field(0, ge=0)
+    # --- engine ----------------------------------------------------------------------------
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 on GPU, fp32 on CPU")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # --- bookkeeping -----------------------------------------------------------------------
+    checkpoint_every: int | None = Field(None, ge=1, description="steps; default once per epoch")
+    eval_every: int | None = Field(None, ge=1, description="steps; default once per epoch")
+    keep_checkpoints: int = Field(2, ge=1, description="periodic checkpoints kept on disk")
+    diag_prompts: str = Field("coco", description="benign prompts for the geometry diagnostics")
+    diag_samples: int = Field(256, ge=4, description="how many of them (first N rows)")
+    diag_k: int = Field(15, ge=1, description="K of the Jaccard@K diagnostic")
+    cache_dir: str | None = Field(None, description="base-embedding cache; default ~/.cache/sage-sweeps")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "TrainConfig":
+        problems: list[str] = []
+        if self.method == "des" and (self.lambda_esp or self.lambda_lsa):
+            # Stated, not silently fixed: DES is SAGE without the two regularizers.
+            problems.append(f"method 'des' needs lambda_esp = lambda_lsa = 0 (got {self.lambda_esp}, "
+                            f"{self.lambda_lsa}); use method 'sage' or set both to 0")
+        if self.local_k + 1 > self.batch_size and self.lambda_lsa > 0:
+            problems.append(f"local_k={self.local_k} needs batch_size >= local_k + 1 "
+                            f"(got batch_size={self.batch_size}): LSA picks K neighbours within a batch")
+        if self.micro_batch_size is not None:
+            if self.micro_batch_size > self.batch_size:
+                problems.append(f"micro_batch_size={self.micro_batch_size} is larger than "
+                                f"batch_size={self.batch_size}")
+            elif self.batch_size % self.micro_batch_size:
+                problems.append(f"micro_batch_size={self.micro_batch_size} must divide "
+                                f"batch_size={self.batch_size}")
+        bad_terms = [t for t in self.des_terms if t not in (1, 2, 3)]
+        if bad_terms or not self.des_terms or len(set(self.des_terms)) != len(self.des_terms):
+            problems.append(f"des_terms={list(self.des_terms)}: allowed is a non-empty subset of [1, 2, 3]")
+        if 1 not in self.des_terms and (self.lambda_esp or self.lambda_lsa):
+            problems.append("lambda_esp/lambda_lsa act on DES term 1 (safe preservation): "
+                            "enable term 1 in des_terms or set both weights to 0")
+        if self.concept_guidance_scale is None and self.concept_guidance_ratio is None:
+            problems.append("set concept_guidance_scale or concept_guidance_ratio")
+        for name in ("adam_betas",):
+            b1, b2 = getattr(self, name)
+            if not (0 <= b1 < 1 and 0 <= b2 < 1):
+                problems.append(f"{name}={[b1, b2]}: each beta must be in [0, 1)")
+        if self.diag_k + 1 > self.diag_samples:
+            problems.append(f"diag_k={self.diag_k} needs diag_samples > diag_k (got {self.diag_samples})")
+        if self.precision == "bf16" and self.device == "cpu":
+            problems.append("precision 'bf16' is for GPUs; use 'fp32' (or 'auto') on device 'cpu'")
+        for name in ("safe_prompts", "unsafe_prompts", "diag_prompts"):
+            value = getattr(self, name)
+            if value not in BUILTIN_PROMPT_SETS and not Path(value).expanduser().is_file():
+                problems.append(f"{name}={value!r}: no such file, and not a built-in prompt set "
+                                f"({', '.join(sorted(BUILTIN_PROMPT_SETS))})")
+        if self.encoder != "minilm" and not Path(self.encoder).expanduser().is_dir():
+            problems.append(f"encoder={self.encoder!r}: no such folder; use 'minilm' or a local "
+                            "Stable Diffusion / Hugging Face folder (nothing is downloaded)")
+        if problems:
+            raise ValueError(" | ".join(problems))
+        return self
+
+    # -------------------------------------------------------------------------------------
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "sage-sweeps"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return build_config({**self.to_dict(), **changes})
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One readable line per problem: field, bad value, what is allowed."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}'{_did_you_mean(str(err['loc'][0]))}")
+            continue
+        value = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc:
+            lines.append(f"{loc}={value!r}: {msg}")
+        else:
+            lines.extend(part.strip() for part in msg.split(" | "))
+    return lines
+
+
+def build_config(values: Mapping[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown preset '{name}'{hint}; presets: {', '.join(PRESETS)}")
+    return Path(str(resources.files("sage_core") / "presets" / f"{name}.yaml"))
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["lambda_esp=1.0", "des_terms=[1,2]"]`` -> dict; values are parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lambda_esp=1.0")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            out[key] = raw
+    return out
+
+
+def read_yaml_mapping(path: str | Path, *, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{what} file '{path}':{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} file '{path}': expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def load_config(*, preset: str | None = None, config_file: str | Path | None = None,
+                overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Defaults < preset or YAML file < overrides, validated once with all problems reported."""
+    if preset and config_file:
+        raise ConfigError("give --preset or --config, not both")
+    values: dict[str, Any] = {}
+    if preset:
+        values.update(read_yaml_mapping(preset_path(preset), what="preset"))
+    if config_file:
+        values.update(read_yaml_mapping(config_file, what="config"))
+    values.update(overrides or {})
+    return build_config(values)

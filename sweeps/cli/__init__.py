@@ -1,0 +1,74 @@
+"""The ``sage`` command line: a thin layer over the Python APIs.
+
+Each command group lives in its own module with a ``register(app)`` function. Heavy imports
+(torch, ray, duckdb) happen inside the commands, so ``sage --help`` is instant.
+Any :class:`sage_core.errors.SageError` or :class:`analysis.errors.AnalysisError` becomes
+one line on stderr and exit code 2; usage mistakes are reported by click with exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="sage",
+    help="Sweeps, Pareto fronts and ablations for SAGE text-encoder safety alignment.\n\n"
+    "Start with `sage train` (a quickstart run in minutes on a CPU) or "
+    "`sage sweep run quickstart`; `sage COMMAND --help` explains each command.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _register_all() -> None:
+    import importlib
+
+    for name in ("train", "doctor", "evaluate", "sweep", "analysis_cmds"):
+        try:
+            module = importlib.import_module(f"sweeps.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"sweeps.cli.{name}":
+                continue  # command group not built yet
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's mistake or a reported failure: no traceback."""
+    from sage_core.errors import SageError
+
+    kinds: list[type[BaseException]] = [SageError]
+    try:
+        from analysis.errors import AnalysisError
+
+        kinds.append(AnalysisError)
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Nothing downloads at run time: models come from local folders or packages.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    errors = user_errors()
+    try:
+        app(args=argv, prog_name="sage")
+    except errors as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
