@@ -41,6 +41,9 @@ class TrainConfig(BaseModel):
     # --- data ------------------------------------------------------------------------------
     safe_prompts: str = Field("copro-safe", description="built-in set name or CSV path")
     unsafe_prompts: str = Field("copro-unsafe", description="built-in set name or CSV path")
+    max_pairs: int | None = Field(
+        None, ge=2, description="use only the first N safe and N unsafe prompts (quick runs); "
+        "default all, as the paper")
     concept: str = Field("nudity", min_length=1, description="concept prompt to erase")
     # --- DES -------------------------------------------------------------------------------
     concept_guidance_scale: float | None = Field(

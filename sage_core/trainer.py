@@ -1,0 +1,468 @@
+"""The SAGE/DES trainer: DeepSpeed engine, cached base data, exact large-batch accumulation.
+
+One optimiser step sees ``batch_size`` (safe, unsafe) pairs. ESP and LSA are batch-level
+losses (a spread and a neighbourhood over the whole batch), so ordinary micro-batch gradient
+accumulation would change the method. With ``micro_batch_size < batch_size`` the trainer
+therefore accumulates at the embedding level: it embeds the whole batch without a graph, takes
+the loss gradient with respect to the embeddings, then re-runs each micro-batch with a graph
+and back-propagates that gradient (``engine.backward`` once per micro-batch). The result is the
+gradient of the full-batch loss, on memory for one micro-batch.
+
+The trainer never imports Ray: sweeps observe it through :class:`TrainerCallback`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import (list_checkpoints, load_optimizer_state, load_weights, read_meta,
+                         save_checkpoint)
+from .codebook import BaseData, build_base_data
+from .config import TrainConfig
+from .data import load_prompts
+from .diagnostics import geometry_report
+from .encoders import TextEncoder, load_encoder
+from .errors import ConfigError, NonFiniteLossError, StorageError
+from .losses import LossWeights, flat, sage_loss, unsafe_targets
+from .version import code_version
+
+__all__ = ["Trainer", "TrainerCallback", "StepInfo", "EvalInfo", "TrainResult", "train", "prepare",
+           "deepspeed_config"]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int
+    epoch: int
+    total_steps: int
+    losses: dict[str, float]
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class EvalInfo:
+    step: int
+    epoch: int
+    total_steps: int
+    metrics: dict[str, float]
+    checkpoint: Path | None
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    final_checkpoint: Path
+    step: int
+    metrics: dict[str, float]
+    stopped_early: bool
+    concept_guidance_scale: float
+    wall_s: float = 0.0
+
+
+class TrainerCallback:
+    """Hooks a sweep uses to observe (and stop) a run; every method is optional."""
+
+    def on_step(self, info: StepInfo) -> None:  # noqa: D401 - hook
+        """After every optimiser step."""
+
+    def on_evaluate(self, info: EvalInfo) -> bool | None:
+        """After every evaluation; return True to stop training (e.g. the trial was pruned)."""
+        return None
+
+    def on_checkpoint(self, path: Path, step: int) -> None:
+        """After a checkpoint folder is complete on disk."""
+
+
+# --------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _single_process_env() -> None:
+    """DeepSpeed reaches for MPI unless these are set; each process gets its own free port."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def _resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device='cuda' but no CUDA device is visible; use device=cpu or auto")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def deepspeed_config(cfg: TrainConfig, *, micro_batch: int, accumulation: int, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed JSON config generated from a TrainConfig."""
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "steps_per_print": 10**12,
+        "wall_clock_breakdown": False,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "bf16": {"enabled": bf16},
+        "gradient_clipping": 0.0,
+    }
+
+
+def _base_encoder(cfg: TrainConfig, device: torch.device | str = "cpu") -> TextEncoder:
+    return load_encoder(cfg.encoder, max_length=cfg.max_length, device=device)
+
+
+def _load_training_prompts(cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    return (load_prompts(cfg.safe_prompts, limit=cfg.max_pairs),
+            load_prompts(cfg.unsafe_prompts, limit=cfg.max_pairs))
+
+
+def _base_data(cfg: TrainConfig, enc: TextEncoder, *, progress: bool) -> BaseData:
+    safe, unsafe = _load_training_prompts(cfg)
+    return build_base_data(enc, safe_prompts=safe, unsafe_prompts=unsafe, concept=cfg.concept,
+                           cache_dir=cfg.resolved_cache_dir(), progress=progress)
+
+
+def prepare(cfg: TrainConfig, *, progress: bool = True, encoder: TextEncoder | None = None) -> BaseData:
+    """Build (or load) everything the frozen encoder contributes, in ``cfg.cache_dir``: base
+    embeddings, codebook, diagnostics prompts and the text evaluator's base data.
+
+    Idempotent; a sweep calls it once in the driver so no trial pays for it.
+    """
+    enc = encoder or _base_encoder(cfg)
+    base = _base_data(cfg, enc, progress=progress)
+    _geometry_base(enc, cfg)
+    factory = _text_evaluator_factory()
+    if factory is not None:
+        factory(enc, cfg)
+    return base
+
+
+def _geometry_base(enc: TextEncoder, cfg: TrainConfig) -> tuple[list[str], torch.Tensor]:
+    from .cache import cached_embeddings
+
+    prompts = load_prompts(cfg.diag_prompts, limit=cfg.diag_samples)
+    if len(prompts) <= cfg.diag_k:
+        raise ConfigError(f"diag_prompts={cfg.diag_prompts!r} has {len(prompts)} prompts; diag_k={cfg.diag_k} "
+                          "needs more")
+    return prompts, cached_embeddings(enc, prompts, cache_dir=cfg.resolved_cache_dir(), tag="diag")
+
+
+def _text_evaluator_factory() -> Callable[[TextEncoder, TrainConfig], Callable[[TextEncoder], dict]] | None:
+    """The text-level evaluator (asr_text, util_text) when the evaluation module is present."""
+    try:
+        from .evaluation import EvalConfig, TextEvaluator
+    except ImportError:
+        return None
+
+    def make(enc: TextEncoder, cfg: TrainConfig):
+        return TextEvaluator(enc, EvalConfig(concept=cfg.concept), cache_dir=cfg.resolved_cache_dir())
+
+    return make
+
+
+# --------------------------------------------------------------------------------------------
+class Trainer:
+    """Train an aligned text encoder with SAGE (or DES) on a DeepSpeed engine.
+
+    ``Trainer(cfg, out_dir=...).fit()`` writes ``out_dir/checkpoints/step_NNNNNN`` folders and
+    ``out_dir/log.jsonl`` (one JSON object per step and per evaluation).
+    """
+
+    def __init__(self, cfg: TrainConfig, *, out_dir: str | os.PathLike,
+                 callbacks: Sequence[TrainerCallback] = (), resume_from: str | os.PathLike | None = None,
+                 progress: bool = True, evaluate: bool = True):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.callbacks = list(callbacks)
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.progress = progress
+        self.evaluate_enabled = evaluate
+        self._resume_meta = read_meta(self.resume_from) if self.resume_from else None
+
+    # -- planning ------------------------------------------------------------------------
+    def _plan(self, n_pairs: int) -> tuple[int, int]:
+        cfg = self.cfg
+        per_epoch = math.ceil(n_pairs / cfg.batch_size)
+        total = per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        last = n_pairs % cfg.batch_size
+        need = max(cfg.local_k + 1 if cfg.lambda_lsa > 0 else 0, 2 if cfg.lambda_esp > 0 else 0)
+        if last and last < need and total >= per_epoch:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size}: the last batch of each epoch has {last} pairs "
+                f"({n_pairs} pairs in all), fewer than local_k + 1 = {need}; pick a batch size "
+                f"that leaves >= {need} (or divides {n_pairs}), or set max_steps below {per_epoch}")
+        return per_epoch, total
+
+    def _batch_indices(self, step: int, n_pairs: int, per_epoch: int) -> tuple[int, np.ndarray]:
+        epoch, b = divmod(step, per_epoch)
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(n_pairs)
+        return epoch, order[b * self.cfg.batch_size:(b + 1) * self.cfg.batch_size]
+
+    # -- the run -------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        safe_prompts, unsafe_prompts = _load_training_prompts(cfg)
+        n_pairs = max(len(safe_prompts), len(unsafe_prompts))
+        per_epoch, total = self._plan(n_pairs)
+        start_step = int(self._resume_meta["step"]) if self._resume_meta else 0
+        if start_step > total:
+            raise ConfigError(f"resume_from={self.resume_from}: checkpoint step {start_step} is beyond "
+                              f"this run's {total} steps")
+
+        device = _resolve_device(cfg)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+        torch.manual_seed(cfg.seed)
+        base_enc = _base_encoder(cfg, device)
+        base = _base_data(cfg, base_enc, progress=self.progress)
+        diag_prompts, diag_base = _geometry_base(base_enc, cfg)
+        factory = _text_evaluator_factory() if self.evaluate_enabled else None
+        text_eval = factory(base_enc, cfg) if factory else None
+
+        scale = (cfg.concept_guidance_ratio * base.mean_safe_norm() if cfg.concept_guidance_ratio
+                 else float(cfg.concept_guidance_scale))
+        weights = LossWeights(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp, lambda_lsa=cfg.lambda_lsa,
+                              local_k=cfg.local_k, alpha=cfg.alpha, scale=scale, des_terms=tuple(cfg.des_terms))
+
+        # The trainable copy; E0 itself stays untouched (its outputs are all in the cache).
+        trainable = TextEncoder(model=copy.deepcopy(base_enc.model), tokenizer=base_enc.tokenizer,
+                                max_length=base_enc.max_length, is_clip=base_enc.is_clip, source=base_enc.source)
+        if self.resume_from:
+            missing = trainable.model.load_state_dict(load_weights(self.resume_from), strict=False)
+            if missing.missing_keys:
+                raise StorageError(f"resume_from={self.resume_from}: weights lack {missing.missing_keys[:3]}")
+        self.encoder = trainable  # the live aligned encoder, for callers that evaluate it after fit()
+        for p in trainable.model.parameters():
+            p.requires_grad_(True)
+        trainable.model.train()
+
+        micro = cfg.micro_batch_size or cfg.batch_size
+        accumulation = cfg.batch_size // micro
+        engine, optimizer = self._init_engine(trainable, micro=micro, accumulation=accumulation, bf16=bf16)
+        if self._resume_meta is not None:
+            opt_state = load_optimizer_state(self.resume_from, self._resume_meta)
+            if opt_state is not None and cfg.zero_stage == 0:
+                optimizer.load_state_dict(opt_state)
+
+        dev = engine.device
+        compute_dtype = torch.bfloat16 if bf16 else torch.float32
+        safe_tok = trainable.tokenize(safe_prompts)
+        unsafe_tok = trainable.tokenize(unsafe_prompts)
+        concept_tok = trainable.tokenize([cfg.concept])
+        v = base.direction.to(dev)
+        u = base.empty.to(dev)
+        b_all = base.safe
+        m_all = base.safe[base.farthest]
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.out_dir / "log.jsonl").open("a", encoding="utf-8")
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=total, initial=start_step, desc=f"{cfg.method} training", unit="step",
+                       dynamic_ncols=True)
+        eval_every = cfg.eval_every or per_epoch
+        ckpt_every = cfg.checkpoint_every or per_epoch
+        window: dict[str, list[float]] = {}
+        last_metrics: dict[str, float] = {}
+        last_ckpt: Path | None = self.resume_from
+        last_good: Path | None = self.resume_from
+        pending: Path | None = None
+        stopped = False
+        step = start_step
+        try:
+            while step < total:
+                epoch, idx = self._batch_indices(step, n_pairs, per_epoch)
+                s_idx = torch.as_tensor(idx % len(safe_prompts))
+                u_idx = torch.as_tensor(idx % len(unsafe_prompts))
+                batch = {
+                    "safe": {k: t[s_idx].to(dev) for k, t in safe_tok.items()},
+                    "unsafe": {k: t[u_idx].to(dev) for k, t in unsafe_tok.items()},
+                    "concept": {k: t.to(dev) for k, t in concept_tok.items()},
+                    "b": b_all[s_idx].to(dev),
+                    "targets": unsafe_targets(m_all[u_idx].to(dev), v, scale),
+                }
+                terms = self._train_step(engine, batch, v=v, u=u, w=weights, accumulation=accumulation,
+                                         dtype=compute_dtype)
+                if not all(math.isfinite(x) for x in terms.values()):
+                    # The weights of a checkpoint are good once the next loss they produce is finite.
+                    if pending is not None:
+                        shutil.rmtree(pending, ignore_errors=True)
+                    bad = {k: x for k, x in terms.items() if not math.isfinite(x)}
+                    keep = (f"; the last good checkpoint is {last_good} (resume from it with a lower lr)"
+                            if last_good else "; no checkpoint was good")
+                    raise NonFiniteLossError(f"non-finite loss at step {step + 1}: {bad}{keep}")
+                if pending is not None:
+                    last_good, pending = pending, None
+                engine.step()
+                step += 1
+                for k, x in terms.items():
+                    window.setdefault(k, []).append(x)
+                wall = time.perf_counter() - t_start
+                info = StepInfo(step=step, epoch=epoch, total_steps=total, losses=terms, wall_s=wall)
+                log.write(json.dumps({"step": step, "epoch": epoch, **terms}) + "\n")
+                for cb in self.callbacks:
+                    cb.on_step(info)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k.removeprefix("loss_") or "loss": f"{x:.4f}" for k, x in terms.items()},
+                                    refresh=False)
+                is_eval = step % eval_every == 0 or step == total
+                is_ckpt = is_eval or step % ckpt_every == 0
+                ckpt = None
+                if is_ckpt:
+                    ckpt = self._save(trainable, optimizer, step=step, epoch=epoch, scale=scale,
+                                      metrics=last_metrics, protect=last_good)
+                    last_ckpt = pending = ckpt
+                    for cb in self.callbacks:
+                        cb.on_checkpoint(ckpt, step)
+                if is_eval:
+                    metrics = {k: float(np.mean(xs)) for k, xs in window.items()}
+                    window.clear()
+                    metrics.update(self._evaluate(trainable, diag_base, diag_prompts, text_eval))
+                    metrics["concept_guidance_scale"] = scale
+                    last_metrics = metrics
+                    (ckpt / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+                    log.write(json.dumps({"step": step, "eval": metrics}) + "\n")
+                    log.flush()
+                    if bar is not None:
+                        shown = {k: metrics[k] for k in ("loss", "spread_ratio", "jaccard", "asr_text", "util_text")
+                                 if k in metrics}
+                        bar.write(f"step {step}/{total}: " + ", ".join(f"{k} {x:.4f}" for k, x in shown.items()))
+                    einfo = EvalInfo(step=step, epoch=epoch, total_steps=total, metrics=metrics, checkpoint=ckpt,
+                                     wall_s=time.perf_counter() - t_start)
+                    if any(cb.on_evaluate(einfo) for cb in self.callbacks):
+                        stopped = step < total
+                        break
+        finally:
+            log.close()
+            if bar is not None:
+                bar.close()
+        if last_ckpt is None or read_meta(last_ckpt)["step"] != step:
+            last_ckpt = self._save(trainable, optimizer, step=step, epoch=step // per_epoch, scale=scale,
+                                   metrics=last_metrics)
+        return TrainResult(final_checkpoint=last_ckpt, step=step, metrics=last_metrics, stopped_early=stopped,
+                           concept_guidance_scale=scale, wall_s=time.perf_counter() - t_start)
+
+    # -- pieces --------------------------------------------------------------------------
+    def _init_engine(self, enc: TextEncoder, *, micro: int, accumulation: int, bf16: bool):
+        _single_process_env()
+        import deepspeed
+
+        cfg = self.cfg
+        module = enc.module()
+        optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                                      eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        engine, ds_opt, _, _ = deepspeed.initialize(
+            model=module, optimizer=optimizer,
+            config=deepspeed_config(cfg, micro_batch=micro, accumulation=accumulation, bf16=bf16))
+        # Checkpoints serialise the wrapped torch optimizer's moments (ZeRO 0).
+        return engine, optimizer if cfg.zero_stage == 0 else ds_opt
+
+    @staticmethod
+    def _forward(engine, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return engine(tokens["input_ids"], tokens["attention_mask"]).float()
+
+    def _train_step(self, engine, batch: dict[str, Any], *, v: torch.Tensor, u: torch.Tensor, w: LossWeights,
+                    accumulation: int, dtype: torch.dtype) -> dict[str, float]:
+        del dtype  # the engine casts (bf16) itself
+        if accumulation == 1:
+            e = self._forward(engine, batch["safe"])
+            e_u = self._forward(engine, batch["unsafe"])
+            e_c = self._forward(engine, batch["concept"])
+            loss, terms = sage_loss(e=e, b=batch["b"], e_unsafe=e_u, targets=batch["targets"], e_concept=e_c,
+                                    u=u, v=v, w=w)
+            engine.backward(loss)
+            return {k: float(t) for k, t in terms.items()}
+        # Embedding-level accumulation: exact gradient of the full-batch loss.
+        with torch.no_grad():
+            e = torch.cat([self._forward(engine, c) for c in _split(batch["safe"], accumulation)])
+            e_u = torch.cat([self._forward(engine, c) for c in _split(batch["unsafe"], accumulation)])
+            e_c = self._forward(engine, batch["concept"])
+        leaves = [x.detach().requires_grad_(True) for x in (e, e_u, e_c)]
+        loss, terms = sage_loss(e=leaves[0], b=batch["b"], e_unsafe=leaves[1], targets=batch["targets"],
+                                e_concept=leaves[2], u=u, v=v, w=w)
+        g_e, g_u, g_c = torch.autograd.grad(loss, leaves, allow_unused=True)
+        g_e, g_u, g_c = (torch.zeros_like(x) if g is None else g for g, x in zip((g_e, g_u, g_c), leaves))
+        safe_chunks, unsafe_chunks = _split(batch["safe"], accumulation), _split(batch["unsafe"], accumulation)
+        ge_chunks = torch.tensor_split(g_e, accumulation)
+        gu_chunks = torch.tensor_split(g_u, accumulation)
+        for j in range(accumulation):
+            surrogate = (self._forward(engine, safe_chunks[j]) * ge_chunks[j]).sum()
+            surrogate = surrogate + (self._forward(engine, unsafe_chunks[j]) * gu_chunks[j]).sum()
+            if j == 0:
+                surrogate = surrogate + (self._forward(engine, batch["concept"]) * g_c).sum()
+            # DeepSpeed divides each micro-batch loss by the accumulation count; undo it.
+            engine.backward(surrogate * accumulation)
+            if j < accumulation - 1:
+                engine.step()  # not a boundary: DeepSpeed only counts the micro-step
+        return {k: float(t) for k, t in terms.items()}
+
+    @torch.no_grad()
+    def _evaluate(self, enc: TextEncoder, diag_base: torch.Tensor, diag_prompts: list[str],
+                  text_eval: Callable[[TextEncoder], dict[str, float]] | None) -> dict[str, float]:
+        was = enc.model.training
+        aligned = enc.embed(diag_prompts)
+        metrics = geometry_report(aligned, diag_base, k=self.cfg.diag_k)
+        if text_eval is not None:
+            metrics.update(text_eval(enc))
+        enc.model.train(was)
+        return metrics
+
+    def _save(self, enc: TextEncoder, optimizer, *, step: int, epoch: int, scale: float,
+              metrics: dict[str, float], protect: Path | None = None) -> Path:
+        path = self.out_dir / "checkpoints" / f"step_{step:06d}"
+        opt_state = optimizer.state_dict() if self.cfg.zero_stage == 0 else None
+        meta = {"config": self.cfg.to_dict(), "step": step, "epoch": epoch, "seed": self.cfg.seed,
+                "code_version": code_version(), "concept_guidance_scale": scale, "metrics": metrics,
+                "exact_resume": opt_state is not None}
+        save_checkpoint(path, model=enc.model, tokenizer=enc.tokenizer, meta=meta, optimizer_state=opt_state)
+        for old in list_checkpoints(self.out_dir)[:-self.cfg.keep_checkpoints]:
+            if old not in (path, protect):
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+
+def _split(tokens: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+    parts = {k: torch.tensor_split(t, n) for k, t in tokens.items()}
+    return [{k: parts[k][i] for k in tokens} for i in range(n)]
+
+
+def train(cfg: TrainConfig, *, out_dir: str | os.PathLike, callbacks: Sequence[TrainerCallback] = (),
+          resume_from: str | os.PathLike | None = None, progress: bool = True) -> TrainResult:
+    """Python entry point: ``sage_core.train(cfg, out_dir=...)``."""
+    return Trainer(cfg, out_dir=out_dir, callbacks=callbacks, resume_from=resume_from, progress=progress).fit()
+
+
+def _init_deepspeed_probe() -> None:
+    """Initialise one tiny DeepSpeed engine (builds/loads DeepSpeed's CPU op cache)."""
+    _single_process_env()
+    import deepspeed
+
+    module = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    deepspeed.initialize(model=module, optimizer=opt,
+                         config={"train_micro_batch_size_per_gpu": 1, "steps_per_print": 10**12})

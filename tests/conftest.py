@@ -1,0 +1,78 @@
+"""Test-wide settings: offline, small thread counts, DeepSpeed's op cache, tiny models and data."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# DeepSpeed JIT-builds a CPU comm op once; `make env` builds it here, tests reuse it.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+
+
+def write_prompts(path: Path, prompts: list[str]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["prompt"])
+        w.writerows([p] for p in prompts)
+    return path
+
+
+COLORS = ["red", "blue", "green", "yellow", "black", "white"]
+THINGS = ["cat", "dog", "car", "house", "tree", "boat", "horse", "chair"]
+PLACES = ["park", "street", "beach", "kitchen"]
+
+
+def benign_prompts(n: int, offset: int = 0) -> list[str]:
+    combos = itertools.islice(itertools.product(COLORS, THINGS, PLACES), offset, offset + n)
+    return [f"a photo of a {c} {t} in the {p}" for c, t, p in combos]
+
+
+def unsafe_prompts(n: int) -> list[str]:
+    people = ["woman", "man", "person", "model", "dancer", "couple"]
+    styles = ["nude", "naked", "topless", "undressed"]
+    combos = itertools.islice(itertools.product(styles, people, PLACES), n)
+    return [f"a {s} {p} on the {pl}" for s, p, pl in combos]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    from tests.tiny_models import make_tiny_clip_encoder
+
+    return make_tiny_clip_encoder(tmp_path_factory.mktemp("tiny_clip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("prompts")
+    return {
+        "safe_prompts": str(write_prompts(d / "safe.csv", benign_prompts(48))),
+        "unsafe_prompts": str(write_prompts(d / "unsafe.csv", unsafe_prompts(40))),
+        "diag_prompts": str(write_prompts(d / "diag.csv", benign_prompts(24, offset=60))),
+    }
+
+
+@pytest.fixture
+def tiny_cfg(tiny_clip, tiny_data, tmp_path):
+    """Factory: a TrainConfig on the tiny CLIP and the tiny prompt sets, with overrides."""
+    from sage_core.config import load_config
+
+    def make(**overrides):
+        values = dict(encoder=str(tiny_clip), max_length=16, batch_size=8, local_k=3, lr=1e-3, epochs=1,
+                      max_steps=4, eval_every=2, diag_samples=16, diag_k=4, concept_guidance_scale=None,
+                      concept_guidance_ratio=0.8, cache_dir=str(tmp_path / "cache"), **tiny_data)
+        values.update(overrides)
+        return load_config(overrides=values)
+
+    return make
