@@ -1,0 +1,40 @@
+"""The read side of sage-sweeps: results store, DuckDB views, Pareto fronts, ablations, report.
+
+Never imports torch, ray or sage_core (a test proves it), so it works alone in a notebook::
+
+    import analysis
+    con = analysis.connect("runs/demo/results")
+    front = analysis.pareto_front(con, x="asr_text", y="util_text")
+    analysis.hypervolume(front, x="asr_text", y="util_text", ref=(1.0, 0.0))
+"""
+
+from __future__ import annotations
+
+from analysis.ablation import PAPER_DEFAULTS, ablation_table
+from analysis.errors import AnalysisError, QueryError, StoreError, UnknownNameError
+from analysis.metrics import direction, is_metric
+from analysis.pareto import hypervolume, pareto_front, pareto_ranks
+from analysis.report import write_report
+from analysis.sql import readonly_query
+from analysis.store import KEY_COLUMNS, ResultStore
+from analysis.views import connect, locate
+
+__all__ = [
+    "AnalysisError",
+    "StoreError",
+    "QueryError",
+    "UnknownNameError",
+    "ResultStore",
+    "KEY_COLUMNS",
+    "connect",
+    "locate",
+    "pareto_front",
+    "pareto_ranks",
+    "hypervolume",
+    "ablation_table",
+    "PAPER_DEFAULTS",
+    "readonly_query",
+    "write_report",
+    "direction",
+    "is_metric",
+]

@@ -1,0 +1,21 @@
+"""The exception family of :mod:`analysis`; the ``sage`` CLI prints any of them as one line."""
+
+from __future__ import annotations
+
+__all__ = ["AnalysisError", "StoreError", "QueryError", "UnknownNameError"]
+
+
+class AnalysisError(Exception):
+    """Root of every error raised on purpose by :mod:`analysis`."""
+
+
+class StoreError(AnalysisError):
+    """The results store cannot be written or read (bad row, corrupt file, bad root)."""
+
+
+class QueryError(AnalysisError):
+    """A query is malformed or refused (unknown column, non-read-only SQL, no data)."""
+
+
+class UnknownNameError(QueryError):
+    """A metric, column or parameter name is not known; the message lists close matches."""

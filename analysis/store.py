@@ -1,0 +1,433 @@
+"""The results store: a Hive-partitioned Parquet dataset, one row per result key.
+
+Layout: ``<root>/sweep_id=<id>/part-<time_ns>-<random>.parquet``. The ``sweep_id`` column lives
+in the folder name only (Hive partitioning). Every :meth:`ResultStore.write` writes one file per
+sweep under a temporary name (``_tmp-*.inprogress``, which no reader globs) and renames it into
+place, so a reader never sees half a file.
+
+Duplicates are impossible by key: file names sort in write order, and every read keeps, for each
+key ``(sweep_id, trial_id, step, fidelity)``, the row of the newest file (last write wins). A
+retried or resumed write of the same key therefore replaces the earlier row, and two files that
+hold one key after a crash still show one row. :meth:`ResultStore.compact` merges a sweep's files
+into one, named so that it sorts after every file it replaces and before any later write.
+
+Roots: a local folder, a URI that pyarrow understands (``file://``, ``s3://``, ``gs://``, ...),
+any fsspec URI (``memory://``), or a path plus an explicit ``pyarrow.fs.FileSystem``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from analysis.errors import StoreError
+from analysis.metrics import is_metric
+
+__all__ = [
+    "KEY_COLUMNS",
+    "FIDELITIES",
+    "STATUSES",
+    "INT_COLUMNS",
+    "STRING_COLUMNS",
+    "ResultStore",
+    "BadFile",
+    "row_table",
+]
+
+KEY_COLUMNS: tuple[str, ...] = ("sweep_id", "trial_id", "step", "fidelity")
+FIDELITIES: tuple[str, ...] = ("text", "image")
+STATUSES: tuple[str, ...] = ("running", "finished", "pruned", "failed")
+# Columns whose type is fixed whatever the values look like, so files always agree.
+INT_COLUMNS: frozenset[str] = frozenset({"step", "local_k", "seed", "epochs", "batch_size", "epoch"})
+STRING_COLUMNS: frozenset[str] = frozenset(
+    {"sweep_id", "trial_id", "fidelity", "method", "status", "code_version", "checkpoint", "preset"}
+)
+_SWEEP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_COLUMN = re.compile(r"^[^\x00-\x1f\x7f\"]{1,128}$")
+_RESERVED = frozenset({"_file", "filename"})
+_PART_PREFIX = "sweep_id="
+_TMP_PREFIX = "_tmp-"
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A Parquet file in the dataset that cannot be read as results, and why."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.reason})"
+
+
+def _publish(fs: pafs.FileSystem, tmp: str, final: str) -> None:
+    """Rename ``tmp`` to ``final``: the one step that makes a written file visible."""
+    fs.move(tmp, final)
+
+
+def _filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in root:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(root))
+    try:
+        return pafs.FileSystem.from_uri(root)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+        pass
+    try:
+        import fsspec.core
+    except ImportError as exc:  # pragma: no cover - fsspec is a dependency
+        raise StoreError(f"root {root!r}: pyarrow does not know this scheme and fsspec is missing") from exc
+    try:
+        fs, path = fsspec.core.url_to_fs(root)
+    except (ImportError, ValueError) as exc:
+        raise StoreError(
+            f"root {root!r}: no filesystem for this URI ({exc}); use a local folder, file://, s3://, "
+            "gs://, memory:// or pass filesystem=pyarrow.fs.FileSystem"
+        ) from exc
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/") or "/"
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and similar become Python scalars; NaN stays NaN."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    return value
+
+
+def _column_array(name: str, values: list[Any]) -> pa.Array:
+    """Type one column: fixed types for known columns, int->float for numbers, else error."""
+    present = [v for v in values if v is not None]
+    if not present and name not in STRING_COLUMNS and name not in INT_COLUMNS and not is_metric(name):
+        # Type unknown yet: a null column merges with whatever a later file holds (text or number).
+        return pa.nulls(len(values), type=pa.null())
+    if name in STRING_COLUMNS:
+        bad = [v for v in present if not isinstance(v, str)]
+        if bad:
+            raise StoreError(f"column {name!r}: value {bad[0]!r} is not a string (this column holds text)")
+        return pa.array(values, type=pa.string())
+    if any(isinstance(v, str) for v in present):
+        if all(isinstance(v, str) for v in present):
+            return pa.array(values, type=pa.string())
+        raise StoreError(
+            f"column {name!r}: mixes text and numbers ({present[:3]!r}); one column holds one kind of value"
+        )
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.array(values, type=pa.bool_())
+    for v in present:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise StoreError(
+                f"column {name!r}: value {v!r} of type {type(v).__name__} is not allowed "
+                "(allowed: str, int, float, bool, None)"
+            )
+    if name in INT_COLUMNS:
+        out: list[int | None] = []
+        for v in values:
+            if v is None:
+                out.append(None)
+            elif isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+                raise StoreError(f"column {name!r}: value {v!r} is not a whole number (this column holds integers)")
+            else:
+                out.append(int(v))
+        return pa.array(out, type=pa.int64())
+    # Every other number is float64, so a value written as 2 in one file and 2.5 in another agrees.
+    return pa.array([None if v is None else float(v) for v in values], type=pa.float64())
+
+
+def _check_row(i: int, row: Mapping[str, Any]) -> tuple[str, str, int, str]:
+    if not isinstance(row, Mapping):
+        raise StoreError(f"row {i}: expected a dict, got {type(row).__name__}")
+    missing = [k for k in KEY_COLUMNS if row.get(k) is None]
+    if missing:
+        raise StoreError(f"row {i}: missing key column(s) {missing}; every row needs {list(KEY_COLUMNS)}")
+    sweep_id, trial_id, step, fidelity = (_plain(row[k]) for k in KEY_COLUMNS)
+    if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
+        raise StoreError(
+            f"row {i}: sweep_id {sweep_id!r} is not allowed (allowed: letters, digits, '.', '_', '-', "
+            "starting with a letter or digit, at most 200 characters)"
+        )
+    if not isinstance(trial_id, str) or not trial_id:
+        raise StoreError(f"row {i}: trial_id {trial_id!r} must be a non-empty string")
+    if isinstance(step, float) and step.is_integer():
+        step = int(step)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise StoreError(f"row {i}: step {step!r} must be a whole number >= 0")
+    if fidelity not in FIDELITIES:
+        raise StoreError(f"row {i}: fidelity {fidelity!r} is not allowed (allowed: {', '.join(FIDELITIES)})")
+    status = row.get("status")
+    if status is not None and status not in STATUSES:
+        raise StoreError(f"row {i}: status {status!r} is not allowed (allowed: {', '.join(STATUSES)})")
+    for name in row:
+        if not isinstance(name, str) or not _COLUMN.match(name) or name in _RESERVED:
+            raise StoreError(
+                f"row {i}: column name {name!r} is not allowed (allowed: 1-128 printable characters "
+                f"without '\"'; reserved: {', '.join(sorted(_RESERVED))})"
+            )
+    return sweep_id, trial_id, step, fidelity
+
+
+def row_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """Typed Arrow table of ``rows`` (all columns, ``sweep_id`` included), keys validated."""
+    columns: dict[str, None] = {}
+    folded: dict[str, str] = {}
+    for i, row in enumerate(rows):
+        _check_row(i, row)
+        for name in row:
+            other = folded.setdefault(name.lower(), name)
+            if other != name:  # DuckDB column names ignore case: these two would collide
+                raise StoreError(f"row {i}: columns {other!r} and {name!r} differ only in case; rename one")
+            columns.setdefault(name, None)
+    arrays = {name: _column_array(name, [_plain(r.get(name)) for r in rows]) for name in columns}
+    return pa.table(arrays)
+
+
+class ResultStore:
+    """Append-only, atomic, deduplicated Parquet results (see the module docstring).
+
+    >>> store = ResultStore("runs/demo/results")          # or "s3://bucket/prefix", "memory://x"
+    >>> store.write([{"sweep_id": "s1", "trial_id": "t0", "step": 10, "fidelity": "text",
+    ...               "asr_text": 0.1, "util_text": 0.9}])
+    1
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None) -> None:
+        root = os.fspath(root)
+        if filesystem is None:
+            self.filesystem, self.path = _filesystem_for(root)
+        else:
+            if not isinstance(filesystem, pafs.FileSystem):
+                raise StoreError(
+                    f"filesystem: expected a pyarrow.fs.FileSystem, got {type(filesystem).__name__} "
+                    "(wrap fsspec filesystems with pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)))"
+                )
+            self.filesystem, self.path = filesystem, root.rstrip("/") or "/"
+        self.uri = root
+        self.skipped: list[BadFile] = []
+
+    def __repr__(self) -> str:
+        return f"ResultStore({self.uri!r}, filesystem={type(self.filesystem).__name__})"
+
+    @property
+    def local_path(self) -> Path | None:
+        """The root as a local path when the filesystem is the local one (DuckDB reads it directly)."""
+        if isinstance(self.filesystem, pafs.LocalFileSystem):
+            return Path(self.path)
+        return None
+
+    # ------------------------------------------------------------------ writing
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Write ``rows`` as one atomic file per sweep; returns the number of rows written.
+
+        Rows with the same key within one call collapse to the last one; a key written before is
+        replaced (last write wins), never duplicated.
+        """
+        rows = list(rows)
+        by_key: dict[tuple[str, str, int, str], Mapping[str, Any]] = {}
+        for i, row in enumerate(rows):
+            key = _check_row(i, row)
+            by_key.pop(key, None)
+            by_key[key] = row
+        by_sweep: dict[str, list[Mapping[str, Any]]] = {}
+        for key, row in by_key.items():
+            by_sweep.setdefault(key[0], []).append(row)
+        for sweep_id, sweep_rows in by_sweep.items():
+            table = row_table(sweep_rows).drop_columns(["sweep_id"])
+            self._write_file(sweep_id, table, name=self._new_name())
+        return len(by_key)
+
+    @staticmethod
+    def _new_name(time_ns: int | None = None, *, compacted: bool = False) -> str:
+        ns = time.time_ns() if time_ns is None else time_ns
+        tag = ("z" if compacted else "") + uuid.uuid4().hex[:12]
+        return f"part-{ns:020d}-{tag}.parquet"
+
+    def _partition(self, sweep_id: str) -> str:
+        return f"{self.path}/{_PART_PREFIX}{sweep_id}"
+
+    def _write_file(self, sweep_id: str, table: pa.Table, *, name: str) -> str:
+        folder = self._partition(sweep_id)
+        try:
+            self.filesystem.create_dir(folder, recursive=True)
+            tmp = f"{folder}/{_TMP_PREFIX}{uuid.uuid4().hex}.inprogress"
+            pq.write_table(table, tmp, filesystem=self.filesystem, compression="zstd")
+            final = f"{folder}/{name}"
+            _publish(self.filesystem, tmp, final)
+        except OSError as exc:
+            raise StoreError(f"cannot write results under {folder!r}: {exc}") from exc
+        return final
+
+    # ------------------------------------------------------------------ reading
+    def sweep_ids(self) -> list[str]:
+        """The sweeps present in the dataset (partition folder names)."""
+        try:
+            infos = self.filesystem.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        except OSError as exc:
+            raise StoreError(f"cannot list {self.uri!r}: {exc}") from exc
+        return sorted(
+            i.base_name[len(_PART_PREFIX):]
+            for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith(_PART_PREFIX)
+        )
+
+    def files(self, sweep_id: str | None = None) -> list[str]:
+        """Visible Parquet files (temporary files excluded), sorted by sweep then write order."""
+        sweeps = [sweep_id] if sweep_id is not None else self.sweep_ids()
+        out: list[str] = []
+        for sid in sweeps:
+            infos = self.filesystem.get_file_info(pafs.FileSelector(self._partition(sid), allow_not_found=True))
+            out.extend(
+                sorted(
+                    i.path
+                    for i in infos
+                    if i.type == pafs.FileType.File
+                    and i.base_name.endswith(".parquet")
+                    and not i.base_name.startswith(_TMP_PREFIX)
+                )
+            )
+        return out
+
+    def check_files(self, files: Sequence[str] | None = None) -> tuple[list[str], list[BadFile]]:
+        """Split files into readable results files and bad ones (corrupt, or foreign: no key columns)."""
+        good: list[str] = []
+        bad: list[BadFile] = []
+        for path in self.files() if files is None else files:
+            try:
+                schema = pq.read_schema(path, filesystem=self.filesystem)
+            except (OSError, pa.ArrowException) as exc:
+                bad.append(BadFile(path, f"not readable as Parquet: {str(exc).splitlines()[0][:160]}"))
+                continue
+            missing = [k for k in KEY_COLUMNS[1:] if k not in schema.names]
+            if missing:
+                bad.append(BadFile(path, f"foreign Parquet file: no column(s) {missing}"))
+            else:
+                good.append(path)
+        return good, bad
+
+    def report_bad(self, bad: Sequence[BadFile], *, skip_bad: bool) -> None:
+        """Raise for bad files, or (``skip_bad=True``) warn and remember them in ``self.skipped``."""
+        if not bad:
+            return
+        listing = "; ".join(str(b) for b in bad)
+        if not skip_bad:
+            raise StoreError(
+                f"{len(bad)} bad file(s) in results store {self.uri!r}: {listing}. Move them away, or "
+                "pass skip_bad=True (CLI: --skip-bad) to read the rest"
+            )
+        self.skipped = list(bad)
+        warnings.warn(f"skipped {len(bad)} bad file(s) in {self.uri!r}: {listing}", stacklevel=3)
+
+    def _read_files(self, files: Sequence[str], *, skip_bad: bool) -> pa.Table | None:
+        tables: list[pa.Table] = []
+        bad: list[BadFile] = []
+        for path in files:
+            try:
+                t = pq.read_table(path, filesystem=self.filesystem)
+            except FileNotFoundError:
+                continue  # compacted away between listing and reading; its rows live in the merged file
+            except (OSError, pa.ArrowException) as exc:
+                bad.append(BadFile(path, f"not readable as Parquet: {str(exc).splitlines()[0][:160]}"))
+                continue
+            missing = [k for k in KEY_COLUMNS[1:] if k not in t.column_names]
+            if missing:
+                bad.append(BadFile(path, f"foreign Parquet file: no column(s) {missing}"))
+                continue
+            folder, _, name = path.rpartition("/")
+            sweep_id = folder.rpartition("/")[2][len(_PART_PREFIX):]
+            if "sweep_id" in t.column_names:
+                t = t.drop_columns(["sweep_id"])
+            t = t.append_column("sweep_id", pa.array([sweep_id] * len(t), pa.string()))
+            t = t.append_column("_file", pa.array([name] * len(t), pa.string()))
+            tables.append(t)
+        self.report_bad(bad, skip_bad=skip_bad)
+        if not tables:
+            return None
+        try:
+            return pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException as exc:
+            raise StoreError(f"results files in {self.uri!r} disagree on column types: {exc}") from exc
+
+    def read(self, *, sweep_id: str | None = None, skip_bad: bool = False) -> pa.Table:
+        """All rows, one per key (the newest write wins), sorted by key.
+
+        A corrupt or foreign Parquet file raises :class:`StoreError` naming it, unless
+        ``skip_bad=True``: then it is skipped with a warning and listed in ``self.skipped``.
+        """
+        table = self._read_files(self.files(sweep_id), skip_bad=skip_bad)
+        if table is None:
+            return pa.table(
+                {"sweep_id": pa.array([], pa.string()), "trial_id": pa.array([], pa.string()),
+                 "step": pa.array([], pa.int64()), "fidelity": pa.array([], pa.string())}
+            )
+        return _dedup(table)
+
+    # ------------------------------------------------------------------ maintenance
+    def compact(self, sweep_id: str | None = None, *, skip_bad: bool = False, stale_tmp_s: float = 3600.0) -> int:
+        """Merge each sweep's files into one file atomically; returns the number of files removed.
+
+        The merged file is renamed into place before its inputs are deleted, so readers see every
+        row at every moment (for an instant twice, which the key deduplication hides). Temporary
+        files older than ``stale_tmp_s`` (left by crashed writers) are deleted too.
+        """
+        removed = 0
+        for sid in [sweep_id] if sweep_id is not None else self.sweep_ids():
+            removed += self._clean_tmp(sid, stale_tmp_s=stale_tmp_s)
+            files = self.files(sid)
+            good, bad = self.check_files(files)
+            self.report_bad(bad, skip_bad=skip_bad)
+            if len(good) < 2:
+                continue
+            table = self._read_files(good, skip_bad=skip_bad)
+            if table is None:
+                continue
+            merged = _dedup(table).drop_columns(["sweep_id"])
+            newest_ns = max(int(Path(p).name.split("-")[1]) for p in good)
+            self._write_file(sid, merged, name=self._new_name(newest_ns, compacted=True))
+            for path in good:
+                try:
+                    self.filesystem.delete_file(path)
+                except FileNotFoundError:
+                    continue
+                removed += 1
+        return removed
+
+    def _clean_tmp(self, sweep_id: str, *, stale_tmp_s: float) -> int:
+        infos = self.filesystem.get_file_info(pafs.FileSelector(self._partition(sweep_id), allow_not_found=True))
+        now = time.time()
+        n = 0
+        for i in infos:
+            if i.type != pafs.FileType.File or not i.base_name.startswith(_TMP_PREFIX):
+                continue
+            mtime = i.mtime.timestamp() if i.mtime is not None else 0.0
+            if now - mtime >= stale_tmp_s:
+                self.filesystem.delete_file(i.path)
+                n += 1
+        return n
+
+
+def _dedup(table: pa.Table) -> pa.Table:
+    """Keep the row of the newest file per key; drop the helper ``_file`` column."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("_rows", table)
+        keys = ", ".join(KEY_COLUMNS)
+        return con.sql(
+            f"SELECT {keys}, * EXCLUDE ({keys}, _file) FROM _rows "
+            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _file DESC) = 1 ORDER BY {keys}"
+        ).to_arrow_table()
+    finally:
+        con.close()

@@ -1,0 +1,231 @@
+"""`sage pareto`, `sage ablation`, `sage sql`, `sage report`: thin wrappers over :mod:`analysis`.
+
+RESULTS is the dataset root (folders ``sweep_id=...``) or a sweep/storage folder holding
+``results/``, or an object-storage URI. duckdb, pandas and matplotlib load inside the commands.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+RESULTS_HELP = (
+    "Results dataset: its root (holding sweep_id=... folders), a sweep folder that contains "
+    "results/, or a URI such as s3://bucket/prefix. Example: runs/demo"
+)
+SKIP_BAD_HELP = "Skip corrupt or foreign Parquet files (each is named in a warning) instead of failing."
+
+
+@contextmanager
+def _duckdb_errors():
+    """A DuckDB failure inside a command (e.g. a file compacted away mid-query) becomes one line."""
+    import duckdb
+
+    from analysis.errors import QueryError
+
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise QueryError(f"query failed: {str(exc).splitlines()[0]} (retry; if it persists, check the results folder)") from exc
+
+
+def _print_frame(df, *, title: str | None = None, max_rows: int = 200) -> None:
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col in df.columns:
+        table.add_column(str(col), min_width=len(str(col)), justify="right" if df[col].dtype.kind in "iuf" else "left")
+    for row in df.head(max_rows).itertuples(index=False):
+        cells = []
+        for v in row:
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("–")
+            elif isinstance(v, float):
+                cells.append(f"{v:.4g}")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    probe = Console()
+    console = probe if probe.is_terminal else Console(width=400)  # piped: never crop columns
+    console.print(table)
+    if len(df) > max_rows:
+        console.print(f"... {len(df) - max_rows} more rows")
+
+
+def _default_pair(con, fidelity: Optional[str]) -> tuple[str, str]:
+    from analysis.errors import QueryError
+    from analysis.pareto import DEFAULT_PAIRS
+    from analysis.views import columns_of
+
+    if fidelity is not None:
+        if fidelity not in DEFAULT_PAIRS:
+            raise QueryError(f"--fidelity {fidelity!r} is not allowed (allowed: {', '.join(DEFAULT_PAIRS)})")
+        return DEFAULT_PAIRS[fidelity]
+    cols = columns_of(con, "results")
+    for x, y in DEFAULT_PAIRS.values():  # image level first: it is the truth when measured
+        if x in cols and y in cols:
+            n = con.sql(f'SELECT count(*) FROM results WHERE "{x}" IS NOT NULL AND "{y}" IS NOT NULL').fetchall()[0][0]
+            if n:
+                return x, y
+    return DEFAULT_PAIRS["image"]
+
+
+def pareto(
+    results: str = typer.Argument(..., help=RESULTS_HELP),
+    x: Optional[str] = typer.Option(
+        None, "--x", help="First objective (direction from the metric registry). Default: asr, or asr_text "
+        "when only text-level metrics exist. Example: --x asr_text"
+    ),
+    y: Optional[str] = typer.Option(
+        None, "--y", help="Second objective. Default: tifa, or util_text for text level. Example: --y util_text"
+    ),
+    extra: Optional[str] = typer.Option(
+        None, "--extra", help="Optional third objective for a 3-D front. Example: --extra fid"
+    ),
+    by: Optional[str] = typer.Option(
+        None, "--by", help="One front per value of: method, sweep, or any hyperparameter column. Example: --by local_k"
+    ),
+    fidelity: Optional[str] = typer.Option(
+        None, "--fidelity", help="Keep only text or image rows; also picks the default objective pair. Example: --fidelity text"
+    ),
+    all_steps: bool = typer.Option(
+        False, "--all-steps", help="Use every reported step of each trial, not only its last one."
+    ),
+    plot: Optional[Path] = typer.Option(
+        None, "--plot", help="Also write a PNG plot (paper rows overlaid where they have the metrics). Example: --plot front.png"
+    ),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
+) -> None:
+    """Print the Pareto front of two objectives (default: minimise ASR, maximise TIFA).
+
+    Example: sage pareto runs/demo --x asr_text --y util_text --plot runs/demo/pareto.png
+    """
+    import analysis
+    from analysis.ablation import hyperparameters
+
+    with _duckdb_errors():
+        front, ranked, reported, x, y = _front(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity,
+                                               all_steps=all_steps, skip_bad=skip_bad)
+    if front.empty:
+        typer.echo(f"no rows with both {x} and {y} (after filters); nothing on the front")
+        return
+    group = {"sweep": "sweep_id"}.get(by, by) if by else None
+    objs = [x, y] + ([extra] if extra else [])
+    show = [c for c in ([group] if group else []) + ["sweep_id", "trial_id", "step", "fidelity", "method"]
+            if c and c in front.columns]
+    varied = [h for h in hyperparameters(list(ranked.columns)) if ranked[h].nunique(dropna=True) > 1]
+    show = list(dict.fromkeys(show + objs + varied))
+    _print_frame(front[show], title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""))
+    hv = analysis.hypervolume(front, x=x, y=y, extra=extra)
+    typer.echo(f"{len(front)} of {len(ranked)} trials on the front; hypervolume against the trials' nadir: {hv:.4g}")
+    if plot is not None:
+        from analysis.plots import pareto_plot
+
+        path = pareto_plot(ranked, front, x=x, y=y, path=plot, by=group, reported=reported)
+        typer.echo(f"plot written to {path}")
+
+
+def _front(results, *, x, y, extra, by, fidelity, all_steps, skip_bad):
+    import analysis
+
+    con = analysis.connect(results, skip_bad=skip_bad)
+    try:
+        if x is None or y is None:
+            dx, dy = _default_pair(con, fidelity)
+            x, y = x or dx, y or dy
+        steps = "all" if all_steps else "last"
+        ranked = analysis.pareto_ranks(con, x=x, y=y, by=by, fidelity=fidelity, extra=extra, steps=steps)
+        front = ranked[ranked["front"] == 1].drop(columns="front")
+        reported = con.sql("SELECT * FROM reported").df()
+    finally:
+        con.close()
+    return front, ranked, reported, x, y
+
+
+def ablation(
+    results: str = typer.Argument(..., help=RESULTS_HELP),
+    param: str = typer.Option(..., "--param", help="Hyperparameter to vary. Example: --param lambda_esp"),
+    fmt: str = typer.Option("md", "--format", help="md (Markdown table) or csv. Example: --format csv"),
+    default: list[str] = typer.Option(
+        [], "--default", help="Override a default the other hyperparameters must sit at (paper: lambda_safe=0.3, "
+        "lambda_esp=2, lambda_lsa=0.1, local_k=15, alpha=1, concept_guidance_scale=205). Repeatable. "
+        "Example: --default local_k=10"
+    ),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
+) -> None:
+    """Print the appendix-style ablation table of one hyperparameter (others at their defaults).
+
+    Example: sage ablation runs/demo --param lambda_esp --format md
+    """
+    import analysis
+    from analysis.errors import QueryError
+
+    if fmt not in ("md", "csv"):
+        raise QueryError(f"--format {fmt!r} is not allowed (allowed: md, csv)")
+    defaults: dict[str, float] = {}
+    for item in default:
+        name, sep, value = item.partition("=")
+        try:
+            defaults[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise QueryError(f"--default {item!r} is not NAME=NUMBER (example: --default local_k=10)")
+    with _duckdb_errors():
+        text = analysis.ablation_table(results, param=param, fmt=fmt, defaults=defaults, skip_bad=skip_bad)
+    typer.echo(text, nl=False)
+
+
+def sql(
+    results: str = typer.Argument(..., help=RESULTS_HELP),
+    query: str = typer.Argument(
+        ..., help="One read-only SELECT/WITH statement over the views `results` and `reported`. "
+        "Example: \"SELECT method, count(*) FROM results GROUP BY method\""
+    ),
+    limit: int = typer.Option(200, "--limit", help="Print at most this many rows. Example: --limit 20"),
+    fmt: str = typer.Option("table", "--format", help="table (aligned) or csv. Example: --format csv"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
+) -> None:
+    """Run one read-only SQL query (DuckDB) over the results; writes, settings, ATTACH and the like are refused.
+
+    Example: sage sql runs/demo "SELECT trial_id, asr_text, util_text FROM results ORDER BY asr_text LIMIT 5"
+    """
+    import analysis
+    from analysis.errors import QueryError
+
+    if fmt not in ("table", "csv"):
+        raise QueryError(f"--format {fmt!r} is not allowed (allowed: table, csv)")
+    df = analysis.readonly_query(results, query, skip_bad=skip_bad, limit=limit)
+    if fmt == "csv":
+        typer.echo(df.to_csv(index=False), nl=False)
+    else:
+        _print_frame(df, max_rows=limit)
+
+
+def report(
+    results: str = typer.Argument(..., help=RESULTS_HELP),
+    out: Path = typer.Option(..., "--out", help="Folder for index.html and its PNG plots. Example: --out runs/demo/report"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
+) -> None:
+    """Write a static HTML report (fronts with paper rows overlaid, ablations, statuses, best checkpoints).
+
+    Example: sage report runs/demo --out runs/demo/report   (then open runs/demo/report/index.html)
+    """
+    import analysis
+
+    with _duckdb_errors():
+        page = analysis.write_report(results, out, skip_bad=skip_bad)
+    typer.echo(f"report written to {page}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pareto")(pareto)
+    app.command("ablation")(ablation)
+    app.command("sql")(sql)
+    app.command("report")(report)
