@@ -1,0 +1,105 @@
+"""``sage sweep run|resume|status|stop|validate``: thin wrappers over ``sweeps.runner`` / ``sweeps.status``."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+sweep_app = typer.Typer(
+    name="sweep",
+    help="Run, resume, inspect and stop hyperparameter sweeps (Ray Tune + Optuna, Pareto successive "
+    "halving).\n\nA SPEC is a shipped spec name (quickstart, paper-default, des-baseline, "
+    "ablation-lambda-esp, pareto-search, ...) or a YAML path. Example: `sage sweep run quickstart "
+    "--storage runs/demo`.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+_SET_HELP = ("Override a spec value, repeatable. Dotted paths reach into the spec "
+             "(--set search.num_samples=8, --set fidelity.text_every=10); a bare TrainConfig field "
+             "sets it for every trial (--set lr=1e-4 is --set train.lr=1e-4).")
+
+
+@sweep_app.command("run")
+def run_cmd(
+    spec: str = typer.Argument(..., help="Spec name (e.g. quickstart) or path to a spec YAML."),
+    set_: List[str] = typer.Option([], "--set", help=_SET_HELP),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Sweep folder (local/shared path or s3://... URI); overrides the spec's "
+        "storage. Example: --storage runs/demo"),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray cluster to attach to: 'auto' (the cluster this node belongs to) or "
+        "HOST:PORT; default RAY_ADDRESS, else a small local Ray. Example: --address auto"),
+    num_cpus: Optional[float] = typer.Option(
+        None, "--num-cpus", help="CPUs of the local Ray (default: cpus per trial x max_concurrent)."),
+) -> None:
+    """Validate SPEC, then run the sweep; results go to STORAGE/results, the live table shows the
+    objectives. Interrupt with Ctrl+C or `sage sweep stop STORAGE`; finish with `sage sweep resume`."""
+    from sage_core.config import parse_overrides
+    from sweeps.runner import run
+
+    outcome = run(spec, overrides=parse_overrides(set_), storage=storage, address=address, num_cpus=num_cpus)
+    typer.echo(outcome.summary())
+    if outcome.state != "finished":
+        raise typer.Exit(1)
+
+
+@sweep_app.command("resume")
+def resume_cmd(
+    storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Also restart trials that failed (from their last checkpoint)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to attach to, e.g. auto."),
+    num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray."),
+) -> None:
+    """Finish an interrupted or stopped sweep: finished trials are kept, unfinished ones continue
+    from their last checkpoint. Example: `sage sweep resume runs/demo`."""
+    from sweeps.runner import resume
+
+    outcome = resume(storage, retry_failed=retry_failed, address=address, num_cpus=num_cpus)
+    typer.echo(outcome.summary())
+    if outcome.state != "finished":
+        raise typer.Exit(1)
+
+
+@sweep_app.command("status")
+def status_cmd(storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo.")) -> None:
+    """Running / finished / pruned / failed trials (with reasons) and the current Pareto front.
+    Works while the sweep runs. Example: `sage sweep status runs/demo`."""
+    from sweeps.runner import load_sweep_spec
+    from sweeps.status import format_status, sweep_status
+
+    spec, _ = load_sweep_spec(storage)
+    typer.echo(format_status(sweep_status(storage), varied=list(spec.dimensions())))
+
+
+@sweep_app.command("stop")
+def stop_cmd(storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo.")) -> None:
+    """Ask the running sweep to stop gracefully (it checkpoints and exits; resume later).
+    Example: `sage sweep stop runs/demo`."""
+    from sweeps.runner import resume_command
+    from sweeps.status import request_stop
+
+    path = request_stop(storage)
+    typer.echo(f"stop requested ({path}); the driver stops within a few seconds. "
+               f"Continue later with: {resume_command(storage)}")
+
+
+@sweep_app.command("validate")
+def validate_cmd(
+    spec: str = typer.Argument(..., help="Spec name (e.g. pareto-search) or path to a spec YAML."),
+    set_: List[str] = typer.Option([], "--set", help=_SET_HELP),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Check this storage instead of the spec's."),
+) -> None:
+    """Check SPEC without starting Ray: unknown keys, bad ranges, every trial configuration
+    (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage.
+    All problems are listed at once. Example: `sage sweep validate ablation-local-k`."""
+    from sage_core.config import parse_overrides
+    from sweeps.spec import describe, load_spec
+
+    typer.echo(describe(load_spec(spec, overrides=parse_overrides(set_), storage=storage)))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sweep_app, name="sweep")

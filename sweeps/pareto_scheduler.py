@@ -1,0 +1,238 @@
+"""Pareto-aware successive halving: a multi-objective Tune scheduler.
+
+Ray's built-in schedulers (ASHA, HyperBand, PBT) rank trials by one metric. Safety alignment has
+two that pull apart (attack rate down, utility up), so at each rung this scheduler ranks the
+trials seen there by non-dominated sorting and, inside a front, by crowding distance (NSGA-II's
+order), and keeps a trial while fewer than ``ceil(n / eta)`` of the ``n`` trials recorded at that
+rung are strictly ahead of it. Like ASHA it decides asynchronously when a trial reaches a rung,
+so no trial ever waits (or is paused and restored) for slower ones.
+
+The pure functions below work on minimisation vectors; :func:`to_minimization` flips the
+``max`` objectives first (as Optuna does).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["to_minimization", "nondominated_ranks", "crowding_distance", "strictly_ahead",
+           "keeps_at_rung", "ParetoSuccessiveHalving"]
+
+
+def to_minimization(values: Sequence[float], modes: Sequence[str]) -> np.ndarray:
+    """``x_i`` for ``min`` objectives, ``-x_i`` for ``max``; NaN/None becomes ``+inf`` (worst)."""
+    out = []
+    for x, mode in zip(values, modes):
+        v = float("nan") if x is None else float(x)
+        v = v if mode == "min" else -v
+        out.append(math.inf if math.isnan(v) else v)
+    return np.asarray(out, dtype=float)
+
+
+def nondominated_ranks(points: np.ndarray) -> np.ndarray:
+    """Front index of every row (0 = non-dominated), minimisation.
+
+    ``a`` dominates ``b`` iff ``a_j <= b_j`` for all j and ``a_j < b_j`` for some j.
+    """
+    pts = np.asarray(points, dtype=float)
+    n = len(pts)
+    ranks = np.full(n, -1, dtype=int)
+    if n == 0:
+        return ranks
+    le = (pts[:, None, :] <= pts[None, :, :]).all(-1)
+    lt = (pts[:, None, :] < pts[None, :, :]).any(-1)
+    dominates = le & lt                       # dominates[i, j]: i dominates j
+    remaining = np.ones(n, dtype=bool)
+    front = 0
+    while remaining.any():
+        dominated = (dominates[remaining][:, remaining]).any(0)
+        idx = np.flatnonzero(remaining)[~dominated]
+        ranks[idx] = front
+        remaining[idx] = False
+        front += 1
+    return ranks
+
+
+def crowding_distance(points: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance of each row within one front.
+
+    For each objective, sort the front; the two ends get ``inf``; an inner point gets
+    ``(x_next - x_prev) / (x_max - x_min)``; the distance is the sum over objectives.
+    """
+    pts = np.asarray(points, dtype=float)
+    n, m = pts.shape if pts.ndim == 2 else (len(pts), 0)
+    dist = np.zeros(n)
+    if n <= 2:
+        return np.full(n, math.inf)
+    for j in range(m):
+        order = np.argsort(pts[:, j], kind="stable")
+        col = pts[order, j]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        span = col[-1] - col[0]
+        if not math.isfinite(span) or span <= 0:
+            continue
+        dist[order[1:-1]] += (col[2:] - col[:-2]) / span
+    return dist
+
+
+def strictly_ahead(points: np.ndarray, index: int) -> int:
+    """How many rows beat row ``index``: a lower front, or the same front and a larger crowding."""
+    pts = np.asarray(points, dtype=float)
+    ranks = nondominated_ranks(pts)
+    mine = ranks[index]
+    ahead = int((ranks < mine).sum())
+    same = np.flatnonzero(ranks == mine)
+    crowd = crowding_distance(pts[same])
+    my_crowd = crowd[list(same).index(index)]
+    return ahead + int((crowd > my_crowd).sum())
+
+
+def keeps_at_rung(points: np.ndarray, index: int, *, eta: int) -> bool:
+    """Row ``index`` survives when fewer than ``ceil(n / eta)`` rows are strictly ahead of it.
+
+    Ties keep the trial being decided, as ASHA keeps a trial exactly at its cutoff.
+    """
+    n = len(points)
+    return strictly_ahead(points, index) < math.ceil(n / eta)
+
+
+# --------------------------------------------------------------------------------------------
+try:  # Tune is optional for the pure functions above
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+except ImportError:  # pragma: no cover - ray is a dependency of sweeps
+    TrialScheduler = object  # type: ignore[assignment,misc]
+    Trial = Any  # type: ignore[assignment,misc]
+
+
+class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
+    """Stop a trial at a rung unless its Pareto order puts it in the top ``1/eta`` there.
+
+    Args (keyword-only):
+        metrics / modes: the objectives, e.g. ``["asr_text", "util_text"]``, ``["min", "max"]``.
+        rungs: values of ``time_attr`` where decisions happen; ``None`` = every result whose
+            ``time_attr`` is below the trial's ``total_attr`` (i.e. every evaluation but the last).
+        eta: reduction factor (>= 2).
+        time_attr / total_attr: result keys holding the step and the run length.
+        state_path: JSON file the rung records are mirrored to, so a resumed driver keeps them.
+    """
+
+    def __init__(self, *, metrics: Sequence[str], modes: Sequence[str], rungs: Sequence[int] | None = None,
+                 eta: int = 3, time_attr: str = "step", total_attr: str = "total_steps",
+                 state_path: str | os.PathLike | None = None):
+        super().__init__()
+        if len(metrics) != len(modes) or not metrics:
+            raise ValueError(f"metrics={list(metrics)} and modes={list(modes)} must be non-empty and equal length")
+        bad = [m for m in modes if m not in ("min", "max")]
+        if bad:
+            raise ValueError(f"modes={list(modes)}: each must be 'min' or 'max'")
+        if eta < 2:
+            raise ValueError(f"eta={eta}: must be >= 2")
+        self.metrics = list(metrics)
+        self.modes = list(modes)
+        self.rungs = sorted(int(r) for r in rungs) if rungs is not None else None
+        self.eta = int(eta)
+        self.time_attr = time_attr
+        self.total_attr = total_attr
+        self.state_path = Path(state_path) if state_path else None
+        self._metric = self.metrics[0]
+        # rung step -> trial id -> minimisation vector, in arrival order
+        self.recorded: dict[int, dict[str, list[float]]] = {}
+        self.pruned: dict[str, int] = {}
+        self._loaded = False
+
+    # -- persistence --------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.state_path and self.state_path.is_file():
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            for rung, rows in state.get("recorded", {}).items():
+                self.recorded.setdefault(int(rung), {}).update(rows)
+            self.pruned.update(state.get("pruned", {}))
+
+    def _dump(self) -> None:
+        if not self.state_path:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        state = {"recorded": {str(k): v for k, v in self.recorded.items()}, "pruned": self.pruned,
+                 "metrics": self.metrics, "modes": self.modes, "eta": self.eta}
+        tmp.write_text(json.dumps(state, allow_nan=True), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    # -- TrialScheduler -----------------------------------------------------------------
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
+        return True  # our objectives come from the constructor
+
+    def _is_rung(self, result: Mapping[str, Any]) -> int | None:
+        step = result.get(self.time_attr)
+        if step is None:
+            return None
+        step = int(step)
+        if self.rungs is not None:
+            return step if step in self.rungs else None
+        total = result.get(self.total_attr)
+        return step if total is None or step < int(total) else None
+
+    def decide(self, trial_id: str, result: Mapping[str, Any]) -> str:
+        """CONTINUE or STOP for one result (the Tune-free core, used by tests and benches)."""
+        self._load()
+        rung = self._is_rung(result)
+        if rung is None:
+            return TrialScheduler.CONTINUE
+        if trial_id in self.pruned:
+            return TrialScheduler.STOP
+        vec = to_minimization([result.get(m) for m in self.metrics], self.modes)
+        rows = self.recorded.setdefault(rung, {})
+        rows[trial_id] = [float(x) for x in vec]
+        ids = list(rows)
+        keep = keeps_at_rung(np.asarray([rows[i] for i in ids]), ids.index(trial_id), eta=self.eta)
+        if not keep:
+            self.pruned[trial_id] = rung
+        self._dump()
+        return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        return self.decide(trial.trial_id, result)
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        pass
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        for status in (Trial.PENDING, Trial.PAUSED):
+            for trial in tune_controller.get_trials():
+                if trial.status == status:
+                    return trial
+        return None
+
+    def debug_string(self) -> str:
+        parts = [f"rung {r}: {len(rows)} seen" for r, rows in sorted(self.recorded.items())]
+        return (f"ParetoSuccessiveHalving(eta={self.eta}, objectives="
+                f"{', '.join(f'{mo} {me}' for me, mo in zip(self.metrics, self.modes))}): "
+                f"{'; '.join(parts) or 'no rung reached yet'}; {len(self.pruned)} pruned")
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps({"recorded": {str(k): v for k, v in self.recorded.items()},
+                                                     "pruned": self.pruned}), encoding="utf-8")
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text(encoding="utf-8"))
+        self.recorded = {int(k): v for k, v in state["recorded"].items()}
+        self.pruned = dict(state["pruned"])

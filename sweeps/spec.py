@@ -1,0 +1,456 @@
+"""``SweepSpec``: one sweep as data (YAML in ``sweeps/specs/``), validated before Ray starts.
+
+A spec may inherit another with ``include: <name or path>`` (alias ``base:``): mappings merge
+key by key, the child wins, and ``space`` / ``objectives`` / lists are replaced as a whole, so an
+ablation lists only what it varies. Precedence: ``--set`` > the spec file > what it includes >
+the defaults below. ``validate_spec`` reports every problem at once, each naming the field, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sage_core.config import TrainConfig, load_config, read_yaml_mapping
+from sage_core.errors import ConfigError, SageError
+
+from .space import Dimension, enumerate_combinations, grid_size, parse_dimension
+
+__all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage",
+           "Resources", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",
+           "TEXT_METRICS", "IMAGE_METRICS", "apply_overrides", "base_train_config", "trial_config",
+           "is_uri", "MAX_VALIDATED_COMBINATIONS", "VARIANT", "trial_values", "describe"]
+
+SPECS_DIR = Path(__file__).parent / "specs"
+VARIANT = "variant"
+MAX_VALIDATED_COMBINATIONS = 4096
+
+# Metrics each evaluator produces; '*' = any suffix (per attack set / per category).
+TEXT_METRICS = ("asr_text", "asr_text_*", "util_text", "util_text_*", "base_asr_text", "base_asr_text_*",
+                "spread_ratio", "jaccard", "jaccard_10", "distortion_abs", "distortion_rel",
+                "distortion_pearson", "distortion_spearman", "loss", "loss_sp", "loss_ca", "loss_un",
+                "loss_cu", "loss_esp", "loss_lsa")
+# Produced by the text evaluator (sage_core.evaluation); the geometry/loss ones by the trainer itself.
+_NEEDS_TEXT_EVALUATOR = ("asr_text", "util_text", "base_asr_text")
+IMAGE_METRICS = ("asr", "asr_*", "tifa", "tifa_*", "clipscore", "fid")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Objective(_Strict):
+    metric: str = Field(description="a reported metric, e.g. asr_text, util_text, asr, tifa")
+    mode: Literal["min", "max"]
+
+
+class SearchConfig(_Strict):
+    algorithm: Literal["grid", "random", "tpe", "nsga2"] = Field(
+        "grid", description="grid/random through Tune's BasicVariantGenerator; tpe/nsga2 through "
+        "Optuna (multi-objective)")
+    num_samples: int = Field(1, ge=1, description="grid: repeats of the whole grid; others: trials")
+    seed: int | None = Field(0, ge=0, description="sampler seed (Optuna) / Tune random seed")
+    max_concurrent: int = Field(2, ge=1, description="trials running at once")
+
+
+class SchedulerConfig(_Strict):
+    kind: Literal["pareto_sh", "fifo"] = Field(
+        "pareto_sh", description="pareto_sh: Pareto-aware successive halving at the rungs; fifo: none")
+    eta: int = Field(3, ge=2, description="keep the top 1/eta (non-dominated rank, then crowding) per rung")
+
+
+class ImageStage(_Strict):
+    metrics: list[str] = Field(min_length=1, description="image-level metrics, e.g. [asr, tifa]")
+    survivors: int = Field(4, ge=1, description="how many text-level front trials get image metrics")
+
+
+class FidelityPlan(_Strict):
+    text_every: int = Field(description="steps between text-level evaluations (TrainConfig.eval_every)", ge=1)
+    rungs: list[int] | None = Field(
+        None, description="steps where the scheduler decides; default: every text evaluation but the last")
+    image: ImageStage | None = Field(None, description="image-level metrics for the survivors")
+
+
+class Resources(_Strict):
+    cpus: float = Field(1.0, gt=0, description="CPUs per trial")
+    gpus: float = Field(0.0, ge=0, description="GPUs per trial; fractional shares a device, e.g. 0.5")
+    workers: int = Field(1, ge=1, description="DeepSpeed data-parallel workers per trial (Ray Train)")
+    custom: dict[str, float] = Field(default_factory=dict, description="extra Ray resources per trial")
+
+
+class SweepSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    preset: Literal["quickstart", "paper", "des"] | None = Field(None, description="TrainConfig preset")
+    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides for every trial")
+    space: dict[str, Any] = Field(default_factory=dict, description="TrainConfig field -> dimension")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named sets of TrainConfig overrides (e.g. DES, DES+ESP, SAGE), "
+        "crossed with the space as one more grid dimension called 'variant'")
+    search: SearchConfig = SearchConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    objectives: list[Objective] = Field(min_length=1)
+    fidelity: FidelityPlan
+    resources: Resources = Resources()
+    storage: str = Field(description="sweep folder: local/shared path or object-storage URI")
+    max_failures: int = Field(2, ge=-1, description="retries per trial from its last checkpoint (-1: forever)")
+
+    # ----------------------------------------------------------------------------------
+    def dimensions(self) -> dict[str, Dimension]:
+        """The search dimensions, with ``variant`` first when the spec names variants."""
+        dims: dict[str, Dimension] = {}
+        if self.variants:
+            dims[VARIANT] = parse_dimension(VARIANT, {"grid": list(self.variants)})
+        dims.update({name: parse_dimension(name, raw) for name, raw in self.space.items()})
+        return dims
+
+    def objective_metrics(self) -> list[str]:
+        return [o.metric for o in self.objectives]
+
+    def objective_modes(self) -> list[str]:
+        return [o.mode for o in self.objectives]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------------------
+def is_uri(storage: str) -> bool:
+    return "://" in storage and not storage.startswith("file://")
+
+
+def shipped_specs() -> list[str]:
+    return sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+
+
+def resolve_spec_path(name_or_path: str | os.PathLike, *, relative_to: Path | None = None) -> Path:
+    """A spec name (``quickstart``) -> ``sweeps/specs/quickstart.yaml``; a path stays a path."""
+    raw = str(name_or_path)
+    candidates = []
+    if relative_to is not None:
+        candidates += [relative_to / raw, relative_to / f"{raw}.yaml"]
+    candidates += [Path(raw).expanduser(), SPECS_DIR / f"{raw}.yaml", SPECS_DIR / raw]
+    for c in candidates:
+        if c.is_file():
+            return c
+    close = difflib.get_close_matches(Path(raw).stem, shipped_specs(), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"spec '{raw}': no such file and no shipped spec of that name{hint}; "
+                      f"shipped: {', '.join(shipped_specs())}")
+
+
+_REPLACED = {"space", "objectives", "variants"}
+
+
+def _merge(base: Mapping[str, Any], child: Mapping[str, Any], *, top: bool = True) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and not (top and key in _REPLACED):
+            out[key] = _merge(out[key], value, top=False)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_with_includes(path: Path, *, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p.name) for p in (*seen, path))
+        raise ConfigError(f"include: cycle {chain}")
+    data = read_yaml_mapping(path, what="sweep spec")
+    parent = data.pop("include", None)
+    alias = data.pop("base", None)
+    if parent is not None and alias is not None:
+        raise ConfigError(f"{path.name}: give 'include' or 'base', not both")
+    parent = parent if parent is not None else alias
+    if parent is None:
+        return data
+    parent_path = resolve_spec_path(parent, relative_to=path.parent)
+    return _merge(_read_with_includes(parent_path, seen=(*seen, path)), data)
+
+
+def _set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    head = parts[0]
+    if head not in SweepSpec.model_fields:
+        if head in TrainConfig.model_fields and len(parts) == 1:
+            parts = ["train", head]  # `--set lr=1e-4` is short for `--set train.lr=1e-4`
+        else:
+            names = list(SweepSpec.model_fields) + list(TrainConfig.model_fields)
+            close = difflib.get_close_matches(head, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"--set {dotted}=...: unknown key '{head}'{hint}; use a spec field "
+                              f"({', '.join(SweepSpec.model_fields)}), a dotted path such as "
+                              "search.num_samples, or a TrainConfig field such as lr")
+    node = values
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {} if nxt is None else nxt
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {dotted}: '{part}' is not a mapping")
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    import copy
+
+    out = copy.deepcopy(values)
+    for key, value in overrides.items():
+        _set_path(out, key, value)
+    return out
+
+
+def load_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None,
+              storage: str | None = None, check: bool = True) -> SweepSpec:
+    """Read a spec (with includes), apply ``--set`` overrides and ``--storage``, validate it."""
+    path = resolve_spec_path(name_or_path)
+    values = _read_with_includes(path)
+    values.setdefault("name", path.stem)
+    values = apply_overrides(values, overrides or {})
+    if storage is not None:
+        values["storage"] = storage
+    try:
+        spec = SweepSpec(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                parent = SweepSpec
+                for part in err["loc"][:-1]:
+                    field = getattr(parent, "model_fields", {}).get(str(part))
+                    ann = getattr(field, "annotation", None)
+                    parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
+                close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                lines.append(f"unknown key '{loc}'{hint}; allowed: {', '.join(parent.model_fields)}")
+            elif err["type"] == "missing":
+                lines.append(f"{loc}: required, e.g. {_EXAMPLES.get(loc, '...')}")
+            else:
+                lines.append(f"{loc}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
+        raise ConfigError([f"spec '{path.name}': " + "; ".join(lines)] if len(lines) == 1 else
+                          [f"spec '{path.name}' has {len(lines)} problems"] + lines) from None
+    if check:
+        validate_spec(spec)
+    return spec
+
+
+_EXAMPLES = {"objectives": "[{metric: asr_text, mode: min}, {metric: util_text, mode: max}]",
+             "fidelity": "{text_every: 20}", "storage": "runs/my-sweep (or --storage)",
+             "fidelity.text_every": "20"}
+
+
+# ---------------------------------------------------------------------------------------------
+def _metric_known(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(name == p or (p.endswith("*") and name.startswith(p[:-1]) and len(name) > len(p) - 1)
+               for p in patterns)
+
+
+def _looks_like_text(name: str) -> bool:
+    """'asr_txt' is a typo of asr_text, not the image ASR of an attack set called 'txt'."""
+    names = [m.rstrip("_*") for m in TEXT_METRICS]
+    return bool(difflib.get_close_matches(name, names, n=1, cutoff=0.85))
+
+
+def base_train_config(spec: SweepSpec, *, storage_root: Path | None = None) -> dict[str, Any]:
+    """Base TrainConfig values of every trial: preset < train overrides < sweep-owned fields."""
+    values = dict(read_yaml_mapping(_preset_file(spec.preset), what="preset")) if spec.preset else {}
+    values.update(spec.train)
+    values["eval_every"] = spec.fidelity.text_every
+    if storage_root is not None and "cache_dir" not in spec.train:
+        values["cache_dir"] = str(storage_root / "cache")
+    return values
+
+
+def _preset_file(name: str) -> Path:
+    from sage_core.config import preset_path
+
+    return preset_path(name)
+
+
+def trial_values(base: Mapping[str, Any], params: Mapping[str, Any],
+                 variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """TrainConfig values of one trial: base < its variant's overrides < its sampled params."""
+    values = dict(base)
+    params = dict(params)
+    name = params.pop(VARIANT, None)
+    if name is not None:
+        values.update(variants[name])
+    values.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()})
+    return values
+
+
+def trial_config(base: Mapping[str, Any], params: Mapping[str, Any],
+                 variants: Mapping[str, Mapping[str, Any]] | None = None) -> TrainConfig:
+    return load_config(overrides=trial_values(base, params, variants or {}))
+
+
+def _storage_problems(storage: str) -> list[str]:
+    if is_uri(storage):
+        try:
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(storage)
+            fs.get_file_info(path)
+        except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+            return [f"storage={storage!r}: not reachable ({type(exc).__name__}: {exc}); "
+                    "use a local/shared folder or a URI pyarrow can open (s3://, gs://)"]
+        return []
+    path = Path(storage.removeprefix("file://")).expanduser()
+    created: list[Path] = []
+    try:
+        probe = path
+        while not probe.exists():
+            created.append(probe)
+            probe = probe.parent
+        if not probe.is_dir():
+            return [f"storage={storage!r}: '{probe}' exists and is not a folder"]
+        path.mkdir(parents=True, exist_ok=True)
+        test = path / ".sage-write-test"
+        test.write_text("ok")
+        test.unlink()
+    except OSError as exc:
+        return [f"storage={storage!r}: not writable ({exc.strerror or exc}); pick a folder you can write"]
+    finally:
+        for p in created:  # leave nothing behind: validation must not create the sweep folder
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+    return []
+
+
+def validate_spec(spec: SweepSpec) -> None:
+    """Everything checkable before Ray starts; raises one :class:`ConfigError` listing all problems."""
+    problems: list[str] = []
+    dims: dict[str, Dimension] = {}
+    if spec.variants:
+        dims[VARIANT] = parse_dimension(VARIANT, {"grid": list(spec.variants)})
+    for vname, overrides in spec.variants.items():
+        for key in overrides:
+            if key not in TrainConfig.model_fields or key in ("cache_dir", "eval_every"):
+                close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problems.append(f"variants.{vname}.{key}: not a TrainConfig field that a sweep may vary{hint}")
+            elif key in spec.space:
+                problems.append(f"variants.{vname}.{key}: also in space; vary it in one place")
+    for name, raw in spec.space.items():
+        if name not in TrainConfig.model_fields or name in ("cache_dir", "eval_every"):
+            close = difflib.get_close_matches(name, TrainConfig.model_fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"space.{name}: not a TrainConfig field that a sweep may vary{hint}")
+            continue
+        try:
+            dims[name] = parse_dimension(name, raw)
+        except ValueError as exc:
+            problems.append(str(exc))
+    for name in spec.train:
+        if name not in TrainConfig.model_fields:
+            close = difflib.get_close_matches(name, TrainConfig.model_fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"train.{name}: unknown TrainConfig field{hint}")
+        elif name == "eval_every":
+            problems.append("train.eval_every: set by the sweep from fidelity.text_every; remove it")
+
+    # objectives
+    seen: set[str] = set()
+    have_text_eval = importlib.util.find_spec("sage_core.evaluation") is not None
+    for i, obj in enumerate(spec.objectives):
+        if obj.metric in seen:
+            problems.append(f"objectives[{i}].metric={obj.metric!r}: listed twice")
+        seen.add(obj.metric)
+        if _metric_known(obj.metric, TEXT_METRICS):
+            if obj.metric.startswith(_NEEDS_TEXT_EVALUATOR) and not have_text_eval:
+                problems.append(f"objectives[{i}].metric={obj.metric!r}: produced by the text evaluator "
+                                "(sage_core.evaluation), which is not installed")
+        elif _metric_known(obj.metric, IMAGE_METRICS) and not _looks_like_text(obj.metric):
+            problems.append(f"objectives[{i}].metric={obj.metric!r}: an image-level metric; rungs use "
+                            "text-level metrics only; list it under fidelity.image.metrics and use its "
+                            "text proxy (asr_text, util_text) as the objective")
+        else:
+            close = difflib.get_close_matches(obj.metric, [m.rstrip("_*") for m in TEXT_METRICS], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"objectives[{i}].metric={obj.metric!r}: no evaluator produces it{hint}; "
+                            f"text metrics: {', '.join(TEXT_METRICS)}")
+    if spec.fidelity.image is not None:
+        for m in spec.fidelity.image.metrics:
+            if not _metric_known(m, IMAGE_METRICS):
+                problems.append(f"fidelity.image.metrics: {m!r} is not an image-level metric "
+                                f"({', '.join(IMAGE_METRICS)})")
+
+    # search / scheduler
+    if spec.search.algorithm in ("tpe", "nsga2") and not dims and not problems:
+        problems.append(f"search.algorithm={spec.search.algorithm!r}: needs a non-empty space")
+    if spec.search.algorithm == "grid" and any(not hasattr(d, "grid") for d in dims.values()):
+        sampled = [n for n, d in dims.items() if not hasattr(d, "grid")]
+        problems.append(f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "
+                        "use {grid: [...]} or algorithm random/tpe/nsga2")
+    text_every = spec.fidelity.text_every
+    for r in spec.fidelity.rungs or []:
+        if r % text_every:
+            problems.append(f"fidelity.rungs: {r} is not a multiple of fidelity.text_every={text_every} "
+                            "(decisions happen at text evaluations)")
+    if spec.fidelity.rungs is not None and sorted(set(spec.fidelity.rungs)) != list(spec.fidelity.rungs):
+        problems.append(f"fidelity.rungs={spec.fidelity.rungs}: must be strictly increasing")
+
+    # resources
+    if spec.resources.workers > 1:
+        problems.append(f"resources.workers={spec.resources.workers}: multi-worker trials (Ray Train "
+                        "TorchTrainer) are designed but not implemented yet; use workers: 1 "
+                        "(fractional gpus are supported)")
+    if spec.resources.gpus > 1 and spec.resources.gpus != int(spec.resources.gpus):
+        problems.append(f"resources.gpus={spec.resources.gpus}: above 1 it must be a whole number")
+
+    # every TrainConfig the sweep can produce
+    storage_root = None if is_uri(spec.storage) else Path(spec.storage).expanduser()
+    try:
+        base = base_train_config(spec, storage_root=storage_root)
+    except SageError as exc:
+        problems.append(str(exc))
+        base = None
+    if base is not None and not any(p.startswith("variants.") for p in problems):
+        n = 0
+        bad: dict[str, dict[str, Any]] = {}
+        for combo in enumerate_combinations(dims):
+            n += 1
+            if n > MAX_VALIDATED_COMBINATIONS:
+                break
+            try:
+                cfg = trial_config(base, combo, spec.variants)
+            except ConfigError as exc:
+                for p in exc.problems:
+                    bad.setdefault(p, combo)
+                continue
+            max_steps = cfg.max_steps
+            last_rung = max(spec.fidelity.rungs or [0])
+            if max_steps is not None and last_rung >= max_steps:
+                bad.setdefault(f"fidelity.rungs: last rung {last_rung} must be below the run length "
+                               f"max_steps={max_steps}", combo)
+        for p, combo in bad.items():
+            where = f" (with {', '.join(f'{k}={v!r}' for k, v in combo.items())})" if combo else ""
+            problems.append(f"trial config{where}: {p}")
+    problems += _storage_problems(spec.storage)
+    if problems:
+        raise ConfigError([f"sweep spec '{spec.name}' has {len(problems)} problem(s)"] + problems)
+
+
+def describe(spec: SweepSpec) -> str:
+    """One paragraph for ``sage sweep validate``."""
+    dims = spec.dimensions()
+    n = grid_size(dims) * spec.search.num_samples
+    kind = "grid points x repeats" if spec.search.algorithm == "grid" else "samples"
+    objs = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
+    return (f"spec '{spec.name}' is valid: {n} trial(s) ({kind}), search {spec.search.algorithm}, "
+            f"scheduler {spec.scheduler.kind} (eta {spec.scheduler.eta}), objectives: {objs}; "
+            f"varies {', '.join(dims) or 'nothing'}; storage {spec.storage}")
+

@@ -1,0 +1,94 @@
+"""``sage sweep status DIR`` / ``sage sweep stop DIR``: read a sweep folder, ask a driver to stop.
+
+Status reads only files (``sweep.json``, ``spec.yaml``, the results store), so it works while the
+driver runs, after it died, and from another machine that sees the storage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .pareto_scheduler import nondominated_ranks, to_minimization
+from .runner import _local_storage, load_sweep_spec, resume_command, sweep_paths, write_text
+
+__all__ = ["SweepStatus", "sweep_status", "request_stop", "format_status"]
+
+
+@dataclass
+class SweepStatus:
+    storage: str
+    sweep_id: str
+    state: str
+    objectives: list[tuple[str, str]]
+    trials: dict[str, int]                      # running / finished / pruned / failed -> count
+    front: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    rows: int = 0
+
+
+def sweep_status(storage: str) -> SweepStatus:
+    """Trial counts by status (from each trial's newest row), the failures, the current front."""
+    from analysis.store import ResultStore
+
+    storage = _local_storage(storage)
+    spec, meta = load_sweep_spec(storage)
+    table = ResultStore(sweep_paths(storage)["results"]).read(sweep_id=meta["sweep_id"])
+    rows = table.to_pylist()
+    last: dict[str, dict[str, Any]] = {}
+    for row in sorted((r for r in rows if r.get("fidelity") == "text"), key=lambda r: r["step"]):
+        last[row["trial_id"]] = row
+    counts = {"running": 0, "finished": 0, "pruned": 0, "failed": 0}
+    for row in last.values():
+        counts[row.get("status") or "running"] = counts.get(row.get("status") or "running", 0) + 1
+    metrics, modes = spec.objective_metrics(), spec.objective_modes()
+    # The front over finished trials' final rows, and over every trial's latest row while running.
+    pool = [r for r in last.values() if r.get("status") == "finished"] or list(last.values())
+    pool = [r for r in pool if all(r.get(m) is not None for m in metrics)]
+    front: list[dict[str, Any]] = []
+    if pool:
+        pts = np.asarray([to_minimization([r[m] for m in metrics], modes) for r in pool])
+        ranks = nondominated_ranks(pts)
+        front = [pool[i] for i in np.flatnonzero(ranks == 0)]
+    failures = [{"trial_id": r["trial_id"], "step": r["step"], "error": r.get("error")}
+                for r in last.values() if r.get("status") == "failed"]
+    return SweepStatus(storage=storage, sweep_id=meta["sweep_id"], state=meta.get("state", "unknown"),
+                       objectives=list(zip(metrics, modes)), trials=counts, front=front, failures=failures,
+                       rows=len(rows))
+
+
+def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
+    lines = [f"sweep {st.sweep_id} ({st.state}) in {st.storage}",
+             "trials: " + ", ".join(f"{n} {k}" for k, n in st.trials.items()) + f"; {st.rows} result rows"]
+    metrics = [m for m, _ in st.objectives]
+    if st.front:
+        lines.append("current front (" + ", ".join(f"{mo} {me}" for me, mo in st.objectives) + "):")
+        cols = ["trial_id", "step", *(varied or []), *metrics]
+        widths = [max(len(c), *(len(_fmt(r.get(c))) for r in st.front)) for c in cols]
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+        for r in sorted(st.front, key=lambda r: r.get(metrics[0]) or 0):
+            lines.append("  " + "  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(cols, widths)))
+    for f in st.failures:
+        lines.append(f"failed: {f['trial_id']} at step {f['step']}: {f['error']}")
+    if st.state in ("interrupted", "stopped", "failed"):
+        lines.append(f"resume with: {resume_command(st.storage)}")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def request_stop(storage: str) -> str:
+    """Write the stop file the driver polls; returns its path."""
+    storage = _local_storage(storage)
+    _, meta = load_sweep_spec(storage)
+    path = sweep_paths(storage)["stop"]
+    write_text(path, json.dumps({"requested_by": "sage sweep stop", "sweep_id": meta["sweep_id"]}))
+    return path
+

@@ -1,0 +1,157 @@
+"""The single writer of sweep results: a driver-side Tune callback -> ``analysis.ResultStore``.
+
+Every reported result becomes one row keyed ``(sweep_id, trial_id, step, "text")``. The status
+column says what happened to the trial at that row: ``running`` for an intermediate evaluation,
+``finished`` for its last one, ``pruned`` when the scheduler stopped it there, ``failed`` (with
+``error``) on its last row when it ran out of retries. A status change rewrites the same key (the
+store keeps the newest write per key), so a row is never duplicated, also after a retry or a
+resumed driver re-reports a step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from .search import FINAL_KEY
+from .spec import VARIANT, trial_values
+
+__all__ = ["StoreCallback", "result_row", "hyperparameter_columns", "BOOKKEEPING_KEYS"]
+
+# Reported keys that are bookkeeping (Tune's or ours), not metrics.
+BOOKKEEPING_KEYS = frozenset({
+    "step", "total_steps", "epoch", FINAL_KEY, "trial_wall_s", "trial_device_s", "done", "trial_id",
+    "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid", "hostname",
+    "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint",
+    "experiment_tag", "config",
+})
+
+
+def hyperparameter_columns(values: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainConfig values as plain columns: tuples/lists become ``"1,2,3"`` text."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        out[key] = value
+    return out
+
+
+def result_row(*, sweep_id: str, trial_id: str, params: Mapping[str, Any], base: Mapping[str, Any],
+               variants: Mapping[str, Mapping[str, Any]], result: Mapping[str, Any], status: str,
+               code_version: str, checkpoint: str | None = None) -> dict[str, Any]:
+    """One results-store row from one Tune result."""
+    from sage_core.config import load_config
+
+    cfg = load_config(overrides=trial_values(base, params, variants)).to_dict()
+    cfg.pop("cache_dir", None)
+    row: dict[str, Any] = {"sweep_id": sweep_id, "trial_id": trial_id, "step": int(result["step"]),
+                           "fidelity": "text", "status": status}
+    row.update(hyperparameter_columns(cfg))
+    if VARIANT in params:
+        row[VARIANT] = str(params[VARIANT])
+    for key, value in result.items():
+        if key in BOOKKEEPING_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        row[key] = float(value)  # metrics win over config (concept_guidance_scale as actually used)
+    row["total_steps"] = int(result.get("total_steps", 0)) or None
+    row["wall_s"] = float(result.get("trial_wall_s", result.get("time_total_s", 0.0)))
+    row["device_s"] = float(result.get("trial_device_s", row["wall_s"]))
+    row["code_version"] = code_version
+    row["checkpoint"] = checkpoint
+    return row
+
+
+try:
+    from ray.tune import Callback as _TuneCallback
+except ImportError:  # pragma: no cover
+    _TuneCallback = object  # type: ignore[assignment,misc]
+
+
+class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
+    """Writes every trial result to ``ResultStore(results_root)`` exactly once per key."""
+
+    def __init__(self, *, results_root: str, sweep_id: str, base: Mapping[str, Any],
+                 variants: Mapping[str, Mapping[str, Any]] | None = None, code_version: str = "unknown"):
+        self.results_root = results_root
+        self.sweep_id = sweep_id
+        self.base = dict(base)
+        self.variants = {k: dict(v) for k, v in (variants or {}).items()}
+        self.code_version = code_version
+        self.last_rows: dict[str, dict[str, Any]] = {}
+        self._store = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+    @property
+    def store(self):
+        if self._store is None:
+            from analysis.store import ResultStore
+
+            self._store = ResultStore(self.results_root)
+        return self._store
+
+    def _row(self, trial: Any, result: Mapping[str, Any], status: str) -> dict[str, Any]:
+        return result_row(sweep_id=self.sweep_id, trial_id=str(trial.trial_id), params=trial.config,
+                          base=self.base, variants=self.variants, result=result, status=status,
+                          code_version=self.code_version, checkpoint=None)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "step" not in result:
+            return
+        if result.get(FINAL_KEY):
+            status = "finished"
+        elif result.get("done"):
+            status = "pruned"  # the scheduler (or a stopper) ended it before its last step
+        else:
+            status = "running"
+        row = self._row(trial, result, status)
+        self.store.write([row])
+        self.last_rows[trial.trial_id] = row
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        # Tune registers a reported checkpoint after on_trial_result: fill in the row's path.
+        row = self.last_rows.get(trial.trial_id)
+        path = getattr(checkpoint, "path", None)
+        if row is None or not path or row.get("checkpoint") == str(path):
+            return
+        row = {**row, "checkpoint": str(path)}
+        self.store.write([row])
+        self.last_rows[trial.trial_id] = row
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        reason = _error_text(trial)
+        row = self.last_rows.get(trial.trial_id)
+        if row is None:
+            last = getattr(trial, "last_result", None) or {}
+            if "step" in last:
+                row = self._row(trial, last, "failed")
+            else:
+                row = self._row(trial, {"step": 0}, "failed")
+        row = {**row, "status": "failed", "error": reason}
+        self.store.write([row])
+        self.last_rows[trial.trial_id] = row
+
+    def get_state(self) -> dict[str, Any]:
+        return {"last_rows": json.loads(json.dumps(self.last_rows, default=str))}
+
+    def set_state(self, state: dict) -> None:
+        self.last_rows = dict(state.get("last_rows", {}))
+
+
+def _error_text(trial: Any) -> str:
+    """The last line of the trial's error (``TrialError: ...``), not the whole traceback."""
+    for attr in ("error_file", "error_filename"):
+        path = getattr(trial, attr, None)
+        if path and Path(str(path)).is_file():
+            lines = [ln for ln in Path(str(path)).read_text(errors="replace").splitlines() if ln.strip()]
+            for ln in reversed(lines):
+                if "Error" in ln or "Exception" in ln:
+                    return ln.strip()[:500]
+            return (lines[-1] if lines else "unknown error")[:500]
+    err = getattr(trial, "error_msg", None) or getattr(trial, "get_error", lambda: None)()
+    return str(err).strip().splitlines()[-1][:500] if err else "unknown error"

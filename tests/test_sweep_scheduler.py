@@ -1,0 +1,98 @@
+"""Pareto successive halving: pinned Pareto math, a real Tune run on a synthetic trainable, and
+Optuna told PRUNED (not COMPLETE with partial values) for early-stopped trials."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sweeps.pareto_scheduler import (ParetoSuccessiveHalving, crowding_distance, keeps_at_rung,
+                                     nondominated_ranks, strictly_ahead, to_minimization)
+
+
+def test_nondominated_ranks_pinned():
+    pts = np.array([[0.1, -0.9], [0.2, -0.95], [0.05, -0.8], [0.5, -0.5], [0.6, -0.4], [0.3, -0.3]])
+    assert nondominated_ranks(pts).tolist() == [0, 0, 0, 1, 2, 1]
+
+
+def test_crowding_distance_pinned():
+    pts = np.array([[0.0, 1.0], [0.25, 0.5], [1.0, 0.0]])
+    # inner point: (1.0 - 0.0)/1 + (1.0 - 0.0)/1 = 2
+    assert crowding_distance(pts).tolist() == [math.inf, 2.0, math.inf]
+    assert strictly_ahead(np.array([[0.0, 1.0], [0.25, 0.5], [1.0, 0.0], [0.5, 0.6]]), 3) == 3
+
+
+def test_to_minimization_flips_max_and_makes_nan_worst():
+    assert to_minimization([0.2, 0.9], ["min", "max"]).tolist() == [0.2, -0.9]
+    assert to_minimization([float("nan"), None], ["min", "max"]).tolist() == [math.inf, math.inf]
+
+
+def test_keeps_top_fraction_with_ties_to_the_trial_being_decided():
+    pts = np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3], [0.4, 0.4]])
+    assert [keeps_at_rung(pts, i, eta=2) for i in range(4)] == [True, True, False, False]
+    assert keeps_at_rung(np.array([[0.1, 0.1]]), 0, eta=3)
+
+
+def test_state_survives_a_new_scheduler(tmp_path):
+    path = tmp_path / "state.json"
+    a = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
+    assert a.decide("t1", {"step": 1, "asr": 0.1, "util": 0.9}) == "CONTINUE"
+    b = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
+    assert b.decide("t2", {"step": 1, "asr": 0.5, "util": 0.5}) == "STOP"  # dominated by t1 from the file
+    assert b.pruned == {"t2": 1}
+
+
+# Objectives (asr to minimise, util to maximise) that do not change with the step.
+POINTS = {"A": (0.1, 0.9), "B": (0.2, 0.95), "C": (0.05, 0.8), "D": (0.5, 0.5), "E": (0.6, 0.4), "F": (0.3, 0.3)}
+
+
+def _synthetic(config):
+    from ray import tune
+
+    asr, util = POINTS[config["name"]]
+    for step in (1, 2, 3):
+        tune.report({"step": step, "total_steps": 3, "final": float(step == 3), "asr": asr, "util": util})
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_scheduler_stops_dominated_trials_at_rung_one(ray_local, tmp_path):
+    from ray import tune
+
+    scheduler = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1, 2], eta=2)
+    tuner = tune.Tuner(
+        _synthetic, param_space={"name": tune.grid_search(list(POINTS))},
+        tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=1),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="synthetic", verbose=0))
+    grid = tuner.fit()
+    last = {r.config["name"]: int(r.metrics["step"]) for r in grid}
+    assert last == {"A": 3, "B": 3, "C": 3, "D": 1, "E": 1, "F": 1}
+
+
+def test_optuna_is_told_pruned_for_early_stopped_trials():
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweeps.search import _optuna_search_class
+
+    search = _optuna_search_class()(space={"x": optuna.distributions.FloatDistribution(0, 1)},
+                                    metric=["asr", "util"], mode=["min", "max"],
+                                    sampler=optuna.samplers.RandomSampler(seed=0))
+    search.suggest("t1")
+    search.suggest("t2")
+    search.suggest("t3")
+    search.on_trial_complete("t1", {"asr": 0.3, "util": 0.6, "step": 1, "final": 0.0})   # stopped at a rung
+    search.on_trial_complete("t2", {"asr": 0.1, "util": 0.9, "step": 3, "final": 1.0})   # ran to the end
+    search.on_trial_complete("t3", None, error=True)
+    states = [t.state for t in search._ot_study.trials]
+    assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
+    assert search._ot_study.trials[1].values == [0.1, 0.9]
