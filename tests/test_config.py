@@ -1,0 +1,119 @@
+"""TrainConfig validation and the `sage train` CLI: every mistake is one clear line, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sage_core.config import PRESETS, TrainConfig, load_config, parse_overrides
+from sage_core.errors import ConfigError
+
+
+def test_defaults_are_the_official_sage_run():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.lambda_safe, cfg.concept, cfg.concept_guidance_scale) == (
+        1e-5, 128, 2, 0.3, "nudity", 205.0)
+    assert (cfg.local_k, cfg.alpha, cfg.lambda_esp, cfg.lambda_lsa, cfg.weight_decay) == (15, 1.0, 2.0, 0.1, 0.01)
+    assert cfg.des_terms == (1, 2, 3)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_loads(name):
+    cfg = load_config(preset=name)
+    assert cfg.method in ("sage", "des")
+
+
+def test_paper_preset_equals_defaults_except_length():
+    assert load_config(preset="paper").replace(max_length=None) == TrainConfig()
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_overrides(["lambda_esp=1.5", "des_terms=[1, 2]", "concept=nude body", "max_steps=null"]) == {
+        "lambda_esp": 1.5, "des_terms": [1, 2], "concept": "nude body", "max_steps": None}
+
+
+def test_all_field_problems_reported_together():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides={"lamda_esp": 1, "lr": -1, "epochs": 0})
+    text = str(err.value)
+    assert "did you mean 'lambda_esp'" in text and "lr=-1" in text and "epochs=0" in text
+
+
+BAD_SETS = [
+    (["--set", "lamda_esp=1.0"], "unknown key 'lamda_esp' (did you mean 'lambda_esp'?)"),
+    (["--set", "lambda_esp=-1"], "lambda_esp=-1"),
+    (["--set", "local_k=128"], "local_k=128 needs batch_size >= local_k + 1"),
+    (["--set", "lambda_safe=1.5"], "lambda_safe=1.5"),
+    (["--set", "safe_prompts=/nope/safe.csv"], "safe_prompts='/nope/safe.csv': no such file"),
+    (["--set", "encoder=/nope/sd"], "encoder='/nope/sd': no such folder"),
+    (["--set", "method=sgd"], "method='sgd'"),
+    (["--set", "micro_batch_size=48"], "micro_batch_size=48 must divide batch_size=128"),
+    (["--set", "method=des"], "method 'des' needs lambda_esp = lambda_lsa = 0"),
+    (["--set", "lambda_esp"], "expected KEY=VALUE"),
+    (["--preset", "papr"], "unknown preset 'papr' (did you mean 'paper'?)"),
+    (["--config", "/nope/cfg.yaml"], "config file '/nope/cfg.yaml' does not exist"),
+    (["--set", "des_terms=[1, 4]"], "des_terms=[1, 4]: allowed is a non-empty subset of [1, 2, 3]"),
+    (["--set", "lr=0"], "lr=0"),
+    (["--set", "precision=bf16", "--set", "device=cpu"], "precision 'bf16' is for GPUs"),
+    (["--set", "concept_guidance_scale=null"], "set concept_guidance_scale or concept_guidance_ratio"),
+]
+
+
+def _sage(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
+
+
+def test_cli_bad_configs_are_one_line_errors(tmp_path):
+    # All cases in one process: importing the CLI once keeps this fast.
+    from typer.testing import CliRunner
+
+    from sweeps.cli import app, user_errors
+
+    runner = CliRunner()
+    seen = set()
+    for args, expected in BAD_SETS:
+        res = runner.invoke(app, ["train", "--preset", "paper", *args] if "--preset" not in args and "--config" not in args
+                            else ["train", *args])
+        assert res.exit_code != 0, args
+        assert isinstance(res.exception, user_errors()), (args, res.exception)
+        msg = str(res.exception)
+        assert expected in msg, (args, msg)
+        assert "\n" not in msg, msg
+        seen.add(expected)
+    assert len(seen) >= 10
+
+
+def test_cli_error_has_no_traceback_and_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lambda_esp: [1, 2\n", encoding="utf-8")
+    res = _sage("train", "--config", str(bad))
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error: config file")
+    assert "not valid YAML" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_cli_show_config_resolves_precedence(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lambda_esp: 1.0\nlocal_k: 10\n", encoding="utf-8")
+    res = _sage("train", "--config", str(cfg), "--set", "local_k=12", "--show-config")
+    assert res.returncode == 0, res.stderr
+    shown = json.loads(res.stdout)
+    assert shown["lambda_esp"] == 1.0 and shown["local_k"] == 12 and shown["lr"] == 1e-5
+
+
+def test_cli_train_runs_and_writes_a_checkpoint(tiny_clip, tiny_data, tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    lines = [f"encoder: {tiny_clip}", "max_length: 16", "batch_size: 8", "local_k: 3", "max_steps: 2",
+             "epochs: 1", "eval_every: 2", "diag_samples: 16", "diag_k: 4", f"cache_dir: {tmp_path / 'cache'}"]
+    lines += [f"{k}: {v}" for k, v in tiny_data.items()]
+    cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    res = _sage("train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "done: 2 steps" in res.stdout and "spread_ratio" in res.stdout
+    assert (tmp_path / "run" / "checkpoints" / "step_000002" / "text_encoder" / "config.json").is_file()
+    assert (tmp_path / "run" / "log.jsonl").read_text().count('"eval"') == 1
