@@ -32,7 +32,7 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
     from sage_core.config import load_config
     from sage_core.data import load_prompts
     from sage_core.encoders import TextEncoder, load_encoder
-    from sage_core.losses import LossWeights, sage_loss, unsafe_targets
+    from sage_core.losses import LossWeights, unsafe_targets
     from sage_core.trainer import Trainer
 
     cfg = load_config(preset="quickstart", overrides={"batch_size": batch, "max_length": length,

@@ -111,7 +111,7 @@ def main() -> None:
     print(f"{'pareto-SH':<14}{hv_sh:>9.4f}{hv_sh / hv_grid:>9.3f}{steps_sh:>13.1f}{steps_sh / steps_grid:>14.3f}")
     for name, h in opt.items():
         print(f"{name:<14}{h:>9.4f}{h / hv_grid:>9.3f}{n_opt * R:>13d}{n_opt * R / steps_grid:>14.3f}")
-    print(f"pareto-SH per shuffle (HV/grid, compute/grid): "
+    print("pareto-SH per shuffle (HV/grid, compute/grid): "
           + ", ".join(f"({h / hv_grid:.3f}, {s / steps_grid:.3f})" for h, s in runs))
     ok = hv_sh / hv_grid >= 0.95 and steps_sh / steps_grid <= 0.40
     print(f"target HV >= 95% of grid at <= 40% compute: {'met' if ok else 'NOT met'}")

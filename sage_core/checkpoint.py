@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .encoders import quiet_hf_progress
 from .errors import StorageError
 
 __all__ = ["save_checkpoint", "read_meta", "optimizer_state_to_tensors", "optimizer_state_from_tensors",
@@ -61,8 +62,9 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, tokenize
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
-        tokenizer.save_pretrained(tmp / "tokenizer")
+        with quiet_hf_progress():
+            model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+            tokenizer.save_pretrained(tmp / "tokenizer")
         meta = dict(meta)
         if optimizer_state is not None:
             tensors, skeleton = optimizer_state_to_tensors(optimizer_state)

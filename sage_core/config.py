@@ -82,6 +82,10 @@ class TrainConfig(BaseModel):
     diag_samples: int = Field(256, ge=4, description="how many of them (first N rows)")
     diag_k: int = Field(15, ge=1, description="K of the Jaccard@K diagnostic")
     cache_dir: str | None = Field(None, description="base-embedding cache; default ~/.cache/sage-sweeps")
+    text_eval: dict[str, Any] = Field(
+        default_factory=dict, description="EvalConfig overrides for the text-level evaluation at every "
+        "eval step, e.g. {calibration_samples: 300, attack_samples: 64}; concept and the diag_* "
+        "geometry settings are filled in from this config")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":
@@ -124,9 +128,21 @@ class TrainConfig(BaseModel):
         if self.encoder != "minilm" and not Path(self.encoder).expanduser().is_dir():
             problems.append(f"encoder={self.encoder!r}: no such folder; use 'minilm' or a local "
                             "Stable Diffusion / Hugging Face folder (nothing is downloaded)")
+        if self.text_eval:
+            from .evaluation.config import build_eval_config
+
+            try:
+                build_eval_config(self.text_eval)
+            except ConfigError as exc:
+                problems.extend(f"text_eval.{p}" for p in exc.problems)
         if problems:
             raise ValueError(" | ".join(problems))
         return self
+
+    def eval_config_values(self) -> dict[str, Any]:
+        """EvalConfig values of the text-level evaluation run at every eval step."""
+        return {"concept": self.concept, "benign_prompts": self.diag_prompts, "geometry_samples": self.diag_samples,
+                "geometry_k": self.diag_k, **self.text_eval}
 
     # -------------------------------------------------------------------------------------
     def resolved_cache_dir(self) -> Path:
@@ -139,23 +155,26 @@ class TrainConfig(BaseModel):
         return build_config({**self.to_dict(), **changes})
 
 
-def _did_you_mean(key: str) -> str:
-    close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
+def _did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def format_validation_error(exc: ValidationError) -> list[str]:
-    """One readable line per problem: field, bad value, what is allowed."""
+def format_validation_error(exc: ValidationError, *, known=None, what: str = "key") -> list[str]:
+    """One readable line per problem: field, bad value, what is allowed.
+
+    ``known``: the valid field names, for "did you mean" (default: TrainConfig's).
+    """
+    known = TrainConfig.model_fields if known is None else known
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{loc}'{_did_you_mean(str(err['loc'][0]))}")
+            lines.append(f"unknown {what} '{loc}'{_did_you_mean(str(err['loc'][0]), known)}")
             continue
-        value = err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
-        if loc:
-            lines.append(f"{loc}={value!r}: {msg}")
+        if loc and err["type"] != "value_error":
+            lines.append(f"{loc}={err.get('input')!r}: {msg}")
         else:
             lines.extend(part.strip() for part in msg.split(" | "))
     return lines

@@ -8,11 +8,12 @@ get their mask.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -134,9 +135,24 @@ class TextEncoder:
         pipeline; :func:`load_encoder` loads the folder itself.
         """
         out = Path(out_dir)
-        self.model.save_pretrained(out / "text_encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(out / "tokenizer")
+        with quiet_hf_progress():
+            self.model.save_pretrained(out / "text_encoder", safe_serialization=True)
+            self.tokenizer.save_pretrained(out / "tokenizer")
         return out
+
+
+@contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """No "Loading weights"/"Writing model shards" bars for local loads and saves (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def weights_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
@@ -158,13 +174,14 @@ def load_encoder(spec: str | os.PathLike = EMBEDDED_ENCODER, *, max_length: int 
 
     model_dir, tok_dir = resolve_encoder_path(spec)
     try:
-        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
-        is_clip = config.model_type in ("clip_text_model", "clip")
-        if is_clip:
-            model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
-        else:
-            model = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        with quiet_hf_progress():
+            config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+            is_clip = config.model_type in ("clip_text_model", "clip")
+            if is_clip:
+                model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
+            else:
+                model = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"encoder '{spec}': could not load from {model_dir} ({first})") from None

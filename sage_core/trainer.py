@@ -20,7 +20,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,7 +35,7 @@ from .data import load_prompts
 from .diagnostics import geometry_report
 from .encoders import TextEncoder, load_encoder
 from .errors import ConfigError, NonFiniteLossError, StorageError
-from .losses import LossWeights, flat, sage_loss, unsafe_targets
+from .losses import LossWeights, sage_loss, unsafe_targets
 from .version import code_version
 
 __all__ = ["Trainer", "TrainerCallback", "StepInfo", "EvalInfo", "TrainResult", "train", "prepare",
@@ -151,10 +151,11 @@ def prepare(cfg: TrainConfig, *, progress: bool = True, encoder: TextEncoder | N
     """
     enc = encoder or _base_encoder(cfg)
     base = _base_data(cfg, enc, progress=progress)
-    _geometry_base(enc, cfg)
     factory = _text_evaluator_factory()
     if factory is not None:
         factory(enc, cfg)
+    else:
+        _geometry_base(enc, cfg)
     return base
 
 
@@ -169,14 +170,14 @@ def _geometry_base(enc: TextEncoder, cfg: TrainConfig) -> tuple[list[str], torch
 
 
 def _text_evaluator_factory() -> Callable[[TextEncoder, TrainConfig], Callable[[TextEncoder], dict]] | None:
-    """The text-level evaluator (asr_text, util_text) when the evaluation module is present."""
+    """The text-level evaluator (asr_text, util_text, geometry) when the evaluation module is present."""
     try:
-        from .evaluation import EvalConfig, TextEvaluator
+        from .evaluation import TextEvaluator, build_eval_config
     except ImportError:
         return None
 
     def make(enc: TextEncoder, cfg: TrainConfig):
-        return TextEvaluator(enc, EvalConfig(concept=cfg.concept), cache_dir=cfg.resolved_cache_dir())
+        return TextEvaluator(enc, build_eval_config(cfg.eval_config_values()), cache_dir=cfg.resolved_cache_dir())
 
     return make
 
@@ -238,9 +239,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         base_enc = _base_encoder(cfg, device)
         base = _base_data(cfg, base_enc, progress=self.progress)
-        diag_prompts, diag_base = _geometry_base(base_enc, cfg)
         factory = _text_evaluator_factory() if self.evaluate_enabled else None
         text_eval = factory(base_enc, cfg) if factory else None
+        # The text evaluator reports the geometry itself; without it, compute just the geometry.
+        diag_prompts, diag_base = _geometry_base(base_enc, cfg) if text_eval is None else ([], None)
 
         scale = (cfg.concept_guidance_ratio * base.mean_safe_norm() if cfg.concept_guidance_ratio
                  else float(cfg.concept_guidance_scale))
@@ -422,13 +424,13 @@ class Trainer:
         return {k: float(t) for k, t in terms.items()}
 
     @torch.no_grad()
-    def _evaluate(self, enc: TextEncoder, diag_base: torch.Tensor, diag_prompts: list[str],
+    def _evaluate(self, enc: TextEncoder, diag_base: torch.Tensor | None, diag_prompts: list[str],
                   text_eval: Callable[[TextEncoder], dict[str, float]] | None) -> dict[str, float]:
         was = enc.model.training
-        aligned = enc.embed(diag_prompts)
-        metrics = geometry_report(aligned, diag_base, k=self.cfg.diag_k)
         if text_eval is not None:
-            metrics.update(text_eval(enc))
+            metrics = dict(text_eval(enc))
+        else:
+            metrics = geometry_report(enc.embed(diag_prompts), diag_base, k=self.cfg.diag_k)
         enc.model.train(was)
         return metrics
 
@@ -439,7 +441,13 @@ class Trainer:
         meta = {"config": self.cfg.to_dict(), "step": step, "epoch": epoch, "seed": self.cfg.seed,
                 "code_version": code_version(), "concept_guidance_scale": scale, "metrics": metrics,
                 "exact_resume": opt_state is not None}
-        save_checkpoint(path, model=enc.model, tokenizer=enc.tokenizer, meta=meta, optimizer_state=opt_state)
+        if self.cfg.zero_stage == 3:  # ZeRO-3 partitions the weights: gather them to save them whole
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(enc.model.parameters()), modifier_rank=None):
+                save_checkpoint(path, model=enc.model, tokenizer=enc.tokenizer, meta=meta, optimizer_state=None)
+        else:
+            save_checkpoint(path, model=enc.model, tokenizer=enc.tokenizer, meta=meta, optimizer_state=opt_state)
         for old in list_checkpoints(self.out_dir)[:-self.cfg.keep_checkpoints]:
             if old not in (path, protect):
                 shutil.rmtree(old, ignore_errors=True)

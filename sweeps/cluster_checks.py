@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping
 
 from sage_core.errors import ConfigError
 

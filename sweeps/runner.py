@@ -13,6 +13,7 @@ Sweep folder (``spec.storage``, a local/shared path or an object-storage URI)::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -20,7 +21,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sage_core.errors import ConfigError, StorageError
 
@@ -160,6 +161,44 @@ def _init_ray(spec: SweepSpec, *, address: str | None, num_cpus: float | None) -
     return True
 
 
+@contextlib.contextmanager
+def _driver(spec: SweepSpec, *, storage: str, meta: dict[str, Any], paths: dict[str, str], address: str | None,
+            num_cpus: float | None) -> Iterator[None]:
+    """Ray started (or attached) and the storage checked; then the sweep is marked running, and
+    marked interrupted (with the resume command printed) if the body fails or is interrupted."""
+    import ray
+
+    started = _init_ray(spec, address=address, num_cpus=num_cpus)
+    try:
+        _check_storage_shared(storage)
+        write_text(paths["meta"], json.dumps(meta, indent=2))
+        try:
+            yield
+        except BaseException:
+            meta.update(state="interrupted", ended=_now())
+            write_text(paths["meta"], json.dumps(meta, indent=2))
+            print(f"sweep {meta['sweep_id']} did not finish; resume with: {resume_command(storage)}",
+                  file=sys.stderr)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _check_storage_shared(storage: str) -> None:
+    """On a multi-node cluster the storage must be shared; say so before any trial starts."""
+    import ray
+
+    from sage_core.errors import ConfigError
+
+    from .cluster_checks import check_shared_storage
+
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    problem = check_shared_storage(storage, num_nodes=max(nodes, 1))
+    if problem:
+        raise ConfigError(problem)
+
+
 def _prepare_bases(spec: SweepSpec, base: dict[str, Any], *, progress: bool) -> int:
     """Run ``sage_core.trainer.prepare`` once per distinct base-data configuration."""
     from sage_core.config import load_config
@@ -274,7 +313,6 @@ def _now() -> str:
 def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, storage: str | None = None,
         address: str | None = None, num_cpus: float | None = None, progress: bool = True) -> SweepOutcome:
     """Run a sweep to the end (or until stopped); every result lands in ``<storage>/results``."""
-    import ray
     from ray import tune
 
     if not isinstance(spec, SweepSpec):
@@ -295,23 +333,13 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
     meta = {"sweep_id": sweep_id, "name": spec.name, "state": "running", "started": _now(),
             "driver_pid": os.getpid()}
     write_text(paths["spec"], spec.to_yaml())
-    write_text(paths["meta"], json.dumps(meta, indent=2))
-    started = _init_ray(spec, address=address, num_cpus=num_cpus)
-    try:
+    with _driver(spec, storage=storage, meta=meta, paths=paths, address=address, num_cpus=num_cpus):
         base = base_train_config(spec, storage_root=None if is_uri(storage) else Path(storage))
         _prepare_bases(spec, base, progress=progress)
         trainable, param_space, tune_config, _, run_config = _build(spec, storage=storage, sweep_id=sweep_id)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
         results = tuner.fit()
         return _finish(spec, storage=storage, sweep_id=sweep_id, results=results, meta=meta)
-    except BaseException:
-        meta.update(state="interrupted", ended=_now())
-        write_text(paths["meta"], json.dumps(meta, indent=2))
-        print(f"sweep {sweep_id} did not finish; resume with: {resume_command(storage)}", file=sys.stderr)
-        raise
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def load_sweep_spec(storage: str) -> tuple[SweepSpec, dict[str, Any]]:
@@ -331,7 +359,6 @@ def resume(storage: str, *, retry_failed: bool = False, address: str | None = No
            num_cpus: float | None = None) -> SweepOutcome:
     """Finish an interrupted sweep: finished trials are kept, unfinished ones continue from their
     last checkpoint; ``retry_failed`` also restarts failed trials from theirs."""
-    import ray
     from ray import tune
 
     storage = _local_storage(storage)
@@ -344,21 +371,11 @@ def resume(storage: str, *, retry_failed: bool = False, address: str | None = No
                            f"the first trial started); remove {storage!r} and run the sweep again")
     delete_file(paths["stop"])
     meta.update(state="running", resumed=_now(), driver_pid=os.getpid())
-    write_text(paths["meta"], json.dumps(meta, indent=2))
-    started = _init_ray(spec, address=address, num_cpus=num_cpus)
-    try:
+    with _driver(spec, storage=storage, meta=meta, paths=paths, address=address, num_cpus=num_cpus):
         trainable, _, _, _, _ = _build(spec, storage=storage, sweep_id=meta["sweep_id"])
         tuner = tune.Tuner.restore(paths["experiment"], trainable=trainable, resume_unfinished=True,
                                    resume_errored=retry_failed, restart_errored=False,
                                    param_space=None)
         results = tuner.fit()
         return _finish(spec, storage=storage, sweep_id=meta["sweep_id"], results=results, meta=meta)
-    except BaseException:
-        meta.update(state="interrupted", ended=_now())
-        write_text(paths["meta"], json.dumps(meta, indent=2))
-        print(f"sweep {meta['sweep_id']} did not finish; resume with: {resume_command(storage)}", file=sys.stderr)
-        raise
-    finally:
-        if started:
-            ray.shutdown()
 

@@ -29,9 +29,13 @@ BOOKKEEPING_KEYS = frozenset({
 
 
 def hyperparameter_columns(values: Mapping[str, Any]) -> dict[str, Any]:
-    """TrainConfig values as plain columns: tuples/lists become ``"1,2,3"`` text."""
+    """TrainConfig values as plain columns: tuples/lists become ``"1,2,3"`` text, and a nested
+    mapping becomes one column per key (``text_eval`` -> ``text_eval.attack_samples``)."""
     out: dict[str, Any] = {}
     for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(hyperparameter_columns({f"{key}.{k}": v for k, v in value.items()}))
+            continue
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)
         out[key] = value

@@ -46,6 +46,10 @@ def unsafe_prompts(n: int) -> list[str]:
     return [f"a {s} {p} on the {pl}" for s, p, pl in combos]
 
 
+#: A text-level evaluation small enough for a tiny test run (seconds, not minutes).
+TINY_TEXT_EVAL = {"calibration_samples": 40, "attack_samples": 16, "util_groups": 1}
+
+
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     from tests.tiny_models import make_tiny_clip_encoder
@@ -71,7 +75,8 @@ def tiny_cfg(tiny_clip, tiny_data, tmp_path):
     def make(**overrides):
         values = dict(encoder=str(tiny_clip), max_length=16, batch_size=8, local_k=3, lr=1e-3, epochs=1,
                       max_steps=4, eval_every=2, diag_samples=16, diag_k=4, concept_guidance_scale=None,
-                      concept_guidance_ratio=0.8, cache_dir=str(tmp_path / "cache"), **tiny_data)
+                      concept_guidance_ratio=0.8, cache_dir=str(tmp_path / "cache"),
+                      text_eval=TINY_TEXT_EVAL, **tiny_data)
         values.update(overrides)
         return load_config(overrides=values)
 

@@ -38,11 +38,13 @@ def _comparable(rows: list[dict]) -> set[tuple]:
     return out
 
 
-def _wait_for(pred, timeout: float, what: str) -> None:
+def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
         if pred():
             return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the driver exited with code {proc.returncode} before {what}")
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -58,7 +60,7 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "sweeps", "sweep", "run", str(spec)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for(lambda: len(_rows(killed / "sweep")) >= 3, 240, "three result rows")
+        _wait_for(lambda: len(_rows(killed / "sweep")) >= 3, 240, "three result rows", proc)
         time.sleep(1.0)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -81,12 +83,14 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_lost_node_reschedules_its_trials_from_checkpoints(tmp_path):
+def test_lost_node_reschedules_its_trials_from_checkpoints(tmp_path, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
     import sweeps
 
+    # The simulated nodes share this machine's filesystem, so the local storage folder is shared.
+    monkeypatch.setenv("SAGE_SHARED_STORAGE", "1")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1, resources={"slot": 1}) for _ in range(2)]
     cluster.wait_for_nodes()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import TINY_TEXT_EVAL
 from tests.tiny_models import make_tiny_clip_encoder, write_tiny_prompt_sets
 
 
@@ -21,7 +22,7 @@ def tiny_spec(root: Path, **changes) -> Path:
         "name": "tiny",
         "train": {"encoder": str(enc), "max_length": 16, "batch_size": 8, "max_steps": 4, "local_k": 3,
                   "diag_samples": 16, "diag_k": 5, "lr": 1e-3, "concept_guidance_scale": None,
-                  "concept_guidance_ratio": 0.8, "device": "cpu", **data},
+                  "concept_guidance_ratio": 0.8, "device": "cpu", "text_eval": TINY_TEXT_EVAL, **data},
         "space": {"lambda_esp": {"grid": [0.0, 2.0]}, "lambda_lsa": {"grid": [0.0, 0.1]}},
         "search": {"algorithm": "grid", "max_concurrent": 2},
         "scheduler": {"kind": "fifo"},

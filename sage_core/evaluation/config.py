@@ -7,7 +7,6 @@ paper's generation protocol (``method.md`` section 5).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -120,20 +119,9 @@ _NUDENET_ALL = ("FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "
 
 
 def _format(exc: ValidationError) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][0]), EvalConfig.model_fields, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            lines.append(f"unknown eval key '{loc}'{hint}")
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        if loc and err["type"] != "value_error":
-            lines.append(f"{loc}={err.get('input')!r}: {msg}")
-        else:
-            lines.extend(part.strip() for part in msg.split(" | "))
-    return lines
+    from ..config import format_validation_error
+
+    return format_validation_error(exc, known=EvalConfig.model_fields, what="eval key")
 
 
 def build_eval_config(values: Mapping[str, Any] | None = None, **more: Any) -> EvalConfig:
