@@ -34,7 +34,6 @@ $(STAMP): pyproject.toml constraints.txt
 demo: env
 	$(BIN)/sage sweep run quickstart --storage runs/demo
 	$(BIN)/sage pareto runs/demo --x asr_text --y util_text --plot runs/demo/pareto.png
-	@echo "plot written to runs/demo/pareto.png"
 
 test: env
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
