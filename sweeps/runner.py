@@ -290,7 +290,7 @@ def _finish(spec: SweepSpec, *, storage: str, sweep_id: str, results: Any, meta:
     notes = []
     if spec.fidelity.image is not None and state == "finished":
         notes.append("fidelity.image: image-level evaluation of the survivors is not run by sweeps yet; "
-                     f"evaluate the front with `sage pareto {storage}` and `sage evaluate`")
+                     f"evaluate the front with `sage pareto {storage}` and `sage eval CHECKPOINT --fidelity image`")
     try:
         ResultStore(paths["results"]).compact()
     except Exception as exc:  # noqa: BLE001 - compaction is an optimisation, never fatal
