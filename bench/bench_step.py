@@ -48,7 +48,7 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
                             is_clip=False, source="minilm")
     trainable.model.train()
     trainer = Trainer(cfg, out_dir="/tmp/bench-step", progress=False)
-    engine, _ = trainer._init_engine(trainable, micro=batch, accumulation=1, bf16=False)
+    engine, _ = trainer._init_engine(trainable, micro=batch, accumulation=1)
     scale = cfg.concept_guidance_ratio * base.mean_safe_norm()
     w = LossWeights(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp, lambda_lsa=cfg.lambda_lsa,
                     local_k=cfg.local_k, alpha=cfg.alpha, scale=scale)
@@ -62,7 +62,7 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
                 "concept": concept_tok, "b": base.safe[idx], "targets": unsafe_targets(m_all[idx], v, scale)}
 
     def ours(i: int) -> None:
-        trainer._train_step(engine, batch_at(i), v=v, u=u, w=w, accumulation=1, dtype=torch.float32)
+        trainer._train_step(engine, batch_at(i), v=v, u=u, w=w, accumulation=1)
         engine.step()
 
     def floor(i: int) -> None:
@@ -84,7 +84,7 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
         idx = torch.arange(sl.start, sl.stop)
         bt = {"safe": tok_s, "unsafe": tok_u, "concept": tok_c, "b": b,
               "targets": unsafe_targets(m_all[idx], v, scale)}
-        trainer._train_step(engine, bt, v=v, u=u, w=w, accumulation=1, dtype=torch.float32)
+        trainer._train_step(engine, bt, v=v, u=u, w=w, accumulation=1)
         engine.step()
 
     times: dict[str, list[float]] = {"ours": [], "floor": [], "reference": []}

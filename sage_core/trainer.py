@@ -13,6 +13,7 @@ The trainer never imports Ray: sweeps observe it through :class:`TrainerCallback
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -22,7 +23,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -92,17 +93,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _single_process_env() -> None:
-    """DeepSpeed reaches for MPI unless these are set; each process gets its own free port."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+@contextlib.contextmanager
+def _single_process_env() -> Iterator[None]:
+    """DeepSpeed reaches for MPI unless RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT are
+    set: fill in the missing ones. The port (a free one, so concurrent trials never collide) is set
+    for the initialisation only, so processes started later do not inherit a port this one holds."""
+    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)
+    added_port = "MASTER_PORT" not in os.environ
+    if added_port:
+        os.environ["MASTER_PORT"] = str(_free_port())
+    try:
+        yield
+    finally:
+        if added_port:
+            os.environ.pop("MASTER_PORT", None)
 
 
 def _resolve_device(cfg: TrainConfig) -> torch.device:
@@ -113,8 +118,14 @@ def _resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def deepspeed_config(cfg: TrainConfig, *, micro_batch: int, accumulation: int, bf16: bool) -> dict[str, Any]:
-    """The DeepSpeed JSON config generated from a TrainConfig."""
+def deepspeed_config(cfg: TrainConfig, *, micro_batch: int, accumulation: int) -> dict[str, Any]:
+    """The DeepSpeed JSON config generated from a TrainConfig.
+
+    DeepSpeed's own bf16 mode is off on purpose: it would cast the trainable encoder to bf16, so
+    at step 0 it would no longer equal the frozen fp32 encoder whose outputs are cached (and the
+    embedding-level accumulation would sum bf16 gradients). bf16 runs the forward passes under
+    ``torch.autocast`` instead, with fp32 weights, gradients and optimizer state.
+    """
     return {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": accumulation,
@@ -123,7 +134,7 @@ def deepspeed_config(cfg: TrainConfig, *, micro_batch: int, accumulation: int, b
         "zero_optimization": {"stage": cfg.zero_stage},
         "zero_allow_untested_optimizer": True,
         "zero_force_ds_cpu_optimizer": False,
-        "bf16": {"enabled": bf16},
+        "bf16": {"enabled": False},
         "gradient_clipping": 0.0,
     }
 
@@ -209,7 +220,8 @@ class Trainer:
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         last = n_pairs % cfg.batch_size
-        need = max(cfg.local_k + 1 if cfg.lambda_lsa > 0 else 0, 2 if cfg.lambda_esp > 0 else 0)
+        need = 0 if 1 not in cfg.des_terms else max(cfg.local_k + 1 if cfg.lambda_lsa > 0 else 0,
+                                                     2 if cfg.lambda_esp > 0 else 0)
         if last and last < need and total >= per_epoch:
             raise ConfigError(
                 f"batch_size={cfg.batch_size}: the last batch of each epoch has {last} pairs "
@@ -263,14 +275,14 @@ class Trainer:
 
         micro = cfg.micro_batch_size or cfg.batch_size
         accumulation = cfg.batch_size // micro
-        engine, optimizer = self._init_engine(trainable, micro=micro, accumulation=accumulation, bf16=bf16)
+        engine, optimizer = self._init_engine(trainable, micro=micro, accumulation=accumulation)
+        self._autocast = bf16
         if self._resume_meta is not None:
             opt_state = load_optimizer_state(self.resume_from, self._resume_meta)
             if opt_state is not None and cfg.zero_stage == 0:
                 optimizer.load_state_dict(opt_state)
 
         dev = engine.device
-        compute_dtype = torch.bfloat16 if bf16 else torch.float32
         safe_tok = trainable.tokenize(safe_prompts)
         unsafe_tok = trainable.tokenize(unsafe_prompts)
         concept_tok = trainable.tokenize([cfg.concept])
@@ -307,8 +319,7 @@ class Trainer:
                     "b": b_all[s_idx].to(dev),
                     "targets": unsafe_targets(m_all[u_idx].to(dev), v, scale),
                 }
-                terms = self._train_step(engine, batch, v=v, u=u, w=weights, accumulation=accumulation,
-                                         dtype=compute_dtype)
+                terms = self._train_step(engine, batch, v=v, u=u, w=weights, accumulation=accumulation)
                 if not all(math.isfinite(x) for x in terms.values()):
                     # The weights of a checkpoint are good once the next loss they produce is finite.
                     if pending is not None:
@@ -370,27 +381,28 @@ class Trainer:
                            concept_guidance_scale=scale, wall_s=time.perf_counter() - t_start)
 
     # -- pieces --------------------------------------------------------------------------
-    def _init_engine(self, enc: TextEncoder, *, micro: int, accumulation: int, bf16: bool):
-        _single_process_env()
+    def _init_engine(self, enc: TextEncoder, *, micro: int, accumulation: int):
         import deepspeed
 
         cfg = self.cfg
         module = enc.module()
         optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                                       eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-        engine, ds_opt, _, _ = deepspeed.initialize(
-            model=module, optimizer=optimizer,
-            config=deepspeed_config(cfg, micro_batch=micro, accumulation=accumulation, bf16=bf16))
+        with _single_process_env():
+            engine, ds_opt, _, _ = deepspeed.initialize(
+                model=module, optimizer=optimizer,
+                config=deepspeed_config(cfg, micro_batch=micro, accumulation=accumulation))
         # Checkpoints serialise the wrapped torch optimizer's moments (ZeRO 0).
         return engine, optimizer if cfg.zero_stage == 0 else ds_opt
 
-    @staticmethod
-    def _forward(engine, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        return engine(tokens["input_ids"], tokens["attention_mask"]).float()
+    _autocast = False
+
+    def _forward(self, engine, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.autocast(device_type=engine.device.type, dtype=torch.bfloat16, enabled=self._autocast):
+            return engine(tokens["input_ids"], tokens["attention_mask"]).float()
 
     def _train_step(self, engine, batch: dict[str, Any], *, v: torch.Tensor, u: torch.Tensor, w: LossWeights,
-                    accumulation: int, dtype: torch.dtype) -> dict[str, float]:
-        del dtype  # the engine casts (bf16) itself
+                    accumulation: int) -> dict[str, float]:
         if accumulation == 1:
             e = self._forward(engine, batch["safe"])
             e_u = self._forward(engine, batch["unsafe"])
@@ -467,10 +479,10 @@ def train(cfg: TrainConfig, *, out_dir: str | os.PathLike, callbacks: Sequence[T
 
 def _init_deepspeed_probe() -> None:
     """Initialise one tiny DeepSpeed engine (builds/loads DeepSpeed's CPU op cache)."""
-    _single_process_env()
     import deepspeed
 
     module = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
-    deepspeed.initialize(model=module, optimizer=opt,
-                         config={"train_micro_batch_size_per_gpu": 1, "steps_per_print": 10**12})
+    with _single_process_env():
+        deepspeed.initialize(model=module, optimizer=opt,
+                             config={"train_micro_batch_size_per_gpu": 1, "steps_per_print": 10**12})

@@ -138,11 +138,17 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(t
 
 
 def test_callback_can_stop_training_early(tiny_cfg, tmp_path):
+    import os
+
+    port_before = os.environ.get("MASTER_PORT")
     rec = Recorder(stop_at=2)
     res = Trainer(tiny_cfg(max_steps=6, eval_every=2), out_dir=tmp_path / "r", callbacks=[rec], progress=False,
                   evaluate=False).fit()
     assert res.stopped_early and res.step == 2 and len(rec.steps) == 2
     assert read_meta(res.final_checkpoint)["step"] == 2
+    # the DeepSpeed variables were filled in for the init only: a child process started now must
+    # not inherit a MASTER_PORT this process holds
+    assert os.environ.get("MASTER_PORT") == port_before
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -163,3 +169,15 @@ def test_csv_without_prompt_column_is_a_data_error(tiny_cfg, tmp_path):
     bad.write_text("text\nhello\n", encoding="utf-8")
     with pytest.raises(DataError, match="no 'prompt' column"):
         Trainer(tiny_cfg(safe_prompts=str(bad)), out_dir=tmp_path / "x", progress=False).fit()
+
+
+def test_bf16_runs_under_autocast_with_fp32_weights(tiny_cfg, tmp_path):
+    """CPU sibling of the GPU bf16 path: autocast forwards, fp32 master weights and checkpoints."""
+    rec = Recorder()
+    res = Trainer(tiny_cfg(precision="bf16", max_steps=2, eval_every=2), out_dir=tmp_path / "bf16", callbacks=[rec],
+                  progress=False, evaluate=False).fit()
+    weights = _weights(res.final_checkpoint)
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    assert read_meta(res.final_checkpoint)["exact_resume"] is True
+    # at step 1 the trainable encoder still equals E0, so safe preservation is ~0 up to bf16 rounding
+    assert rec.steps[0].losses["loss_sp"] < 1e-2
