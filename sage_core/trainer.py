@@ -8,6 +8,13 @@ the loss gradient with respect to the embeddings, then re-runs each micro-batch 
 and back-propagates that gradient (``engine.backward`` once per micro-batch). The result is the
 gradient of the full-batch loss, on memory for one micro-batch.
 
+The same trick makes data-parallel runs exact. Under ``torch.distributed`` (a Ray Train
+``TorchTrainer`` worker group, or the ``deepspeed``/``torchrun`` launchers) every rank embeds its
+shard of the batch, the shards are all-gathered, every rank computes the same full-batch loss and
+back-propagates only its shard's part; DeepSpeed's gradient all-reduce then yields the full-batch
+gradient, so N workers train the same model as one. Rank 0 alone evaluates, logs and writes
+checkpoints; every rank calls the callbacks (Ray Train's report is collective).
+
 The trainer never imports Ray: sweeps observe it through :class:`TrainerCallback`.
 """
 
@@ -64,7 +71,7 @@ class EvalInfo:
 
 @dataclass(frozen=True)
 class TrainResult:
-    final_checkpoint: Path
+    final_checkpoint: Path | None  # None on ranks other than 0
     step: int
     metrics: dict[str, float]
     stopped_early: bool
@@ -108,6 +115,30 @@ def _single_process_env() -> Iterator[None]:
     finally:
         if added_port:
             os.environ.pop("MASTER_PORT", None)
+
+
+def _dist_world() -> tuple[int, int]:
+    """(rank, world size) of the ``torch.distributed`` group: the one already initialised (Ray Train),
+    else one started from a launcher's environment (``WORLD_SIZE`` > 1: deepspeed, torchrun), else (0, 1)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _all_gather_rows(x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Concatenate every rank's rows (rank r holds ``sizes[r]`` of them) on every rank."""
+    if len(sizes) == 1:
+        return x
+    width = max(sizes)
+    padded = torch.zeros((width, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[:x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    torch.distributed.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
 
 
 def _resolve_device(cfg: TrainConfig) -> torch.device:
@@ -246,15 +277,18 @@ class Trainer:
             raise ConfigError(f"resume_from={self.resume_from}: checkpoint step {start_step} is beyond "
                               f"this run's {total} steps")
 
+        self._rank, self._world = rank, world = _dist_world()
+        lead = rank == 0
         device = _resolve_device(cfg)
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
         torch.manual_seed(cfg.seed)
         base_enc = _base_encoder(cfg, device)
         base = _base_data(cfg, base_enc, progress=self.progress)
-        factory = _text_evaluator_factory() if self.evaluate_enabled else None
+        factory = _text_evaluator_factory() if self.evaluate_enabled and lead else None
         text_eval = factory(base_enc, cfg) if factory else None
         # The text evaluator reports the geometry itself; without it, compute just the geometry.
-        diag_prompts, diag_base = _geometry_base(base_enc, cfg) if text_eval is None else ([], None)
+        diag_prompts, diag_base = (_geometry_base(base_enc, cfg) if text_eval is None and lead
+                                   else ([], None))
 
         scale = (cfg.concept_guidance_ratio * base.mean_safe_norm() if cfg.concept_guidance_ratio
                  else float(cfg.concept_guidance_scale))
@@ -273,8 +307,7 @@ class Trainer:
             p.requires_grad_(True)
         trainable.model.train()
 
-        micro = cfg.micro_batch_size or cfg.batch_size
-        accumulation = cfg.batch_size // micro
+        micro, accumulation = self._micro_plan(n_pairs, world)
         engine, optimizer = self._init_engine(trainable, micro=micro, accumulation=accumulation)
         self._autocast = bf16
         if self._resume_meta is not None:
@@ -292,9 +325,9 @@ class Trainer:
         m_all = base.safe[base.farthest]
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.out_dir / "log.jsonl").open("a", encoding="utf-8")
+        log = (self.out_dir / "log.jsonl").open("a", encoding="utf-8") if lead else None
         bar = None
-        if self.progress:
+        if self.progress and lead:
             from tqdm.auto import tqdm
             bar = tqdm(total=total, initial=start_step, desc=f"{cfg.method} training", unit="step",
                        dynamic_ncols=True)
@@ -305,6 +338,7 @@ class Trainer:
         last_ckpt: Path | None = self.resume_from
         last_good: Path | None = self.resume_from
         pending: Path | None = None
+        saved_step = start_step if self.resume_from else None  # the same on every rank
         stopped = False
         step = start_step
         try:
@@ -336,7 +370,8 @@ class Trainer:
                     window.setdefault(k, []).append(x)
                 wall = time.perf_counter() - t_start
                 info = StepInfo(step=step, epoch=epoch, total_steps=total, losses=terms, wall_s=wall)
-                log.write(json.dumps({"step": step, "epoch": epoch, **terms}) + "\n")
+                if log is not None:
+                    log.write(json.dumps({"step": step, "epoch": epoch, **terms}) + "\n")
                 for cb in self.callbacks:
                     cb.on_step(info)
                 if bar is not None:
@@ -349,38 +384,70 @@ class Trainer:
                 if is_ckpt:
                     ckpt = self._save(trainable, optimizer, step=step, epoch=epoch, scale=scale,
                                       metrics=last_metrics, protect=last_good)
-                    last_ckpt = pending = ckpt
-                    for cb in self.callbacks:
-                        cb.on_checkpoint(ckpt, step)
+                    saved_step = step
+                    if ckpt is not None:
+                        last_ckpt = pending = ckpt
+                        for cb in self.callbacks:
+                            cb.on_checkpoint(ckpt, step)
                 if is_eval:
                     metrics = {k: float(np.mean(xs)) for k, xs in window.items()}
                     window.clear()
-                    metrics.update(self._evaluate(trainable, diag_base, diag_prompts, text_eval))
+                    if lead:
+                        metrics.update(self._evaluate(trainable, diag_base, diag_prompts, text_eval))
                     metrics["concept_guidance_scale"] = scale
                     last_metrics = metrics
-                    (ckpt / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-                    log.write(json.dumps({"step": step, "eval": metrics}) + "\n")
-                    log.flush()
+                    if ckpt is not None:
+                        (ckpt / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+                    if log is not None:
+                        log.write(json.dumps({"step": step, "eval": metrics}) + "\n")
+                        log.flush()
                     if bar is not None:
                         shown = {k: metrics[k] for k in ("loss", "spread_ratio", "jaccard", "asr_text", "util_text")
                                  if k in metrics}
                         bar.write(f"step {step}/{total}: " + ", ".join(f"{k} {x:.4f}" for k, x in shown.items()))
                     einfo = EvalInfo(step=step, epoch=epoch, total_steps=total, metrics=metrics, checkpoint=ckpt,
                                      wall_s=time.perf_counter() - t_start)
-                    if any(cb.on_evaluate(einfo) for cb in self.callbacks):
+                    if self._agree(any([cb.on_evaluate(einfo) for cb in self.callbacks])):
                         stopped = step < total
                         break
         finally:
-            log.close()
+            if log is not None:
+                log.close()
             if bar is not None:
                 bar.close()
-        if last_ckpt is None or read_meta(last_ckpt)["step"] != step:
+        if saved_step != step:
             last_ckpt = self._save(trainable, optimizer, step=step, epoch=step // per_epoch, scale=scale,
                                    metrics=last_metrics)
         return TrainResult(final_checkpoint=last_ckpt, step=step, metrics=last_metrics, stopped_early=stopped,
                            concept_guidance_scale=scale, wall_s=time.perf_counter() - t_start)
 
     # -- pieces --------------------------------------------------------------------------
+    def _micro_plan(self, n_pairs: int, world: int) -> tuple[int, int]:
+        """(pairs per forward on one rank, forwards per rank per step) for ``world`` ranks."""
+        cfg = self.cfg
+        if cfg.batch_size % world:
+            raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of the {world} data-parallel "
+                              f"workers (each embeds an equal share of the batch)")
+        per_rank = cfg.batch_size // world
+        micro = min(cfg.micro_batch_size or per_rank, per_rank)
+        accumulation = math.ceil(per_rank / micro)
+        last = n_pairs % cfg.batch_size
+        if last and last < world * accumulation:
+            raise ConfigError(f"batch_size={cfg.batch_size}: the last batch of each epoch has {last} pairs, fewer "
+                              f"than {world} worker(s) x {accumulation} micro-batch(es); pick a batch size that "
+                              f"divides {n_pairs} or a larger micro_batch_size")
+        return math.ceil(per_rank / accumulation), accumulation
+
+    def _agree(self, flag: bool) -> bool:
+        """Rank 0's decision, on every rank."""
+        if self._world == 1:
+            return flag
+        t = torch.tensor([1 if flag else 0])
+        torch.distributed.broadcast(t, src=0)
+        return bool(t.item())
+
+    _rank, _world = 0, 1
+
     def _init_engine(self, enc: TextEncoder, *, micro: int, accumulation: int):
         import deepspeed
 
@@ -403,7 +470,8 @@ class Trainer:
 
     def _train_step(self, engine, batch: dict[str, Any], *, v: torch.Tensor, u: torch.Tensor, w: LossWeights,
                     accumulation: int) -> dict[str, float]:
-        if accumulation == 1:
+        rank, world = self._rank, self._world
+        if accumulation == 1 and world == 1:
             e = self._forward(engine, batch["safe"])
             e_u = self._forward(engine, batch["unsafe"])
             e_c = self._forward(engine, batch["concept"])
@@ -411,26 +479,30 @@ class Trainer:
                                     u=u, v=v, w=w)
             engine.backward(loss)
             return {k: float(t) for k, t in terms.items()}
-        # Embedding-level accumulation: exact gradient of the full-batch loss.
+        # Embedding-level accumulation (and data parallelism): exact gradient of the full-batch loss.
+        sizes = [len(c) for c in torch.tensor_split(torch.arange(len(batch["b"])), world)]
+        safe_chunks = _split(_split(batch["safe"], world)[rank], accumulation)
+        unsafe_chunks = _split(_split(batch["unsafe"], world)[rank], accumulation)
         with torch.no_grad():
-            e = torch.cat([self._forward(engine, c) for c in _split(batch["safe"], accumulation)])
-            e_u = torch.cat([self._forward(engine, c) for c in _split(batch["unsafe"], accumulation)])
+            e = _all_gather_rows(torch.cat([self._forward(engine, c) for c in safe_chunks]), sizes)
+            e_u = _all_gather_rows(torch.cat([self._forward(engine, c) for c in unsafe_chunks]), sizes)
             e_c = self._forward(engine, batch["concept"])
         leaves = [x.detach().requires_grad_(True) for x in (e, e_u, e_c)]
         loss, terms = sage_loss(e=leaves[0], b=batch["b"], e_unsafe=leaves[1], targets=batch["targets"],
                                 e_concept=leaves[2], u=u, v=v, w=w)
         g_e, g_u, g_c = torch.autograd.grad(loss, leaves, allow_unused=True)
         g_e, g_u, g_c = (torch.zeros_like(x) if g is None else g for g, x in zip((g_e, g_u, g_c), leaves))
-        safe_chunks, unsafe_chunks = _split(batch["safe"], accumulation), _split(batch["unsafe"], accumulation)
-        ge_chunks = torch.tensor_split(g_e, accumulation)
-        gu_chunks = torch.tensor_split(g_u, accumulation)
+        lo = sum(sizes[:rank])
+        ge_chunks = torch.tensor_split(g_e[lo:lo + sizes[rank]], accumulation)
+        gu_chunks = torch.tensor_split(g_u[lo:lo + sizes[rank]], accumulation)
         for j in range(accumulation):
             surrogate = (self._forward(engine, safe_chunks[j]) * ge_chunks[j]).sum()
             surrogate = surrogate + (self._forward(engine, unsafe_chunks[j]) * gu_chunks[j]).sum()
-            if j == 0:
+            if j == 0 and rank == 0:
                 surrogate = surrogate + (self._forward(engine, batch["concept"]) * g_c).sum()
-            # DeepSpeed divides each micro-batch loss by the accumulation count; undo it.
-            engine.backward(surrogate * accumulation)
+            # DeepSpeed divides each micro-batch loss by the accumulation count and averages the
+            # gradients over the ranks; undo both.
+            engine.backward(surrogate * (accumulation * world))
             if j < accumulation - 1:
                 engine.step()  # not a boundary: DeepSpeed only counts the micro-step
         return {k: float(t) for k, t in terms.items()}
@@ -447,8 +519,11 @@ class Trainer:
         return metrics
 
     def _save(self, enc: TextEncoder, optimizer, *, step: int, epoch: int, scale: float,
-              metrics: dict[str, float], protect: Path | None = None) -> Path:
+              metrics: dict[str, float], protect: Path | None = None) -> Path | None:
+        """Rank 0 writes the checkpoint (others return None; under ZeRO-3 all ranks gather)."""
         path = self.out_dir / "checkpoints" / f"step_{step:06d}"
+        if self._rank != 0 and self.cfg.zero_stage != 3:
+            return None
         opt_state = optimizer.state_dict() if self.cfg.zero_stage == 0 else None
         meta = {"config": self.cfg.to_dict(), "step": step, "epoch": epoch, "seed": self.cfg.seed,
                 "code_version": code_version(), "concept_guidance_scale": scale, "metrics": metrics,
@@ -457,6 +532,8 @@ class Trainer:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(enc.model.parameters()), modifier_rank=None):
+                if self._rank != 0:
+                    return None
                 save_checkpoint(path, model=enc.model, tokenizer=enc.tokenizer, meta=meta, optimizer_state=None)
         else:
             save_checkpoint(path, model=enc.model, tokenizer=enc.tokenizer, meta=meta, optimizer_state=opt_state)

@@ -1,0 +1,82 @@
+"""Data-parallel training: 2 gloo ranks (real DeepSpeed engines) train the model one process trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+from sage_core.checkpoint import list_checkpoints
+from sage_core.trainer import Trainer
+from tests.test_trainer import _weights
+
+
+def _rank_main(rank: int, world: int, port: int, values: dict, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    if values.get("micro_batch_size") is None:
+        # As under Ray Train: the group exists before the trainer starts. (Otherwise the trainer
+        # starts it from the environment, as under the deepspeed/torchrun launchers.)
+        torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    from sage_core.config import load_config
+
+    try:
+        res = Trainer(load_config(overrides=values), out_dir=out, progress=False, evaluate=False).fit()
+        Path(out, f"rank{rank}.json").write_text(json.dumps(
+            {"checkpoint": str(res.final_checkpoint) if res.final_checkpoint else None, "loss": res.metrics["loss"],
+             "step": res.step}))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_ranks(cfg, out: Path, world: int = 2) -> list[dict]:
+    values = json.loads(json.dumps(cfg.to_dict()))
+    torch.multiprocessing.spawn(_rank_main, args=(world, _free_port(), values, str(out)), nprocs=world, join=True)
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
+
+
+def _update(ckpt: Path, w0: dict[str, torch.Tensor]) -> torch.Tensor:
+    w = _weights(ckpt)
+    return torch.cat([(w[k] - w0[k]).flatten() for k in w])
+
+
+@pytest.mark.parametrize("micro", [None, 2], ids=["shard", "shard+accumulate"])
+def test_two_ranks_train_the_same_model_as_one_process(micro, tiny_cfg, tiny_clip, tmp_path):
+    from safetensors.torch import load_file
+
+    # A large eps makes AdamW nearly linear in the gradient, so a mis-scaled gradient shows.
+    cfg = tiny_cfg(max_steps=3, eval_every=3, micro_batch_size=micro, seed=3, adam_eps=10.0, lr=0.5)
+    one = Trainer(cfg, out_dir=tmp_path / "one", progress=False, evaluate=False).fit()
+    ranks = _run_ranks(cfg, tmp_path / "two")
+    # Rank 0 alone writes checkpoints; every rank saw the same full-batch loss.
+    assert ranks[0]["checkpoint"] is not None and ranks[1]["checkpoint"] is None
+    assert [r["step"] for r in ranks] == [3, 3]
+    assert len(list_checkpoints(tmp_path / "two")) >= 1
+    assert ranks[0]["loss"] == pytest.approx(ranks[1]["loss"], rel=1e-6)
+    assert ranks[0]["loss"] == pytest.approx(one.metrics["loss"], rel=1e-4)
+    w0 = load_file(str(tiny_clip / "text_encoder" / "model.safetensors"))
+    d1, d2 = _update(one.final_checkpoint, w0), _update(Path(ranks[0]["checkpoint"]), w0)
+    # Adam amplifies float noise in near-zero gradients element-wise, so compare whole updates.
+    assert d1.norm() > 0
+    assert (d1 - d2).norm() / d1.norm() < 1e-2
+
+
+def test_batch_that_does_not_split_over_the_workers_is_a_clear_error(tiny_cfg, tmp_path):
+    from sage_core.errors import ConfigError
+
+    trainer = Trainer(tiny_cfg(batch_size=8), out_dir=tmp_path / "x", progress=False, evaluate=False)
+    with pytest.raises(ConfigError, match=r"batch_size=8 must be a multiple of the 3 data-parallel workers"):
+        trainer._micro_plan(48, world=3)
+    with pytest.raises(ConfigError, match=r"last batch of each epoch has 2 pairs, fewer than 4 worker"):
+        Trainer(tiny_cfg(batch_size=8), out_dir=tmp_path / "y")._micro_plan(50, world=4)
