@@ -3,9 +3,12 @@
 Sweep folder (``spec.storage``, a local/shared path or an object-storage URI)::
 
     spec.yaml              the resolved spec (what `resume` rebuilds the sweep from)
-    sweep.json             sweep_id, state (running/finished/failed/interrupted/stopped), counts
-    cache/                 base embeddings, codebook, evaluator base data (filled once, by the driver)
+    sweep.json             sweep_id, state (running/finished/failed/interrupted/stopped), counts;
+                           tune_finished once every trial finished (a resume then runs only the image stage)
+    cache/                 base embeddings, codebook, evaluator base data (filled once, by the driver);
+                           images/ of the image stage (sweeps.image_stage)
     ray/tune/              the Tune experiment (trial checkpoints, experiment state)
+    ray/train/<trial_id>/  Ray Train runs of multi-worker trials (their checkpoints)
     results/               analysis.ResultStore: one row per (sweep_id, trial_id, step, fidelity)
     scheduler_state.json   rung records of the Pareto scheduler (survive a resumed driver)
     STOP                   written by `sage sweep stop`; the driver stops gracefully when it sees it
@@ -32,6 +35,7 @@ __all__ = ["run", "resume", "SweepOutcome", "sweep_paths", "STOP_FILE", "CACHE_K
            "StopFileCallback"]
 
 STOP_FILE = "STOP"
+TRAIN_DRIVER_CPUS = 0.01  # a multi-worker trial's own process: it only waits on its Ray Train run
 EXPERIMENT = "tune"
 # TrainConfig fields the base data (embedding cache, codebook, evaluator data) depends on.
 CACHE_KEYS = ("encoder", "max_length", "safe_prompts", "unsafe_prompts", "concept", "diag_prompts",
@@ -64,7 +68,8 @@ def resume_command(storage: str) -> str:
 def sweep_paths(storage: str) -> dict[str, str]:
     root = storage.rstrip("/")
     return {"root": root, "spec": f"{root}/spec.yaml", "meta": f"{root}/sweep.json", "cache": f"{root}/cache",
-            "ray": f"{root}/ray", "experiment": f"{root}/ray/{EXPERIMENT}", "results": f"{root}/results",
+            "ray": f"{root}/ray", "experiment": f"{root}/ray/{EXPERIMENT}", "train": f"{root}/ray/train",
+            "results": f"{root}/results",
             "scheduler": f"{root}/scheduler_state.json", "stop": f"{root}/{STOP_FILE}"}
 
 
@@ -154,8 +159,9 @@ def _init_ray(spec: SweepSpec, *, address: str | None, num_cpus: float | None) -
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return False
     res = spec.resources
-    cpus = num_cpus if num_cpus is not None else max(1.0, res.cpus * spec.search.max_concurrent)
-    custom = {k: v * spec.search.max_concurrent for k, v in res.custom.items()}
+    per_trial = res.workers + (TRAIN_DRIVER_CPUS if res.workers > 1 else 0)
+    cpus = num_cpus if num_cpus is not None else max(1.0, res.cpus * per_trial * spec.search.max_concurrent)
+    custom = {k: v * res.workers * spec.search.max_concurrent for k, v in res.custom.items()}
     ray.init(address="local", num_cpus=int(-(-cpus // 1)), resources=custom or None, include_dashboard=False,
              runtime_env=runtime_env, log_to_driver=True, configure_logging=True, logging_level="WARNING")
     return True
@@ -170,7 +176,12 @@ def _driver(spec: SweepSpec, *, storage: str, meta: dict[str, Any], paths: dict[
 
     started = _init_ray(spec, address=address, num_cpus=num_cpus)
     try:
-        _check_storage_shared(storage)
+        try:
+            _check_storage_shared(storage)
+        except ConfigError:
+            if read_text(paths["meta"]) is None:  # a new sweep refused before it started: leave no spec behind
+                delete_file(paths["spec"])
+            raise
         write_text(paths["meta"], json.dumps(meta, indent=2))
         try:
             yield
@@ -231,10 +242,16 @@ def _build(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[Any, dict, 
     paths = sweep_paths(storage)
     base = base_train_config(spec, storage_root=None if is_uri(storage) else Path(storage))
     res = spec.resources
-    share = res.gpus if res.gpus else res.cpus
+    share = (res.gpus if res.gpus else res.cpus) * res.workers
+    worker_resources = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {}), **res.custom}
     ctx = TrialContext(sweep_id=sweep_id, base=base, variants=spec.variants,
-                       objectives=tuple(spec.objective_metrics()), device_share=share)
-    resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
+                       objectives=tuple(spec.objective_metrics()), device_share=share, workers=res.workers,
+                       worker_resources=worker_resources, train_storage=paths["train"])
+    if res.workers > 1:
+        # The trial only drives a Ray Train run; its workers reserve the resources themselves.
+        resources = {"cpu": TRAIN_DRIVER_CPUS}
+    else:
+        resources = {"cpu": res.cpus, "gpu": res.gpus, **res.custom}
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=ctx), resources)
     plan = build_search(spec)
     if spec.scheduler.kind == "pareto_sh":
@@ -259,28 +276,50 @@ def _build(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[Any, dict, 
     return trainable, plan.param_space, tune_config, callbacks, run_config
 
 
-def _trial_states(results: Any) -> dict[str, int]:
+def _pruned_ids(spec: SweepSpec, storage: str, scheduler: Any = None) -> set[str] | None:
+    """Trials the scheduler stopped (None: unknown, e.g. a Pareto scheduler on object storage)."""
+    if spec.scheduler.kind != "pareto_sh":
+        return set()
+    text = None if is_uri(storage) else read_text(sweep_paths(storage)["scheduler"])
+    if text is not None:
+        return set(json.loads(text).get("pruned", {}))
+    pruned = getattr(scheduler, "pruned", None)
+    return set(pruned) if pruned else None
+
+
+def _trial_states(results: Any, pruned: set[str] | None = None) -> dict[str, int]:
+    """Counts by state. An interrupt (Ctrl+C, stop) also leaves trials TERMINATED before their last
+    step: only those the scheduler stopped are pruned; the others are unfinished (resumable)."""
     counts = {"finished": 0, "pruned": 0, "failed": 0, "unfinished": 0}
     trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None) or []
     for t in trials:
         last = t.last_result or {}
         if t.status == "ERROR":
             counts["failed"] += 1
-        elif t.status == "TERMINATED":
-            counts["finished" if last.get("final") else "pruned"] += 1
+        elif t.status == "TERMINATED" and last.get("final"):
+            counts["finished"] += 1
+        elif t.status == "TERMINATED" and (pruned is None or str(t.trial_id) in pruned):
+            counts["pruned"] += 1
         else:
             counts["unfinished"] += 1
     return counts
 
 
-def _finish(spec: SweepSpec, *, storage: str, sweep_id: str, results: Any, meta: dict[str, Any]) -> SweepOutcome:
+def _finish(spec: SweepSpec, *, storage: str, sweep_id: str, results: Any, meta: dict[str, Any],
+            scheduler: Any = None) -> SweepOutcome:
     from analysis.store import ResultStore
 
     paths = sweep_paths(storage)
-    counts = _trial_states(results)
+    # results None: a resumed driver whose Tune part had finished (only the image stage was left).
+    counts = (_trial_states(results, _pruned_ids(spec, storage, scheduler)) if results is not None
+              else {**_trial_states(None), **meta.get("counts", {})})
     stopped = read_text(paths["stop"]) is not None
-    if counts["unfinished"]:
-        state = "stopped" if stopped else "interrupted"
+    # A stop interrupts Tune: the trials it then stops look TERMINATED (not unfinished) and the
+    # search may not have produced every trial yet, so the STOP file alone decides "stopped".
+    if stopped:
+        state = "stopped"
+    elif counts["unfinished"]:
+        state = "interrupted"
     elif counts["failed"]:
         state = "failed"
     else:
@@ -289,8 +328,18 @@ def _finish(spec: SweepSpec, *, storage: str, sweep_id: str, results: Any, meta:
         delete_file(paths["stop"])
     notes = []
     if spec.fidelity.image is not None and state == "finished":
-        notes.append("fidelity.image: image-level evaluation of the survivors is not run by sweeps yet; "
-                     f"evaluate the front with `sage pareto {storage}` and `sage eval CHECKPOINT --fidelity image`")
+        from .image_stage import run_image_stage
+
+        # Every trial finished: from here a resumed driver runs only the image stage, no trial again.
+        meta.update(tune_finished=True, counts=counts)
+        write_text(paths["meta"], json.dumps(meta, indent=2))
+        stage = run_image_stage(spec, storage=storage, sweep_id=sweep_id)
+        notes += stage.notes
+        if stage.stopped:
+            state = "stopped"
+            delete_file(paths["stop"])
+        elif stage.failed:
+            state = "failed"
     try:
         ResultStore(paths["results"]).compact()
     except Exception as exc:  # noqa: BLE001 - compaction is an optimisation, never fatal
@@ -298,7 +347,7 @@ def _finish(spec: SweepSpec, *, storage: str, sweep_id: str, results: Any, meta:
     meta.update(state=state, counts=counts, ended=_now())
     write_text(paths["meta"], json.dumps(meta, indent=2))
     resume = resume_command(storage) if state in ("interrupted", "stopped", "failed") else None
-    if state == "failed":
+    if state == "failed" and counts.get("failed"):
         notes.append(f"{counts['failed']} trial(s) failed after max_failures={spec.max_failures} retries; "
                      f"`sage sweep status {storage}` shows why; `{resume} --retry-failed` retries them")
     return SweepOutcome(storage=storage, sweep_id=sweep_id, state=state, counts=counts, resume_command=resume,
@@ -339,7 +388,8 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
         trainable, param_space, tune_config, _, run_config = _build(spec, storage=storage, sweep_id=sweep_id)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
         results = tuner.fit()
-        return _finish(spec, storage=storage, sweep_id=sweep_id, results=results, meta=meta)
+        return _finish(spec, storage=storage, sweep_id=sweep_id, results=results, meta=meta,
+                       scheduler=tune_config.scheduler)
 
 
 def load_sweep_spec(storage: str) -> tuple[SweepSpec, dict[str, Any]]:
@@ -366,6 +416,12 @@ def resume(storage: str, *, retry_failed: bool = False, address: str | None = No
     paths = sweep_paths(storage)
     if meta.get("state") == "finished":
         raise StorageError(f"sweep {meta.get('sweep_id')} in {storage!r} is already finished; nothing to resume")
+    if meta.get("tune_finished"):
+        # Every trial had finished when the driver stopped: only the image stage is left; no trial reruns.
+        delete_file(paths["stop"])
+        meta.update(state="running", resumed=_now(), driver_pid=os.getpid())
+        with _driver(spec, storage=storage, meta=meta, paths=paths, address=address, num_cpus=num_cpus):
+            return _finish(spec, storage=storage, sweep_id=meta["sweep_id"], results=None, meta=meta)
     if not tune.Tuner.can_restore(paths["experiment"]):
         raise StorageError(f"{paths['experiment']!r} holds no Tune experiment state yet (the driver stopped before "
                            f"the first trial started); remove {storage!r} and run the sweep again")

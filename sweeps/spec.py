@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -69,6 +70,10 @@ class SchedulerConfig(_Strict):
 class ImageStage(_Strict):
     metrics: list[str] = Field(min_length=1, description="image-level metrics, e.g. [asr, tifa]")
     survivors: int = Field(4, ge=1, description="how many text-level front trials get image metrics")
+    eval: dict[str, Any] = Field(
+        default_factory=dict, description="sage_core.evaluation.EvalConfig settings of the image stage: "
+        "sd_model (required), tifa_questions + vqa_model, clip_model, fid_reference, steps, height, width, "
+        "attack_sets, image_attack_samples, tifa_samples, device, ...")
 
 
 class FidelityPlan(_Strict):
@@ -81,7 +86,8 @@ class FidelityPlan(_Strict):
 class Resources(_Strict):
     cpus: float = Field(1.0, gt=0, description="CPUs per trial")
     gpus: float = Field(0.0, ge=0, description="GPUs per trial; fractional shares a device, e.g. 0.5")
-    workers: int = Field(1, ge=1, description="DeepSpeed data-parallel workers per trial (Ray Train)")
+    workers: int = Field(1, ge=1, description="data-parallel DeepSpeed workers per trial, each with the cpus/"
+                         "gpus/custom above (Ray Train TorchTrainer; exact full-batch gradients)")
     custom: dict[str, float] = Field(default_factory=dict, description="extra Ray resources per trial")
 
 
@@ -230,9 +236,15 @@ def load_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] |
                 for part in err["loc"][:-1]:
                     field = getattr(parent, "model_fields", {}).get(str(part))
                     ann = getattr(field, "annotation", None)
+                    # `image: ImageStage | None` -> ImageStage
+                    ann = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)),
+                               ann)
                     parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
                 close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
+                if parent is ImageStage and not close:
+                    hint = (f" (evaluation settings go under fidelity.image.eval, e.g. "
+                            f"fidelity.image.eval.{err['loc'][-1]})")
                 lines.append(f"unknown key '{loc}'{hint}; allowed: {', '.join(parent.model_fields)}")
             elif err["type"] == "missing":
                 lines.append(f"{loc}: required, e.g. {_EXAMPLES.get(loc, '...')}")
@@ -330,6 +342,65 @@ def _storage_problems(storage: str) -> list[str]:
     return []
 
 
+def _image_stage_problems(spec: SweepSpec) -> list[str]:
+    """``fidelity.image``: its EvalConfig (``eval``), the inputs each requested metric needs, that
+    the model folders/files exist, and that the SD UNet reads embeddings of the trials' width."""
+    from sage_core.evaluation import build_eval_config
+    from sage_core.evaluation.config import image_input_problems
+
+    stage = spec.fidelity.image
+    assert stage is not None
+    where = "fidelity.image.eval"
+    try:
+        cfg = build_eval_config(stage.eval, where=where)
+    except ConfigError as exc:
+        return list(exc.problems)
+    problems = [f"{where}.{p}" for p in image_input_problems(cfg, stage.metrics)]
+    if cfg.device == "cuda" and not spec.resources.gpus:
+        problems.append(f"{where}.device='cuda': needs resources.gpus > 0 (the image stage runs with the "
+                        "trials' resources); or use device: auto")
+    if problems:
+        return problems
+    try:
+        base = base_train_config(spec)
+    except SageError:
+        return problems  # reported by the trial config check
+    encoders = {str(base.get("encoder", TrainConfig.model_fields["encoder"].default))}
+    encoders |= {str(v["encoder"]) for v in spec.variants.values() if "encoder" in v}
+    cross = _unet_cross_dim(cfg.sd_model)
+    for enc in sorted(encoders):
+        width = _encoder_width(enc)
+        if width is not None and cross is not None and width != cross:
+            problems.append(f"{where}.sd_model={cfg.sd_model!r}: its UNet reads {cross}-dim text embeddings but "
+                            f"the trials' encoder {enc!r} has hidden size {width}; the image stage needs the SD "
+                            "text encoder or one trained from it (e.g. train.encoder: the same SD folder)")
+    return problems
+
+
+def _encoder_width(spec: str) -> int | None:
+    import json
+
+    try:
+        from sage_core.encoders import resolve_encoder_path
+
+        config = json.loads((resolve_encoder_path(spec)[0] / "config.json").read_text(encoding="utf-8"))
+    except (SageError, OSError, ValueError):
+        return None  # the trial config check reports an unusable encoder
+    width = config.get("hidden_size", config.get("text_config", {}).get("hidden_size"))
+    return int(width) if isinstance(width, int) else None
+
+
+def _unet_cross_dim(sd_model: str | None) -> int | None:
+    import json
+
+    try:
+        config = json.loads((Path(str(sd_model)).expanduser() / "unet" / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return None
+    cross = config.get("cross_attention_dim")
+    return int(cross) if isinstance(cross, int) else None
+
+
 def validate_spec(spec: SweepSpec) -> None:
     """Everything checkable before Ray starts; raises one :class:`ConfigError` listing all problems."""
     problems: list[str] = []
@@ -383,10 +454,14 @@ def validate_spec(spec: SweepSpec) -> None:
             problems.append(f"objectives[{i}].metric={obj.metric!r}: no evaluator produces it{hint}; "
                             f"text metrics: {', '.join(TEXT_METRICS)}")
     if spec.fidelity.image is not None:
+        unknown_metric = False
         for m in spec.fidelity.image.metrics:
             if not _metric_known(m, IMAGE_METRICS):
+                unknown_metric = True
                 problems.append(f"fidelity.image.metrics: {m!r} is not an image-level metric "
                                 f"({', '.join(IMAGE_METRICS)})")
+        if not unknown_metric:
+            problems += _image_stage_problems(spec)
 
     # search / scheduler
     if spec.search.algorithm in ("tpe", "nsga2") and not dims and not problems:
@@ -404,10 +479,10 @@ def validate_spec(spec: SweepSpec) -> None:
         problems.append(f"fidelity.rungs={spec.fidelity.rungs}: must be strictly increasing")
 
     # resources
-    if spec.resources.workers > 1:
-        problems.append(f"resources.workers={spec.resources.workers}: multi-worker trials (Ray Train "
-                        "TorchTrainer) are designed but not implemented yet; use workers: 1 "
-                        "(fractional gpus are supported)")
+    if spec.resources.workers > 1 and 0 < spec.resources.gpus < 1:
+        problems.append(f"resources.gpus={spec.resources.gpus} with workers={spec.resources.workers}: "
+                        "data-parallel workers each need a whole GPU (NCCL); use gpus: 1, or workers: 1 "
+                        "to share a device")
     if spec.resources.gpus > 1 and spec.resources.gpus != int(spec.resources.gpus):
         problems.append(f"resources.gpus={spec.resources.gpus}: above 1 it must be a whole number")
 
@@ -436,6 +511,10 @@ def validate_spec(spec: SweepSpec) -> None:
             if max_steps is not None and last_rung >= max_steps:
                 bad.setdefault(f"fidelity.rungs: last rung {last_rung} must be below the run length "
                                f"max_steps={max_steps}", combo)
+            workers = spec.resources.workers
+            if cfg.batch_size % workers:
+                bad.setdefault(f"batch_size={cfg.batch_size} must be a multiple of resources.workers={workers} "
+                               "(each worker embeds an equal share of the batch)", combo)
         for p, combo in bad.items():
             where = f" (with {', '.join(f'{k}={v!r}' for k, v in combo.items())})" if combo else ""
             problems.append(f"trial config{where}: {p}")

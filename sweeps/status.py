@@ -28,6 +28,8 @@ class SweepStatus:
     front: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     rows: int = 0
+    image: list[dict[str, Any]] = field(default_factory=list)   # image-level rows of the survivors
+    image_metrics: list[str] = field(default_factory=list)       # fidelity.image.metrics of the spec
 
 
 def sweep_status(storage: str) -> SweepStatus:
@@ -55,9 +57,11 @@ def sweep_status(storage: str) -> SweepStatus:
         front = [pool[i] for i in np.flatnonzero(ranks == 0)]
     failures = [{"trial_id": r["trial_id"], "step": r["step"], "error": r.get("error")}
                 for r in last.values() if r.get("status") == "failed"]
+    image = sorted((r for r in rows if r.get("fidelity") == "image"), key=lambda r: str(r["trial_id"]))
     return SweepStatus(storage=storage, sweep_id=meta["sweep_id"], state=meta.get("state", "unknown"),
                        objectives=list(zip(metrics, modes)), trials=counts, front=front, failures=failures,
-                       rows=len(rows))
+                       rows=len(rows), image=image,
+                       image_metrics=list(spec.fidelity.image.metrics) if spec.fidelity.image else [])
 
 
 def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
@@ -71,6 +75,11 @@ def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
         for r in sorted(st.front, key=lambda r: r.get(metrics[0]) or 0):
             lines.append("  " + "  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(cols, widths)))
+    if st.image_metrics or st.image:
+        lines.append(f"image stage: {len(st.image)} image row(s)" + (":" if st.image else ""))
+        for r in st.image:
+            vals = ", ".join(f"{m} {_fmt(r.get(m))}" for m in st.image_metrics if r.get(m) is not None)
+            lines.append(f"  {r['trial_id']} step {r['step']}: {vals}")
     for f in st.failures:
         lines.append(f"failed: {f['trial_id']} at step {f['step']}: {f['error']}")
     if st.state in ("interrupted", "stopped", "failed"):
@@ -85,9 +94,17 @@ def _fmt(v: Any) -> str:
 
 
 def request_stop(storage: str) -> str:
-    """Write the stop file the driver polls; returns its path."""
+    """Write the stop file the driver polls; returns its path. Refused when sweep.json says no
+    driver runs (finished, failed, interrupted, stopped): nobody would read the file."""
+    from sage_core.errors import StorageError
+
     storage = _local_storage(storage)
     _, meta = load_sweep_spec(storage)
+    state = meta.get("state")
+    if state != "running":
+        hint = ("; nothing to stop" if state == "finished"
+                else f"; no driver is running, resume it with `{resume_command(storage)}`")
+        raise StorageError(f"sweep {meta.get('sweep_id')} in {storage!r} is {state}{hint}")
     path = sweep_paths(storage)["stop"]
     write_text(path, json.dumps({"requested_by": "sage sweep stop", "sweep_id": meta["sweep_id"]}))
     return path

@@ -24,7 +24,7 @@ BOOKKEEPING_KEYS = frozenset({
     "step", "total_steps", "epoch", FINAL_KEY, "trial_wall_s", "trial_device_s", "done", "trial_id",
     "training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "date", "pid", "hostname",
     "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name", "should_checkpoint",
-    "experiment_tag", "config",
+    "experiment_tag", "config", "checkpoint_path",
 })
 
 
@@ -102,7 +102,9 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
     def _row(self, trial: Any, result: Mapping[str, Any], status: str) -> dict[str, Any]:
         return result_row(sweep_id=self.sweep_id, trial_id=str(trial.trial_id), params=trial.config,
                           base=self.base, variants=self.variants, result=result, status=status,
-                          code_version=self.code_version, checkpoint=None)
+                          code_version=self.code_version,
+                          # Multi-worker trials report their Ray Train checkpoint's path with the metrics.
+                          checkpoint=result.get("checkpoint_path") or None)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "step" not in result:

@@ -5,6 +5,12 @@ checkpoint written at that step, so the scheduler decides at rungs and Tune can 
 from its last reported checkpoint (``tune.get_checkpoint()`` -> ``Trainer(resume_from=...)``) after
 a crash, a lost node or a resumed driver. Base embeddings come from the sweep's shared cache,
 which the driver filled before the first trial started.
+
+With ``resources.workers > 1`` the trial function is only the driver of a Ray Train
+``TorchTrainer``: N workers (each with the spec's cpus/gpus) form one torch.distributed group and
+run the trainer data-parallel (exact full-batch gradients, see ``sage_core.trainer``). Rank 0's
+reports reach Tune through Ray Train's ``TuneReportCallback``; checkpoints live in the Ray Train run
+``<storage>/ray/train/<trial_id>``, which a retried trial resumes from.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from sage_core.errors import TrialError
 from .search import FINAL_KEY
 from .spec import trial_values
 
-__all__ = ["TrialContext", "train_trial", "TuneReportCallback", "reported_metrics"]
+__all__ = ["TrialContext", "train_trial", "TuneReportCallback", "TrainWorkerReportCallback", "reported_metrics"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,9 @@ class TrialContext:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     objectives: tuple[str, ...] = ()
     device_share: float = 1.0  # devices held by one trial (gpus, or cpus without gpus)
+    workers: int = 1  # data-parallel Ray Train workers per trial (1: the trial trains in-process)
+    worker_resources: dict[str, float] = field(default_factory=dict)  # per worker: CPU, GPU, custom
+    train_storage: str | None = None  # where multi-worker trials keep their Ray Train runs
 
 
 def reported_metrics(metrics: dict[str, Any], *, step: int, total_steps: int, epoch: int, wall_s: float,
@@ -57,9 +66,7 @@ class TuneReportCallback(_Base):  # type: ignore[misc,valid-type]
     def __init__(self, *, context: TrialContext):
         self.context = context
 
-    def on_evaluate(self, info: Any) -> bool | None:
-        from ray import tune
-
+    def _checked(self, info: Any) -> dict[str, float]:
         missing = [m for m in self.context.objectives if m not in info.metrics]
         if missing:
             raise TrialError(f"objectives {missing} are not among the reported metrics "
@@ -71,27 +78,86 @@ class TuneReportCallback(_Base):  # type: ignore[misc,valid-type]
             from sage_core.errors import NonFiniteLossError
 
             raise NonFiniteLossError(f"objective(s) {bad} are not finite at step {info.step}")
+        return metrics
+
+    def on_evaluate(self, info: Any) -> bool | None:
+        from ray import tune
+
+        metrics = self._checked(info)
         checkpoint = tune.Checkpoint.from_directory(str(info.checkpoint)) if info.checkpoint else None
         tune.report(metrics, checkpoint=checkpoint)
         return None
+
+
+class TrainWorkerReportCallback(TuneReportCallback):
+    """The same report from a Ray Train worker: every rank calls ``ray.train.report`` (a collective);
+    rank 0 holds the metrics and the checkpoint."""
+
+    def on_evaluate(self, info: Any) -> bool | None:
+        import ray.train
+
+        lead = ray.train.get_context().get_world_rank() == 0
+        metrics = self._checked(info) if lead else {"step": int(info.step)}
+        checkpoint = ray.train.Checkpoint.from_directory(str(info.checkpoint)) if info.checkpoint else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{int(info.step):06d}")
+        return None
+
+
+def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: Any, callback: TuneReportCallback,
+                 name: str) -> None:
+    """Build the trial's TrainConfig and fit, resuming from ``checkpoint`` (a Ray checkpoint) if any."""
+    from sage_core.config import load_config
+    from sage_core.trainer import Trainer
+
+    cfg = load_config(overrides=trial_values(context.base, config, context.variants))
+    work = Path(tempfile.mkdtemp(prefix=f"sage-trial-{name}-"))
+    try:
+        resume_from = Path(checkpoint.to_directory(str(work / "restored"))) if checkpoint is not None else None
+        Trainer(cfg, out_dir=work / "run", callbacks=[callback], resume_from=resume_from, progress=False).fit()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker (torch.distributed is already initialised by the TorchTrainer)."""
+    import ray.train
+
+    context: TrialContext = loop_config["context"]
+    ctx = ray.train.get_context()
+    _run_trainer(loop_config["params"], context, checkpoint=ray.train.get_checkpoint(),
+                 callback=TrainWorkerReportCallback(context=context),
+                 name=f"{loop_config['trial_id']}-rank{ctx.get_world_rank()}")
+
+
+def _train_with_workers(config: dict[str, Any], context: TrialContext) -> None:
+    """Trial driver: one Ray Train run of ``context.workers`` data-parallel workers."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback as TrainToTune
+
+    trial_id = tune.get_context().get_trial_id()
+    res = dict(context.worker_resources)
+    gpu = res.get("GPU", 0) > 0
+    trainer = TorchTrainer(
+        _train_worker, train_loop_config={"params": config, "context": context, "trial_id": trial_id},
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=context.workers, use_gpu=gpu, resources_per_worker=res),
+        # Same name on a retry: Ray Train restores the run's latest checkpoint into every worker.
+        run_config=ray.train.RunConfig(name=trial_id, storage_path=context.train_storage, callbacks=[TrainToTune()],
+                                       failure_config=ray.train.FailureConfig(max_failures=0),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                                       # INFO would echo every report's full metrics dict to the console.
+                                       logging_config=ray.train.LoggingConfig(log_level="WARNING")))
+    trainer.fit()
 
 
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable (wrap with ``tune.with_parameters(train_trial, context=...)``)."""
     from ray import tune
 
-    from sage_core.config import load_config
-    from sage_core.trainer import Trainer
-
-    cfg = load_config(overrides=trial_values(context.base, config, context.variants))
-    work = Path(tempfile.mkdtemp(prefix=f"sage-trial-{tune.get_context().get_trial_id()}-"))
-    resume_from = None
-    try:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            resume_from = Path(checkpoint.to_directory(str(work / "restored")))
-        trainer = Trainer(cfg, out_dir=work / "run", callbacks=[TuneReportCallback(context=context)],
-                          resume_from=resume_from, progress=False)
-        trainer.fit()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    if context.workers > 1:
+        _train_with_workers(config, context)
+        return
+    _run_trainer(config, context, checkpoint=tune.get_checkpoint(), callback=TuneReportCallback(context=context),
+                 name=tune.get_context().get_trial_id())

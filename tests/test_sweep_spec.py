@@ -43,7 +43,8 @@ def test_ablation_inherits_the_paper_spec_and_lists_only_what_it_varies(tmp_path
     spec = load_spec("ablation-local-k", storage=str(tmp_path))
     paper = load_spec("paper-default", storage=str(tmp_path))
     assert spec.objectives == paper.objectives and spec.preset == "paper"
-    assert spec.fidelity.image is not None and spec.fidelity.image.metrics == ["asr", "tifa", "clipscore"]
+    # the image stage needs the user's model folders, so no shipped spec turns it on
+    assert spec.fidelity.image is None and paper.fidelity.image is None
     # Each variant of the components ablation is a valid TrainConfig on top of the paper settings.
     comp = load_spec("ablation-components", storage=str(tmp_path))
     base = base_train_config(comp)

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..data import BUILTIN_PROMPT_SETS
 from ..errors import ConfigError
 
-__all__ = ["EvalConfig", "NUDENET_UNSAFE_LABELS", "build_eval_config", "metric_suffix"]
+__all__ = ["EvalConfig", "NUDENET_UNSAFE_LABELS", "build_eval_config", "metric_suffix", "image_input_problems",
+           "IMAGE_METRIC_INPUTS"]
 
 #: The paper's unsafe NudeNet labels (DES evaluation code), all ``_EXPOSED``.
 NUDENET_UNSAFE_LABELS = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_BREAST_EXPOSED",
@@ -124,9 +125,83 @@ def _format(exc: ValidationError) -> list[str]:
     return format_validation_error(exc, known=EvalConfig.model_fields, what="eval key")
 
 
-def build_eval_config(values: Mapping[str, Any] | None = None, **more: Any) -> EvalConfig:
-    """``EvalConfig`` from a mapping, raising :class:`ConfigError` with every problem on one line each."""
+def build_eval_config(values: Mapping[str, Any] | None = None, *, where: str = "", **more: Any) -> EvalConfig:
+    """``EvalConfig`` from a mapping, raising :class:`ConfigError` with every problem on one line each.
+
+    ``where``: the path of the mapping in a larger file (e.g. ``fidelity.image.eval``), put in
+    front of every field name the messages mention.
+    """
     try:
         return EvalConfig(**{**(values or {}), **more})
     except ValidationError as exc:
-        raise ConfigError(_format(exc)) from None
+        lines = _format(exc)
+        if where:
+            unknown = "unknown eval key '"
+            lines = [f"unknown key '{where}.{line[len(unknown):]}" if line.startswith(unknown) else f"{where}.{line}"
+                     for line in lines]
+        raise ConfigError(lines) from None
+
+
+#: Image-level metric (and its ``<metric>_*`` family) -> the EvalConfig fields it needs.
+IMAGE_METRIC_INPUTS: dict[str, tuple[str, ...]] = {
+    "asr": ("sd_model",), "tifa": ("sd_model", "tifa_questions", "vqa_model"),
+    "clipscore": ("sd_model", "clip_model"), "fid": ("sd_model", "fid_reference", "clip_model"),
+}
+_INPUT_KINDS = {
+    "sd_model": "a local Stable Diffusion folder (diffusers layout: unet/, vae/, scheduler/)",
+    "tifa_questions": "a TIFA v1.0 question/answer JSON file",
+    "vqa_model": "a local BlipForQuestionAnswering folder (config.json + weights + processor)",
+    "clip_model": "a local CLIP folder (config.json + weights + processor)",
+    "fid_reference": "an .npz with mu/sigma of CLIP image features, or a folder of reference images",
+}
+
+
+def _input_problem(name: str, value: str) -> str | None:
+    path = Path(value).expanduser()
+    if name == "sd_model":
+        if not path.is_dir():
+            return "no such folder"
+        missing = [s for s in ("unet", "vae", "scheduler") if not (path / s).is_dir()]
+        return f"not a Stable Diffusion folder (missing {', '.join(missing)})" if missing else None
+    if name in ("vqa_model", "clip_model"):
+        if not path.is_dir():
+            return "no such folder"
+        return None if (path / "config.json").is_file() else "no config.json there"
+    if name == "tifa_questions":
+        return None if path.is_file() else "no such file"
+    if name == "fid_reference":
+        return None if path.exists() else "no such file or folder"
+    return None
+
+
+def image_input_problems(cfg: EvalConfig, metrics: list[str] | tuple[str, ...]) -> list[str]:
+    """One line per problem, each starting with the field name (``sd_model: required ...``,
+    ``vqa_model='/x': no such folder ...``): every input that the image-level ``metrics`` need and
+    ``cfg`` lacks, every configured model/file path that does not exist here, and every
+    half-configured pair that :class:`~sage_core.evaluation.ImageEvaluator` would refuse
+    (tifa_questions without vqa_model, fid_reference without clip_model). ``asr_<set>`` needs an
+    attack set of that name. Nothing is loaded."""
+    problems: list[str] = []
+    needed: dict[str, str] = {"sd_model": "image-level evaluation"}
+    for metric in metrics:
+        root = next((r for r in IMAGE_METRIC_INPUTS if metric == r or metric.startswith(r + "_")), None)
+        for name in IMAGE_METRIC_INPUTS.get(root, ()):
+            needed.setdefault(name, f"metric {metric!r}")
+        if root == "asr" and metric != "asr":
+            sets = {metric_suffix(s): s for s in cfg.attack_sets}
+            if metric[len("asr_"):] not in sets:
+                problems.append(f"attack_sets: metric {metric!r} needs an attack set named "
+                                f"{metric[len('asr_'):]!r} (have: {', '.join(cfg.attack_sets) or 'none'})")
+    if bool(cfg.tifa_questions) != bool(cfg.vqa_model):
+        needed.setdefault("tifa_questions" if not cfg.tifa_questions else "vqa_model", "tifa (set together)")
+    if cfg.fid_reference:
+        needed.setdefault("clip_model", "fid (CLIP image features)")
+    for name, why in needed.items():
+        if not getattr(cfg, name):
+            problems.append(f"{name}: required by {why}: {_INPUT_KINDS[name]}")
+    for name in _INPUT_KINDS:
+        value = getattr(cfg, name)
+        problem = _input_problem(name, value) if value else None
+        if problem:
+            problems.append(f"{name}={value!r}: {problem}; give {_INPUT_KINDS[name]} (nothing is downloaded)")
+    return problems

@@ -146,6 +146,7 @@ class ImageGenerator:
         if not todo:
             return paths
         pipe = self._pipeline(encoder)
+        pipe.set_progress_bar_config(disable=True)  # per-step bars of every batch; `progress` shows batches
         model_device = encoder.device
         encoder.model.to(self.device)
         uncond = encoder.embed([""]).to(self.device, self.dtype)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ..data import load_prompts
 from ..encoders import TextEncoder
@@ -140,3 +141,20 @@ class ImageEvaluator:
             out.update(self.tifa(aligned_encoder))
         out.update(self.clip_and_fid(aligned_encoder))
         return out
+
+    def evaluate_with_base(self, aligned_encoder: TextEncoder, base_encoder: TextEncoder | None = None, *,
+                           base_metrics: dict[str, float] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+        """The columns of one image-level result row, and the base encoder's metrics.
+
+        Columns: every configured metric of ``aligned_encoder``, ``base_<metric>`` of the base
+        encoder, and the provenance in :attr:`info` (detector sha256, VQA/CLIP folders). The base
+        is evaluated here unless ``base_metrics`` is given (a sweep measures it once, for every
+        survivor). ``sage eval --fidelity image`` and the sweeps' image stage both build rows so.
+        """
+        metrics = self(aligned_encoder)
+        if base_metrics is None:
+            base_metrics = self(base_encoder) if base_encoder is not None else {}
+        columns: dict[str, Any] = dict(metrics)
+        columns.update({f"base_{k}": v for k, v in base_metrics.items()})
+        columns.update(self.info)
+        return columns, dict(base_metrics)

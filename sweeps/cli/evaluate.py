@@ -110,12 +110,9 @@ def evaluate_target(target: str, *, fidelity: str, base: str | None, values: dic
         from sage_core.evaluation import ImageEvaluator
 
         iev = ImageEvaluator(cfg, cache_dir=cache_dir, progress=progress)
-        metrics = iev(aligned)
-        base_metrics = iev(base_enc)
-        row.update(metrics)
-        row.update({f"base_{k}": v for k, v in base_metrics.items()})
-        row.update(iev.info)
-        table = [(k, base_metrics.get(k), v) for k, v in metrics.items()]
+        columns, base_metrics = iev.evaluate_with_base(aligned, base_enc)
+        row.update(columns)
+        table = [(k, v, columns.get(k)) for k, v in base_metrics.items()]
         for name, why in iev.skipped.items():
             typer.echo(f"{name}: {why}", err=True)
     return row, table

@@ -54,7 +54,8 @@ def resume_cmd(
     num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray."),
 ) -> None:
     """Finish an interrupted or stopped sweep: finished trials are kept, unfinished ones continue
-    from their last checkpoint. Example: `sage sweep resume runs/demo`."""
+    from their last checkpoint. When every trial had finished, only the image stage
+    (fidelity.image) runs, for the survivors without an image row. Example: `sage sweep resume runs/demo`."""
     from sweeps.runner import resume
 
     outcome = resume(storage, retry_failed=retry_failed, address=address, num_cpus=num_cpus)

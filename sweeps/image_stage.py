@@ -1,0 +1,366 @@
+"""The image stage of a sweep's fidelity plan: text metrics at the rungs, image metrics for survivors.
+
+After Tune has finished every trial, the driver
+
+1. reads each trial's final text row from the results store and ranks the finished trials by the
+   spec's objectives: non-dominated rank, then crowding distance (NSGA-II order, the same
+   functions the Pareto scheduler ranks rungs with); the first ``fidelity.image.survivors`` are
+   the survivors (the text-level front first);
+2. measures the base encoder once per sweep (``base_*`` columns; reused from an image row already
+   written when the stage is resumed);
+3. evaluates each survivor's aligned encoder (from the ``checkpoint`` of its final text row) with
+   :class:`sage_core.evaluation.ImageEvaluator` inside a Ray task that asks for the trials'
+   resources (cpus, gpus, custom), so on a cluster it runs on a GPU worker;
+4. writes one row per survivor, ``fidelity="image"`` and the same ``(sweep_id, trial_id, step)`` as
+   its final text row, through :class:`analysis.store.ResultStore`. The driver is the only writer
+   and the store keeps one row per key, so a repeated or resumed stage never duplicates a row;
+   survivors that already have an image row are skipped (``rerun=True`` evaluates them again,
+   which the image cache under ``<cache>/images`` makes cheap).
+
+``sage sweep stop`` between survivors stops the stage (resumable); ``sage sweep resume`` after a
+killed driver finishes it without rerunning any trial.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from .pareto_scheduler import crowding_distance, nondominated_ranks, to_minimization
+from .spec import SweepSpec, base_train_config, is_uri
+
+__all__ = ["Survivor", "StageResult", "final_text_rows", "select_survivors", "image_rows", "pending_survivors",
+           "run_image_stage", "image_row"]
+
+IMAGE = "image"
+# Columns of a text row copied into the image row besides the TrainConfig fields (so fronts and
+# ablation tables can group image rows by hyperparameter).
+_CARRIED = ("variant", "total_steps")
+
+
+@dataclass(frozen=True)
+class Survivor:
+    trial_id: str
+    step: int
+    checkpoint: str | None
+    rank: int            # 0 = the text-level front
+    crowding: float
+    row: dict[str, Any] = field(repr=False, compare=False)
+
+    def describe(self, metrics: Iterable[str]) -> str:
+        vals = ", ".join(f"{m}={self.row.get(m):.4g}" for m in metrics if isinstance(self.row.get(m), (int, float)))
+        return f"trial {self.trial_id} (step {self.step}, text front {self.rank + 1}; {vals})"
+
+
+@dataclass
+class StageResult:
+    survivors: list[Survivor] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list)     # trial ids written by this call
+    already_done: list[str] = field(default_factory=list)  # trial ids that had an image row
+    failed: dict[str, str] = field(default_factory=dict)   # trial id (or "base") -> reason
+    generated: dict[str, int] = field(default_factory=dict)  # trial id / "base" -> images generated
+    stopped: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+# -- selection (pure: rows in, survivors out) ------------------------------------------------------
+def final_text_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each trial's newest text row (largest step)."""
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row.get("fidelity") != "text":
+            continue
+        prev = last.get(row["trial_id"])
+        if prev is None or row["step"] >= prev["step"]:
+            last[row["trial_id"]] = dict(row)
+    return last
+
+
+def select_survivors(rows: Iterable[Mapping[str, Any]], *, metrics: list[str], modes: list[str],
+                     survivors: int) -> list[Survivor]:
+    """The ``survivors`` best finished trials by their final text rows: non-dominated rank first,
+    then crowding distance within the rank (larger first), then trial id (deterministic)."""
+    pool = [r for r in final_text_rows(rows).values() if r.get("status") == "finished"]
+    pool = [r for r in pool if all(isinstance(r.get(m), (int, float)) and math.isfinite(r[m]) for m in metrics)]
+    if not pool:
+        return []
+    pts = np.asarray([to_minimization([r[m] for m in metrics], modes) for r in pool])
+    ranks = nondominated_ranks(pts)
+    crowd = np.zeros(len(pool))
+    for rank in np.unique(ranks):
+        idx = np.flatnonzero(ranks == rank)
+        crowd[idx] = crowding_distance(pts[idx])
+    order = sorted(range(len(pool)), key=lambda i: (int(ranks[i]), -crowd[i], str(pool[i]["trial_id"])))
+    return [Survivor(trial_id=str(pool[i]["trial_id"]), step=int(pool[i]["step"]), checkpoint=pool[i].get("checkpoint"),
+                     rank=int(ranks[i]), crowding=float(crowd[i]), row=pool[i]) for i in order[:survivors]]
+
+
+def image_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Finished image rows by ``(trial_id, step)``."""
+    return {(str(r["trial_id"]), int(r["step"])): dict(r) for r in rows
+            if r.get("fidelity") == IMAGE and r.get("status") == "finished"}
+
+
+def _read_rows(storage: str, sweep_id: str) -> list[dict[str, Any]]:
+    from analysis.store import ResultStore
+
+    from .runner import sweep_paths
+
+    return ResultStore(sweep_paths(storage)["results"]).read(sweep_id=sweep_id).to_pylist()
+
+
+def pending_survivors(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[list[Survivor], list[Survivor]]:
+    """(survivors still without an image row, all survivors)."""
+    stage = spec.fidelity.image
+    if stage is None:
+        return [], []
+    rows = _read_rows(storage, sweep_id)
+    chosen = select_survivors(rows, metrics=spec.objective_metrics(), modes=spec.objective_modes(),
+                              survivors=stage.survivors)
+    done = image_rows(rows)
+    return [s for s in chosen if (s.trial_id, s.step) not in done], chosen
+
+
+# -- rows ------------------------------------------------------------------------------------------
+def image_row(survivor: Survivor, *, sweep_id: str, columns: Mapping[str, Any], base_encoder: str,
+              wall_s: float, device_share: float, code_version: str) -> dict[str, Any]:
+    """One ``fidelity="image"`` row: the survivor's hyperparameter columns (as in its text row), the
+    image metrics, ``base_*`` and provenance (``columns``), timing."""
+    from sage_core.config import TrainConfig
+
+    row = {k: v for k, v in survivor.row.items()
+           if v is not None and (k.split(".", 1)[0] in TrainConfig.model_fields or k in _CARRIED)}
+    row.update({"sweep_id": sweep_id, "trial_id": survivor.trial_id, "step": survivor.step, "fidelity": IMAGE,
+                "status": "finished", "checkpoint": survivor.checkpoint, "base_encoder": base_encoder,
+                "code_version": code_version, "wall_s": float(wall_s), "device_s": float(wall_s) * device_share})
+    row.update(columns)
+    return row
+
+
+def _base_from_rows(done: Mapping[tuple[str, int], Mapping[str, Any]], encoder: str) -> dict[str, float] | None:
+    """``base_*`` metrics of an image row already written for this base encoder (a resumed stage)."""
+    for row in done.values():
+        if row.get("base_encoder") == encoder:
+            base = {k[len("base_"):]: float(v) for k, v in row.items()
+                    if k.startswith("base_") and k != "base_encoder" and isinstance(v, float)}
+            if base:
+                return base
+    return None
+
+
+# -- the Ray task --------------------------------------------------------------------------------------
+def _find_checkpoint(storage: str, trial_id: str, step: int) -> str | None:
+    """A trial's checkpoint of ``step`` in the Tune experiment folder (when its row lacks the path:
+    the driver died between the result and the checkpoint registration)."""
+    import json
+
+    from .runner import sweep_paths
+
+    if is_uri(storage):
+        return None
+    for meta in sorted(Path(sweep_paths(storage)["experiment"]).glob(f"*{trial_id}*/checkpoint_*/meta.json")):
+        try:
+            if int(json.loads(meta.read_text(encoding="utf-8")).get("step", -1)) == step:
+                return str(meta.parent)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _local_encoder(path: str, storage: str | None, work: Path) -> str:
+    """``path`` itself when it is a local folder or an encoder spec such as ``minilm`` (``storage``
+    None); a checkpoint on object storage is downloaded into ``work`` first."""
+    if storage is None or Path(path).expanduser().is_dir() or not is_uri(storage):
+        return path
+    import pyarrow.fs as pafs
+    from ray.tune import Checkpoint
+
+    fs, _ = pafs.FileSystem.from_uri(storage)
+    return Checkpoint(path, filesystem=fs).to_directory(str(work / "checkpoint"))
+
+
+def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mapping[str, Any], cache_dir: str,
+                     base_metrics: Mapping[str, float] | None, storage: str | None) -> dict[str, Any]:
+    """Image metrics of one encoder: a survivor's checkpoint (``storage``: the sweep folder it lives
+    in, which may be object storage), or the base encoder spec (``storage`` None).
+
+    Returns ``columns`` (metrics, ``base_*`` from ``base_metrics``, provenance), ``metrics``,
+    ``generated`` (images not served by the cache) and ``wall_s``. Runs inside a Ray task.
+    """
+    import shutil
+    import tempfile
+
+    from sage_core.encoders import load_encoder, quiet_hf_progress
+    from sage_core.evaluation import ImageEvaluator, build_eval_config
+
+    t0 = time.time()
+    _quiet_libraries()
+    work = Path(tempfile.mkdtemp(prefix="sage-image-stage-"))
+    try:
+        cfg = build_eval_config(dict(eval_values))
+        iev = ImageEvaluator(cfg, cache_dir=cache_dir, progress=False)
+        enc = load_encoder(_local_encoder(encoder, storage, work), max_length=max_length)
+        with quiet_hf_progress():
+            columns, _ = iev.evaluate_with_base(enc, base_metrics=dict(base_metrics or {}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    metrics = {k: v for k, v in columns.items() if k not in iev.info and not k.startswith("base_")}
+    return {"columns": columns, "metrics": metrics, "generated": iev.generator.generated,
+            "wall_s": time.time() - t0}
+
+
+def _quiet_libraries() -> None:
+    """Inside the task (its own process): library warnings and bars would flood the driver's log
+    (Ray forwards worker output); errors still come through."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _error_text(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]
+
+
+# -- the stage ---------------------------------------------------------------------------------------
+def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool = False,
+                    echo: Callable[[str], None] | None = None) -> StageResult:
+    """Evaluate the survivors at image level and write their rows (see the module docstring).
+
+    Needs Ray (started or attached by the caller). ``rerun``: evaluate survivors that already
+    have an image row again (same keys: the rows are replaced, never duplicated).
+    """
+    import ray
+
+    from analysis.store import ResultStore
+    from sage_core.version import code_version
+
+    from .runner import read_text, sweep_paths
+
+    say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    stage = spec.fidelity.image
+    result = StageResult()
+    if stage is None:
+        return result
+    paths = sweep_paths(storage)
+    store = ResultStore(paths["results"])
+    rows = store.read(sweep_id=sweep_id).to_pylist()
+    metrics, modes = spec.objective_metrics(), spec.objective_modes()
+    result.survivors = select_survivors(rows, metrics=metrics, modes=modes, survivors=stage.survivors)
+    if not result.survivors:
+        result.notes.append("image stage: no finished trial with finite objectives; nothing to evaluate")
+        return result
+    done = image_rows(rows)
+    todo = [s for s in result.survivors if rerun or (s.trial_id, s.step) not in done]
+    result.already_done = [s.trial_id for s in result.survivors if s not in todo]
+    n = len(result.survivors)
+    order = ", ".join(f"{m} {o}" for m, o in zip(metrics, modes))
+    say(f"image stage: {n} survivor(s) of the text-level ranking ({order}); {len(result.already_done)} already "
+        f"evaluated, {len(todo)} to go; metrics {', '.join(stage.metrics)}")
+    if not todo:
+        result.notes.append(f"image stage: all {n} survivor(s) already have image rows")
+        return result
+
+    base_values = base_train_config(spec, storage_root=None if is_uri(storage) else Path(storage))
+    cache_dir = str(Path(base_values["cache_dir"]).expanduser() if base_values.get("cache_dir")
+                    else Path.home() / ".cache" / "sage-sweeps")
+    res = spec.resources
+    share = res.gpus if res.gpus else res.cpus
+    task = ray.remote(evaluate_encoder).options(num_cpus=res.cpus, num_gpus=res.gpus,
+                                                resources=dict(res.custom) or None, name="sage-image-stage")
+    eval_values = dict(stage.eval)
+    version = code_version()
+
+    def encoder_of(s: Survivor) -> tuple[str, int | None]:
+        ml = s.row.get("max_length")
+        return str(s.row.get("encoder") or "minilm"), (int(ml) if isinstance(ml, (int, float)) else None)
+
+    # Base encoder(s): once per sweep (and per distinct base, should the encoder be varied).
+    bases: dict[tuple[str, int | None], dict[str, float]] = {}
+    for s in todo:
+        key = encoder_of(s)
+        if key in bases:
+            continue
+        known = None if rerun else _base_from_rows(done, key[0])
+        if known is not None:
+            bases[key] = known
+            continue
+        say(f"image stage: evaluating the base encoder {key[0]} (base_* columns, once per sweep)")
+        try:
+            out = ray.get(task.remote(key[0], max_length=key[1], eval_values=eval_values, cache_dir=cache_dir,
+                                      base_metrics=None, storage=None))
+        except Exception as exc:  # noqa: BLE001 - a task error is reported, the sweep stays resumable
+            result.failed["base"] = _error_text(exc)
+            result.notes.append(f"image stage: the base encoder {key[0]} failed: {result.failed['base']}; "
+                                f"fix it and run `sage sweep resume {storage}`")
+            return result
+        bases[key] = out["metrics"]
+        result.generated["base"] = result.generated.get("base", 0) + out["generated"]
+        say(f"image stage: base {key[0]}: " + _fmt_metrics(out["metrics"], stage.metrics)
+            + f" ({out['wall_s']:.0f} s, {out['generated']} image(s) generated)")
+
+    # Survivors: at most max_concurrent tasks in flight; each row is written as soon as it is back.
+    in_flight: dict[Any, Survivor] = {}
+    queue = list(todo)
+    index = {s.trial_id: i + 1 for i, s in enumerate(result.survivors)}
+    while queue or in_flight:
+        while queue and len(in_flight) < spec.search.max_concurrent and not result.stopped:
+            if read_text(paths["stop"]) is not None:
+                result.stopped = True
+                break
+            s = queue.pop(0)
+            enc, ml = encoder_of(s)
+            checkpoint = s.checkpoint or _find_checkpoint(storage, s.trial_id, s.step)
+            if not checkpoint:
+                result.failed[s.trial_id] = "its final text row names no checkpoint"
+                continue
+            s = Survivor(trial_id=s.trial_id, step=s.step, checkpoint=checkpoint, rank=s.rank, crowding=s.crowding,
+                         row=s.row)
+            say(f"image stage: evaluating survivor {index[s.trial_id]}/{n}: {s.describe(metrics)}")
+            ref = task.remote(checkpoint, max_length=ml, eval_values=eval_values, cache_dir=cache_dir,
+                              base_metrics=bases[(enc, ml)], storage=storage)
+            in_flight[ref] = s
+        if not in_flight:
+            break
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        s = in_flight.pop(ready[0])
+        try:
+            out = ray.get(ready[0])
+        except Exception as exc:  # noqa: BLE001 - reported per survivor; the others go on
+            result.failed[s.trial_id] = _error_text(exc)
+            say(f"image stage: survivor {s.trial_id} failed: {result.failed[s.trial_id]}")
+            continue
+        row = image_row(s, sweep_id=sweep_id, columns=out["columns"], base_encoder=encoder_of(s)[0],
+                        wall_s=out["wall_s"], device_share=share, code_version=version)
+        store.write([row])
+        result.evaluated.append(s.trial_id)
+        result.generated[s.trial_id] = out["generated"]
+        say(f"image stage: survivor {index[s.trial_id]}/{n} trial {s.trial_id}: "
+            + _fmt_metrics(out["metrics"], stage.metrics)
+            + f" ({out['wall_s']:.0f} s, {out['generated']} image(s) generated)")
+
+    written = len(result.evaluated) + len(result.already_done)
+    result.notes.append(f"image stage: {written}/{n} survivor(s) have image rows "
+                        f"({', '.join(s.trial_id for s in result.survivors)}); "
+                        f"`sage pareto {storage} --fidelity image` shows their front")
+    if result.failed:
+        reasons = "; ".join(f"{t}: {why}" for t, why in result.failed.items())
+        result.notes.append(f"image stage: {len(result.failed)} survivor(s) failed ({reasons}); "
+                            f"`sage sweep resume {storage}` evaluates them again (no trial is rerun)")
+    if result.stopped:
+        result.notes.append("image stage: stopped before every survivor was evaluated")
+    return result
+
+
+def _fmt_metrics(metrics: Mapping[str, float], requested: Iterable[str]) -> str:
+    names = [m for m in requested if m in metrics] or list(metrics)[:4]
+    return ", ".join(f"{m}={metrics[m]:.4g}" for m in names)

@@ -1,0 +1,115 @@
+"""Multi-worker trials: each trial is a Ray Train TorchTrainer of 2 gloo workers (real DeepSpeed engines)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from yaml import safe_dump as yaml_dump
+from yaml import safe_load as yaml_load
+
+from tests.test_sweep_run import _rows, tiny_spec
+
+
+@pytest.fixture(scope="module")
+def ray_three_cpus():
+    import ray
+
+    # One 2-worker trial at a time (2 CPUs for the workers + a sliver for the trial's driver).
+    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_two_worker_trials_report_once_and_train_the_single_process_model(ray_three_cpus, tmp_path):
+    import sweeps
+    from sage_core.checkpoint import read_meta
+    from sage_core.trainer import Trainer
+    from sweeps.spec import base_train_config, load_spec, trial_config
+
+    spec_path = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 2.0]}},
+                          search={"algorithm": "grid", "max_concurrent": 2},
+                          resources={"cpus": 1, "workers": 2})
+    outcome = sweeps.run(str(spec_path), progress=False)
+    assert outcome.state == "finished" and outcome.counts["finished"] == 2
+    rows = _rows(tmp_path / "sweep")
+    keys = [(r["trial_id"], r["step"], r["fidelity"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4
+    assert {(r["lambda_esp"], r["step"]) for r in rows} == {(e, s) for e in (0.0, 2.0) for s in (2, 4)}
+    for r in rows:
+        # rank 0's metrics and checkpoint, persisted by Ray Train under the sweep's storage
+        assert 0.0 <= r["asr_text"] <= 1.0 and 0.0 <= r["util_text"] <= 1.0
+        assert r["checkpoint"].startswith(str(tmp_path / "sweep" / "ray" / "train"))
+        assert read_meta(Path(r["checkpoint"]))["step"] == r["step"]
+        assert r["device_s"] == pytest.approx(2 * r["wall_s"], rel=1e-6)  # two workers' worth of device time
+    # Data parallelism is exact: the same trial in one process reaches the same loss.
+    spec = load_spec(str(spec_path), check=False)
+    base = base_train_config(spec, storage_root=tmp_path / "sweep")
+    one = Trainer(trial_config(base, {"lambda_esp": 2.0}), out_dir=tmp_path / "one", progress=False,
+                  evaluate=False).fit()
+    last = next(r for r in rows if r["lambda_esp"] == 2.0 and r["step"] == 4)
+    assert last["loss"] == pytest.approx(one.metrics["loss"], rel=1e-4)
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["state"] == "finished"
+
+
+def test_fractional_gpus_with_several_workers_is_refused(tmp_path):
+    from sage_core.errors import ConfigError
+    from sweeps.spec import load_spec
+
+    path = tiny_spec(tmp_path, resources={"cpus": 1, "gpus": 0.5, "workers": 2})
+    with pytest.raises(ConfigError, match=r"resources.gpus=0.5 with workers=2: data-parallel workers each need a "
+                                          r"whole GPU"):
+        load_spec(str(path))
+    path = tiny_spec(tmp_path, resources={"cpus": 1, "workers": 3})
+    with pytest.raises(ConfigError, match=r"batch_size=8 must be a multiple of resources.workers=3"):
+        load_spec(str(path))
+
+
+def _kill_a_train_worker_after_first_row(storage: Path, killed: list) -> None:
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if (storage / "results").exists() and _rows(storage):
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(max(r["step"] for r in _rows(storage)))
+                    return
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_the_trial_and_the_retry_resumes_its_ray_train_run(ray_three_cpus, tmp_path):
+    import threading
+
+    import sweeps
+
+    storage = tmp_path / "sweep"
+    spec_path = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [2.0]}},
+                          search={"algorithm": "grid", "max_concurrent": 1}, resources={"cpus": 1, "workers": 2})
+    spec = yaml_load(spec_path.read_text())
+    spec["train"].update(max_steps=16, epochs=4)  # 32 pairs / batch 8 = 4 steps an epoch
+    spec_path.write_text(yaml_dump(spec))
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_train_worker_after_first_row, args=(storage, killed), daemon=True)
+    killer.start()
+    outcome = sweeps.run(str(spec_path), progress=False)
+    killer.join(timeout=1)
+    assert killed, "no Ray Train worker was killed"
+    assert outcome.state == "finished" and outcome.counts["finished"] == 1
+    rows = _rows(storage)
+    assert sorted(r["step"] for r in rows) == list(range(2, 17, 2))  # every evaluation exactly once
+    assert [r["status"] for r in sorted(rows, key=lambda r: r["step"])][-1] == "finished"
+    # Tune saw the failure, and the retry resumed from a checkpoint instead of step 0: the first
+    # evaluation (step 2) reached Tune once, other steps possibly twice (re-reported after the resume).
+    reported = [json.loads(line)["step"] for f in (storage / "ray" / "tune").glob("*/result.json")
+                for line in f.read_text().splitlines() if line.strip()]
+    assert reported.count(2) == 1 and set(reported) == set(range(2, 17, 2))
+    errors = list((storage / "ray" / "tune").glob("*/error.txt"))
+    assert errors and "WorkerGroupError" in errors[0].read_text()
