@@ -263,7 +263,8 @@ def _build(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[Any, dict, 
 
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(search_alg=plan.search_alg, scheduler=scheduler, num_samples=plan.num_samples,
-                                  max_concurrent_trials=spec.search.max_concurrent, reuse_actors=False)
+                                  max_concurrent_trials=spec.search.max_concurrent,
+                                  reuse_actors=_reuse_actors(spec))
     callbacks = [StoreCallback(results_root=paths["results"], sweep_id=sweep_id, base=base, variants=spec.variants,
                                code_version=code_version()),
                  StopFileCallback(stop_path=paths["stop"])]
@@ -285,6 +286,15 @@ def _pruned_ids(spec: SweepSpec, storage: str, scheduler: Any = None) -> set[str
         return set(json.loads(text).get("pruned", {}))
     pruned = getattr(scheduler, "pruned", None)
     return set(pruned) if pruned else None
+
+
+def _reuse_actors(spec: SweepSpec) -> bool:
+    """A reused actor skips the interpreter start and the torch/DeepSpeed imports of every trial
+    after the first in its slot. Only on one node: after a lost node Tune would try to reuse actors
+    that died with it and burn the trials' retries on them."""
+    import ray
+
+    return spec.resources.workers == 1 and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
 
 
 def _trial_states(results: Any, pruned: set[str] | None = None) -> dict[str, int]:

@@ -38,10 +38,12 @@ def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, cap
     from sweeps.cli import app
 
     storage = tmp_path / "sweep"
-    # 2 grid points, one trial at a time, 4 steps with text metrics every 2: 2 trials x 2 evaluations.
-    spec = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 2.0]}},
-                     search={"algorithm": "grid", "max_concurrent": 1})
-    n_trials, steps = 2, (2, 4)
+    # 4 grid points, one trial at a time, 32 steps with text metrics every 16: 4 trials x 2 evaluations
+    # (trials reuse their actor, so they must be long enough for the stop to land mid-sweep).
+    spec = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 1.0, 2.0, 3.0]}},
+                     search={"algorithm": "grid", "max_concurrent": 1}, fidelity={"text_every": 16},
+                     train={"max_steps": 32, "epochs": 8})  # 32 pairs / batch 8 = 4 steps an epoch
+    n_trials, steps = 4, (16, 32)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     log = tmp_path / "driver.log"
     with log.open("w") as fh:  # a file, not a pipe: a full pipe would block the driver
@@ -84,7 +86,7 @@ def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, cap
     assert sorted(keys) == sorted((t, s, "text") for t in trials for s in steps)  # no row lost or duplicated
     assert {r["sweep_id"] for r in rows} == {meta["sweep_id"]}
     assert {(r["lambda_esp"], r["step"]): r["status"] for r in rows} == {
-        (e, s): ("finished" if s == 4 else "running") for e in (0.0, 2.0) for s in steps}
+        (e, s): ("finished" if s == 32 else "running") for e in (0.0, 1.0, 2.0, 3.0) for s in steps}
     # rows written before the stop are kept as they were (same checkpoints, same metrics)
     after = {(r["trial_id"], r["step"]): r for r in rows}
     for r in before:

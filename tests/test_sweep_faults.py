@@ -54,21 +54,24 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
     import sweeps
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    common = dict(scheduler={"kind": "fifo"}, search={"algorithm": "grid", "max_concurrent": 1})
+    # 16 steps a trial, text metrics every 8: trials reuse their actor, so short ones would all
+    # finish between two polls and leave nothing to kill mid-sweep.
+    common = dict(scheduler={"kind": "fifo"}, search={"algorithm": "grid", "max_concurrent": 1},
+                  fidelity={"text_every": 8}, train={"max_steps": 16, "epochs": 4})
     killed = tmp_path / "killed"
     spec = tiny_spec(tmp_path, storage=str(killed / "sweep"), **common)
     proc = subprocess.Popen([sys.executable, "-m", "sweeps", "sweep", "run", str(spec)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for(lambda: len(_rows(killed / "sweep")) >= 3, 240, "three result rows", proc)
-        time.sleep(1.0)
+        # Trials reuse their actor, so the next one starts at once: kill as soon as rows exist.
+        _wait_for(lambda: len(_rows(killed / "sweep")) >= 2, 240, "two result rows", proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
     before = _rows(killed / "sweep")
-    assert 3 <= len(before) < 8, "the driver was killed mid-sweep"
+    assert 2 <= len(before) < 8, "the driver was killed mid-sweep"
     time.sleep(3.0)  # let the orphaned local Ray of the killed driver shut down
     outcome = sweeps.resume(str(killed / "sweep"))
     assert outcome.state == "finished", outcome.summary()

@@ -12,8 +12,9 @@ from tests.conftest import TINY_TEXT_EVAL
 from tests.tiny_models import make_tiny_clip_encoder, write_tiny_prompt_sets
 
 
-def tiny_spec(root: Path, **changes) -> Path:
-    """A spec whose trials take seconds: tiny CLIP, 32 pairs, batch 8, 4 steps, text metrics every 2."""
+def tiny_spec(root: Path, *, train: dict | None = None, **changes) -> Path:
+    """A spec whose trials take seconds: tiny CLIP, 32 pairs, batch 8, 4 steps, text metrics every 2.
+    ``train`` updates the TrainConfig overrides (e.g. longer runs); other keys replace spec keys."""
     enc = root / "enc"
     if not enc.exists():
         make_tiny_clip_encoder(enc)
@@ -31,6 +32,7 @@ def tiny_spec(root: Path, **changes) -> Path:
         "storage": str(root / "sweep"),
         "max_failures": 1,
     }
+    spec["train"].update(train or {})
     for key, value in changes.items():
         spec[key] = value
     path = root / "spec.yaml"
