@@ -71,6 +71,16 @@ class BadFile:
     def __str__(self) -> str:
         return f"{self.path} ({self.reason})"
 
+    @classmethod
+    def unreadable(cls, path: str, exc: BaseException) -> "BadFile":
+        return cls(path, f"not readable as Parquet: {str(exc).splitlines()[0][:160]}")
+
+    @classmethod
+    def if_foreign(cls, path: str, columns: Sequence[str]) -> "BadFile | None":
+        """A file without the key columns is not a results file (None when it has them)."""
+        missing = [k for k in KEY_COLUMNS[1:] if k not in columns]
+        return cls(path, f"foreign Parquet file: no column(s) {missing}") if missing else None
+
 
 def _publish(fs: pafs.FileSystem, tmp: str, final: str) -> None:
     """Rename ``tmp`` to ``final``: the one step that makes a written file visible."""
@@ -307,11 +317,11 @@ class ResultStore:
             try:
                 schema = pq.read_schema(path, filesystem=self.filesystem)
             except (OSError, pa.ArrowException) as exc:
-                bad.append(BadFile(path, f"not readable as Parquet: {str(exc).splitlines()[0][:160]}"))
+                bad.append(BadFile.unreadable(path, exc))
                 continue
-            missing = [k for k in KEY_COLUMNS[1:] if k not in schema.names]
-            if missing:
-                bad.append(BadFile(path, f"foreign Parquet file: no column(s) {missing}"))
+            foreign = BadFile.if_foreign(path, schema.names)
+            if foreign:
+                bad.append(foreign)
             else:
                 good.append(path)
         return good, bad
@@ -338,11 +348,11 @@ class ResultStore:
             except FileNotFoundError:
                 continue  # compacted away between listing and reading; its rows live in the merged file
             except (OSError, pa.ArrowException) as exc:
-                bad.append(BadFile(path, f"not readable as Parquet: {str(exc).splitlines()[0][:160]}"))
+                bad.append(BadFile.unreadable(path, exc))
                 continue
-            missing = [k for k in KEY_COLUMNS[1:] if k not in t.column_names]
-            if missing:
-                bad.append(BadFile(path, f"foreign Parquet file: no column(s) {missing}"))
+            foreign = BadFile.if_foreign(path, t.column_names)
+            if foreign:
+                bad.append(foreign)
                 continue
             folder, _, name = path.rpartition("/")
             sweep_id = folder.rpartition("/")[2][len(_PART_PREFIX):]

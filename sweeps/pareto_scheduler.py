@@ -158,6 +158,11 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
                 self.recorded.setdefault(int(rung), {}).update(rows)
             self.pruned.update(state.get("pruned", {}))
 
+    def pruned_trials(self) -> set[str]:
+        """Ids of the trials this scheduler stopped at a rung (also those of an earlier driver)."""
+        self._load()
+        return set(self.pruned)
+
     def _dump(self) -> None:
         if not self.state_path:
             return

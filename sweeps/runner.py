@@ -277,15 +277,13 @@ def _build(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[Any, dict, 
     return trainable, plan.param_space, tune_config, callbacks, run_config
 
 
-def _pruned_ids(spec: SweepSpec, storage: str, scheduler: Any = None) -> set[str] | None:
-    """Trials the scheduler stopped (None: unknown, e.g. a Pareto scheduler on object storage)."""
-    if spec.scheduler.kind != "pareto_sh":
-        return set()
-    text = None if is_uri(storage) else read_text(sweep_paths(storage)["scheduler"])
-    if text is not None:
-        return set(json.loads(text).get("pruned", {}))
-    pruned = getattr(scheduler, "pruned", None)
-    return set(pruned) if pruned else None
+def _pruned_ids(scheduler: Any) -> set[str] | None:
+    """Trials the scheduler stopped (None: unknown, a Pareto scheduler without a state file whose
+    in-memory records are empty, e.g. a resumed driver on object storage)."""
+    if not hasattr(scheduler, "pruned_trials"):
+        return set()  # FIFO stops nothing
+    pruned = scheduler.pruned_trials()
+    return pruned if pruned or scheduler.state_path else None
 
 
 def _reuse_actors(spec: SweepSpec) -> bool:
@@ -321,7 +319,7 @@ def _finish(spec: SweepSpec, *, storage: str, sweep_id: str, results: Any, meta:
 
     paths = sweep_paths(storage)
     # results None: a resumed driver whose Tune part had finished (only the image stage was left).
-    counts = (_trial_states(results, _pruned_ids(spec, storage, scheduler)) if results is not None
+    counts = (_trial_states(results, _pruned_ids(scheduler)) if results is not None
               else {**_trial_states(None), **meta.get("counts", {})})
     stopped = read_text(paths["stop"]) is not None
     # A stop interrupts Tune: the trials it then stops look TERMINATED (not unfinished) and the
@@ -438,10 +436,11 @@ def resume(storage: str, *, retry_failed: bool = False, address: str | None = No
     delete_file(paths["stop"])
     meta.update(state="running", resumed=_now(), driver_pid=os.getpid())
     with _driver(spec, storage=storage, meta=meta, paths=paths, address=address, num_cpus=num_cpus):
-        trainable, _, _, _, _ = _build(spec, storage=storage, sweep_id=meta["sweep_id"])
+        trainable, _, tune_config, _, _ = _build(spec, storage=storage, sweep_id=meta["sweep_id"])
         tuner = tune.Tuner.restore(paths["experiment"], trainable=trainable, resume_unfinished=True,
                                    resume_errored=retry_failed, restart_errored=False,
                                    param_space=None)
         results = tuner.fit()
-        return _finish(spec, storage=storage, sweep_id=meta["sweep_id"], results=results, meta=meta)
+        return _finish(spec, storage=storage, sweep_id=meta["sweep_id"], results=results, meta=meta,
+                       scheduler=tune_config.scheduler)
 

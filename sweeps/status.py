@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .image_stage import final_text_rows
 from .pareto_scheduler import nondominated_ranks, to_minimization
 from .runner import _local_storage, load_sweep_spec, resume_command, sweep_paths, write_text
 
@@ -40,9 +41,7 @@ def sweep_status(storage: str) -> SweepStatus:
     spec, meta = load_sweep_spec(storage)
     table = ResultStore(sweep_paths(storage)["results"]).read(sweep_id=meta["sweep_id"])
     rows = table.to_pylist()
-    last: dict[str, dict[str, Any]] = {}
-    for row in sorted((r for r in rows if r.get("fidelity") == "text"), key=lambda r: r["step"]):
-        last[row["trial_id"]] = row
+    last = final_text_rows(rows)
     counts = {"running": 0, "finished": 0, "pruned": 0, "failed": 0}
     for row in last.values():
         counts[row.get("status") or "running"] = counts.get(row.get("status") or "running", 0) + 1
