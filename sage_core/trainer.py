@@ -307,7 +307,7 @@ class Trainer:
             p.requires_grad_(True)
         trainable.model.train()
 
-        micro, accumulation = self._micro_plan(n_pairs, world)
+        micro, accumulation = self._micro_plan(n_pairs, world, reaches_last_batch=total >= per_epoch)
         engine, optimizer = self._init_engine(trainable, micro=micro, accumulation=accumulation)
         self._autocast = bf16
         if self._resume_meta is not None:
@@ -422,7 +422,7 @@ class Trainer:
                            concept_guidance_scale=scale, wall_s=time.perf_counter() - t_start)
 
     # -- pieces --------------------------------------------------------------------------
-    def _micro_plan(self, n_pairs: int, world: int) -> tuple[int, int]:
+    def _micro_plan(self, n_pairs: int, world: int, *, reaches_last_batch: bool = True) -> tuple[int, int]:
         """(pairs per forward on one rank, forwards per rank per step) for ``world`` ranks."""
         cfg = self.cfg
         if cfg.batch_size % world:
@@ -432,7 +432,7 @@ class Trainer:
         micro = min(cfg.micro_batch_size or per_rank, per_rank)
         accumulation = math.ceil(per_rank / micro)
         last = n_pairs % cfg.batch_size
-        if last and last < world * accumulation:
+        if last and reaches_last_batch and last < world * accumulation:
             raise ConfigError(f"batch_size={cfg.batch_size}: the last batch of each epoch has {last} pairs, fewer "
                               f"than {world} worker(s) x {accumulation} micro-batch(es); pick a batch size that "
                               f"divides {n_pairs} or a larger micro_batch_size")
