@@ -1,10 +1,10 @@
 """Read-only SQL over the ``results`` and ``reported`` views (what ``sage sql`` runs).
 
-Two guards: DuckDB's own parser must find exactly one statement, of type SELECT (``WITH``,
-``FROM``-first, ``DESCRIBE``, ``SHOW`` and ``SUMMARIZE`` parse as SELECT); then the connection's
-configuration is locked, so even a statement that slipped through could not ``SET`` its way to
-more (extensions cannot be installed or loaded, settings cannot change). DuckDB has no SELECT
-that writes files: writing needs ``COPY``/``EXPORT``, which the first guard refuses.
+The security boundary is the sandboxed connection (:mod:`analysis.sandbox`): no file or network
+access, no extensions, locked settings, bounded memory and threads, and a wall-clock timeout.
+The statement check below is not a guard (DuckDB parses ``WITH x AS (COPY ...) SELECT`` as a
+SELECT); it only keeps the session's own views intact and gives a clearer message for the
+obvious cases (``INSERT``, ``CREATE``, several statements).
 """
 
 from __future__ import annotations
@@ -12,24 +12,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.errors import QueryError
+from analysis.sandbox import Limits, run_bounded
 from analysis.views import Source, open_source
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["check_readonly", "readonly_query"]
+__all__ = ["check_readonly", "readonly_query", "MAX_LIMIT", "SqlResult"]
+
+MAX_LIMIT = 1_000_000
 
 
 def check_readonly(query: str) -> None:
-    """Raise :class:`QueryError` unless ``query`` is one SELECT/WITH statement."""
+    """Raise :class:`QueryError` unless ``query`` is one statement that parses as SELECT."""
     import duckdb
 
-    if not query or not query.strip():
+    if not isinstance(query, str) or not query.strip():
         raise QueryError("empty query; pass one SELECT statement, e.g. \"SELECT count(*) FROM results\"")
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise QueryError(f"cannot parse the query: {str(exc).splitlines()[0]}") from exc
+        raise QueryError(f"cannot parse the query: {str(exc).strip().splitlines()[0]}") from None
     if len(statements) != 1:
         raise QueryError(
             f"only one statement may run, got {len(statements)}; remove the extra ';'-separated statements"
@@ -43,25 +46,58 @@ def check_readonly(query: str) -> None:
         )
 
 
-def readonly_query(source: Source, query: str, *, skip_bad: bool = False, limit: int | None = None) -> pd.DataFrame:
-    """Run one read-only SELECT over ``source``'s views and return the rows (at most ``limit``)."""
-    import duckdb
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise QueryError(f"--limit {limit!r} is not allowed (allowed: a whole number from 1 to {MAX_LIMIT:,})")
+    return limit
 
+
+class SqlResult:
+    """The rows of a query (at most ``limit``) and whether more rows were left out."""
+
+    def __init__(self, frame: pd.DataFrame, *, truncated: bool):
+        self.frame = frame
+        self.truncated = truncated
+
+
+def readonly_query(
+    source: Source,
+    query: str,
+    *,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    limits: Limits | None = None,
+) -> pd.DataFrame:
+    """Run one read-only query over ``source``'s views in the sandbox; at most ``limit`` rows."""
+    return run_query(source, query, skip_bad=skip_bad, limit=limit, limits=limits).frame
+
+
+def run_query(
+    source: Source,
+    query: str,
+    *,
+    skip_bad: bool = False,
+    limit: int | None = None,
+    limits: Limits | None = None,
+) -> SqlResult:
+    """:func:`readonly_query` that also says whether rows beyond ``limit`` were left out."""
     check_readonly(query)
-    con, owned = open_source(source, skip_bad=skip_bad)
+    if limit is not None:
+        check_limit(limit)
+    limits = limits or Limits()
+    con, owned = open_source(source, skip_bad=skip_bad, limits=limits)
     try:
-        if owned:
-            con.sql("SET autoinstall_known_extensions = false")
-            con.sql("SET autoload_known_extensions = false")
-            con.sql("SET lock_configuration = true")
-        rel = con.sql(query)
-        if rel is None:  # pragma: no cover - a SELECT always yields a relation
-            raise QueryError("the query returned no result set")
-        if limit is not None:
-            rel = rel.limit(limit)
-        return rel.df()
-    except duckdb.Error as exc:
-        raise QueryError(f"query failed: {str(exc).splitlines()[0]}") from exc
+        def work() -> pd.DataFrame:
+            rel = con.sql(query)
+            if rel is None:  # pragma: no cover - a SELECT always yields a relation
+                raise QueryError("the query returned no result set")
+            if limit is not None:
+                rel = rel.limit(limit + 1)  # one more row says whether more were left out
+            return rel.df()
+
+        frame = run_bounded(con, work, timeout_s=limits.timeout_s)
     finally:
         if owned:
             con.close()
+    truncated = limit is not None and len(frame) > limit
+    return SqlResult(frame.head(limit) if truncated else frame, truncated=truncated)

@@ -81,6 +81,54 @@ class BadFile:
         missing = [k for k in KEY_COLUMNS[1:] if k not in columns]
         return cls(path, f"foreign Parquet file: no column(s) {missing}") if missing else None
 
+    @classmethod
+    def if_mistyped(cls, path: str, schema: pa.Schema) -> "BadFile | None":
+        """A file whose columns do not have the store's types (e.g. ``step`` as text) is bad:
+        read beside good files it would turn their numbers into text."""
+        for field in schema:
+            kind = _kind(field.type)
+            allowed = _allowed_kinds(field.name)
+            if kind not in allowed:
+                return cls(path, f"column {field.name!r} holds {field.type}, the store holds "
+                                 f"{' or '.join(sorted(allowed - {'null'}))} there")
+        return None
+
+    @classmethod
+    def check(cls, path: str, schema: pa.Schema) -> "BadFile | None":
+        """The first reason ``path`` (with this schema) is not a results file, or None."""
+        return cls.if_foreign(path, schema.names) or cls.if_mistyped(path, schema)
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_null(t):
+        return "null"
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t):
+        return "text"
+    return str(t)
+
+
+def _allowed_kinds(name: str) -> frozenset[str]:
+    """The store schema: what each column may hold (``null``: a column with no value yet)."""
+    if name in ("trial_id", "fidelity"):
+        return frozenset({"text"})
+    if name == "step":
+        return frozenset({"integer"})
+    if name in STRING_COLUMNS:
+        return frozenset({"text", "null"})
+    if name in INT_COLUMNS:
+        return frozenset({"integer", "null"})
+    if is_metric(name):
+        return frozenset({"float", "integer", "null"})
+    return frozenset({"text", "float", "integer", "bool", "null"})
+
 
 def _publish(fs: pafs.FileSystem, tmp: str, final: str) -> None:
     """Rename ``tmp`` to ``final``: the one step that makes a written file visible."""
@@ -314,17 +362,31 @@ class ResultStore:
         good: list[str] = []
         bad: list[BadFile] = []
         for path in self.files() if files is None else files:
+            outside = self._escapes(path)
+            if outside:
+                bad.append(outside)
+                continue
             try:
                 schema = pq.read_schema(path, filesystem=self.filesystem)
             except (OSError, pa.ArrowException) as exc:
                 bad.append(BadFile.unreadable(path, exc))
                 continue
-            foreign = BadFile.if_foreign(path, schema.names)
-            if foreign:
-                bad.append(foreign)
+            problem = BadFile.check(path, schema)
+            if problem:
+                bad.append(problem)
             else:
                 good.append(path)
         return good, bad
+
+    def _escapes(self, path: str) -> BadFile | None:
+        """A local file that resolves outside the store (a symlink out of it) is never read."""
+        if self.local_path is None:
+            return None
+        root = os.path.realpath(self.path)
+        real = os.path.realpath(path)
+        if real == root or real.startswith(root.rstrip(os.sep) + os.sep):
+            return None
+        return BadFile(path, f"a link that leaves the store (it resolves to {real}); results files live inside it")
 
     def report_bad(self, bad: Sequence[BadFile], *, skip_bad: bool) -> None:
         """Raise for bad files, or (``skip_bad=True``) warn and remember them in ``self.skipped``."""
@@ -343,6 +405,10 @@ class ResultStore:
         tables: list[pa.Table] = []
         bad: list[BadFile] = []
         for path in files:
+            outside = self._escapes(path)
+            if outside:
+                bad.append(outside)
+                continue
             try:
                 t = pq.read_table(path, filesystem=self.filesystem)
             except FileNotFoundError:
@@ -350,9 +416,9 @@ class ResultStore:
             except (OSError, pa.ArrowException) as exc:
                 bad.append(BadFile.unreadable(path, exc))
                 continue
-            foreign = BadFile.if_foreign(path, t.column_names)
-            if foreign:
-                bad.append(foreign)
+            problem = BadFile.check(path, t.schema)
+            if problem:
+                bad.append(problem)
                 continue
             folder, _, name = path.rpartition("/")
             sweep_id = folder.rpartition("/")[2][len(_PART_PREFIX):]

@@ -1,10 +1,10 @@
 """DuckDB views over the results store: ``results`` (measured, one row per key) and ``reported``.
 
-``results`` reads the Parquet files with a glob, Hive partitioning (``sweep_id`` from the folder
-name, always text) and ``union_by_name`` (files may hold different metric columns), and keeps the
-row of the newest file per key, so it never shows two rows with one key. On a local folder the
-glob is expanded at each query, so the view sees files written after :func:`connect`. Other
-filesystems are read through pyarrow once, at :func:`connect`.
+``results`` holds the rows of the store's checked files (Hive partitioning: ``sweep_id`` from the
+folder name, always text; ``union_by_name``: files may hold different metric columns) and keeps the
+row of the newest file per key, so it never shows two rows with one key. The rows are loaded at
+:func:`connect` (a snapshot), by DuckDB on a local folder and through pyarrow on other
+filesystems; then the connection is sandboxed (:mod:`analysis.sandbox`).
 
 ``reported`` holds the paper's rows (``analysis/data/reported.csv``) with ``source = 'reported'``.
 """
@@ -16,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analysis.errors import QueryError
+from analysis.errors import QueryError, StoreError
 from analysis.names import unknown_name
+from analysis.sandbox import Limits, lock_down, open_sandbox
 from analysis.store import KEY_COLUMNS, ResultStore
 
 if TYPE_CHECKING:
@@ -61,64 +62,86 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(root: str | os.PathLike[str] | ResultStore, *, skip_bad: bool = False) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the views ``results`` and ``reported``.
+def connect(
+    root: str | os.PathLike[str] | ResultStore, *, skip_bad: bool = False, limits: Limits | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A sandboxed in-memory DuckDB connection with the views ``results`` and ``reported``.
 
-    A corrupt or foreign Parquet file raises :class:`analysis.errors.StoreError` naming it, unless
-    ``skip_bad=True`` (then it is skipped with a warning; the view covers the files found now).
+    The store's files are checked (readable, key columns, the store's column types, inside the
+    store) and their rows loaded into memory; then the connection is locked down
+    (:mod:`analysis.sandbox`): no file or network access, no extensions, bounded memory and
+    threads, settings locked. It is a snapshot: files written later need a new connection.
+
+    A bad file raises :class:`analysis.errors.StoreError` naming it, unless ``skip_bad=True``
+    (then it is skipped with a warning and the good files still answer).
     """
     import duckdb
 
     store = locate(root)
-    con = duckdb.connect(":memory:")
-    con.register("_reported_rows", reported_table())
-    con.sql("CREATE VIEW reported AS SELECT * FROM _reported_rows")
+    con = open_sandbox(limits)
+    try:
+        _load(con, store, skip_bad=skip_bad)
+    except duckdb.Error as exc:
+        con.close()
+        raise StoreError(f"cannot load results store {store.uri!r}: {str(exc).strip().splitlines()[0]}") from None
+    except BaseException:
+        con.close()
+        raise
+    lock_down(con)
+    return con
+
+
+def _load(con: duckdb.DuckDBPyConnection, store: ResultStore, *, skip_bad: bool) -> None:
+    con.register("_reported_arrow", reported_table())
+    con.execute("CREATE TABLE _reported_rows AS SELECT * FROM _reported_arrow")
+    con.unregister("_reported_arrow")
+    con.execute("CREATE VIEW reported AS SELECT * FROM _reported_rows")
     keys = ", ".join(KEY_COLUMNS)
-    local = store.local_path
-    if local is not None:
+    loaded = False
+    if store.local_path is not None:
         good, bad = store.check_files()
         store.report_bad(bad, skip_bad=skip_bad)
-        if not good:
-            src = None
-        else:
-            files = _sql_str(f"{local.as_posix()}/sweep_id=*/*.parquet") if not bad else (
-                "[" + ", ".join(_sql_str(f) for f in good) + "]"
+        if good:
+            # Only the files just checked: never a glob (it would also match files being written).
+            files = "[" + ", ".join(_sql_str(f) for f in good) + "]"
+            con.execute(
+                f"CREATE TABLE _results_rows AS SELECT * FROM read_parquet({files}, hive_partitioning = true, "
+                "union_by_name = true, filename = '_file', hive_types = {'sweep_id': 'VARCHAR'})"
             )
-            src = (
-                f"read_parquet({files}, hive_partitioning = true, union_by_name = true, "
-                "filename = '_file', hive_types = {'sweep_id': 'VARCHAR'})"
-            )
+            loaded = True
     else:
         table = store.read(skip_bad=skip_bad)
         if len(table):
             import pyarrow as pa
 
             table = table.append_column("_file", pa.array([""] * len(table), pa.string()))
-            con.register("_results_rows", table)
-            src = "_results_rows"
-        else:
-            src = None
-    if src is None:
-        con.sql(
+            con.register("_results_arrow", table)
+            con.execute("CREATE TABLE _results_rows AS SELECT * FROM _results_arrow")
+            con.unregister("_results_arrow")
+            loaded = True
+    if not loaded:
+        con.execute(
             "CREATE VIEW results AS SELECT * FROM (VALUES (NULL::VARCHAR, NULL::VARCHAR, NULL::BIGINT, "
             f"NULL::VARCHAR)) AS t({keys}) WHERE false"
         )
     else:
         # _file names sort in write order within a sweep folder: the newest file wins a key.
-        con.sql(
-            f"CREATE VIEW results AS SELECT {keys}, * EXCLUDE ({keys}, _file) FROM {src} "
+        con.execute(
+            f"CREATE VIEW results AS SELECT {keys}, * EXCLUDE ({keys}, _file) FROM _results_rows "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _file DESC) = 1"
         )
-    return con
 
 
-def open_source(source: Source, *, skip_bad: bool = False) -> tuple[duckdb.DuckDBPyConnection, bool]:
-    """``(connection, owned)``: reuse a connection, or connect to a path/URI/store (owned=True)."""
+def open_source(
+    source: Source, *, skip_bad: bool = False, limits: Limits | None = None
+) -> tuple[duckdb.DuckDBPyConnection, bool]:
+    """``(connection, owned)``: reuse the caller's connection (theirs, as they configured it), or
+    open a sandboxed one on a path/URI/store (owned=True)."""
     import duckdb
 
     if isinstance(source, duckdb.DuckDBPyConnection):
         return source, False
-    return connect(source, skip_bad=skip_bad), True
+    return connect(source, skip_bad=skip_bad, limits=limits), True
 
 
 def columns_of(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:

@@ -162,13 +162,14 @@ def test_concurrent_reader_never_sees_partial_files(tmp_path: Path) -> None:
         finally:
             done.set()
 
-    con = analysis.connect(root)
     thread = threading.Thread(target=writer)
     thread.start()
     rounds = 0
     while True:
-        finished = done.is_set()  # read before querying: the last round sees every file
+        finished = done.is_set()  # read before connecting: the last round sees every file
+        con = analysis.connect(root)  # a snapshot of the files present now
         counts = con.sql("SELECT batch, count(*) FROM results WHERE batch >= 0 GROUP BY batch").fetchall()
+        con.close()
         assert all(n == size for _, n in counts), counts  # whole files or nothing
         via_arrow = store.read().column("batch").to_pylist()
         assert all(via_arrow.count(b) == size for b in set(via_arrow) if b >= 0)

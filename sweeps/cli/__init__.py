@@ -3,7 +3,8 @@
 Each command group lives in its own module with a ``register(app)`` function. Heavy imports
 (torch, ray, duckdb) happen inside the commands, so ``sage --help`` is instant.
 Any :class:`sage_core.errors.SageError` or :class:`analysis.errors.AnalysisError` becomes
-one line on stderr and exit code 2; usage mistakes are reported by click with exit code 2.
+one line on stderr and exit code 2; so does a usage mistake found by click (unknown option,
+value of the wrong type), with the command's ``--help`` named.
 """
 
 from __future__ import annotations
@@ -55,19 +56,49 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+def one_line(text: object) -> str:
+    """The message as one line: inner newlines (e.g. from a library) become '; '."""
+    parts = [p.strip() for p in str(text).splitlines() if p.strip()]
+    return "; ".join(parts) or type(text).__name__
+
+
+def _click_exceptions():
+    """The exception module of the click that typer runs on (recent typer vendors its own)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - typer on the click package
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> None:
+    click = _click_exceptions()
+
     # Nothing downloads at run time: models come from local folders or packages.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     errors = user_errors()
     try:
-        app(args=argv, prog_name="sage")
+        code = app(args=argv, prog_name="sage", standalone_mode=False)
     except errors as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except click.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        typer.echo(f"error: {one_line(exc.format_message())}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        typer.echo(f"error: {one_line(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    if code == 130:
+        typer.echo("interrupted", err=True)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

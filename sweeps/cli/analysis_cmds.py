@@ -16,20 +16,22 @@ RESULTS_HELP = (
     "Results dataset: its root (holding sweep_id=... folders), a sweep folder that contains "
     "results/, or a URI such as s3://bucket/prefix. Example: runs/demo"
 )
-SKIP_BAD_HELP = "Skip corrupt or foreign Parquet files (each is named in a warning) instead of failing."
+SKIP_BAD_HELP = ("Skip bad Parquet files (corrupt, foreign, wrong column types, links out of the store; each "
+                 "is named in a warning) instead of failing.")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 @contextmanager
 def _duckdb_errors():
-    """A DuckDB failure inside a command (e.g. a file compacted away mid-query) becomes one line."""
+    """A DuckDB failure inside a command becomes one line (what the sandbox refused, when it did)."""
     import duckdb
 
-    from analysis.errors import QueryError
+    from analysis.sandbox import duckdb_error
 
     try:
         yield
     except duckdb.Error as exc:
-        raise QueryError(f"query failed: {str(exc).splitlines()[0]} (retry; if it persists, check the results folder)") from exc
+        raise duckdb_error(exc) from None
 
 
 def _print_frame(df, *, title: str | None = None, max_rows: int = 200) -> None:
@@ -109,6 +111,10 @@ def pareto(
     import analysis
     from analysis.ablation import hyperparameters
 
+    if plot is not None:
+        from sweeps.cli.paths import check_output_file
+
+        plot = check_output_file(plot, option="--plot", suffixes=PLOT_SUFFIXES)
     with _duckdb_errors():
         front, ranked, reported, x, y = _front(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity,
                                                all_steps=all_steps, skip_bad=skip_bad)
@@ -188,24 +194,40 @@ def sql(
         ..., help="One read-only SELECT/WITH statement over the views `results` and `reported`. "
         "Example: \"SELECT method, count(*) FROM results GROUP BY method\""
     ),
-    limit: int = typer.Option(200, "--limit", help="Print at most this many rows. Example: --limit 20"),
+    limit: int = typer.Option(200, "--limit", help="Print at most this many rows (1 to 1,000,000). Example: --limit 20"),
     fmt: str = typer.Option("table", "--format", help="table (aligned) or csv. Example: --format csv"),
+    timeout: float = typer.Option(
+        60.0, "--timeout", help="Stop the query after this many seconds of wall-clock time. Example: --timeout 10"
+    ),
+    memory: str = typer.Option("2GB", "--memory", help="DuckDB memory limit (spills to a private temp folder "
+                               "beyond it). Example: --memory 512MB"),
+    threads: int = typer.Option(2, "--threads", help="DuckDB worker threads. Example: --threads 4"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
-    """Run one read-only SQL query (DuckDB) over the results; writes, settings, ATTACH and the like are refused.
+    """Run one read-only SQL query (DuckDB) over the results, in a sandbox: no file or network
+    access, no extensions, locked settings, bounded memory, threads and time.
 
     Example: sage sql runs/demo "SELECT trial_id, asr_text, util_text FROM results ORDER BY asr_text LIMIT 5"
     """
-    import analysis
     from analysis.errors import QueryError
+    from analysis.sandbox import Limits
+    from analysis.sql import check_limit, run_query
 
     if fmt not in ("table", "csv"):
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: table, csv)")
-    df = analysis.readonly_query(results, query, skip_bad=skip_bad, limit=limit)
+    check_limit(limit)
+    limits = Limits(memory=memory, threads=threads, timeout_s=timeout)
+    result = run_query(results, query, skip_bad=skip_bad, limit=limit, limits=limits)
+    df = result.frame
+    more = f"more rows than --limit {limit}; only the first {limit} are shown (raise --limit)"
     if fmt == "csv":
         typer.echo(df.to_csv(index=False), nl=False)
+        if result.truncated:
+            typer.echo(f"note: {more}", err=True)
     else:
         _print_frame(df, max_rows=limit)
+        if result.truncated:
+            typer.echo(more)
 
 
 def report(
@@ -218,7 +240,9 @@ def report(
     Example: sage report runs/demo --out runs/demo/report   (then open runs/demo/report/index.html)
     """
     import analysis
+    from sweeps.cli.paths import check_output_dir
 
+    out = check_output_dir(out, option="--out")
     with _duckdb_errors():
         page = analysis.write_report(results, out, skip_bad=skip_bad)
     typer.echo(f"report written to {page}")
