@@ -12,22 +12,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .data import BUILTIN_PROMPT_SETS
 from .errors import ConfigError
+from .safe_yaml import load_yaml_text, read_yaml_file
+from .strict_values import check_value
 
 __all__ = ["TrainConfig", "PRESETS", "load_config", "parse_overrides", "format_validation_error",
            "preset_path"]
 
 PRESETS = ("quickstart", "paper", "des")
+_PATH_FIELDS = frozenset({"encoder", "safe_prompts", "unsafe_prompts", "diag_prompts", "cache_dir"})
 
 
 class TrainConfig(BaseModel):
     """One SAGE (or DES) training run. Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     # --- what is trained -------------------------------------------------------------------
     method: Literal["sage", "des"] = Field(
@@ -86,6 +88,13 @@ class TrainConfig(BaseModel):
         default_factory=dict, description="EvalConfig overrides for the text-level evaluation at every "
         "eval step, e.g. {calibration_samples: 300, attack_samples: 64}; concept and the diag_* "
         "geometry settings are filled in from this config")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        """Booleans are not numbers; empty strings are not paths (NaN/inf: allow_inf_nan=False)."""
+        name = info.field_name or ""
+        return check_value(name, value, annotation=cls.model_fields[name].annotation, path=name in _PATH_FIELDS)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "TrainConfig":
@@ -204,22 +213,18 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lambda_esp=1.0")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
+            out[key] = load_yaml_text(raw, where=f"--set {key}") if raw.strip() else raw
+        except ConfigError as exc:
+            if "not valid YAML" not in str(exc) and "nested too deeply" not in str(exc):
+                raise  # bounded: an alias bomb or a repeated key is refused, not passed on as text
             out[key] = raw
     return out
 
 
 def read_yaml_mapping(path: str | Path, *, what: str) -> dict[str, Any]:
+    """A YAML mapping from ``path``, bounded and checked (:mod:`sage_core.safe_yaml`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} file '{path}' does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{what} file '{path}':{where} not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml_file(path, what=what)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -155,6 +155,23 @@ def quiet_hf_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+_PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(model_dir: Path, *, spec: str | os.PathLike) -> None:
+    """Weights load from safetensors only: a pickle can run code when it is read, so a folder
+    that holds only pickled weights is refused, with how to convert it."""
+    if any(model_dir.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in _PICKLED for p in model_dir.glob(pattern))
+    if pickled:
+        raise ModelError(
+            f"encoder '{spec}': {model_dir} holds only pickled weights ({', '.join(pickled[:3])}); sage loads "
+            "safetensors only, because unpickling a file can run code. If you trust the file, convert it once: "
+            "AutoModel.from_pretrained(DIR, use_safetensors=False).save_pretrained(DIR, safe_serialization=True)")
+    raise ModelError(f"encoder '{spec}': {model_dir} holds no *.safetensors weights")
+
+
 def weights_fingerprint(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(named_tensors, key=lambda kv: kv[0]):
@@ -170,19 +187,22 @@ def load_encoder(spec: str | os.PathLike = EMBEDDED_ENCODER, *, max_length: int 
 
     ``max_length`` defaults to 77 for CLIP encoders and 32 for others.
     """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
 
     model_dir, tok_dir = resolve_encoder_path(spec)
+    require_safetensors(model_dir, spec=spec)
     try:
         with quiet_hf_progress():
             config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
             is_clip = config.model_type in ("clip_text_model", "clip")
             if is_clip:
-                model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
+                model = CLIPTextModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype,
+                                                      use_safetensors=True)
             else:
-                model = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
+                model = AutoModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"encoder '{spec}': could not load from {model_dir} ({first})") from None
     if max_length is None:

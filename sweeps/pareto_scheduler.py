@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 __all__ = ["to_minimization", "nondominated_ranks", "crowding_distance", "strictly_ahead",
-           "keeps_at_rung", "ParetoSuccessiveHalving"]
+           "keeps_at_rung", "ParetoSuccessiveHalving", "read_state"]
 
 
 def to_minimization(values: Sequence[float], modes: Sequence[str]) -> np.ndarray:
@@ -153,10 +153,10 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
             return
         self._loaded = True
         if self.state_path and self.state_path.is_file():
-            state = json.loads(self.state_path.read_text(encoding="utf-8"))
-            for rung, rows in state.get("recorded", {}).items():
-                self.recorded.setdefault(int(rung), {}).update(rows)
-            self.pruned.update(state.get("pruned", {}))
+            recorded, pruned = read_state(self.state_path)
+            for rung, rows in recorded.items():
+                self.recorded.setdefault(rung, {}).update(rows)
+            self.pruned.update(pruned)
 
     def pruned_trials(self) -> set[str]:
         """Ids of the trials this scheduler stopped at a rung (also those of an earlier driver)."""
@@ -238,6 +238,43 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
                                                      "pruned": self.pruned}), encoding="utf-8")
 
     def restore(self, checkpoint_path: str) -> None:
-        state = json.loads(Path(checkpoint_path).read_text(encoding="utf-8"))
-        self.recorded = {int(k): v for k, v in state["recorded"].items()}
-        self.pruned = dict(state["pruned"])
+        self.recorded, self.pruned = read_state(Path(checkpoint_path))
+
+
+def read_state(path: Path) -> tuple[dict[int, dict[str, list[float]]], dict[str, int]]:
+    """Rung records and pruned trials from a state file, checked; one line naming the file when
+    it is truncated, not UTF-8 or of the wrong shape (a resumed driver must not guess)."""
+    from sage_core.errors import StorageError
+
+    def bad(why: str) -> StorageError:
+        return StorageError(f"{path}: {why}; the scheduler state is damaged: move it away to let the resumed "
+                            "sweep re-record its rungs")
+
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise bad(f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except UnicodeDecodeError:
+        raise bad("not UTF-8 text") from None
+    except OSError as exc:
+        raise bad(f"cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(state, dict):
+        raise bad(f"expected an object with recorded and pruned, got {type(state).__name__}")
+    raw_recorded, raw_pruned = state.get("recorded", {}), state.get("pruned", {})
+    if not isinstance(raw_recorded, dict) or not isinstance(raw_pruned, dict):
+        raise bad("recorded and pruned must be objects")
+    recorded: dict[int, dict[str, list[float]]] = {}
+    for rung, rows in raw_recorded.items():
+        if not str(rung).isdigit() or not isinstance(rows, dict):
+            raise bad(f"rung {rung!r}: expected a step and an object of trial -> objective values")
+        for trial, vec in rows.items():
+            if not isinstance(vec, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                    for x in vec):
+                raise bad(f"rung {rung}, trial {trial!r}: expected a list of numbers, got {vec!r}")
+        recorded[int(rung)] = {str(t): [float(x) for x in v] for t, v in rows.items()}
+    pruned: dict[str, int] = {}
+    for trial, rung in raw_pruned.items():
+        if isinstance(rung, bool) or not isinstance(rung, int) or rung < 0:
+            raise bad(f"pruned[{trial!r}]={rung!r}: expected the step it was stopped at")
+        pruned[str(trial)] = rung
+    return recorded, pruned

@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -380,7 +381,9 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
     paths = sweep_paths(storage)
     existing = read_text(paths["meta"])
     if existing is not None:
-        state = json.loads(existing).get("state")
+        from .sweep_files import parse_sweep_meta
+
+        state = parse_sweep_meta(existing, path=paths["meta"]).get("state")
         hint = (f"resume it with `{resume_command(storage)}`" if state != "finished"
                 else "it is finished; inspect it with `sage sweep status`")
         raise StorageError(f"storage={storage!r} already holds a sweep (state {state}); {hint}, "
@@ -388,7 +391,7 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
     spec = spec.model_copy(update={"storage": storage})
     sweep_id = f"{spec.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     meta = {"sweep_id": sweep_id, "name": spec.name, "state": "running", "started": _now(),
-            "driver_pid": os.getpid()}
+            "driver_pid": os.getpid(), "driver_host": socket.gethostname()}
     write_text(paths["spec"], spec.to_yaml())
     with _driver(spec, storage=storage, meta=meta, paths=paths, address=address, num_cpus=num_cpus):
         base = base_train_config(spec, storage_root=None if is_uri(storage) else Path(storage))
@@ -401,16 +404,11 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
 
 
 def load_sweep_spec(storage: str) -> tuple[SweepSpec, dict[str, Any]]:
-    import yaml
+    """The saved spec and sweep.json of a sweep folder, checked (one-line errors naming the file)."""
+    from .sweep_files import read_sweep_folder
 
     storage = _local_storage(storage)
-    paths = sweep_paths(storage)
-    text, meta = read_text(paths["spec"]), read_text(paths["meta"])
-    if text is None or meta is None:
-        raise StorageError(f"{storage!r} holds no sweep (no spec.yaml/sweep.json); start one with "
-                           "`sage sweep run SPEC --storage DIR`")
-    spec = SweepSpec(**yaml.safe_load(text))
-    return spec, json.loads(meta)
+    return read_sweep_folder(storage, sweep_paths(storage))
 
 
 def resume(storage: str, *, retry_failed: bool = False, address: str | None = None,
@@ -424,17 +422,22 @@ def resume(storage: str, *, retry_failed: bool = False, address: str | None = No
     paths = sweep_paths(storage)
     if meta.get("state") == "finished":
         raise StorageError(f"sweep {meta.get('sweep_id')} in {storage!r} is already finished; nothing to resume")
+    from .status import driver_alive
+
+    if meta.get("state") == "running" and meta.get("driver_pid") != os.getpid() and driver_alive(meta):
+        raise StorageError(f"sweep {meta['sweep_id']} in {storage!r} is running (driver pid {meta.get('driver_pid')}); "
+                           f"stop it first with `sage sweep stop {storage}`, or wait for it to finish")
     if meta.get("tune_finished"):
         # Every trial had finished when the driver stopped: only the image stage is left; no trial reruns.
         delete_file(paths["stop"])
-        meta.update(state="running", resumed=_now(), driver_pid=os.getpid())
+        meta.update(state="running", resumed=_now(), driver_pid=os.getpid(), driver_host=socket.gethostname())
         with _driver(spec, storage=storage, meta=meta, paths=paths, address=address, num_cpus=num_cpus):
             return _finish(spec, storage=storage, sweep_id=meta["sweep_id"], results=None, meta=meta)
     if not tune.Tuner.can_restore(paths["experiment"]):
         raise StorageError(f"{paths['experiment']!r} holds no Tune experiment state yet (the driver stopped before "
                            f"the first trial started); remove {storage!r} and run the sweep again")
     delete_file(paths["stop"])
-    meta.update(state="running", resumed=_now(), driver_pid=os.getpid())
+    meta.update(state="running", resumed=_now(), driver_pid=os.getpid(), driver_host=socket.gethostname())
     with _driver(spec, storage=storage, meta=meta, paths=paths, address=address, num_cpus=num_cpus):
         trainable, _, tune_config, _, _ = _build(spec, storage=storage, sweep_id=meta["sweep_id"])
         tuner = tune.Tuner.restore(paths["experiment"], trainable=trainable, resume_unfinished=True,

@@ -11,27 +11,36 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import os
+import random
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Iterator, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from sage_core.config import TrainConfig, load_config, read_yaml_mapping
 from sage_core.errors import ConfigError, SageError
+from sage_core.safe_yaml import load_yaml_text
+from sage_core.strict_values import check_value
 
-from .space import Dimension, enumerate_combinations, grid_size, parse_dimension
+from .space import Dimension, corner_values, enumerate_combinations, grid_size, parse_dimension
 
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage",
            "Resources", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",
            "TEXT_METRICS", "IMAGE_METRICS", "apply_overrides", "base_train_config", "trial_config",
-           "is_uri", "MAX_VALIDATED_COMBINATIONS", "VARIANT", "trial_values", "describe"]
+           "is_uri", "MAX_VALIDATED_COMBINATIONS", "VARIANT", "trial_values", "describe", "Coverage",
+           "spec_from_text", "DEFAULT_MAX_TRIALS"]
 
 SPECS_DIR = Path(__file__).parent / "specs"
 VARIANT = "variant"
-MAX_VALIDATED_COMBINATIONS = 4096
+# Every combination is validated up to this many; beyond it a seeded sample of this many, and
+# `sage sweep validate` says so.
+MAX_VALIDATED_COMBINATIONS = 100_000
+DEFAULT_MAX_TRIALS = 100_000
 
 # Metrics each evaluator produces; '*' = any suffix (per attack set / per category).
 TEXT_METRICS = ("asr_text", "asr_text_*", "util_text", "util_text_*", "base_asr_text", "base_asr_text_*",
@@ -44,7 +53,15 @@ IMAGE_METRICS = ("asr", "asr_*", "tifa", "tifa_*", "clipscore", "fid")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        """Booleans are not numbers; an empty storage is not a path (NaN/inf: allow_inf_nan=False)."""
+        name = info.field_name or ""
+        return check_value(name, value, annotation=cls.model_fields[name].annotation, path=name == "storage",
+                           named=False)
 
 
 class Objective(_Strict):
@@ -59,6 +76,8 @@ class SearchConfig(_Strict):
     num_samples: int = Field(1, ge=1, description="grid: repeats of the whole grid; others: trials")
     seed: int | None = Field(0, ge=0, description="sampler seed (Optuna) / Tune random seed")
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
+    max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1, description="refuse a sweep of more trials than this "
+                            "(grid: grid points x num_samples); raise it on purpose for a larger sweep")
 
 
 class SchedulerConfig(_Strict):
@@ -78,8 +97,9 @@ class ImageStage(_Strict):
 
 class FidelityPlan(_Strict):
     text_every: int = Field(description="steps between text-level evaluations (TrainConfig.eval_every)", ge=1)
-    rungs: list[int] | None = Field(
-        None, description="steps where the scheduler decides; default: every text evaluation but the last")
+    rungs: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, description="steps where the scheduler decides (each > 0 and below the run length); default: "
+        "every text evaluation but the last")
     image: ImageStage | None = Field(None, description="image-level metrics for the survivors")
 
 
@@ -165,6 +185,35 @@ def _merge(base: Mapping[str, Any], child: Mapping[str, Any], *, top: bool = Tru
     return out
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def resolve_include(raw: Any, *, including: Path) -> Path:
+    """``include:`` of the spec file ``including``: a file under that file's own folder, or a shipped
+    spec by name. Anything else (``../../etc/passwd``, an absolute path elsewhere, a link out of
+    the folder) is refused."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{including}: include={raw!r} is not allowed (allowed: a shipped spec name such as "
+                          "paper-default, or a file under the spec's own folder)")
+    folder = including.parent.resolve()
+    for candidate in (folder / raw, folder / f"{raw}.yaml"):
+        real = candidate.resolve()
+        if real.is_file():
+            if _inside(real, folder):
+                return real
+            raise ConfigError(f"{including}: include {raw!r} resolves to {real}, outside the spec's folder {folder}; "
+                              "include a shipped spec by name or a file under that folder")
+    if "/" not in raw and "\\" not in raw and raw not in (".", ".."):
+        for candidate in (SPECS_DIR / f"{raw}.yaml", SPECS_DIR / raw):
+            if candidate.is_file():
+                return candidate.resolve()
+    close = difflib.get_close_matches(Path(raw).stem, shipped_specs(), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"{including}: include {raw!r}: no such file under {folder} and no shipped spec of that "
+                      f"name{hint}; shipped: {', '.join(shipped_specs())}")
+
+
 def _read_with_includes(path: Path, *, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
@@ -178,7 +227,7 @@ def _read_with_includes(path: Path, *, seen: tuple[Path, ...] = ()) -> dict[str,
     parent = parent if parent is not None else alias
     if parent is None:
         return data
-    parent_path = resolve_spec_path(parent, relative_to=path.parent)
+    parent_path = resolve_include(parent, including=path)
     return _merge(_read_with_includes(parent_path, seen=(*seen, path)), data)
 
 
@@ -228,33 +277,49 @@ def load_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] |
     try:
         spec = SweepSpec(**values)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                parent = SweepSpec
-                for part in err["loc"][:-1]:
-                    field = getattr(parent, "model_fields", {}).get(str(part))
-                    ann = getattr(field, "annotation", None)
-                    # `image: ImageStage | None` -> ImageStage
-                    ann = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)),
-                               ann)
-                    parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
-                close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                if parent is ImageStage and not close:
-                    hint = (f" (evaluation settings go under fidelity.image.eval, e.g. "
-                            f"fidelity.image.eval.{err['loc'][-1]})")
-                lines.append(f"unknown key '{loc}'{hint}; allowed: {', '.join(parent.model_fields)}")
-            elif err["type"] == "missing":
-                lines.append(f"{loc}: required, e.g. {_EXAMPLES.get(loc, '...')}")
-            else:
-                lines.append(f"{loc}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
-        raise ConfigError([f"spec '{path.name}': " + "; ".join(lines)] if len(lines) == 1 else
-                          [f"spec '{path.name}' has {len(lines)} problems"] + lines) from None
+        raise _spec_error(exc, name=path.name) from None
     if check:
         validate_spec(spec)
     return spec
+
+
+def spec_from_text(text: str, *, where: str) -> SweepSpec:
+    """A saved resolved spec (a sweep folder's ``spec.yaml``), bounded and checked; one-line errors."""
+    data = load_yaml_text(text, where=where)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of spec keys, got {type(data).__name__}")
+    try:
+        return SweepSpec(**data)
+    except ValidationError as exc:
+        raise _spec_error(exc, name=where) from None
+
+
+def _spec_error(exc: ValidationError, *, name: str) -> ConfigError:
+    """One error listing every problem of a spec that pydantic refused, each naming the field."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = SweepSpec
+            for part in err["loc"][:-1]:
+                field = getattr(parent, "model_fields", {}).get(str(part))
+                ann = getattr(field, "annotation", None)
+                # `image: ImageStage | None` -> ImageStage
+                ann = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)),
+                           ann)
+                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
+            close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            if parent is ImageStage and not close:
+                hint = (f" (evaluation settings go under fidelity.image.eval, e.g. "
+                        f"fidelity.image.eval.{err['loc'][-1]})")
+            lines.append(f"unknown key '{loc}'{hint}; allowed: {', '.join(parent.model_fields)}")
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: required, e.g. {_EXAMPLES.get(loc, '...')}")
+        else:
+            lines.append(f"{loc}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
+    return ConfigError([f"spec '{name}': " + "; ".join(lines)] if len(lines) == 1 else
+                       [f"spec '{name}' has {len(lines)} problems"] + lines)
 
 
 _EXAMPLES = {"objectives": "[{metric: asr_text, mode: min}, {metric: util_text, mode: max}]",
@@ -401,8 +466,10 @@ def _unet_cross_dim(sd_model: str | None) -> int | None:
     return int(cross) if isinstance(cross, int) else None
 
 
-def validate_spec(spec: SweepSpec) -> None:
-    """Everything checkable before Ray starts; raises one :class:`ConfigError` listing all problems."""
+def validate_spec(spec: SweepSpec) -> Coverage:
+    """Everything checkable before Ray starts; raises one :class:`ConfigError` listing all problems.
+    Returns which configurations were built (all, or a seeded sample past
+    :data:`MAX_VALIDATED_COMBINATIONS`)."""
     problems: list[str] = []
     dims: dict[str, Dimension] = {}
     if spec.variants:
@@ -486,32 +553,39 @@ def validate_spec(spec: SweepSpec) -> None:
     if spec.resources.gpus > 1 and spec.resources.gpus != int(spec.resources.gpus):
         problems.append(f"resources.gpus={spec.resources.gpus}: above 1 it must be a whole number")
 
-    # every TrainConfig the sweep can produce
+    # how many trials, and every TrainConfig the sweep can produce
+    n_trials = trial_count(spec, dims)
+    too_many = n_trials > spec.search.max_trials
+    if too_many:
+        how = "grid points x num_samples" if spec.search.algorithm in ("grid", "random") else "num_samples"
+        problems.append(f"search: the sweep has {n_trials:,} trials ({how}), above search.max_trials="
+                        f"{spec.search.max_trials:,}; shrink the grid, or raise search.max_trials on purpose")
     storage_root = None if is_uri(spec.storage) else Path(spec.storage).expanduser()
     try:
         base = base_train_config(spec, storage_root=storage_root)
     except SageError as exc:
         problems.append(str(exc))
         base = None
-    if base is not None and not any(p.startswith("variants.") for p in problems):
-        n = 0
+    coverage = Coverage(checked=0, total=combination_count(dims), sampled=False)
+    if base is not None and not too_many and not any(p.startswith("variants.") for p in problems):
         bad: dict[str, dict[str, Any]] = {}
-        for combo in enumerate_combinations(dims):
-            n += 1
-            if n > MAX_VALIDATED_COMBINATIONS:
-                break
+        lengths: dict[tuple[Any, ...], int | str] = {}
+        last_rung = max(spec.fidelity.rungs or [0])
+        workers = spec.resources.workers
+        combos, coverage = _combinations_to_check(dims)
+        for combo in combos:
             try:
                 cfg = trial_config(base, combo, spec.variants)
             except ConfigError as exc:
                 for p in exc.problems:
                     bad.setdefault(p, combo)
                 continue
-            max_steps = cfg.max_steps
-            last_rung = max(spec.fidelity.rungs or [0])
-            if max_steps is not None and last_rung >= max_steps:
+            length = _run_length(cfg, lengths)
+            if isinstance(length, str):
+                bad.setdefault(length, combo)
+            elif last_rung and last_rung >= length[0]:
                 bad.setdefault(f"fidelity.rungs: last rung {last_rung} must be below the run length "
-                               f"max_steps={max_steps}", combo)
-            workers = spec.resources.workers
+                               f"{length[0]} steps ({length[1]})", combo)
             if cfg.batch_size % workers:
                 bad.setdefault(f"batch_size={cfg.batch_size} must be a multiple of resources.workers={workers} "
                                "(each worker embeds an equal share of the batch)", combo)
@@ -521,15 +595,88 @@ def validate_spec(spec: SweepSpec) -> None:
     problems += _storage_problems(spec.storage)
     if problems:
         raise ConfigError([f"sweep spec '{spec.name}' has {len(problems)} problem(s)"] + problems)
+    return coverage
 
 
-def describe(spec: SweepSpec) -> str:
-    """One paragraph for ``sage sweep validate``."""
+@dataclass(frozen=True)
+class Coverage:
+    """Which of the sweep's configurations validation built: all of them, or a seeded sample."""
+
+    checked: int
+    total: int
+    sampled: bool
+
+    def __str__(self) -> str:
+        if self.sampled:
+            return (f"validated a seeded sample of {self.checked:,} of its {self.total:,} configurations "
+                    "(grid points x range ends x choices)")
+        return f"validated all {self.total:,} configurations"
+
+
+def trial_count(spec: SweepSpec, dims: Mapping[str, Dimension] | None = None) -> int:
+    """Trials the sweep runs: grid points x num_samples (grid, random), num_samples (Optuna)."""
+    dims = spec.dimensions() if dims is None else dims
+    if spec.search.algorithm in ("grid", "random"):
+        return grid_size(dims) * spec.search.num_samples
+    return spec.search.num_samples
+
+
+def combination_count(dims: Mapping[str, Dimension]) -> int:
+    return math.prod(len(corner_values(d)) for d in dims.values())
+
+
+def _combinations_to_check(dims: Mapping[str, Dimension]) -> tuple[Iterator[dict[str, Any]], Coverage]:
+    """Every combination of corner values, or a seeded sample of MAX_VALIDATED_COMBINATIONS of them."""
+    total = combination_count(dims)
+    if total <= MAX_VALIDATED_COMBINATIONS:
+        return enumerate_combinations(dims), Coverage(checked=total, total=total, sampled=False)
+    names = list(dims)
+    values = [corner_values(dims[n]) for n in names]
+    rng = random.Random(0)
+
+    def sample() -> Iterator[dict[str, Any]]:
+        for _ in range(MAX_VALIDATED_COMBINATIONS):
+            index = rng.randrange(total)
+            combo = {}
+            for name, vals in zip(names, values):
+                index, i = divmod(index, len(vals))
+                combo[name] = vals[i]
+            yield combo
+
+    return sample(), Coverage(checked=MAX_VALIDATED_COMBINATIONS, total=total, sampled=True)
+
+
+def _run_length(cfg: TrainConfig, cache: dict[tuple[Any, ...], Any]) -> tuple[int, str] | str:
+    """``(steps, how)`` a trial with ``cfg`` runs, as the trainer plans it (epochs over the prompt
+    pairs, capped by max_steps), or a problem reading its prompt files."""
+    from sage_core.data import load_prompts
+
+    key = (cfg.safe_prompts, cfg.unsafe_prompts, cfg.max_pairs)
+    if key not in cache:
+        try:
+            cache[key] = max(len(load_prompts(cfg.safe_prompts, limit=cfg.max_pairs)),
+                             len(load_prompts(cfg.unsafe_prompts, limit=cfg.max_pairs)))
+        except SageError as exc:
+            cache[key] = f"prompts: {exc}"
+    pairs = cache[key]
+    if isinstance(pairs, str):
+        return pairs
+    per_epoch = math.ceil(pairs / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    if cfg.max_steps is not None and cfg.max_steps <= total:
+        return cfg.max_steps, f"max_steps={cfg.max_steps}"
+    return total, (f"epochs={cfg.epochs} x {per_epoch} steps per epoch: {pairs} prompt pairs at "
+                   f"batch_size={cfg.batch_size}")
+
+
+def describe(spec: SweepSpec, coverage: Coverage | None = None) -> str:
+    """One paragraph for ``sage sweep validate`` (with what validation covered, when given)."""
     dims = spec.dimensions()
     n = grid_size(dims) * spec.search.num_samples
     kind = "grid points x repeats" if spec.search.algorithm == "grid" else "samples"
     objs = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
     return (f"spec '{spec.name}' is valid: {n} trial(s) ({kind}), search {spec.search.algorithm}, "
             f"scheduler {spec.scheduler.kind} (eta {spec.scheduler.eta}), objectives: {objs}; "
-            f"varies {', '.join(dims) or 'nothing'}; storage {spec.storage}")
+            f"varies {', '.join(dims) or 'nothing'}; storage {spec.storage}"
+            + (f"; {coverage}" if coverage is not None else ""))
 

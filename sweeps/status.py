@@ -6,7 +6,9 @@ driver runs, after it died, and from another machine that sees the storage.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from .image_stage import final_text_rows
 from .pareto_scheduler import nondominated_ranks, to_minimization
 from .runner import _local_storage, load_sweep_spec, resume_command, sweep_paths, write_text
 
-__all__ = ["SweepStatus", "sweep_status", "request_stop", "format_status"]
+__all__ = ["SweepStatus", "sweep_status", "request_stop", "format_status", "driver_alive"]
 
 
 @dataclass
@@ -57,7 +59,10 @@ def sweep_status(storage: str) -> SweepStatus:
     failures = [{"trial_id": r["trial_id"], "step": r["step"], "error": r.get("error")}
                 for r in last.values() if r.get("status") == "failed"]
     image = sorted((r for r in rows if r.get("fidelity") == "image"), key=lambda r: str(r["trial_id"]))
-    return SweepStatus(storage=storage, sweep_id=meta["sweep_id"], state=meta.get("state", "unknown"),
+    state = meta["state"]
+    if state == "running" and driver_alive(meta) is False:
+        state = "interrupted: its driver is gone"
+    return SweepStatus(storage=storage, sweep_id=meta["sweep_id"], state=state,
                        objectives=list(zip(metrics, modes)), trials=counts, front=front, failures=failures,
                        rows=len(rows), image=image,
                        image_metrics=list(spec.fidelity.image.metrics) if spec.fidelity.image else [])
@@ -81,7 +86,7 @@ def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
             lines.append(f"  {r['trial_id']} step {r['step']}: {vals}")
     for f in st.failures:
         lines.append(f"failed: {f['trial_id']} at step {f['step']}: {f['error']}")
-    if st.state in ("interrupted", "stopped", "failed"):
+    if st.state.split(":")[0] in ("interrupted", "stopped", "failed"):
         lines.append(f"resume with: {resume_command(st.storage)}")
     return "\n".join(lines)
 
@@ -104,7 +109,46 @@ def request_stop(storage: str) -> str:
         hint = ("; nothing to stop" if state == "finished"
                 else f"; no driver is running, resume it with `{resume_command(storage)}`")
         raise StorageError(f"sweep {meta.get('sweep_id')} in {storage!r} is {state}{hint}")
+    if driver_alive(meta) is False:
+        raise StorageError(
+            f"sweep {meta['sweep_id']} in {storage!r} is marked running, but its driver (pid {meta.get('driver_pid')} "
+            f"on {meta.get('driver_host') or 'this machine'}) is gone: it was killed or crashed, so nothing reads a "
+            f"stop request; resume it with `{resume_command(storage)}`")
     path = sweep_paths(storage)["stop"]
     write_text(path, json.dumps({"requested_by": "sage sweep stop", "sweep_id": meta["sweep_id"]}))
     return path
 
+
+
+def driver_alive(meta: dict[str, Any]) -> bool | None:
+    """Is the driver that sweep.json names still running? None when this machine cannot tell
+    (it ran on another host, or sweep.json names no pid).
+
+    A live process with the driver's pid that started after the driver last (re)started is a
+    different process that reuses the pid, so the driver counts as gone.
+    """
+    import psutil
+
+    pid = meta.get("driver_pid")
+    host = meta.get("driver_host")
+    if not isinstance(pid, int) or (host is not None and host != socket.gethostname()):
+        return None
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return None  # e.g. access denied: it exists
+    stamps = [t for t in (_timestamp(meta.get(k)) for k in ("started", "resumed")) if t is not None]
+    if stamps and created > max(stamps) + 2.0:  # sweep.json times are whole seconds
+        return False
+    return True
+
+
+def _timestamp(text: Any) -> float | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return _dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None

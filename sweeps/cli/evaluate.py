@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -45,24 +44,24 @@ def _parse_attacks(items: list[str]) -> dict[str, str]:
         if not sep or not name.strip() or not src.strip():
             raise ConfigError(f"--attack {item!r}: expected NAME=CSV (or NAME=builtin-set), "
                               "e.g. --attack ringabell=data/ringabell.csv")
+        if name.strip() in out:
+            raise ConfigError(f"--attack {item!r}: the name {name.strip()!r} is given twice; give each attack set "
+                              "one name")
         out[name.strip()] = src.strip()
     return out
 
 
 def resolve_target(target: str, base: str | None) -> tuple[str, int | None, str, int]:
     """(aligned spec, max_length, base spec, step) from a checkpoint folder's meta.json or plain specs."""
-    from sage_core.errors import DataError
-
     meta_path = Path(target).expanduser() / "meta.json"
     max_length: int | None = None
     step = 0
     base_spec = base
     if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{meta_path}: not valid JSON ({exc})") from None
-        cfg = meta.get("config", {}) if isinstance(meta, dict) else {}
+        from sage_core.checkpoint import read_meta
+
+        meta = read_meta(meta_path.parent)  # checked: an object, whole step, config an object
+        cfg = meta.get("config", {})
         max_length = cfg.get("max_length")
         step = int(meta.get("step", 0) or 0)
         base_spec = base_spec or cfg.get("encoder")
@@ -155,6 +154,9 @@ def register(app: typer.Typer) -> None:
 
         if fidelity not in ("text", "image"):
             raise ConfigError(f"--fidelity {fidelity!r}: allowed are 'text' and 'image'")
+        from sweeps.cli.paths import check_output_dir
+
+        out = check_output_dir(out, option="--out")  # before any model loads
         values = parse_overrides(overrides)
         attacks = _parse_attacks(attack)
         if attacks:

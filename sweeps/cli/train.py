@@ -51,18 +51,27 @@ def register(app: typer.Typer) -> None:
 
         from sage_core.config import load_config, parse_overrides
 
-        if preset is None and config is None:
+        default_preset = preset is None and config is None
+        if default_preset:
             preset = "quickstart"
+        cfg = load_config(preset=preset, config_file=config, overrides=parse_overrides(overrides))
+        if default_preset:  # said once the config is valid, so a refused config is one line
             typer.echo("no --preset/--config given: running the shipped 'quickstart' preset "
                        "(--preset paper is the official SAGE run)", err=True)
-        cfg = load_config(preset=preset, config_file=config, overrides=parse_overrides(overrides))
         if show_config:
             typer.echo(json.dumps(cfg.to_dict(), indent=2))
             return
-        if resume is not None and not resume.is_dir():
+        if resume is not None:
+            from sage_core.checkpoint import check_checkpoint
             from sage_core.errors import ConfigError
-            raise ConfigError(f"--resume {resume}: no such checkpoint folder")
+
+            if not resume.is_dir():
+                raise ConfigError(f"--resume {resume}: no such checkpoint folder")
+            check_checkpoint(resume)  # meta.json and safetensors headers, before any model loads
+        from sweeps.cli.paths import check_output_dir
+
         out = out or Path("runs") / f"train-{preset or config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = check_output_dir(out, option="--out")
         from sage_core.trainer import Trainer
 
         result = Trainer(cfg, out_dir=out, resume_from=resume, progress=not no_progress).fit()
