@@ -41,9 +41,9 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/index.html`` (+ PNG plots beside it) for the dataset at ``root``; returns the HTML path."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     store = locate(root)
-    con = connect(store, skip_bad=skip_bad)
+    con = connect(store, skip_bad=skip_bad)  # a bad store is refused before the folder is made
+    out.mkdir(parents=True, exist_ok=True)
     parts: list[str] = [
         f"<h1>sage-sweeps report</h1><p class=note>results: {html.escape(store.uri)} &middot; written "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from sage_core.errors import ConfigError, StorageError
@@ -86,4 +87,9 @@ def read_sweep_folder(storage: str, paths: dict[str, str]):
         spec = spec_from_text(text, where=f"saved spec {paths['spec']}")
     except ConfigError as exc:
         raise StorageError(f"{exc}; the sweep folder is damaged (it holds the spec the sweep ran with)") from None
+    scheduler = paths.get("scheduler")
+    if scheduler and "://" not in scheduler and Path(scheduler).is_file():
+        from .pareto_scheduler import read_state
+
+        read_state(Path(scheduler))  # a resumed driver must not find it damaged after Ray started
     return spec, meta
