@@ -117,3 +117,40 @@ def test_cli_train_runs_and_writes_a_checkpoint(tiny_clip, tiny_data, tmp_path):
     assert "done: 2 steps" in res.stdout and "spread_ratio" in res.stdout
     assert (tmp_path / "run" / "checkpoints" / "step_000002" / "text_encoder" / "config.json").is_file()
     assert (tmp_path / "run" / "log.jsonl").read_text().count('"eval"') == 1
+
+
+def test_booleans_are_not_numbers_but_whole_numbers_are_floats(tmp_path):
+    from sage_core.config import load_config
+
+    assert load_config(overrides={"lr": 1, "lambda_esp": 0}).lr == 1.0  # an int where a float goes is fine
+    for key, value in (("lr", True), ("local_k", False), ("adam_betas", [True, 0.9]), ("des_terms", [1, True]),
+                       ("max_steps", True)):
+        with pytest.raises(ConfigError, match=rf"{key}=.*a boolean \(true/false\) is not a number"):
+            load_config(overrides={key: value})
+    assert load_config(overrides={"precision": "fp32"}).precision == "fp32"
+
+
+@pytest.mark.parametrize("key", ["encoder", "safe_prompts", "unsafe_prompts", "diag_prompts", "cache_dir"])
+def test_empty_strings_are_not_paths(key):
+    from sage_core.config import load_config
+
+    with pytest.raises(ConfigError, match=rf"{key}='  ': an empty string is not a path"):
+        load_config(overrides={key: "  "})
+
+
+def test_safe_yaml_bounds(tmp_path):
+    from sage_core.safe_yaml import MAX_BYTES, MAX_VALUES, load_yaml_text, read_yaml_file
+
+    # an alias counts as a copy each time it is used: 100 uses of a 1,000-value list is past the bound
+    assert load_yaml_text("a: &a [1, 2]\nb: [*a, *a]\n", where="t") == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
+    wide = "a: &a [" + ", ".join(["0"] * 999) + "]\nb: [" + ", ".join(["*a"] * 100) + "]\n"
+    with pytest.raises(ConfigError, match=f"more than {MAX_VALUES:,} values"):
+        load_yaml_text(wide, where="t")
+    big = tmp_path / "big.yaml"
+    big.write_text("a: " + "x" * MAX_BYTES + "\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        read_yaml_file(big, what="config")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_yaml_text("[" * 5000 + "]" * 5000, where="t")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml_text("a: !!python/object/apply:os.system ['true']\n", where="t")

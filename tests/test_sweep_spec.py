@@ -118,3 +118,57 @@ def test_cli_validate(tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert "did you mean 'quickstart'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_include_takes_shipped_specs_and_files_under_the_spec_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("include: quickstart\ndescription: from base\n")
+    (tmp_path / "sub" / "deeper.yaml").write_text("include: quickstart\ndescription: from sub\n")
+    (tmp_path / "a.yaml").write_text("include: base.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("include: sub/deeper\nname: b\n")
+    (tmp_path / "c.yaml").write_text("include: quickstart\nname: c\n")
+    assert load_spec(tmp_path / "a.yaml", check=False).description == "from base"
+    assert load_spec(tmp_path / "b.yaml", check=False).description == "from sub"
+    assert load_spec(tmp_path / "c.yaml", check=False).objectives == load_spec("quickstart", check=False).objectives
+    # a link inside the folder that points out of it is refused like the path itself
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.yaml"
+    outside.write_text("include: quickstart\n")
+    (tmp_path / "link.yaml").symlink_to(outside)
+    (tmp_path / "d.yaml").write_text("include: link.yaml\nname: d\n")
+    with pytest.raises(ConfigError, match="outside the spec's folder"):
+        load_spec(tmp_path / "d.yaml", check=False)
+
+
+def test_validation_covers_every_combination_or_says_what_it_sampled(tmp_path, monkeypatch):
+    import sweeps.spec as spec_module
+    from sweeps.spec import validate_spec
+
+    path = _write(tmp_path, {"include": "quickstart", "name": "cov", "storage": str(tmp_path / "s"),
+                             "space": {"lambda_esp": {"grid": [0.0, 1.0, 2.0, 3.0]},
+                                       "alpha": {"grid": [0.0, 0.5, 1.0, 1.5, 2.0]}}})
+    spec = load_spec(path, check=False)
+    full = validate_spec(spec)
+    assert (full.checked, full.total, full.sampled) == (20, 20, False)
+    assert "validated all 20 configurations" in describe(spec, full)
+    monkeypatch.setattr(spec_module, "MAX_VALIDATED_COMBINATIONS", 7)
+    part = validate_spec(spec)
+    assert (part.checked, part.total, part.sampled) == (7, 20, True)
+    assert "a seeded sample of 7 of its 20 configurations" in describe(spec, part)
+
+
+def test_max_trials_refuses_a_large_sweep_with_its_count_and_can_be_raised(tmp_path):
+    body = {"include": "quickstart", "name": "big", "storage": str(tmp_path / "s"),
+            "space": {"lambda_esp": {"grid": [float(i) for i in range(30)]}}, "search": {"num_samples": 4}}
+    with pytest.raises(ConfigError, match=r"has 120 trials \(grid points x num_samples\), above search.max_trials=100"):
+        load_spec(_write(tmp_path, {**body, "search": {"num_samples": 4, "max_trials": 100}}))
+    assert load_spec(_write(tmp_path, {**body, "search": {"num_samples": 4, "max_trials": 120}})).search.max_trials == 120
+
+
+def test_rungs_are_checked_against_the_run_length_in_epochs(tmp_path):
+    # 64 prompt pairs at batch 16: 4 steps per epoch, 2 epochs: the run is 8 steps long
+    body = {"include": "quickstart", "name": "ep", "storage": str(tmp_path / "s"),
+            "train": {"max_steps": None, "epochs": 2, "max_pairs": 64}}
+    ok = load_spec(_write(tmp_path, {**body, "fidelity": {"text_every": 2, "rungs": [2, 6]}}))
+    assert ok.fidelity.rungs == [2, 6]
+    with pytest.raises(ConfigError, match=r"last rung 8 must be below the run length 8 steps \(epochs=2 x 4 steps"):
+        load_spec(_write(tmp_path, {**body, "fidelity": {"text_every": 2, "rungs": [2, 8]}}))
