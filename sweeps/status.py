@@ -134,7 +134,10 @@ def driver_alive(meta: dict[str, Any]) -> bool | None:
     if not isinstance(pid, int) or (host is not None and host != socket.gethostname()):
         return None
     try:
-        created = psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False  # killed, not yet reaped by its parent
+        created = process.create_time()
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:
