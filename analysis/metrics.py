@@ -1,82 +1,227 @@
-"""Metric directions: every metric the store can hold says whether lower or higher is better.
+"""The metric registry: the one place that names a metric and says which way is better.
 
-Exact names win over prefix rules, and the longest matching prefix wins among the rules, so
-``tifa_drop`` minimises while ``tifa_color`` maximises and ``asr_text_sneaky`` minimises.
-Multi-objective code turns every objective into minimisation with :func:`sign`:
-``a = sign(name) * value`` (``+1`` for "minimize", ``-1`` for "maximize").
+Every column the evaluators write, every objective a spec may use, every direction the Pareto
+code, the scheduler, ``sage sweep status``, ``sage pareto``, ``sage ablation`` and the report
+apply comes from :data:`REGISTRY`. A test walks the source tree and fails if a direction for a
+metric name is written anywhere else.
+
+An entry is one metric or one *family* (``asr_text_<set>``, ``util_sib_<category>``): a family
+member is ``<prefix><suffix>`` and shares the family's direction, fidelity, range and meaning.
+Exact names win over families, and the longest family prefix wins among families, so
+``tifa_drop`` minimises while ``tifa_color`` maximises.
+
+Intervals: a metric ``m`` with a bootstrap interval also has the columns ``m_lo`` and ``m_hi``
+(:func:`interval_columns`); they are not metrics themselves.
+
+Directions are ``"minimize"``, ``"maximize"`` or ``"target"`` (best at :attr:`Metric.target`,
+e.g. the spread ratio at 1). Multi-objective code turns every objective into minimisation with
+:func:`sign` (``+1`` minimise, ``-1`` maximise); a target metric enters through its deviation
+metric instead (``spread_dev = |log spread_ratio|``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
+from analysis.errors import QueryError
 from analysis.names import unknown_name
 
-__all__ = ["Direction", "EXACT", "PREFIXES", "direction", "sign", "is_metric", "metric_columns"]
+__all__ = ["Direction", "Fidelity", "Metric", "REGISTRY", "lookup", "direction", "sign", "is_metric",
+           "metric_columns", "interval_columns", "is_interval_column", "objective_metrics",
+           "mode", "describe", "CALIBRATION_PAIRS", "DEFAULT_OBJECTIVES", "DEFAULT_PAIRS"]
 
-Direction = Literal["minimize", "maximize"]
+Direction = Literal["minimize", "maximize", "target"]
+Fidelity = Literal["text", "geometry", "image", "train"]
+INTERVAL_SUFFIXES = ("_lo", "_hi")
 
-EXACT: dict[str, Direction] = {
-    "asr": "minimize",  # image-level attack success rate, mean of the attack sets
-    "asr_text": "minimize",  # text-level proxy
-    "tifa": "maximize",
-    "tifa_drop": "minimize",  # (base - x) / base
-    "util_text": "maximize",
-    "clipscore": "maximize",
-    "fid": "minimize",
-    "geneval": "maximize",
-    "spread_ratio": "maximize",  # R_s; the base model is 1
-    "jaccard": "maximize",
-    "distortion_abs": "minimize",
-    "distortion_rel": "minimize",
-    "distortion_pearson": "maximize",
-    "distortion_spearman": "maximize",
-    "loss": "minimize",
-}
 
-# (prefix, direction): asr_<set>, asr_text_<set>, tifa_<category>, util_text_<category>, ...
-PREFIXES: tuple[tuple[str, Direction], ...] = (
-    ("asr_text_", "minimize"),
-    ("asr_", "minimize"),
-    ("tifa_", "maximize"),
-    ("util_text_", "maximize"),
-    ("jaccard_", "maximize"),
-    ("clipscore_", "maximize"),
-    ("fid_", "minimize"),
-    ("loss_", "minimize"),
+@dataclass(frozen=True)
+class Metric:
+    """One metric (or a family of them when ``family`` is true: ``name`` is then the prefix)."""
+
+    name: str
+    direction: Direction
+    fidelity: Fidelity
+    range: tuple[float, float]
+    meaning: str
+    evaluator: str
+    family: bool = False
+    target: float | None = None
+    deviation: str | None = None  # for a target metric: the metric that ranks by distance from the target
+    objective: bool = False  # may rank trials (graded, tested for sensitivity)
+
+    @property
+    def mode(self) -> str:
+        """``"min"``/``"max"`` as specs and Ray Tune write it."""
+        return {"minimize": "min", "maximize": "max"}.get(self.direction, "target")
+
+
+_TEXT = "sage_core.evaluation.TextEvaluator"
+_IMAGE = "sage_core.evaluation.ImageEvaluator"
+_TRAIN = "sage_core.Trainer"
+_INF = float("inf")
+
+
+def _m(name: str, d: Direction, fid: Fidelity, rng: tuple[float, float], meaning: str, ev: str, **kw) -> Metric:
+    return Metric(name=name, direction=d, fidelity=fid, range=rng, meaning=meaning, evaluator=ev, **kw)
+
+
+_ENTRIES: tuple[Metric, ...] = (
+    # --- text level: safety ------------------------------------------------------------------
+    _m("asr_text", "minimize", "text", (0, 1), "share of attack prompts whose cosine to the base 'nudity' "
+       "embedding exceeds a threshold fixed on the base encoder (diagnostic: reads the DES direction back)", _TEXT),
+    _m("asr_text_", "minimize", "text", (0, 1), "asr_text of one attack set", _TEXT, family=True),
+    _m("asr_text_selfcal", "minimize", "text", (0, 1), "asr_text with the threshold re-estimated on the "
+       "aligned encoder's own benign prompts (same benign fraction): relative view", _TEXT, objective=True),
+    _m("asr_text_selfcal_", "minimize", "text", (0, 1), "asr_text_selfcal of one attack set", _TEXT, family=True),
+    _m("attack_auc", "minimize", "text", (0, 1), "P(concept cosine of an attack prompt > that of a benign "
+       "prompt), both under the aligned encoder: relative view, mean of the attack sets", _TEXT, objective=True),
+    _m("attack_auc_", "minimize", "text", (0, 1), "attack_auc of one attack set", _TEXT, family=True),
+    _m("concept_auc", "minimize", "text", (0, 1), "P(probe score of an attack prompt > that of a benign "
+       "prompt), both under the aligned encoder; the probe is fitted in base space on prompts of its own, "
+       "not the training direction: relative view (is the concept still separable?); default safety "
+       "objective", _TEXT, objective=True),
+    _m("concept_auc_", "minimize", "text", (0, 1), "concept_auc of one attack set", _TEXT, family=True),
+    _m("concept_auc_abs", "minimize", "text", (0, 1), "P(probe score of an aligned attack prompt > that of "
+       "a base benign prompt): absolute view, what the frozen UNet reads", _TEXT, objective=True),
+    _m("concept_auc_abs_", "minimize", "text", (0, 1), "concept_auc_abs of one attack set", _TEXT, family=True),
+    # --- text level: utility -----------------------------------------------------------------
+    _m("util_text", "maximize", "text", (0, 1), "share of minimal pairs whose aligned prompt is nearer its "
+       "own base embedding than its sibling's (diagnostic: saturates)", _TEXT),
+    _m("util_text_", "maximize", "text", (0, 1), "util_text of one TIFA category", _TEXT, family=True),
+    _m("util_sib", "maximize", "text", (-1, 1), "sibling-difference agreement: mean over minimal pairs of "
+       "cos(a_p - a_q, b_p - b_q) * min(r, 1/r), r = |a_p - a_q| / |b_p - b_q|; mean of the TIFA "
+       "categories; default utility objective", _TEXT, objective=True),
+    _m("util_sib_", "maximize", "text", (-1, 1), "util_sib of one TIFA category", _TEXT, family=True),
+    _m("util_sib_cos", "maximize", "text", (-1, 1), "direction part of util_sib: mean cos(a_p - a_q, b_p - b_q)",
+       _TEXT, objective=True),
+    _m("util_sib_len", "maximize", "text", (0, 1), "length part of util_sib: mean min(r, 1/r)", _TEXT,
+       objective=True),
+    _m("util_mrr", "maximize", "text", (0, 1), "mean reciprocal rank of a prompt's own base embedding when "
+       "its aligned embedding retrieves among the minimal-pair prompts and >= 1,000 benign distractors",
+       _TEXT, objective=True),
+    _m("util_r1", "maximize", "text", (0, 1), "recall@1 of the same retrieval", _TEXT),
+    _m("fidelity_abs", "maximize", "text", (-1, 1), "mean cos(aligned, base) of benign prompts: absolute "
+       "fidelity, what the frozen UNet reads (falls under a uniform shift; the structural measures do not)",
+       _TEXT, objective=True),
+    # --- geometry diagnostics (paper section 3-4, appendix B) ---------------------------------
+    _m("spread_ratio", "target", "geometry", (0, _INF), "R_s = spread(aligned) / spread(base) over benign "
+       "prompts; the base is 1, and both collapse (< 1) and noise (> 1) are damage", _TEXT, target=1.0, deviation="spread_dev"),
+    _m("spread_dev", "minimize", "geometry", (0, _INF), "|log R_s|: the spread ratio's distance from 1",
+       _TEXT, objective=True),
+    _m("jaccard", "maximize", "geometry", (0, 1), "kNN Jaccard overlap at K = 15 (base vs aligned)", _TEXT,
+       objective=True),
+    _m("jaccard_", "maximize", "geometry", (0, 1), "kNN Jaccard overlap at another K", _TEXT, family=True),
+    _m("distortion_abs", "minimize", "geometry", (0, 2), "mean |d_theta - d_0|, d = 1 - cos", _TEXT),
+    _m("distortion_rel", "minimize", "geometry", (0, _INF), "mean |d_theta - d_0| / d_0", _TEXT),
+    _m("distortion_pearson", "maximize", "geometry", (-1, 1), "Pearson of d_theta against d_0", _TEXT),
+    _m("distortion_spearman", "maximize", "geometry", (-1, 1), "Spearman of d_theta against d_0", _TEXT),
+    # --- image level (the truth) ---------------------------------------------------------------
+    _m("asr", "minimize", "image", (0, 1), "NudeNet attack success rate, mean of the attack sets", _IMAGE,
+       objective=True),
+    _m("asr_", "minimize", "image", (0, 1), "asr of one attack set", _IMAGE, family=True),
+    _m("tifa", "maximize", "image", (0, 1), "TIFA question accuracy", _IMAGE, objective=True),
+    _m("tifa_drop", "minimize", "image", (-_INF, 1), "(base - x) / base of tifa", _IMAGE),
+    _m("tifa_", "maximize", "image", (0, 1), "tifa of one element category", _IMAGE, family=True),
+    _m("clipscore", "maximize", "image", (-100, 100), "100 * cos(image, prompt), CLIP", _IMAGE, objective=True),
+    _m("clipscore_", "maximize", "image", (-100, 100), "clipscore of one prompt set", _IMAGE, family=True),
+    _m("fid", "minimize", "image", (0, _INF), "Frechet distance of CLIP image features", _IMAGE, objective=True),
+    _m("fid_", "minimize", "image", (0, _INF), "fid against one reference", _IMAGE, family=True),
+    _m("geneval", "maximize", "image", (0, 1), "GenEval score (external toolkit)", "external"),
+    # --- training -------------------------------------------------------------------------------
+    _m("loss", "minimize", "train", (-_INF, _INF), "total training loss", _TRAIN),
+    _m("loss_", "minimize", "train", (-_INF, _INF), "one term of the loss (unweighted)", _TRAIN, family=True),
+)
+
+#: name (or family prefix) -> entry.
+REGISTRY: dict[str, Metric] = {m.name: m for m in _ENTRIES}
+_EXACT = {n: m for n, m in REGISTRY.items() if not m.family}
+_FAMILIES = sorted((m for m in REGISTRY.values() if m.family), key=lambda m: -len(m.name))
+
+#: The shipped specs' default objectives (graded safety, graded utility).
+DEFAULT_OBJECTIVES = ("concept_auc", "util_sib")
+
+#: Default objective pair per fidelity: image level is the truth, text level the cheap proxy.
+DEFAULT_PAIRS: dict[str, tuple[str, str]] = {"image": ("asr", "tifa"), "text": DEFAULT_OBJECTIVES}
+
+#: (text-level proxy, image-level metric) pairs that the calibration report compares.
+CALIBRATION_PAIRS: tuple[tuple[str, str], ...] = (
+    ("asr_text", "asr"), ("asr_text_selfcal", "asr"), ("attack_auc", "asr"), ("concept_auc", "asr"),
+    ("concept_auc_abs", "asr"), ("util_sib", "tifa"), ("util_mrr", "tifa"), ("fidelity_abs", "tifa"),
+    ("util_text", "tifa"), ("spread_dev", "tifa"), ("jaccard", "tifa"), ("util_sib", "clipscore"),
 )
 
 
-def _lookup(name: str) -> Direction | None:
-    if name in EXACT:
-        return EXACT[name]
-    best: tuple[int, Direction] | None = None
-    for prefix, d in PREFIXES:
-        if name.startswith(prefix) and len(name) > len(prefix):
-            if best is None or len(prefix) > best[0]:
-                best = (len(prefix), d)
-    return best[1] if best else None
+def is_interval_column(name: str) -> bool:
+    """``m_lo`` / ``m_hi`` of a registered metric ``m``."""
+    return name.endswith(INTERVAL_SUFFIXES) and lookup(name[:-3]) is not None
+
+
+def lookup(name: str) -> Metric | None:
+    """The entry of ``name`` (exact, else the longest family prefix), or ``None``."""
+    if name in _EXACT:
+        return _EXACT[name]
+    if name.endswith(INTERVAL_SUFFIXES) and lookup(name[:-3]) is not None:
+        return None
+    for fam in _FAMILIES:
+        if name.startswith(fam.name) and len(name) > len(fam.name):
+            return fam
+    return None
 
 
 def is_metric(name: str) -> bool:
-    """True when ``name`` has a declared direction (exactly or by a prefix rule)."""
-    return _lookup(name) is not None
+    """True when ``name`` is a registered metric (exactly or as a family member)."""
+    return lookup(name) is not None
+
+
+def _require(name: str) -> Metric:
+    m = lookup(name)
+    if m is None:
+        raise unknown_name(kind="metric", name=name, known=[*_EXACT, *(f.name + "*" for f in _FAMILIES)])
+    return m
 
 
 def direction(name: str) -> Direction:
     """The declared direction of metric ``name``; unknown names raise with "did you mean"."""
-    d = _lookup(name)
-    if d is None:
-        raise unknown_name(kind="metric", name=name, known=[*EXACT, *(p + "*" for p, _ in PREFIXES)])
-    return d
+    return _require(name).direction
+
+
+def mode(name: str) -> str:
+    """``"min"``, ``"max"`` or ``"target"``: the spec/Ray Tune spelling of :func:`direction`."""
+    return _require(name).mode
 
 
 def sign(name: str) -> int:
     """``+1`` for a minimised metric, ``-1`` for a maximised one (objective = sign * value)."""
-    return 1 if direction(name) == "minimize" else -1
+    m = _require(name)
+    if m.direction == "target":
+        raise QueryError(f"metric {name!r} is best at {m.target:g}, not at an extreme; rank by "
+                         f"{m.deviation!r} (its distance from {m.target:g}) instead")
+    return 1 if m.direction == "minimize" else -1
+
+
+def describe(name: str) -> str:
+    """One line: ``name (lower is better, text): meaning``."""
+    m = _require(name)
+    how = {"minimize": "lower is better", "maximize": "higher is better"}.get(
+        m.direction, f"best at {m.target:g}")
+    return f"{name} ({how}, {m.fidelity}): {m.meaning}"
 
 
 def metric_columns(columns: Iterable[str]) -> list[str]:
     """The columns among ``columns`` that are metrics, in their given order."""
     return [c for c in columns if is_metric(c)]
+
+
+def interval_columns(name: str) -> tuple[str, str]:
+    """The ``(lower, upper)`` bootstrap-interval columns of metric ``name``."""
+    return f"{name}_lo", f"{name}_hi"
+
+
+def objective_metrics(fidelity: Fidelity | None = None) -> list[str]:
+    """Metrics that may rank trials (graded, sensitivity-tested), optionally of one fidelity."""
+    return [m.name for m in _ENTRIES if m.objective and not m.family
+            and (fidelity is None or m.fidelity == fidelity
+                 or (fidelity == "text" and m.fidelity == "geometry"))]

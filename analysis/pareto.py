@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from analysis.errors import QueryError
-from analysis.metrics import sign
+from analysis.metrics import DEFAULT_PAIRS, sign
 from analysis.views import Source, columns_of, open_source, require_columns
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["pareto_front", "pareto_ranks", "hypervolume", "hypervolume_2d", "front_mask", "DEFAULT_PAIRS"]
 
-# Default objective pairs per fidelity: image level is the truth, text level the cheap proxy.
-DEFAULT_PAIRS: dict[str, tuple[str, str]] = {"image": ("asr", "tifa"), "text": ("asr_text", "util_text")}
 _BY_ALIASES = {"sweep": "sweep_id", "trial": "trial_id"}
 
 

@@ -81,3 +81,27 @@ def tiny_cfg(tiny_clip, tiny_data, tmp_path):
         return load_config(overrides=values)
 
     return make
+
+
+#: A small text evaluation for the graded-metric tests (seconds on the tiny CLIP).
+SMALL_TEXT_EVAL = dict(calibration_samples=200, geometry_samples=40, geometry_k=5, attack_samples=40,
+                       util_groups=2, retrieval_distractors=100, bootstrap_samples=200, batch_size=128)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_eval(tiny_clip, tmp_path_factory):
+    """(base encoder, TextEvaluator) on the tiny CLIP with the packaged prompt sets."""
+    from sage_core.encoders import load_encoder
+    from sage_core.evaluation import EvalConfig, TextEvaluator
+
+    base = load_encoder(tiny_clip, max_length=16)
+    return base, TextEvaluator(base, EvalConfig(**SMALL_TEXT_EVAL), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def text_metrics_of_copy(tiny_text_eval) -> dict[str, float]:
+    """Every text-level column for an exact copy of the base encoder."""
+    from sage_core.evaluation.perturb import perturbed
+
+    base, ev = tiny_text_eval
+    return ev(perturbed(base, kind="copy", size=0, reference_prompts=ev.geometry_prompts))

@@ -48,7 +48,14 @@ class EvalConfig(BaseModel):
     geometry_k: int = Field(15, ge=1, description="K of Jaccard@K")
     util_pairs: str | None = Field(None, description="minimal-pair JSON; null = the packaged file")
     util_groups: int | None = Field(
-        5, ge=1, description="groups of 4 prompts per category used at text level; null = all 50")
+        None, ge=1, description="groups of 4 prompts per category used at text level; null = all 50")
+    retrieval_distractors: int = Field(
+        1000, ge=0, description="benign prompts added as distractors to the util_mrr retrieval")
+    concept_probe: str | None = Field(None, description="concept-probe bank JSON; null = the packaged one")
+    probe_l2: float = Field(1e-3, gt=0, description="L2 weight of the concept probe's logistic regression")
+    bootstrap_samples: int = Field(
+        1000, ge=0, description="bootstrap replicates of the 95% intervals (<metric>_lo/_hi); 0 = none")
+    bootstrap_seed: int = Field(0, ge=0, description="seed of the bootstrap replicates")
     sample_seed: int = Field(0, ge=0, description="seed of the prompt samples")
     batch_size: int = Field(256, ge=1, description="prompts per encoder forward")
     # --- image level -----------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""Known damage applied to a base encoder's output: the yardstick of the sensitivity tests.
+
+``perturbed(base, kind=..., size=...)`` is a :class:`~sage_core.encoders.TextEncoder` whose
+embeddings are the base embeddings ``e [L, H]`` of each prompt, transformed:
+
+- ``copy``: e (an exact copy; every objective must stay put);
+- ``shift``: e - size * |f| * v, v the unit concept direction in the flattened space
+  (``f0(concept) / |f0(concept)|``, as the trainer's) and |f| the mean flattened norm of the
+  reference prompts: everything moves away from the concept, benign and attack alike;
+- ``noise``: e + size * |f| / sqrt(L * H) * N(0, I), seeded by the prompt's token ids (so
+  ``size`` = 1 adds noise as long as an embedding);
+- ``contract``: mu + size * (e - mu), mu the mean reference embedding (size < 1 collapses);
+- ``rotate``: every token vector rotated by the angle ``size`` (radians) in H/2 random planes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from typing import Literal, Sequence
+
+import torch
+
+from ..encoders import EncoderModule, TextEncoder
+
+__all__ = ["perturbed", "PERTURBATIONS"]
+
+PERTURBATIONS = ("copy", "shift", "noise", "contract", "rotate")
+Kind = Literal["copy", "shift", "noise", "contract", "rotate"]
+
+
+class _Perturbed(torch.nn.Module):
+    def __init__(self, inner: EncoderModule, *, kind: str, size: float, ref: dict[str, torch.Tensor]):
+        super().__init__()
+        self.inner, self.kind, self.size, self.ref = inner, kind, size, ref
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        e = self.inner(input_ids, attention_mask)
+        s = self.size
+        if self.kind == "shift":
+            return e - s * self.ref["norm"] * self.ref["v"].to(e)
+        if self.kind == "contract":
+            mu = self.ref["mean"].to(e)
+            return mu + s * (e - mu)
+        if self.kind == "rotate":
+            q = self.ref["planes"].to(e)                      # [H, 2m]
+            x = e @ q                                          # [N, L, 2m]
+            a, b = x[..., 0::2], x[..., 1::2]
+            c, si = math.cos(s), math.sin(s)
+            y = torch.stack([c * a - si * b, si * a + c * b], dim=-1).flatten(-2)
+            return e + (y - x) @ q.T
+        if self.kind == "noise":
+            scale = s * self.ref["norm"] / math.sqrt(e.shape[1] * e.shape[2])
+            noise = torch.stack([torch.randn(e.shape[1:], generator=torch.Generator().manual_seed(
+                int.from_bytes(hashlib.sha256(row.cpu().numpy().tobytes()).digest()[:8], "little") >> 1))
+                for row in input_ids])
+            return e + scale * noise.to(e)
+        return e
+
+
+@dataclasses.dataclass
+class _PerturbedEncoder(TextEncoder):
+    kind: str = "copy"
+    size: float = 0.0
+    ref: dict = dataclasses.field(default_factory=dict)
+
+    def module(self) -> torch.nn.Module:
+        return _Perturbed(super().module(), kind=self.kind, size=self.size, ref=self.ref)
+
+
+def perturbed(base: TextEncoder, *, kind: Kind, size: float, concept: str = "nudity",
+              reference_prompts: Sequence[str], seed: int = 0) -> TextEncoder:
+    """``base`` with its embeddings damaged as described in the module docstring."""
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"kind={kind!r}: one of {', '.join(PERTURBATIONS)}")
+    ref_emb = base.embed(list(reference_prompts))
+    c = base.embed([concept])[0]
+    h = base.hidden_size
+    g = torch.Generator().manual_seed(seed)
+    planes, _ = torch.linalg.qr(torch.randn(h, 2 * (h // 2), generator=g))
+    ref = {"v": c / c.norm(), "norm": float(ref_emb.flatten(1).norm(dim=1).mean()),
+           "mean": ref_emb.mean(dim=0), "planes": planes}
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(TextEncoder)}
+    fields["source"] = f"{base.source} [{kind} {size:g}]"
+    return _PerturbedEncoder(**fields, kind=kind, size=float(size), ref=ref)
