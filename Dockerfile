@@ -47,7 +47,9 @@ RUN python -m pip install -q torch==2.13.0
 
 # 2) DeepSpeed ships as a source package whose build imports torch: build it against ours.
 COPY --chown=sage:sage constraints.txt ./
-RUN python -m pip install -q -c constraints.txt --no-build-isolation deepspeed
+RUN python -m pip install -q -c constraints.txt --no-build-isolation deepspeed \
+    && python -m pip install -q -c constraints.txt --no-deps open-clip-torch
+# (open-clip-torch: only its CLIP BPE merges file, for the sd14-init tokenizer; see the Makefile)
 
 # 3) the project itself, every dependency held to constraints.txt. ray[default] adds the dashboard
 #    and Jobs API (same ray version), which `ray dashboard`, `ray job submit` and KubeRay use.

@@ -12,12 +12,13 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: env demo test test-fast bench clean help
+.PHONY: env demo test test-fast bench gpu-check clean help
 
 help:
 	@echo "make demo   create the environment, run the quickstart sweep, print the Pareto front, write a plot"
 	@echo "make test   create the environment and run the whole test suite (what CI runs)"
 	@echo "make bench  run the benchmarks in bench/ (prints ratios; see bench/RESULTS.md)"
+	@echo "make gpu-check  one GPU, < 8 min: paper-scale step, image generation, NudeNet, shared-GPU sweep (tiny on CPU)"
 
 env: $(STAMP)
 
@@ -27,6 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q torch==2.13.0
 	# DeepSpeed ships as a source package whose build imports torch: build it against ours.
 	$(PIP) install -q -c constraints.txt --no-build-isolation deepspeed
+	# open-clip-torch only for its CLIP BPE merges file (sd14-init's tokenizer, sage_core/clip_init.py).
+	# --no-deps: its dependencies would add torchvision (a build tied to one torch build, which
+	# transformers/diffusers then import) and timm, neither used here; we never import open_clip.
+	$(PIP) install -q -c constraints.txt --no-deps "open-clip-torch>=3.0"
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/sage doctor
 	touch $@
@@ -43,6 +48,11 @@ test-fast: env
 
 bench: env
 	$(BIN)/python bench/bench_step.py
+
+# One script, one table, one JSON (runs/gpu-check/gpu_check.json); without a CUDA device it runs
+# the same parts at tiny size on CPU.
+gpu-check: env
+	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache

@@ -14,6 +14,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from .clip_init import SD14_INIT, encoder_is_clip
 from .data import BUILTIN_PROMPT_SETS
 from .errors import ConfigError
 from .safe_yaml import load_yaml_text, read_yaml_file
@@ -36,7 +37,12 @@ class TrainConfig(BaseModel):
         "sage", description="sage = DES + ESP + LSA; des forces lambda_esp = lambda_lsa = 0")
     encoder: str = Field(
         "minilm", description="'minilm' (embedded all-MiniLM-L6-v2), a Stable Diffusion folder "
-        "(text_encoder/ + tokenizer/) or a Hugging Face text-encoder folder")
+        "(text_encoder/ + tokenizer/), a Hugging Face text-encoder folder, or 'sd14-init' (SD v1.4's "
+        "text encoder shape and tokenizer, random weights: for paper-scale speed and memory only)")
+    require_clip_encoder: bool = Field(
+        False, description="refuse an encoder that is not a CLIP text encoder; the paper and des presets "
+        "set it, because their 77 tokens and s = 205 are in SD v1.4 CLIP units; set false to train "
+        "another encoder with those settings anyway")
     max_length: int | None = Field(
         None, ge=2, le=4096, description="tokens per prompt; default 77 for CLIP (what the UNet "
         "reads), 32 for other encoders")
@@ -134,9 +140,14 @@ class TrainConfig(BaseModel):
             if value not in BUILTIN_PROMPT_SETS and not Path(value).expanduser().is_file():
                 problems.append(f"{name}={value!r}: no such file, and not a built-in prompt set "
                                 f"({', '.join(sorted(BUILTIN_PROMPT_SETS))})")
-        if self.encoder != "minilm" and not Path(self.encoder).expanduser().is_dir():
-            problems.append(f"encoder={self.encoder!r}: no such folder; use 'minilm' or a local "
+        if self.encoder not in ("minilm", SD14_INIT) and not Path(self.encoder).expanduser().is_dir():
+            problems.append(f"encoder={self.encoder!r}: no such folder; use 'minilm', '{SD14_INIT}' or a local "
                             "Stable Diffusion / Hugging Face folder (nothing is downloaded)")
+        elif self.require_clip_encoder and encoder_is_clip(self.encoder) is False:
+            problems.append(f"encoder={self.encoder!r} is not a CLIP text encoder, and require_clip_encoder is "
+                            "set (presets paper/des: 77 tokens and s in SD v1.4 CLIP units); use --set "
+                            f"encoder=<Stable Diffusion folder> (or {SD14_INIT}: SD v1.4's shape, random weights), "
+                            "or --set require_clip_encoder=false to train this encoder anyway")
         if self.text_eval:
             from .evaluation.config import build_eval_config
 

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from .clip_init import SD14_INIT
 from .errors import ModelError
 
 __all__ = ["TextEncoder", "EncoderModule", "load_encoder", "resolve_encoder_path", "weights_fingerprint",
@@ -92,10 +93,15 @@ class TextEncoder:
     def module(self) -> EncoderModule:
         return EncoderModule(self.model, use_attention_mask=self.use_attention_mask)
 
-    def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pad/truncate to ``max_length``; returns ``input_ids`` and ``attention_mask`` (int64)."""
-        out = self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length,
-                             truncation=True, return_tensors="pt")
+    def tokenize(self, prompts: Sequence[str], *, pad_to_max: bool = True) -> dict[str, torch.Tensor]:
+        """Pad/truncate to ``max_length``; returns ``input_ids`` and ``attention_mask`` (int64).
+
+        ``pad_to_max=False`` pads only to the longest prompt of the call: the outputs at real tokens
+        are the same (BERT-style encoders mask padding, CLIP's attention is causal), so mean-pooled
+        embeddings over real tokens are too, at a fraction of the cost for short prompts.
+        """
+        out = self.tokenizer(list(prompts), padding="max_length" if pad_to_max else "longest",
+                             max_length=self.max_length, truncation=True, return_tensors="pt")
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
     @torch.no_grad()
@@ -185,11 +191,14 @@ def load_encoder(spec: str | os.PathLike = EMBEDDED_ENCODER, *, max_length: int 
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> TextEncoder:
     """Load a text encoder and its tokenizer from a local folder (never downloads).
 
-    ``max_length`` defaults to 77 for CLIP encoders and 32 for others.
+    ``max_length`` defaults to 77 for CLIP encoders and 32 for others. ``sd14-init`` is SD v1.4's
+    text encoder shape with seeded random weights and SD's tokenizer (``sage_core.clip_init``).
     """
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
 
+    if str(spec) == SD14_INIT:
+        return _sd14_init_encoder(max_length=max_length, device=device, dtype=dtype)
     model_dir, tok_dir = resolve_encoder_path(spec)
     require_safetensors(model_dir, spec=spec)
     try:
@@ -213,3 +222,15 @@ def load_encoder(spec: str | os.PathLike = EMBEDDED_ENCODER, *, max_length: int 
     model.to(device)
     return TextEncoder(model=model, tokenizer=tokenizer, max_length=int(max_length), is_clip=is_clip,
                        source=str(spec))
+
+
+def _sd14_init_encoder(*, max_length: int | None, device: str | torch.device, dtype: torch.dtype) -> TextEncoder:
+    from .clip_init import SD14_TEXT_CONFIG, build_sd14_init
+
+    limit = SD14_TEXT_CONFIG["max_position_embeddings"]
+    if max_length is not None and max_length > limit:
+        raise ModelError(f"max_length={max_length} exceeds what encoder '{SD14_INIT}' supports ({limit})")
+    model, tokenizer = build_sd14_init()
+    model.to(device=device, dtype=dtype)
+    return TextEncoder(model=model, tokenizer=tokenizer, max_length=int(max_length or limit), is_clip=True,
+                       source=SD14_INIT)

@@ -70,8 +70,14 @@ def spread(z: torch.Tensor) -> torch.Tensor:
 
 
 def esp_loss(e: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """L_ESP = max(0, spread(b) - spread(e)): contraction is penalised, expansion is free."""
-    return torch.clamp(spread(b).detach() - spread(e), min=0)
+    """L_ESP = max(0, spread(b) - spread(e)): contraction is penalised, expansion is free.
+
+    At a tie (spread(e) = spread(b), e.g. step 0, where the trainable encoder equals the frozen
+    one) the gradient is half of the contracting side's, as the official ``torch.max(0, x)``
+    gives; ``clamp(min=0)`` would give all of it.
+    """
+    gap = spread(b).detach() - spread(e)
+    return torch.maximum(gap, torch.zeros_like(gap))
 
 
 def _cos_matrix(z: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,14 @@ from sweeps.spec import (SPECS_DIR, apply_overrides, describe, load_spec, shippe
                          base_train_config)
 
 
+def _clip_encoder(name: str) -> dict:
+    """Specs on the paper/des presets need a CLIP encoder (a Stable Diffusion folder): sd14-init stands in."""
+    return {"encoder": "sd14-init"} if load_spec(name, check=False).preset in ("paper", "des") else {}
+
+
 @pytest.mark.parametrize("name", shipped_specs())
 def test_every_shipped_spec_validates(name, tmp_path):
-    spec = load_spec(name, storage=str(tmp_path / "s"))
+    spec = load_spec(name, storage=str(tmp_path / "s"), overrides=_clip_encoder(name))
     assert spec.objectives and spec.fidelity.text_every >= 1
     assert "is valid" in describe(spec)
     assert not (tmp_path / "s").exists(), "validation must not leave the sweep folder behind"
@@ -40,13 +45,13 @@ def test_shipped_specs_cover_the_appendix_ablations():
 def test_ablation_inherits_the_paper_spec_and_lists_only_what_it_varies(tmp_path):
     text = (SPECS_DIR / "ablation-local-k.yaml").read_text()
     assert "include: paper-default" in text and "objectives" not in text
-    spec = load_spec("ablation-local-k", storage=str(tmp_path))
-    paper = load_spec("paper-default", storage=str(tmp_path))
+    spec = load_spec("ablation-local-k", storage=str(tmp_path), overrides=_clip_encoder("ablation-local-k"))
+    paper = load_spec("paper-default", storage=str(tmp_path), overrides=_clip_encoder("paper-default"))
     assert spec.objectives == paper.objectives and spec.preset == "paper"
     # the image stage needs the user's model folders, so no shipped spec turns it on
     assert spec.fidelity.image is None and paper.fidelity.image is None
     # Each variant of the components ablation is a valid TrainConfig on top of the paper settings.
-    comp = load_spec("ablation-components", storage=str(tmp_path))
+    comp = load_spec("ablation-components", storage=str(tmp_path), overrides=_clip_encoder("ablation-components"))
     base = base_train_config(comp)
     cfgs = {c["variant"]: trial_config(base, c, comp.variants) for c in enumerate_combinations(comp.dimensions())}
     assert cfgs["DES"].method == "des" and cfgs["DES"].lambda_esp == 0 and cfgs["SAGE"].lambda_esp == 2.0
@@ -111,7 +116,7 @@ def test_dimension_kinds():
 
 def test_cli_validate(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "sweeps", "sweep", "validate", "ablation-alpha",
-                         "--storage", str(tmp_path)], capture_output=True, text=True)
+                         "--storage", str(tmp_path), "--set", "encoder=sd14-init"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "4 trial(s)" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "sweeps", "sweep", "validate", "quickstrt"],

@@ -129,7 +129,9 @@ class ImageGenerator:
             raise ModelError(f"encoder {encoder.source!r} has hidden size {encoder.hidden_size} but the UNet of "
                              f"{self.path} reads {cross}; image-level evaluation needs the SD text encoder "
                              "(or one trained from it)")
-        return StableDiffusionPipeline(vae=self.vae, text_encoder=encoder.model, tokenizer=encoder.tokenizer,
+        # No text encoder in the pipeline: it gets embeddings, and with an (fp32) text encoder it would
+        # cast them to fp32 while the UNet runs in bf16/fp16 (a dtype error on any half-precision run).
+        return StableDiffusionPipeline(vae=self.vae, text_encoder=None, tokenizer=None,
                                        unet=self.unet, scheduler=self.scheduler, safety_checker=None,
                                        feature_extractor=None, requires_safety_checker=False)
 

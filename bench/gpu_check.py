@@ -1,0 +1,400 @@
+"""`make gpu-check`: what one GPU must show, measured in one script in under 8 minutes.
+
+Parts, each in its own process with its own time limit; a part that fails or runs out of time is
+reported with the reason and the others go on:
+
+  train_step  the paper preset on sd14-init (SD v1.4's text-encoder shape, random weights), batch 128
+              x 77 tokens, unsplit, fp32 and bf16: s/step, ratio to the device's FLOP bound, peak memory
+  image_gen   an SD-v1.x UNet and VAE built from config (random weights), 512x512, 50 DDIM steps,
+              CFG 7.5, bf16, batch chosen by memory: images/s and ratio to the FLOP bound
+  nudenet     NudeNet detection throughput (images/s) on those images
+  sweep       the quickstart sweep, 4 trials at once on one GPU (resources.gpus 0.25, fifo): sweep
+              wall time vs the sum of the trials' own times
+
+Targets: bf16 step >= 2x fp32; image generation >= 50% of the FLOP bound; 4 trials share one GPU
+with wall < 0.5x the sum of trial times. The FLOP bound is the dense spec peak of a known device
+(bench_step.SPEC_PEAK_TFLOPS), else the measured dense matmul rate. FLOPs are counted with
+torch.utils.flop_counter, not assumed.
+
+--tiny (what runs without a CUDA device): the same parts at tiny size on CPU, in under 2 minutes
+(tests/test_gpu_check.py runs it). Prints a table and writes every number to a JSON file.
+
+Usage: python bench/gpu_check.py [--tiny] [--out runs/gpu-check/gpu_check.json] [--parts train_step ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PARTS = ("train_step", "image_gen", "nudenet", "sweep")
+#: Seconds each part may take (GPU, tiny); the whole check stays under 8 minutes on one GPU.
+LIMITS = {"train_step": (150, 60), "image_gen": (120, 45), "nudenet": (45, 30), "sweep": (165, 90)}
+TOTAL_LIMIT_S = 480
+TINY_TEXT_EVAL = {"calibration_samples": 40, "attack_samples": 16, "util_groups": 1}
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+
+
+# --------------------------------------------------------------------------------------------
+# Shared measurements
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+
+
+def matmul_tflops(dtype_name: str) -> float:
+    """Measured dense matmul rate of the default device in ``dtype_name`` (fp32: no TF32)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    cuda = torch.cuda.is_available()
+    n, reps = (8192, 20) if cuda else (512, 4)
+    dev = "cuda" if cuda else "cpu"
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+    a @ b
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if cuda:
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def flop_bound(dtype_name: str) -> tuple[float, str]:
+    """(TFLOP/s, where it comes from): the spec peak of a known GPU, else the measured matmul rate."""
+    from bench_step import spec_peak_tflops
+
+    name = _device_name()
+    spec = spec_peak_tflops(name, dtype_name) if _cuda() else None
+    if spec is not None:
+        return spec, f"spec dense peak of {name}"
+    return matmul_tflops(dtype_name), f"measured {dtype_name} matmul rate of {name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Parts: each returns a dict of numbers; "summary" is the table line, "met" the target verdict.
+def _tiny_clip(work: Path) -> str:
+    """A 2-layer CLIP text encoder of width 32 (SD folder layout): the same code paths in seconds."""
+    folder = work / "tiny-clip"
+    if not (folder / "text_encoder").is_dir():
+        sys.path.insert(0, str(ROOT))
+        from tests.tiny_models import make_tiny_clip_encoder
+
+        make_tiny_clip_encoder(folder)
+    return str(folder)
+
+
+def part_train_step(*, tiny: bool, work: Path) -> dict[str, Any]:
+    import gc
+
+    import torch
+
+    from bench_step import paper_step
+
+    shape = dict(batch=4, length=16, steps=2, warmup=1) if tiny else dict(batch=128, length=77, steps=3, warmup=1)
+    encoder = _tiny_clip(work) if tiny else "sd14-init"
+    out: dict[str, Any] = {"shape": shape, "encoder": encoder}
+    for precision in ("fp32", "bf16"):
+        r = paper_step(micro=None, precision=precision, cache_dir=str(work / "cache"), encoder=encoder, **shape)
+        bound, source = flop_bound(precision)
+        r.update(bound_tflops=bound, bound_source=source, ratio_to_bound=r["achieved_tflops"] / bound)
+        out[precision] = r
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    speedup = out["fp32"]["s_per_step"] / out["bf16"]["s_per_step"]
+    out.update(bf16_speedup=speedup, target="bf16 step >= 2x fp32", met=speedup >= 2.0)
+    f, b = out["fp32"], out["bf16"]
+    out["summary"] = (f"{'tiny CLIP' if tiny else 'sd14-init'} B{shape['batch']}xL{shape['length']}: fp32 {f['s_per_step']:.3f} s/step "
+                      f"({100 * f['ratio_to_bound']:.0f}% of bound, {f['peak_memory_gib']:.1f} GiB), bf16 "
+                      f"{b['s_per_step']:.3f} s/step ({100 * b['ratio_to_bound']:.0f}%, {b['peak_memory_gib']:.1f} GiB); "
+                      f"bf16 {speedup:.2f}x fp32")
+    return out
+
+
+def _image_components(tiny: bool):
+    """(unet, vae, scheduler, text encoder): SD v1.x shapes (sd14-init text side), or tiny ones."""
+    from bench_eval_image import _components
+
+    from sage_core.encoders import TextEncoder, load_encoder
+
+    unet, vae, sched, text_model = _components("tiny" if tiny else "real")
+    if not tiny:
+        return unet, vae, sched, load_encoder("sd14-init")
+    from transformers import CLIPTokenizer
+
+    sys.path.insert(0, str(ROOT))
+    from tests.tiny_models import write_tiny_clip_tokenizer
+
+    tok = CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer(tempfile.mkdtemp(prefix="sage-tok-")))
+    return unet, vae, sched, TextEncoder(model=text_model, tokenizer=tok, max_length=77, is_clip=True,
+                                         source="tiny-clip")
+
+
+def _pick_batch(make_gen: Callable[[int, int], Any], encoder, *, candidates: tuple[int, ...]) -> tuple[int, list]:
+    """Largest candidate batch whose one-step probe fits in 80% of the device memory (OOM -> smaller)."""
+    import torch
+
+    tried = []
+    for batch in candidates:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            gen = make_gen(batch, 1)
+            gen.generate(encoder, [f"probe {batch} {i}" for i in range(batch)], seeds=list(range(batch)))
+            torch.cuda.synchronize()
+        except torch.cuda.OutOfMemoryError:
+            tried.append((batch, "out of memory"))
+            continue
+        peak = torch.cuda.max_memory_allocated() / torch.cuda.get_device_properties(0).total_memory
+        tried.append((batch, f"peak {100 * peak:.0f}% of memory"))
+        if peak <= 0.8:
+            return batch, tried
+    raise RuntimeError(f"no batch size fits: {tried}")
+
+
+def part_image_gen(*, tiny: bool, work: Path) -> dict[str, Any]:
+    import torch
+
+    from bench_eval_image import _flops
+    from sage_core.evaluation.generation import GenerationSettings, ImageGenerator
+
+    torch.manual_seed(0)
+    unet, vae, sched, encoder = _image_components(tiny)
+    res, steps = (32, 2) if tiny else (512, 50)
+    images = work / "images"
+
+    def make_gen(batch: int, n_steps: int) -> ImageGenerator:
+        return ImageGenerator.from_components(
+            unet=unet, vae=vae, scheduler=sched, cache_dir=images if n_steps == steps else work / "probe",
+            fingerprint="gpu-check", device="auto", precision="bf16", batch_size=batch,
+            settings=GenerationSettings(steps=n_steps, height=res, width=res))
+
+    if tiny:
+        batch, tried = 2, []
+        make_gen(batch, 1).generate(encoder, ["warm-up 0", "warm-up 1"], seeds=[0, 1])
+    else:
+        batch, tried = _pick_batch(make_gen, encoder, candidates=(64, 32, 16, 8, 4, 2, 1))
+    gen = make_gen(batch, steps)
+    dev, dt = gen.device, gen.dtype
+    lat = res // (2 ** (len(vae.config.block_out_channels) - 1))
+    x = torch.randn(2, 4, lat, lat, device=dev, dtype=dt)
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=dev, dtype=dt)
+    with torch.inference_mode():
+        unet_f = _flops(lambda: gen.unet(x, 10, encoder_hidden_states=ctx)) / 2  # one branch of one image
+        vae_f = _flops(lambda: gen.vae.decode(x[:1]))
+    per_image = steps * 2 * unet_f + vae_f  # CFG: conditional + unconditional pass at every step
+    prompts = [f"a photo of object number {i}" for i in range(batch)]
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    gen.generate(encoder, prompts, seeds=list(range(batch)))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t
+    ips = batch / wall
+    bound, source = flop_bound("bf16")
+    achieved = ips * per_image / 1e12
+    ratio = achieved / bound
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
+    return {"resolution": res, "steps": steps, "guidance_scale": gen.settings.guidance_scale, "dtype": str(dt),
+            "batch": batch, "batch_probe": tried, "images": batch, "wall_s": wall, "images_per_s": ips,
+            "tflops_per_image": per_image / 1e12, "unet_gflops": unet_f / 1e9, "vae_decode_gflops": vae_f / 1e9,
+            "achieved_tflops": achieved, "bound_tflops": bound, "bound_source": source, "ratio_to_bound": ratio,
+            "peak_memory_gib": peak, "images_dir": str(images), "target": ">= 50% of the FLOP bound",
+            "met": ratio >= 0.5,
+            "summary": (f"{res}x{res}, {steps} steps, CFG {gen.settings.guidance_scale}, {dt}, batch {batch}: "
+                        f"{ips:.3g} images/s, {per_image / 1e12:.3g} TFLOP/image, {100 * ratio:.1f}% of "
+                        f"{bound:.3g} TFLOP/s bound")}
+
+
+def part_nudenet(*, tiny: bool, work: Path) -> dict[str, Any]:
+    import numpy as np
+    from PIL import Image
+
+    from sage_core.evaluation.nudity import NudityDetector
+
+    images = sorted((work / "images").rglob("*.png"))
+    source = "the image_gen part's images"
+    if not images:  # the image part failed or did not run: noise images of the same size
+        folder = work / "noise"
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        size = 32 if tiny else 512
+        for i in range(4 if tiny else 32):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"noise_{i}.png")
+        images, source = sorted(folder.glob("*.png")), "noise images (no image_gen images)"
+    detector = NudityDetector()
+    warm = work / "nudenet-warmup.png"
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(warm)
+    detector.detect([warm])  # session start-up out of the timing
+    t = time.perf_counter()
+    detections = detector.detect(images)
+    wall = time.perf_counter() - t
+    ips = len(images) / wall
+    providers = detector._detector.onnx_session.get_providers()
+    return {"images": len(images), "source": source, "wall_s": wall, "images_per_s": ips,
+            "providers": providers, "detections": sum(len(d) for d in detections),
+            "summary": f"{ips:.1f} images/s on {len(images)} images: {source} ({', '.join(providers)})"}
+
+
+def part_sweep(*, tiny: bool, work: Path) -> dict[str, Any]:
+    import sweeps
+    from analysis.store import ResultStore
+    from sage_core.config import load_config
+    from sage_core.trainer import prepare
+    from sweeps.spec import base_train_config
+
+    overrides: dict[str, Any] = {"search.max_concurrent": 4, "scheduler.kind": "fifo",
+                                 "train.cache_dir": str(work / "sweep-cache")}
+    if tiny:
+        overrides.update({"resources.cpus": 0.5, "resources.gpus": 0, "fidelity.text_every": 2, "fidelity.rungs": None,
+                          **{f"train.{k}": v for k, v in {
+                              "encoder": _tiny_clip(work), "max_steps": 2, "max_pairs": 16, "batch_size": 8,
+                              "local_k": 3, "max_length": 16,
+                              "diag_samples": 16, "diag_k": 4, "text_eval": TINY_TEXT_EVAL, "device": "cpu"}.items()}})
+    else:
+        overrides.update({"resources.gpus": 0.25, "resources.cpus": max(1, min(4, (os.cpu_count() or 4) // 4))})
+    storage = str(work / "sweep")
+    spec = sweeps.load_spec("quickstart", storage=storage, overrides=overrides)
+    t = time.perf_counter()
+    prepare(load_config(overrides=base_train_config(spec)), progress=False)  # warm base cache, as any later sweep
+    prepare_s = time.perf_counter() - t
+    t = time.perf_counter()
+    outcome = sweeps.run(spec, progress=False)
+    wall = time.perf_counter() - t
+    last: dict[str, float] = {}
+    for row in ResultStore(f"{storage}/results").read().to_pylist():
+        last[row["trial_id"]] = max(last.get(row["trial_id"], 0.0), row["wall_s"])
+    total = sum(last.values())
+    ratio = wall / total if total else float("nan")
+    return {"trials": len(last), "state": outcome.state, "gpus_per_trial": spec.resources.gpus,
+            "cpus_per_trial": spec.resources.cpus, "max_concurrent": spec.search.max_concurrent,
+            "base_cache_prepare_s": prepare_s, "wall_s": wall, "sum_trial_s": total, "wall_over_sum": ratio,
+            "target": "4 trials share one GPU, wall < 0.5x the sum of trial times",
+            "met": len(last) >= 4 and ratio < 0.5,
+            "summary": (f"{len(last)} trials x {spec.resources.gpus:g} GPU: wall {wall:.1f} s vs sum of trials "
+                        f"{total:.1f} s = {ratio:.2f}x")}
+
+
+PART_FUNCS: dict[str, Callable[..., dict[str, Any]]] = {
+    "train_step": part_train_step, "image_gen": part_image_gen, "nudenet": part_nudenet, "sweep": part_sweep}
+
+
+# --------------------------------------------------------------------------------------------
+def _run_part_child(name: str, *, tiny: bool, work: Path, result: Path) -> None:
+    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(ROOT))
+    t = time.perf_counter()
+    out = PART_FUNCS[name](tiny=tiny, work=work)
+    out["part_s"] = time.perf_counter() - t
+    result.write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
+
+
+def _why(log: str) -> str:
+    """The last line of a failed child's output that names the error."""
+    lines = [ln.strip() for ln in log.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.split(":")[0].endswith(("Error", "Exception", "Interrupt")) or "Error:" in ln]
+    return (errors or lines or ["no output"])[-1][:400]
+
+
+def run_parts(parts: list[str], *, tiny: bool, work: Path) -> dict[str, dict[str, Any]]:
+    results: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + TOTAL_LIMIT_S
+    for name in parts:
+        limit = min(LIMITS[name][1 if tiny else 0], max(1, int(deadline - time.monotonic())))
+        result = work / f"{name}.json"
+        log = work / f"{name}.log"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--work", str(work),
+               "--result", str(result)] + (["--tiny"] if tiny else [])
+        print(f"[{name}] running (limit {limit} s) ...", flush=True)
+        t = time.perf_counter()
+        try:
+            with log.open("w", encoding="utf-8") as fh:
+                proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=limit, cwd=ROOT)
+            rc: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = None
+        wall = time.perf_counter() - t
+        if rc == 0 and result.is_file():
+            results[name] = {"status": "ok", "process_s": wall, **json.loads(result.read_text(encoding="utf-8"))}
+        else:
+            why = (f"timed out after {limit} s" if rc is None
+                   else _why(log.read_text(encoding="utf-8", errors="replace")))
+            results[name] = {"status": "failed", "process_s": wall, "why": why, "log": str(log)}
+            print(f"[{name}] failed: {why} (log: {log})", flush=True)
+    return results
+
+
+def print_table(results: dict[str, dict[str, Any]], *, tiny: bool) -> None:
+    print(f"\n{'part':<11} {'status':<7} {'s':>6}  {'target':<7} result")
+    for name, r in results.items():
+        met = "" if "met" not in r else "n/a" if tiny else ("met" if r["met"] else "MISSED")
+        text = r.get("summary", "") if r["status"] == "ok" else r.get("why", "")
+        print(f"{name:<11} {r['status']:<7} {r['process_s']:>6.1f}  {met:<7} {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="the same parts at tiny size on CPU (< 2 minutes)")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-check" / "gpu_check.json")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary one)")
+    ap.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.part:
+        _run_part_child(args.part, tiny=args.tiny, work=args.work, result=args.result)
+        return 0
+    sys.path.insert(0, str(HERE))
+    tiny = args.tiny
+    if not tiny and not _cuda():
+        print("no CUDA device visible: running the tiny CPU mode (--tiny)", flush=True)
+        tiny = True
+    work = args.work or Path(tempfile.mkdtemp(prefix="sage-gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    header = {"device": _device_name(), "tiny": tiny, "torch": torch.__version__, "python": platform.python_version(),
+              "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "work": str(work)}
+    print(f"gpu-check on {header['device']} ({'tiny CPU mode' if tiny else 'full size'}); scratch {work}", flush=True)
+    t = time.perf_counter()
+    results = run_parts(args.parts, tiny=tiny, work=work)
+    header["wall_s"] = time.perf_counter() - t
+    print_table(results, tiny=tiny)
+    if tiny:
+        print("(tiny CPU mode: the targets are for one GPU at full size, so none is judged here)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**header, "parts": results}, indent=2, default=str), encoding="utf-8")
+    failed = [n for n, r in results.items() if r["status"] != "ok"]
+    print(f"\ntotal {header['wall_s']:.1f} s; {len(results) - len(failed)}/{len(results)} parts ran"
+          + (f" ({', '.join(failed)} failed)" if failed else "") + f"; JSON: {args.out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""`make gpu-check` (bench/gpu_check.py) in its tiny CPU mode: every part runs, the table and JSON
+carry the numbers, and a failing part is reported with its reason while the next part still runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "bench" / "gpu_check.py"
+
+
+def _gpu_check(*args: str, timeout: int = 170) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--tiny", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def _tiny_clip_step_flops(*, seqs: int, length: int, hidden: int = 32, mlp: int = 37, layers: int = 2) -> int:
+    """Matmul FLOPs of forward + backward of the tests' tiny CLIP: per token q, k, v, o (4 h^2) and the
+    MLP (2 h f) multiply-adds, per sequence Q K^T and A V (2 L^2 h); backward costs twice the forward."""
+    forward = 2 * (length * (4 * hidden * hidden + 2 * hidden * mlp) + 2 * length * length * hidden) * layers
+    return 3 * forward * seqs
+
+
+def test_tiny_mode_runs_every_part_and_writes_the_numbers(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    res = _gpu_check("--out", str(out), "--work", str(tmp_path / "work"))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    parts = doc["parts"]
+    assert doc["tiny"] is True and list(parts) == ["train_step", "image_gen", "nudenet", "sweep"]
+    assert all(p["status"] == "ok" for p in parts.values()), {n: p.get("why") for n, p in parts.items()}
+    for name in parts:  # the table names every part
+        assert any(line.startswith(name) and " ok " in line for line in res.stdout.splitlines()), name
+    assert "4/4 parts ran" in res.stdout
+
+    train = parts["train_step"]
+    for precision in ("fp32", "bf16"):
+        r = train[precision]
+        assert r["precision"] == precision and r["s_per_step"] > 0 and r["peak_memory_gib"] > 0
+        # FLOPs counted by FlopCounterMode = the tiny CLIP's matmuls on 2B+1 sequences, forward + backward
+        assert r["flops_unsplit"] == _tiny_clip_step_flops(seqs=2 * 4 + 1, length=16)
+        assert 0 < r["ratio_to_bound"] and r["bound_tflops"] > 0
+    assert train["bf16_speedup"] == train["fp32"]["s_per_step"] / train["bf16"]["s_per_step"]
+
+    image = parts["image_gen"]
+    assert image["images"] == image["batch"] == 2 and image["images_per_s"] > 0 and image["tflops_per_image"] > 0
+    pngs = sorted(Path(image["images_dir"]).rglob("*.png"))
+    assert len(pngs) == 2
+    nude = parts["nudenet"]
+    assert nude["images"] == 2 and "image_gen" in nude["source"] and nude["images_per_s"] > 0
+
+    sweep = parts["sweep"]
+    assert sweep["trials"] == 4 and sweep["state"] == "finished" and sweep["max_concurrent"] == 4
+    assert sweep["sum_trial_s"] > 0 and sweep["wall_over_sum"] == sweep["wall_s"] / sweep["sum_trial_s"]
+
+
+def test_a_failing_part_is_reported_and_the_next_part_still_runs(tmp_path):
+    work = tmp_path / "work"
+    (work / "images").mkdir(parents=True)
+    (work / "images" / "broken.png").write_bytes(b"not a png at all")  # NudeNet cannot read it
+    out = tmp_path / "gpu_check.json"
+    res = _gpu_check("--parts", "nudenet", "train_step", "--out", str(out), "--work", str(work))
+    assert res.returncode == 1, res.stdout[-3000:]
+    parts = json.loads(out.read_text())["parts"]
+    assert parts["nudenet"]["status"] == "failed" and "Error" in parts["nudenet"]["why"]
+    assert Path(parts["nudenet"]["log"]).is_file()
+    assert parts["train_step"]["status"] == "ok" and parts["train_step"]["fp32"]["s_per_step"] > 0
+    assert f"[nudenet] failed: {parts['nudenet']['why']}" in res.stdout
+    assert "1/2 parts ran (nudenet failed)" in res.stdout
