@@ -3,9 +3,22 @@
 For one hyperparameter, one row per value: the metrics of the trials where every other
 hyperparameter sits at its default. Each trial contributes one row: its last step, image-level
 metrics first and text-level ones from its last text step where the image row lacks them. Trials
-sharing a value are averaged (``n`` counts them). Columns, in order and only where measured:
-ASR per attack set and average (image, then text proxy), TIFA overall and by category (then the
-text utility proxy), CLIPScore, FID, GenEval, R_s, Jaccard@K, distortions, losses.
+sharing a value are averaged (``n`` counts them).
+
+Which trials: a hyperparameter that varies *within* a value of ``param`` (a grid crossed with
+another dimension) is held at its default; one that is constant within every value but differs
+between them is *set by* ``param`` (a ``variant`` such as DES sets ``method``, ``lambda_esp`` and
+``lambda_lsa``): it is not filtered, so every variant keeps its row, and it is shown as a column.
+
+Columns (only where measured): ``param``, ``n``, ``method``, the columns set by ``param``, then the
+headline metrics: the objectives (image level ``asr``, ``tifa`` first, then the sweep's text
+objectives, by default :data:`analysis.metrics.DEFAULT_OBJECTIVES`) and the paper's geometry
+diagnostics (registry entries of fidelity ``geometry``), each followed by its bootstrap interval
+``<m>_lo``, ``<m>_hi`` where the rows carry one (the mean of the trials' bounds when ``n`` > 1:
+wider than an interval of the mean). ``all_columns=True`` appends every other metric in the
+appendix order: ASR per attack set and average (image, then text proxy), TIFA overall and by
+category (then the text utility proxy), CLIPScore, FID, GenEval, R_s, Jaccard@K, distortions,
+losses. Markdown shows a metric with an interval as ``0.612 [0.581, 0.640]``.
 """
 
 from __future__ import annotations
@@ -15,14 +28,16 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from analysis.errors import QueryError
-from analysis.metrics import is_metric
+from analysis.intervals import interval_frame
+from analysis.metrics import DEFAULT_OBJECTIVES, DEFAULT_PAIRS, REGISTRY, interval_columns, is_interval_column, is_metric
 from analysis.store import KEY_COLUMNS
 from analysis.views import Source, columns_of, open_source, require_columns
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PAPER_DEFAULTS", "META_COLUMNS", "ABLATION_PARAMS", "ablation_table", "ablation_frame", "hyperparameters", "metric_order"]
+__all__ = ["PAPER_DEFAULTS", "META_COLUMNS", "ABLATION_PARAMS", "ablation_table", "ablation_frame", "hyperparameters",
+           "metric_order", "headline_metrics", "to_markdown"]
 
 # The official SAGE run (method.md sec. 1); the base point of every one-at-a-time ablation.
 PAPER_DEFAULTS: dict[str, float] = {
@@ -81,11 +96,20 @@ def metric_order(columns: Sequence[str]) -> list[str]:
     return list(seen) + [c for c in cols if is_metric(c) and c not in seen]
 
 
+def headline_metrics(columns: Sequence[str], *, objectives: Sequence[str] | None = None) -> list[str]:
+    """The metrics a table shows first, among ``columns``: image-level objectives, the text
+    objectives (``objectives``, default :data:`DEFAULT_OBJECTIVES`), the geometry diagnostics."""
+    geometry = [m.name for m in REGISTRY.values() if m.fidelity == "geometry" and not m.family]
+    wanted = [*DEFAULT_PAIRS["image"], *(objectives if objectives is not None else DEFAULT_OBJECTIVES), *geometry]
+    cols = set(columns)
+    return [m for m in dict.fromkeys(wanted) if m in cols]
+
+
 def hyperparameters(columns: Sequence[str]) -> list[str]:
-    """Columns that are neither keys, bookkeeping nor metrics: the trial's hyperparameters."""
+    """Columns that are neither keys, bookkeeping, metrics nor their intervals: the trial's hyperparameters."""
     return [
         c for c in columns
-        if c not in META_COLUMNS and not is_metric(c) and not c.startswith(("_", "base_"))
+        if c not in META_COLUMNS and not is_metric(c) and not is_interval_column(c) and not c.startswith(("_", "base_"))
     ]
 
 
@@ -126,8 +150,11 @@ def ablation_frame(
     defaults: Mapping[str, float] | None = None,
     statuses: Sequence[str] | None = ("finished", "running"),
     skip_bad: bool = False,
+    objectives: Sequence[str] | None = None,
+    all_columns: bool = False,
 ) -> pd.DataFrame:
-    """The ablation table of ``param`` as a DataFrame (``attrs['notes']`` lists the fixed values)."""
+    """The ablation table of ``param`` as a DataFrame (module docstring); ``attrs['notes']`` lists the
+    fixed values and what ``param`` sets, ``attrs['set_by']`` the columns ``param`` sets."""
     import pandas as pd
 
     base = {**PAPER_DEFAULTS, **(defaults or {})}
@@ -143,12 +170,15 @@ def ablation_frame(
     if df.empty:
         raise QueryError(f"no trials with a value for {param!r} (statuses {list(statuses or [])}) in the results")
     notes: list[str] = []
+    set_by = _set_by(df, param=param)
     for name, value in base.items():
         if name == param or name not in df.columns:
             continue
         present = sorted({float(v) for v in df[name].dropna()})
         if len(present) == 1 and not _close(present[0], value):
             notes.append(f"{name} fixed at {present[0]:g} in every trial (default {value:g})")
+            continue
+        if len(present) > 1 and name in set_by:
             continue
         if len(present) > 1:
             keep = df[name].map(lambda v, value=value: v is not None and not pd.isna(v) and _close(v, value))
@@ -160,31 +190,55 @@ def ablation_frame(
                 )
             df = df[keep]
             notes.append(f"{name} = {value:g}")
-    metrics = [m for m in metric_order(list(df.columns)) if df[m].notna().any()]
+    set_by = _set_by(df, param=param)  # what param sets among the trials kept
+    if set_by:
+        notes.append(f"set by each {param}: {', '.join(set_by)}")
+    measured = [m for m in metric_order(list(df.columns)) if df[m].notna().any()]
+    metrics = headline_metrics(measured, objectives=objectives)
+    if all_columns:
+        metrics += [m for m in measured if m not in metrics]
+    with_bounds: list[str] = []
+    for m in metrics:
+        with_bounds.append(m)
+        lo, hi = interval_columns(m)
+        if lo in df.columns and hi in df.columns and df[lo].notna().any() and df[hi].notna().any():
+            with_bounds += [lo, hi]
     grouped = df.groupby(param, sort=True)
-    out = grouped[metrics].mean() if metrics else pd.DataFrame(index=sorted(df[param].unique()))
+    out = grouped[with_bounds].mean() if with_bounds else pd.DataFrame(index=sorted(df[param].unique()))
     out.insert(0, "n", grouped.size())
-    if "method" in df.columns:
-        out.insert(1, "method", grouped["method"].agg(lambda s: "/".join(sorted({str(v) for v in s.dropna()}))))
+    front = ["method"] if "method" in df.columns else []
+    front += [h for h in set_by if h != "method"]
+    for i, h in enumerate(front, start=1):
+        if df[h].dtype.kind in "iuf":  # numbers set by param stay numbers (CSV, plots)
+            out.insert(i, h, grouped[h].first())
+        else:
+            out.insert(i, h, grouped[h].agg(lambda s: "/".join(sorted({str(v) for v in s.dropna()}))))
     out = out.reset_index()
     out.attrs["notes"] = notes
     out.attrs["param"] = param
+    out.attrs["set_by"] = set_by
     return out
 
 
-def _fmt(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def _set_by(df: pd.DataFrame, *, param: str) -> list[str]:
+    """Hyperparameters constant within every value of ``param`` and different between two of them."""
+    out = []
+    grouped = df.groupby(param, sort=True)
+    for h in hyperparameters(list(df.columns)):
+        if h == param or df[h].nunique(dropna=True) < 2:
+            continue
+        if (grouped[h].nunique(dropna=True) <= 1).all():
+            out.append(h)
+    return out
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table of ``df`` (numbers to 4 significant digits, missing as '–')."""
-    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    """A GitHub Markdown table of ``df`` (numbers to 4 significant digits, a metric with ``_lo``/``_hi``
+    columns as ``value [lo, hi]``, missing as '–')."""
+    shown = interval_frame(df)
+    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     notes = df.attrs.get("notes") or []
     tail = [f"\nOthers at defaults: {'; '.join(notes)}."] if notes else []
     return "\n".join([header, rule, *body, *tail]) + "\n"
@@ -198,17 +252,23 @@ def ablation_table(
     defaults: Mapping[str, float] | None = None,
     statuses: Sequence[str] | None = ("finished", "running"),
     skip_bad: bool = False,
+    objectives: Sequence[str] | None = None,
+    all_columns: bool = False,
 ) -> str | pd.DataFrame:
     """Ablation table for ``param`` (see the module docstring) as Markdown, CSV, or a DataFrame (fmt=None).
 
     ``defaults`` overrides :data:`PAPER_DEFAULTS` (e.g. ``{"local_k": 10}``); a hyperparameter
-    that holds one value in every trial is not filtered but named in the notes. ``statuses``
-    keeps trials whose last row has one of these statuses (``None``: all; pruned and failed
-    trials are left out by default because they stopped early).
+    that holds one value in every trial is not filtered but named in the notes, nor is one that
+    ``param`` sets. ``statuses`` keeps trials whose last row has one of these statuses (``None``:
+    all; pruned and failed trials are left out by default because they stopped early).
+    ``objectives``: the text objectives shown first (the sweep's; default
+    :data:`analysis.metrics.DEFAULT_OBJECTIVES`); ``all_columns``: every metric, not only the
+    headline ones. CSV keeps intervals as ``<m>_lo``/``<m>_hi`` columns; Markdown folds them.
     """
     if fmt not in ("md", "csv", None):
         raise QueryError(f"fmt {fmt!r} is not allowed (allowed: md, csv, None)")
-    df = ablation_frame(source, param=param, defaults=defaults, statuses=statuses, skip_bad=skip_bad)
+    df = ablation_frame(source, param=param, defaults=defaults, statuses=statuses, skip_bad=skip_bad,
+                        objectives=objectives, all_columns=all_columns)
     if fmt is None:
         return df
     if fmt == "csv":

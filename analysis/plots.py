@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analysis.metrics import direction
+from analysis.metrics import lookup
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,7 +36,23 @@ def reported_scale(measured: np.ndarray, reported: np.ndarray) -> float:
 
 
 def _arrow(name: str) -> str:
-    return f"{name} ({'lower' if direction(name) == 'minimize' else 'higher'} is better)"
+    m = lookup(name)
+    if m is None:
+        return name
+    how = (f"best at {m.target:g}" if m.direction == "target"
+           else "lower is better" if m.direction == "minimize" else "higher is better")
+    return f"{name} ({how})"
+
+
+def _bounds(df: pd.DataFrame, name: str) -> np.ndarray | None:
+    """``[2, n]`` distances below/above each value to its bootstrap bounds (matplotlib's ``yerr``),
+    or None when ``df`` has no ``<name>_lo``/``<name>_hi`` columns."""
+    lo, hi = f"{name}_lo", f"{name}_hi"
+    if lo not in df.columns or hi not in df.columns:
+        return None
+    v = df[name].to_numpy(float)
+    err = np.vstack([v - df[lo].to_numpy(float), df[hi].to_numpy(float) - v])
+    return np.where(np.isnan(err), 0.0, np.clip(err, 0.0, None))
 
 
 def pareto_plot(
@@ -60,7 +76,11 @@ def pareto_plot(
     for value, part in groups:
         part = part.sort_values(x)
         label = "Pareto front" if value is None else f"front {by}={value}"
-        ax.plot(part[x], part[y], marker="o", ms=5, lw=1.5, drawstyle="steps-post", label=label, zorder=3)
+        lines = ax.plot(part[x], part[y], marker="o", ms=5, lw=1.5, drawstyle="steps-post", label=label, zorder=3)
+        xerr, yerr = _bounds(part, x), _bounds(part, y)
+        if xerr is not None or yerr is not None:  # the front's bootstrap intervals
+            ax.errorbar(part[x], part[y], xerr=xerr, yerr=yerr, fmt="none", ecolor=lines[0].get_color(),
+                        elinewidth=0.8, capsize=2, alpha=0.7, zorder=2)
     if reported is not None and x in reported.columns and y in reported.columns:
         rep = reported.dropna(subset=[x, y])
         if len(rep):
@@ -84,16 +104,22 @@ def pareto_plot(
 
 
 def ablation_plot(table: pd.DataFrame, *, param: str, metrics: Sequence[str], path: str | Path) -> Path:
-    """One small line plot per metric against the values of ``param`` (rows of an ablation table)."""
+    """One small plot per metric against the values of ``param`` (rows of an ablation table): a line
+    over numeric values, points over named ones (variants); bootstrap intervals as error bars."""
     metrics = [m for m in metrics if m in table.columns and table[m].notna().any()][:6]
+    numeric = table[param].dtype.kind in "iuf"
+    xs = table[param] if numeric else table[param].astype(str)
     n = max(len(metrics), 1)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig = _figure(3.4 * cols, 2.7 * rows)
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.plot(table[param], table[metric], marker="o")
+        ax.errorbar(xs, table[metric], yerr=_bounds(table, metric), marker="o", capsize=3,
+                    linestyle="-" if numeric else "none")
         ax.set_xlabel(param)
+        if not numeric:
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         ax.set_ylabel(_arrow(metric), fontsize=8)
         ax.grid(True, alpha=0.3)
     fig.suptitle(f"ablation over {param}")

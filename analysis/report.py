@@ -2,8 +2,10 @@
 
 Sections: trial status counts per sweep; per fidelity the Pareto plot (paper rows overlaid where
 they have the metrics), the front as a table with hypervolume and, when the rows carry a
-``checkpoint`` column, each best trial's checkpoint path; per varied hyperparameter the ablation
-table and its line plots.
+``checkpoint`` column, each best trial's checkpoint path; the calibration of the text proxies
+against the image metrics (the stored ``calibration`` table, else computed from the rows when
+trials have image rows); per varied hyperparameter the ablation table and its plots. Metrics
+with bootstrap intervals show as ``0.612 [0.581, 0.640]`` (error bars in the plots).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from analysis.ablation import ABLATION_PARAMS, ablation_frame, hyperparameters, metric_order
+from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
 from analysis.errors import QueryError
+from analysis.intervals import interval_frame
 from analysis.pareto import DEFAULT_PAIRS, hypervolume, pareto_ranks
 from analysis.store import ResultStore
 from analysis.views import columns_of, connect, locate
@@ -25,11 +28,11 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;colo
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 7px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .note{color:#666;font-size:13px}"""
-_PLOT_METRICS = ("asr", "asr_text", "tifa", "util_text", "spread_ratio", "jaccard")
 
 
 def _table(df) -> str:
-    return df.to_html(index=False, escape=True, na_rep="–", float_format=lambda v: f"{v:.4g}", border=0)
+    """HTML of ``df``; a column with ``_lo``/``_hi`` columns beside it as ``value [lo, hi]``."""
+    return interval_frame(df).to_html(index=False, escape=True, border=0)
 
 
 def write_report(
@@ -59,6 +62,7 @@ def write_report(
             parts += _status_section(con, cols)
             for fidelity, (x, y) in DEFAULT_PAIRS.items():
                 parts += _pareto_section(con, cols, fidelity=fidelity, x=x, y=y, out=out)
+            parts += _calibration_section(con, cols)
             parts += _ablation_sections(con, cols, out=out, defaults=defaults)
     finally:
         con.close()
@@ -95,7 +99,8 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
     image = pareto_plot(ranked, front, x=x, y=y, path=out / f"pareto_{fidelity}.png", reported=reported,
                         title=f"{fidelity} level: {y} vs {x}")
     hv = hypervolume(front, x=x, y=y)
-    show = [c for c in ("sweep_id", "trial_id", "step", "method", x, y) if c in front.columns]
+    show = [c for c in ("sweep_id", "trial_id", "step", "method") if c in front.columns]
+    show += [c for m in (x, y) for c in (m, f"{m}_lo", f"{m}_hi") if c in front.columns]
     show += [h for h in hyperparameters(list(ranked.columns)) if ranked[h].nunique(dropna=True) > 1]
     if "checkpoint" in front.columns:
         show.append("checkpoint")
@@ -105,10 +110,48 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
         f"<p class=note>{len(ranked)} trials (last step each), {len(front)} on the front; hypervolume "
         f"against the trials' nadir: {hv:.4g}."
         + (" Stars: the paper's reported rows (source='reported')." if x in reported and y in reported else "")
+        + (" [lo, hi]: 95% bootstrap intervals; the front ranks point estimates, so trials whose intervals "
+           "overlap are not told apart by the data." if f"{x}_lo" in front.columns else "")
         + "</p>",
         "<h3>Best trials (front 1)</h3>",
         _table(front[show]),
     ]
+
+
+def _calibration_section(con, cols: list[str]) -> list[str]:
+    """The stored calibration tables, else one computed from the rows (trials with image rows)."""
+    from analysis.calibration import calibration_display, calibration_table
+
+    stored = con.sql("SELECT * FROM calibration ORDER BY sweep_id").df()
+    entries = stored.astype(object).where(stored.notna(), None).to_dict("records")
+    where = "stored by the image stage"
+    if not entries and "fidelity" in cols:
+        n_image = con.sql("SELECT count(*) FROM results WHERE fidelity = 'image'").fetchall()[0][0]
+        if not n_image:
+            return []
+        for (sweep_id,) in con.sql("SELECT DISTINCT sweep_id FROM results WHERE fidelity = 'image' "
+                                   "ORDER BY ALL").fetchall():
+            rows = con.execute("SELECT * FROM results WHERE sweep_id = ?", [sweep_id]).df()
+            rows = rows.astype(object).where(rows.notna(), None).to_dict("records")
+            entries += calibration_table(rows)
+        where = "computed from the rows (no stored table)"
+    if not entries:
+        return []
+    import pandas as pd
+
+    parts = ["<h2>Calibration: text proxies vs image metrics</h2>",
+             f"<p class=note>{where}. Kendall's tau-b and Spearman's rho over the trials with image rows, with 95% "
+             "bootstrap intervals; <em>final</em>: the text row of the checkpoint the images came from; "
+             "<em>early</em>: each trial's first rung row (what the scheduler pruned with). expected: the sign a "
+             "faithful proxy shows.</p>"]
+    for sweep_id in dict.fromkeys(e["sweep_id"] for e in entries):
+        mine = [e for e in entries if e["sweep_id"] == sweep_id]
+        table = pd.DataFrame(calibration_display(mine))
+        steps = {e["text_at"]: e.get("text_steps") for e in mine}
+        parts.append(f"<h3>sweep {html.escape(str(sweep_id))}</h3><p class=note>text steps: "
+                     + html.escape(", ".join(f"{k} {v}" for k, v in steps.items() if v)) + "</p>")
+        parts.append(table.to_html(index=False, escape=True, border=0))
+    return parts
 
 
 def _ablation_sections(con, cols: list[str], *, out: Path, defaults) -> list[str]:
@@ -127,10 +170,10 @@ def _ablation_sections(con, cols: list[str], *, out: Path, defaults) -> list[str
         except QueryError as exc:
             parts.append(f"<p class=note>no table: {html.escape(str(exc))}</p>")
             continue
-        if table[param].dtype.kind in "if" and len(table) > 1:
+        if len(table) > 1:
             from analysis.plots import ablation_plot
 
-            metrics = [m for m in metric_order(list(table.columns)) if m in _PLOT_METRICS]
+            metrics = headline_metrics(list(table.columns))
             image = ablation_plot(table, param=param, metrics=metrics, path=out / f"ablation_{param}.png")
             parts.append(f'<img src="{image.name}" alt="ablation plots for {html.escape(param)}">')
         notes = table.attrs.get("notes") or []

@@ -1,4 +1,5 @@
-"""DuckDB views over the results store: ``results`` (measured, one row per key) and ``reported``.
+"""DuckDB views over the results store: ``results`` (measured, one row per key), ``reported`` and
+``calibration`` (:mod:`analysis.calibration`).
 
 ``results`` holds the rows of the store's checked files (Hive partitioning: ``sweep_id`` from the
 folder name, always text; ``union_by_name``: files may hold different metric columns) and keeps the
@@ -96,6 +97,9 @@ def _load(con: duckdb.DuckDBPyConnection, store: ResultStore, *, skip_bad: bool)
     con.execute("CREATE TABLE _reported_rows AS SELECT * FROM _reported_arrow")
     con.unregister("_reported_arrow")
     con.execute("CREATE VIEW reported AS SELECT * FROM _reported_rows")
+    from analysis.calibration import create_view
+
+    create_view(con, store, skip_bad=skip_bad)  # the view ``calibration``: text proxies vs image metrics
     keys = ", ".join(KEY_COLUMNS)
     loaded = False
     if store.local_path is not None:

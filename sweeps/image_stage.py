@@ -17,6 +17,13 @@ After Tune has finished every trial, the driver
    survivors that already have an image row are skipped (``rerun=True`` evaluates them again,
    which the image cache under ``<cache>/images`` makes cheap).
 
+5. ends with the calibration report (:mod:`analysis.calibration`): Kendall's tau and Spearman's rho,
+   with bootstrap intervals, of each text proxy against its image metric over the trials with
+   image rows, once with their final text rows (the same checkpoint) and once with their first
+   rung rows (what the scheduler decided with). It replaces the sweep's ``calibration`` table in
+   the store (``sage sql DIR "SELECT * FROM calibration"``, ``sage report``); the stage runs it
+   whenever image rows exist, also when every survivor was evaluated before.
+
 ``sage sweep stop`` between survivors stops the stage (resumable); ``sage sweep resume`` after a
 killed driver finishes it without rerunning any trial.
 """
@@ -36,7 +43,7 @@ from .pareto_scheduler import crowding_distance, nondominated_ranks, to_minimiza
 from .spec import SweepSpec, base_train_config, is_uri
 
 __all__ = ["Survivor", "StageResult", "final_text_rows", "select_survivors", "image_rows", "pending_survivors",
-           "run_image_stage", "image_row"]
+           "run_image_stage", "image_row", "first_rung"]
 
 IMAGE = "image"
 # Columns of a text row copied into the image row besides the TrainConfig fields (so fronts and
@@ -67,6 +74,7 @@ class StageResult:
     generated: dict[str, int] = field(default_factory=dict)  # trial id / "base" -> images generated
     stopped: bool = False
     notes: list[str] = field(default_factory=list)
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # analysis.calibration entries
 
 
 # -- selection (pure: rows in, survivors out) ------------------------------------------------------
@@ -268,6 +276,7 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
         f"evaluated, {len(todo)} to go; metrics {', '.join(stage.metrics)}")
     if not todo:
         result.notes.append(f"image stage: all {n} survivor(s) already have image rows")
+        _calibrate(spec, store=store, sweep_id=sweep_id, storage=storage, result=result, say=say)
         return result
 
     base_values = base_train_config(spec, storage_root=None if is_uri(storage) else Path(storage))
@@ -358,7 +367,40 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
                             f"`sage sweep resume {storage}` evaluates them again (no trial is rerun)")
     if result.stopped:
         result.notes.append("image stage: stopped before every survivor was evaluated")
+    _calibrate(spec, store=store, sweep_id=sweep_id, storage=storage, result=result, say=say)
     return result
+
+
+def first_rung(spec: SweepSpec) -> int:
+    """The step of the scheduler's first decision: the first rung, else the first text evaluation."""
+    return spec.fidelity.rungs[0] if spec.fidelity.rungs else spec.fidelity.text_every
+
+
+def _calibrate(spec: SweepSpec, *, store: Any, sweep_id: str, storage: str, result: StageResult,
+               say: Callable[[str], None]) -> None:
+    """The calibration table of the sweep's image rows, written beside its results (module docstring, 5)."""
+    from analysis.calibration import calibration_display, calibration_table, write_calibration
+    from analysis.errors import AnalysisError
+
+    rows = store.read(sweep_id=sweep_id).to_pylist()
+    n_image = len(image_rows(rows))
+    if not n_image:
+        return
+    try:
+        entries = calibration_table(rows, early_step=first_rung(spec))
+        write_calibration(store, sweep_id=sweep_id, entries=entries)
+    except AnalysisError as exc:  # the image rows are written; a report that fails is said, not fatal
+        result.notes.append(f"image stage: calibration report not written: {exc}")
+        return
+    result.calibration = entries
+    objectives = spec.objective_metrics()
+    shown = [e for e in calibration_display(entries) if e["text"] in objectives and e["image"] in ("asr", "tifa")]
+    for e in shown:
+        say(f"image stage: calibration ({e['text_at']} text rows, {e['n']} trials): {e['text']} vs {e['image']}: "
+            f"Kendall {e['kendall']}, Spearman {e['spearman']}" + (f" ({e['note']})" if e["note"] else ""))
+    result.notes.append(f"image stage: calibration of {len(entries)} text/image pair(s) over {n_image} trial(s) "
+                        f"with image rows written; `sage sql {storage} \"SELECT * FROM calibration\"` or "
+                        f"`sage report {storage} --out REPORT` shows it")
 
 
 def _fmt_metrics(metrics: Mapping[str, float], requested: Iterable[str]) -> str:

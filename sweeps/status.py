@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from analysis.intervals import fmt_cell, has_interval
+
 from .image_stage import final_text_rows
 from .pareto_scheduler import nondominated_ranks, to_minimization
 from .runner import _local_storage, load_sweep_spec, resume_command, sweep_paths, write_text
@@ -75,14 +77,17 @@ def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
     if st.front:
         lines.append("current front (" + ", ".join(f"{mo} {me}" for me, mo in st.objectives) + "):")
         cols = ["trial_id", "step", *(varied or []), *metrics]
-        widths = [max(len(c), *(len(_fmt(r.get(c))) for r in st.front)) for c in cols]
+        widths = [max(len(c), *(len(_cell(r, c)) for r in st.front)) for c in cols]
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
         for r in sorted(st.front, key=lambda r: r.get(metrics[0]) or 0):
-            lines.append("  " + "  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(cols, widths)))
+            lines.append("  " + "  ".join(_cell(r, c).ljust(w) for c, w in zip(cols, widths)))
+        if any(has_interval(m, r) for m in metrics for r in st.front):
+            lines.append("  [lo, hi]: 95% bootstrap intervals; the scheduler ranks point estimates, so trials "
+                         "whose intervals overlap are not told apart by the data")
     if st.image_metrics or st.image:
         lines.append(f"image stage: {len(st.image)} image row(s)" + (":" if st.image else ""))
         for r in st.image:
-            vals = ", ".join(f"{m} {_fmt(r.get(m))}" for m in st.image_metrics if r.get(m) is not None)
+            vals = ", ".join(f"{m} {_cell(r, m)}" for m in st.image_metrics if r.get(m) is not None)
             lines.append(f"  {r['trial_id']} step {r['step']}: {vals}")
     for f in st.failures:
         lines.append(f"failed: {f['trial_id']} at step {f['step']}: {f['error']}")
@@ -95,6 +100,13 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
+
+
+def _cell(row: dict[str, Any], name: str) -> str:
+    """A metric with its bootstrap interval (``0.612 [0.581, 0.640]``) when the row carries one."""
+    if has_interval(name, row) and row.get(name) is not None:
+        return fmt_cell(row, name)
+    return _fmt(row.get(name))
 
 
 def request_stop(storage: str) -> str:

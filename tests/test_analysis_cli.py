@@ -31,7 +31,10 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for step in (10, 20):
             rows.append({**base, "step": step, "fidelity": "text", "status": "finished" if step == 20 else "running",
                          "asr_text": rng.random(), "util_text": rng.random(), "util_text_color": rng.random(),
-                         "spread_ratio": 0.5 + esp / 10, "jaccard": rng.random(), "loss": rng.random()})
+                         "spread_ratio": 0.5 + esp / 10, "jaccard": rng.random(), "loss": rng.random(),
+                         # the default text objectives, with intervals: safety and utility trade off in esp
+                         **_with_interval("concept_auc", 0.9 - esp / 10 + step / 1000),
+                         **_with_interval("util_sib", 0.5 + esp / 10 - k / 1000)})
         rows.append({**base, "step": 20, "fidelity": "image", "status": "finished", "asr": rng.random() / 10,
                      "asr_sneaky": rng.random(), "tifa": 0.6 + rng.random() / 5, "tifa_color": rng.random()})
     # a pruned trial: its earlier running row must not enter ablation tables
@@ -41,6 +44,10 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  "lambda_esp": 1.0, "local_k": 15, "lambda_lsa": 0.1, "alpha": 1, "lambda_safe": 0.3, "asr_text": 0.0})
     ResultStore(root / "results").write(rows)
     return root
+
+
+def _with_interval(name: str, value: float) -> dict[str, float]:
+    return {name: value, f"{name}_lo": value - 0.02, f"{name}_hi": value + 0.03}
 
 
 def _sage(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -103,17 +110,19 @@ def test_pareto_cli_prints_front_and_writes_plot(sweep_dir: Path, tmp_path: Path
 
 
 def test_ablation_layout_defaults_and_statuses(sweep_dir: Path, capsys) -> None:
-    df = analysis.ablation_table(sweep_dir, param="lambda_esp", fmt=None)
+    df = analysis.ablation_table(sweep_dir, param="lambda_esp", fmt=None, all_columns=True)
     assert list(df["lambda_esp"]) == [0.0, 0.5, 1.0, 2.0, 4.0]  # local_k != 15 trials left out
     assert list(df["n"]) == [1, 1, 1, 1, 1]  # the pruned trial is not counted
     cols = list(df.columns)
-    order = ["asr_sneaky", "asr", "asr_text", "tifa", "tifa_color", "util_text", "util_text_color",
-             "spread_ratio", "jaccard", "loss"]
+    # headline first (image objectives, geometry diagnostics), then the rest in the appendix order
+    order = ["asr", "tifa", "concept_auc", "util_sib", "spread_ratio", "jaccard", "asr_sneaky", "asr_text",
+             "tifa_color", "util_text", "util_text_color", "loss"]
     assert [c for c in cols if c in order] == order
     # image metrics come from the image row, text ones from the last text step of the same trial
     assert df.loc[df["lambda_esp"] == 4.0, "spread_ratio"].item() == pytest.approx(0.9)
     code, out, _ = _sage(capsys, "ablation", str(sweep_dir), "--param", "local_k", "--format", "csv")
-    assert code == 0 and out.splitlines()[0].startswith("local_k,n,method,asr_sneaky,asr,")
+    assert code == 0 and out.splitlines()[0] == ("local_k,n,method,asr,tifa,concept_auc,concept_auc_lo,concept_auc_hi,"
+                                                 "util_sib,util_sib_lo,util_sib_hi,spread_ratio,jaccard")
     assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["5", "10", "15", "20"]
     code, out, _ = _sage(capsys, "ablation", str(sweep_dir), "--param", "local_k")
     assert code == 0 and out.startswith("| local_k | n | method |") and "lambda_esp = 2" in out

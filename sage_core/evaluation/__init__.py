@@ -1,8 +1,9 @@
 """Evaluation at two fidelities: text-level proxies (CPU, seconds) and image-level truth (GPU).
 
 ``TextEvaluator(base, EvalConfig(), cache_dir=...)`` then ``ev(aligned) -> dict``;
-``ImageEvaluator(EvalConfig(sd_model=...), cache_dir=...)`` then ``iev(aligned) -> dict``;
-``calibration_report(rows)`` compares the two on the same checkpoints (Spearman).
+``ImageEvaluator(EvalConfig(sd_model=...), cache_dir=...)`` then ``iev(aligned) -> dict``.
+The two are compared on the same trials by ``analysis.calibration`` (Kendall and Spearman with
+bootstrap intervals; the sweeps' image stage runs it by itself), which this package never imports.
 Image-level modules (diffusers, NudeNet, transformers VQA/CLIP) load on first use.
 """
 
@@ -15,10 +16,9 @@ from .config import NUDENET_UNSAFE_LABELS, EvalConfig, build_eval_config, metric
 from .text import TextEvaluator
 
 __all__ = ["EvalConfig", "build_eval_config", "TextEvaluator", "ImageEvaluator", "NUDENET_UNSAFE_LABELS",
-           "metric_suffix", "calibration_report", "CALIBRATION_PAIRS", "METRIC_DIRECTIONS"]
+           "metric_suffix"]
 
-_LAZY = {"ImageEvaluator": "image", "calibration_report": "calibration", "CALIBRATION_PAIRS": "calibration",
-         "METRIC_DIRECTIONS": "calibration"}
+_LAZY = {"ImageEvaluator": "image"}
 
 
 def __getattr__(name: str) -> Any:

@@ -34,15 +34,21 @@ def _duckdb_errors():
         raise duckdb_error(exc) from None
 
 
-def _print_frame(df, *, title: str | None = None, max_rows: int = 200) -> None:
+def _print_frame(df, *, title: str | None = None, max_rows: int = 200, intervals: bool = False) -> None:
+    """``intervals``: show a column ``m`` with ``m_lo``/``m_hi`` beside it as ``0.612 [0.581, 0.640]``."""
     import math
 
     from rich.console import Console
     from rich.table import Table
 
+    numeric = {c for c in df.columns if df[c].dtype.kind in "iuf"}
+    if intervals:
+        from analysis.intervals import interval_frame
+
+        df = interval_frame(df)
     table = Table(title=title, show_lines=False)
     for col in df.columns:
-        table.add_column(str(col), min_width=len(str(col)), justify="right" if df[col].dtype.kind in "iuf" else "left")
+        table.add_column(str(col), min_width=len(str(col)), justify="right" if col in numeric else "left")
     for row in df.head(max_rows).itertuples(index=False):
         cells = []
         for v in row:
@@ -81,11 +87,11 @@ def _default_pair(con, fidelity: Optional[str]) -> tuple[str, str]:
 def pareto(
     results: str = typer.Argument(..., help=RESULTS_HELP),
     x: Optional[str] = typer.Option(
-        None, "--x", help="First objective (direction from the metric registry). Default: asr, or asr_text "
-        "when only text-level metrics exist. Example: --x asr_text"
+        None, "--x", help="First objective (direction from the metric registry). Default: asr, or concept_auc "
+        "when only text-level metrics exist. Example: --x concept_auc"
     ),
     y: Optional[str] = typer.Option(
-        None, "--y", help="Second objective. Default: tifa, or util_text for text level. Example: --y util_text"
+        None, "--y", help="Second objective. Default: tifa, or util_sib for text level. Example: --y util_sib"
     ),
     extra: Optional[str] = typer.Option(
         None, "--extra", help="Optional third objective for a 3-D front. Example: --extra fid"
@@ -106,7 +112,7 @@ def pareto(
 ) -> None:
     """Print the Pareto front of two objectives (default: minimise ASR, maximise TIFA).
 
-    Example: sage pareto runs/demo --x asr_text --y util_text --plot runs/demo/pareto.png
+    Example: sage pareto runs/demo --x concept_auc --y util_sib --plot runs/demo/pareto.png
     """
     import analysis
     from analysis.ablation import hyperparameters
@@ -126,10 +132,14 @@ def pareto(
     show = [c for c in ([group] if group else []) + ["sweep_id", "trial_id", "step", "fidelity", "method"]
             if c and c in front.columns]
     varied = [h for h in hyperparameters(list(ranked.columns)) if ranked[h].nunique(dropna=True) > 1]
-    show = list(dict.fromkeys(show + objs + varied))
-    _print_frame(front[show], title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""))
+    shown_objs = [c for o in objs for c in (o, f"{o}_lo", f"{o}_hi") if c in front.columns]
+    show = list(dict.fromkeys(show + shown_objs + varied))
+    _print_frame(front[show], title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""), intervals=True)
     hv = analysis.hypervolume(front, x=x, y=y, extra=extra)
     typer.echo(f"{len(front)} of {len(ranked)} trials on the front; hypervolume against the trials' nadir: {hv:.4g}")
+    if any(f"{o}_lo" in front.columns for o in objs):
+        typer.echo("[lo, hi]: 95% bootstrap intervals; the front ranks point estimates, so trials whose intervals "
+                   "overlap may swap places under another draw of prompts")
     if plot is not None:
         from analysis.plots import pareto_plot
 
@@ -163,11 +173,18 @@ def ablation(
         "lambda_esp=2, lambda_lsa=0.1, local_k=15, alpha=1, concept_guidance_scale=205). Repeatable. "
         "Example: --default local_k=10"
     ),
+    all_columns: bool = typer.Option(
+        False, "--all-columns", help="Every metric column of the store, after the objectives and the geometry "
+        "diagnostics (which are all that is shown without it)."
+    ),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
-    """Print the appendix-style ablation table of one hyperparameter (others at their defaults).
+    """Print the appendix-style ablation table of one hyperparameter (others at their defaults): the
+    objectives (the sweep's, read from its spec.yaml when RESULTS is a sweep folder) and the paper's
+    geometry diagnostics, as value [95% interval] where the rows carry one.
 
     Example: sage ablation runs/demo --param lambda_esp --format md
+    Example: sage ablation runs/ablation-components-cpu --param variant --all-columns
     """
     import analysis
     from analysis.errors import QueryError
@@ -184,8 +201,26 @@ def ablation(
         if not sep or not name.strip():
             raise QueryError(f"--default {item!r} is not NAME=NUMBER (example: --default local_k=10)")
     with _duckdb_errors():
-        text = analysis.ablation_table(results, param=param, fmt=fmt, defaults=defaults, skip_bad=skip_bad)
+        text = analysis.ablation_table(results, param=param, fmt=fmt, defaults=defaults, skip_bad=skip_bad,
+                                       objectives=_spec_objectives(results), all_columns=all_columns)
     typer.echo(text, nl=False)
+
+
+def _spec_objectives(results: str) -> list[str] | None:
+    """The objectives of the sweep whose folder RESULTS is (or whose results/ it is), from its saved
+    spec.yaml; None (the registry's defaults) for a bare dataset or a URI."""
+    if "://" in results:
+        return None
+    path = Path(results).expanduser()
+    for folder in (path, path.parent if path.name == "results" else None):
+        spec_file = folder / "spec.yaml" if folder is not None else None
+        if spec_file is not None and spec_file.is_file() and (folder / "results").is_dir():
+            from sweeps.spec import spec_from_text
+            from sweeps.sweep_files import read_small_text
+
+            text = read_small_text(str(spec_file)) or ""  # bounded, UTF-8 checked: one-line errors
+            return spec_from_text(text, where=f"saved spec {spec_file}").objective_metrics()
+    return None
 
 
 def sql(

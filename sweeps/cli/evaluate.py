@@ -117,6 +117,25 @@ def evaluate_target(target: str, *, fidelity: str, base: str | None, values: dic
     return row, table
 
 
+def _print_calibration(checkpoints: list[dict[str, Any]]) -> None:
+    """Kendall and Spearman of each text proxy with its image metric over the checkpoints (one
+    mapping each, text and image values), with bootstrap intervals (``analysis.calibration``, the
+    report the sweeps' image stage stores)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from analysis.calibration import calibration_display, calibration_report
+
+    entries = calibration_report(checkpoints)
+    t = Table(title=f"text proxy vs image metric over {len(checkpoints)} checkpoints (Kendall tau-b, Spearman; "
+                    "95% bootstrap intervals)")
+    for col in ("text", "image", "n", "expected", "kendall", "spearman", "note"):
+        t.add_column(col)
+    for e in calibration_display(entries):
+        t.add_row(*(e[c] for c in ("text", "image", "n", "expected", "kendall", "spearman", "note")))
+    Console().print(t)
+
+
 def write_rows(rows: list[dict[str, Any]], out: Path) -> str:
     """Through ``analysis.store.ResultStore`` (Parquet, atomic, deduplicated by key)."""
     from analysis.store import ResultStore
@@ -146,8 +165,9 @@ def register(app: typer.Typer) -> None:
             None, "--cache-dir", help="Base embeddings, threshold and images (default ~/.cache/sage-sweeps)."),
         sweep_id: str = typer.Option("eval", "--sweep-id", help="sweep_id of the written rows."),
         calibrate: list[str] = typer.Option(
-            [], "--calibrate", help="Checkpoints to evaluate at BOTH fidelities, then print the Spearman "
-            "rank correlation of each text proxy with its image metric (repeat, or list after TARGET)."),
+            [], "--calibrate", help="Checkpoints to evaluate at BOTH fidelities, then print Kendall's tau and "
+            "Spearman's rho (95% bootstrap intervals) of each text proxy with its image metric (repeat, or list "
+            "after TARGET; 3 or more to rank)."),
     ) -> None:
         from sage_core.config import parse_overrides
         from sage_core.errors import ConfigError
@@ -164,10 +184,9 @@ def register(app: typer.Typer) -> None:
         cache = cache_dir or Path.home() / ".cache" / "sage-sweeps"
         if calibrate:
             targets = ([target] if target else []) + list(calibrate)
-            if len(targets) < 2:
-                raise ConfigError("--calibrate needs at least 2 checkpoints to rank")
-            from sage_core.evaluation import calibration_report
-
+            if len(targets) < 3:
+                raise ConfigError(f"--calibrate needs at least 3 checkpoints to rank (got {len(targets)}): a rank "
+                                  "correlation of 2 is always -1 or 1")
             rows, merged = [], []
             for t in targets:
                 r_text, _ = evaluate_target(t, fidelity="text", base=base, values=values, cache_dir=cache,
@@ -175,17 +194,8 @@ def register(app: typer.Typer) -> None:
                 r_img, _ = evaluate_target(t, fidelity="image", base=base, values=values, cache_dir=cache,
                                            sweep_id=sweep_id)
                 rows += [r_text, r_img]
-                merged.append({**{k: v for k, v in r_text.items() if isinstance(v, float)},
-                               **{k: v for k, v in r_img.items() if isinstance(v, float)}})
-            from rich.console import Console
-            from rich.table import Table
-
-            t = Table(title="text proxy vs image metric (Spearman over checkpoints)")
-            for col in ("text", "image", "spearman", "n"):
-                t.add_column(col)
-            for e in calibration_report(merged):
-                t.add_row(e["text"], e["image"], f"{e['spearman']:.3f}", str(e["n"]))
-            Console().print(t)
+                merged.append({**r_text, **r_img})  # one checkpoint: its text and image values
+            _print_calibration(merged)
             typer.echo(f"wrote {len(rows)} rows to {write_rows(rows, out)}")
             return
         if not target:
