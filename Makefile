@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: env
 	$(BIN)/sage sweep run quickstart --storage runs/demo
-	$(BIN)/sage pareto runs/demo --x asr_text --y util_text --plot runs/demo/pareto.png
+	$(BIN)/sage pareto runs/demo --x concept_auc --y util_sib --plot runs/demo/pareto.png
 
 test: env
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

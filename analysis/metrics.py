@@ -53,6 +53,13 @@ class Metric:
     objective: bool = False  # may rank trials (graded, tested for sensitivity)
 
     @property
+    def better(self) -> str:
+        """``"lower"``, ``"higher"`` or ``"at <target>"``: which values are better, in words."""
+        if self.direction == "target":
+            return f"at {self.target:g}"
+        return "lower" if self.direction == "minimize" else "higher"
+
+    @property
     def mode(self) -> str:
         """``"min"``/``"max"`` as specs and Ray Tune write it."""
         return {"minimize": "min", "maximize": "max"}.get(self.direction, "target")
@@ -103,7 +110,7 @@ _ENTRIES: tuple[Metric, ...] = (
        "its aligned embedding retrieves among the minimal-pair prompts and >= 1,000 benign distractors",
        _TEXT, objective=True),
     _m("util_r1", "maximize", "text", (0, 1), "recall@1 of the same retrieval", _TEXT),
-    _m("fidelity_abs", "maximize", "text", (-1, 1), "mean cos(aligned, base) of benign prompts: absolute "
+    _m("fidelity_abs", "maximize", "text", (-1, 1), "mean cos(aligned, base) of the minimal-pair prompts: absolute "
        "fidelity, what the frozen UNet reads (falls under a uniform shift; the structural measures do not)",
        _TEXT, objective=True),
     # --- geometry diagnostics (paper section 3-4, appendix B) ---------------------------------
@@ -205,8 +212,7 @@ def sign(name: str) -> int:
 def describe(name: str) -> str:
     """One line: ``name (lower is better, text): meaning``."""
     m = _require(name)
-    how = {"minimize": "lower is better", "maximize": "higher is better"}.get(
-        m.direction, f"best at {m.target:g}")
+    how = f"best {m.better}" if m.direction == "target" else f"{m.better} is better"
     return f"{name} ({how}, {m.fidelity}): {m.meaning}"
 
 

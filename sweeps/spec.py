@@ -22,6 +22,7 @@ from typing import Annotated, Any, Iterator, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from analysis import metrics as metric_registry
 from sage_core.config import TrainConfig, load_config, read_yaml_mapping
 from sage_core.errors import ConfigError, SageError
 from sage_core.safe_yaml import load_yaml_text
@@ -43,13 +44,12 @@ MAX_VALIDATED_COMBINATIONS = 100_000
 DEFAULT_MAX_TRIALS = 100_000
 
 # Metrics each evaluator produces; '*' = any suffix (per attack set / per category).
-TEXT_METRICS = ("asr_text", "asr_text_*", "util_text", "util_text_*", "base_asr_text", "base_asr_text_*",
-                "spread_ratio", "jaccard", "jaccard_10", "distortion_abs", "distortion_rel",
-                "distortion_pearson", "distortion_spearman", "loss", "loss_sp", "loss_ca", "loss_un",
-                "loss_cu", "loss_esp", "loss_lsa")
-# Produced by the text evaluator (sage_core.evaluation); the geometry/loss ones by the trainer itself.
-_NEEDS_TEXT_EVALUATOR = ("asr_text", "util_text", "base_asr_text")
-IMAGE_METRICS = ("asr", "asr_*", "tifa", "tifa_*", "clipscore", "fid")
+# What rungs may rank by (text level, geometry, training losses) and what only the image stage
+# produces: both read from the metric registry, the one place that names a metric.
+TEXT_METRICS = tuple(m.name + ("*" if m.family else "") for m in metric_registry.REGISTRY.values()
+                     if m.fidelity in ("text", "geometry", "train"))
+IMAGE_METRICS = tuple(m.name + ("*" if m.family else "") for m in metric_registry.REGISTRY.values()
+                      if m.fidelity == "image")
 
 
 class _Strict(BaseModel):
@@ -65,8 +65,13 @@ class _Strict(BaseModel):
 
 
 class Objective(_Strict):
-    metric: str = Field(description="a reported metric, e.g. asr_text, util_text, asr, tifa")
-    mode: Literal["min", "max"]
+    metric: str = Field(description="a metric of the registry, e.g. concept_auc, util_sib (see `sage metrics`)")
+    mode: Literal["min", "max"] | None = Field(
+        None, description="optional: the registry's direction; written here it must agree with it")
+
+    @property
+    def resolved_mode(self) -> str:
+        return self.mode or metric_registry.mode(self.metric)
 
 
 class SearchConfig(_Strict):
@@ -141,7 +146,8 @@ class SweepSpec(_Strict):
         return [o.metric for o in self.objectives]
 
     def objective_modes(self) -> list[str]:
-        return [o.mode for o in self.objectives]
+        """Each objective's direction, from the metric registry."""
+        return [o.resolved_mode for o in self.objectives]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -322,12 +328,36 @@ def _spec_error(exc: ValidationError, *, name: str) -> ConfigError:
                        [f"spec '{name}' has {len(lines)} problems"] + lines)
 
 
-_EXAMPLES = {"objectives": "[{metric: asr_text, mode: min}, {metric: util_text, mode: max}]",
+_EXAMPLES = {"objectives": "[{metric: concept_auc}, {metric: util_sib}]",
              "fidelity": "{text_every: 20}", "storage": "runs/my-sweep (or --storage)",
              "fidelity.text_every": "20"}
 
 
 # ---------------------------------------------------------------------------------------------
+def _objective_problems(i: int, obj: Objective, seen: set[str], *, have_text_eval: bool) -> list[str]:
+    """What is wrong with ``objectives[i]``: read against the metric registry."""
+    where = f"objectives[{i}].metric={obj.metric!r}"
+    if obj.metric in seen:
+        return [f"{where}: listed twice"]
+    entry = metric_registry.lookup(obj.metric)
+    graded = ", ".join(metric_registry.objective_metrics("text"))
+    if entry is None or (entry.fidelity == "image" and _looks_like_text(obj.metric)):
+        close = difflib.get_close_matches(obj.metric, [m.rstrip("_*") for m in TEXT_METRICS], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return [f"{where}: no evaluator produces it{hint}; objectives that rank: {graded}"]
+    if entry.fidelity == "image":
+        return [f"{where}: an image-level metric; rungs use text-level metrics only; list it under "
+                f"fidelity.image.metrics and use a text-level objective ({graded})"]
+    if entry.direction == "target":
+        return [f"{where}: best at {entry.target:g}, not at an extreme; use {entry.deviation!r}"]
+    if obj.mode is not None and obj.mode != entry.mode:
+        return [f"objectives[{i}].mode={obj.mode!r}: {obj.metric} is {entry.direction}d by the metric "
+                f"registry; write mode: {entry.mode} or leave mode out"]
+    if entry.evaluator.endswith("TextEvaluator") and not have_text_eval:
+        return [f"{where}: produced by the text evaluator (sage_core.evaluation), which is not installed"]
+    return []
+
+
 def _metric_known(name: str, patterns: tuple[str, ...]) -> bool:
     return any(name == p or (p.endswith("*") and name.startswith(p[:-1]) and len(name) > len(p) - 1)
                for p in patterns)
@@ -504,22 +534,8 @@ def validate_spec(spec: SweepSpec) -> Coverage:
     seen: set[str] = set()
     have_text_eval = importlib.util.find_spec("sage_core.evaluation") is not None
     for i, obj in enumerate(spec.objectives):
-        if obj.metric in seen:
-            problems.append(f"objectives[{i}].metric={obj.metric!r}: listed twice")
+        problems += _objective_problems(i, obj, seen, have_text_eval=have_text_eval)
         seen.add(obj.metric)
-        if _metric_known(obj.metric, TEXT_METRICS):
-            if obj.metric.startswith(_NEEDS_TEXT_EVALUATOR) and not have_text_eval:
-                problems.append(f"objectives[{i}].metric={obj.metric!r}: produced by the text evaluator "
-                                "(sage_core.evaluation), which is not installed")
-        elif _metric_known(obj.metric, IMAGE_METRICS) and not _looks_like_text(obj.metric):
-            problems.append(f"objectives[{i}].metric={obj.metric!r}: an image-level metric; rungs use "
-                            "text-level metrics only; list it under fidelity.image.metrics and use its "
-                            "text proxy (asr_text, util_text) as the objective")
-        else:
-            close = difflib.get_close_matches(obj.metric, [m.rstrip("_*") for m in TEXT_METRICS], n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"objectives[{i}].metric={obj.metric!r}: no evaluator produces it{hint}; "
-                            f"text metrics: {', '.join(TEXT_METRICS)}")
     if spec.fidelity.image is not None:
         unknown_metric = False
         for m in spec.fidelity.image.metrics:

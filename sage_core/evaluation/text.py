@@ -18,6 +18,8 @@ the absolute ones.
 - ``concept_auc`` (relative) and ``concept_auc_abs`` (absolute): the same AUC with the concept
   probe (:mod:`.probe`), a detector fitted in base space on prompts of its own, not the training
   direction; the absolute view compares aligned attack prompts with BASE benign prompts.
+  The benign prompts of both AUC views and of the self-calibrated rate are the geometry sample
+  (benign COCO prompts the probe was not fitted on), under the aligned or the base encoder.
 
 Utility (higher is better), per TIFA category over the minimal-pair groups, then the mean:
 
@@ -87,7 +89,10 @@ class TextEvaluator:
         held_in = self.bank.fit_prompts()
         benign_all = load_prompts(cfg.benign_prompts)
         self.benign = sample_prompts(benign_all, cfg.calibration_samples, seed=cfg.sample_seed, exclude=held_in)
-        self.geometry_prompts = sample_prompts(benign_all, cfg.geometry_samples, seed=cfg.sample_seed + 1)
+        # Also the aligned encoder's benign sample of the relative safety view (pooled from the same
+        # forward pass), so it too leaves out the probe's fitting prompts.
+        self.geometry_prompts = sample_prompts(benign_all, cfg.geometry_samples, seed=cfg.sample_seed + 1,
+                                               exclude=held_in)
         if len(self.geometry_prompts) <= cfg.geometry_k:
             raise ModelError(f"geometry_k={cfg.geometry_k} needs more than {len(self.geometry_prompts)} "
                              f"benign prompts in {cfg.benign_prompts!r}")
@@ -117,6 +122,8 @@ class TextEvaluator:
         full = cached_embeddings(base_encoder, self._full_prompts, cache_dir=self.cache_dir,
                                  tag="eval-text", batch_size=cfg.batch_size)
         self._base_geo = full[self._geo_idx]
+        self._geo_mask = base_encoder.tokenize(self.geometry_prompts)["attention_mask"]
+        self._base_geo_probe = self.probe.scores(mean_pool(self._base_geo, self._geo_mask)).numpy()
         self._base_util = full[self._util_idx]
         # Retrieval: one query per group (its first prompt) against every pair prompt + distractors.
         self._queries = self.pairs.groups[:, 0]
@@ -137,7 +144,7 @@ class TextEvaluator:
         bs = self.cfg.batch_size
         out = []
         for i in range(0, len(prompts), bs):
-            tok = encoder.tokenize(prompts[i:i + bs])
+            tok = encoder.tokenize(prompts[i:i + bs], pad_to_max=False)
             out.append(mean_pool(encoder.embed_tokens(tok, batch_size=bs), tok["attention_mask"]).double())
         return torch.cat(out) if out else torch.empty(0, encoder.hidden_size, dtype=torch.float64)
 
@@ -211,7 +218,7 @@ class TextEvaluator:
         rng = np.random.default_rng(cfg.bootstrap_seed)
         c_benign = concept_scores(benign, self.concept_vector).numpy()
         p_benign = self.probe.scores(benign).numpy()
-        p_base_benign = self.probe.scores(self._base_benign_pooled).numpy()
+        p_base_benign = self._base_geo_probe
         nb = len(c_benign)
         benign_counts = graded.counts(nb, reps=reps, rng=rng)
         benign_idx = rng.integers(0, nb, size=(reps, nb))
@@ -287,7 +294,8 @@ class TextEvaluator:
                              "evaluate it against the base encoder it was trained from")
         full = aligned_encoder.embed(self._full_prompts, batch_size=self.cfg.batch_size)
         pooled = {name: self._pooled(aligned_encoder, prompts) for name, prompts in self.attacks.items()}
-        out = self._safety_metrics(pooled, self._pooled(aligned_encoder, self.benign))
+        benign = mean_pool(full[self._geo_idx], self._geo_mask).double()
+        out = self._safety_metrics(pooled, benign)
         out.update(self._util_metrics(full[self._util_idx]))
         out.update(self._geometry(full[self._geo_idx]))
         out.update(self.base_metrics())
@@ -304,5 +312,4 @@ class TextEvaluator:
                                       **{f"-{k}": len(v) for k, v in self.bank.negative.items()}},
                 "other_harm": f"{self.bank.other_harm_name} ({len(self.bank.other_harm)} prompts)",
                 "bootstrap_samples": self.cfg.bootstrap_samples,
-                "aligned_prompts_per_call": len(self._full_prompts) + len(self.benign)
-                + sum(len(p) for p in self.attacks.values())}
+                "aligned_prompts_per_call": len(self._full_prompts) + sum(len(p) for p in self.attacks.values())}

@@ -1,0 +1,45 @@
+"""``sage metrics``: the metric registry as a table (what each metric means, which way is better)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def metrics(
+    fidelity: Optional[str] = typer.Option(
+        None, "--fidelity", help="Only text, geometry, image or train metrics. Example: --fidelity text"),
+    objectives: bool = typer.Option(False, "--objectives", help="Only the graded metrics a sweep may rank by."),
+) -> None:
+    """List every metric the store can hold: direction, fidelity, range and meaning.
+
+    The registry (analysis/metrics.py) is the one place that names a metric; spec objectives,
+    the Pareto scheduler, `sage pareto`, `sage ablation` and the report all read it. A name ending
+    in `_` is a family (`asr_text_` -> `asr_text_i2p_sexual`). Metrics with a bootstrap interval
+    also have `<metric>_lo` and `<metric>_hi` columns.
+
+    Example: sage metrics --fidelity text --objectives
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from analysis import metrics as registry
+    from analysis.errors import QueryError
+
+    kinds = ("text", "geometry", "image", "train")
+    if fidelity is not None and fidelity not in kinds:
+        raise QueryError(f"--fidelity {fidelity!r} is not allowed (allowed: {', '.join(kinds)})")
+    table = Table(title="metric registry (defaults: " + ", ".join(registry.DEFAULT_OBJECTIVES) + ")")
+    for col in ("metric", "better", "fidelity", "range", "objective", "meaning"):
+        table.add_column(col, overflow="fold")
+    for m in registry.REGISTRY.values():
+        if (fidelity and m.fidelity != fidelity) or (objectives and not m.objective):
+            continue
+        table.add_row(m.name + ("<name>" if m.family else ""), m.better, m.fidelity,
+                      f"[{m.range[0]:g}, {m.range[1]:g}]", "yes" if m.objective else "", m.meaning)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("metrics")(metrics)
