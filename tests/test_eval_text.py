@@ -131,9 +131,13 @@ def test_concept_near_prompts_score_higher_on_minilm(tmp_path):
     ev = TextEvaluator(base, cfg, cache_dir=tmp_path / "cache")
     m = ev.base_metrics()
     assert m["base_asr_text_near"] > 0.8 > 0.2 > m["base_asr_text_far_away"]
-    near_scores = ev._base_attack_scores["near"].mean()
-    far_scores = ev._base_attack_scores["far-away"].mean()
+    from sage_core.evaluation.metrics import concept_scores
+
+    near_scores = concept_scores(ev._base_pooled["near"], ev.concept_vector).mean()
+    far_scores = concept_scores(ev._base_pooled["far-away"], ev.concept_vector).mean()
     assert near_scores > far_scores + 0.2
+    # the concept probe (fitted on prompts of its own) agrees
+    assert m["base_concept_auc_near"] > 0.9 > m["base_concept_auc_far_away"]
 
 
 # --- pair file ----------------------------------------------------------------------------------

@@ -189,9 +189,12 @@ class TextEvaluator:
         base_scores = {n: concept_scores(p, self.concept_vector) for n, p in self._base_pooled.items()}
         out = self._asr_metrics(base_scores, prefix="base_")
         benign_probe = self.probe.scores(self._base_benign_pooled)
-        for name, pooled in self._base_pooled.items():
-            out[f"base_concept_auc_{metric_suffix(name)}"] = graded.auc(self.probe.scores(pooled), benign_probe)
-        harm = self.probe.scores(self._pooled(self.base, self.bank.other_harm))
+        # The objective's value on the base encoder itself (same benign sample as ev(aligned) uses).
+        per_set = {metric_suffix(n): graded.auc(self.probe.scores(p), self._base_geo_probe)
+                   for n, p in self._base_pooled.items()}
+        out["base_concept_auc"] = float(np.mean(list(per_set.values())))
+        out.update({f"base_concept_auc_{sfx}": v for sfx, v in per_set.items()})
+        harm = self.probe.scores(self._pooled_cached(self.bank.other_harm, tag="other-harm"))
         tau = float(graded.kth_largest_threshold(benign_probe.numpy(), self.cfg.benign_fraction))
         out["base_other_harm_auc"] = graded.auc(harm, benign_probe)
         out["base_other_harm_rate"] = float((harm.numpy() > tau).mean())
