@@ -35,10 +35,15 @@ def test_tokenizer_gives_stable_diffusions_ids(tmp_path):
     assert sd14_tokenizer(tmp_path / "cache")("a photo of a cat")["input_ids"] == SD_IDS_A_PHOTO_OF_A_CAT
 
 
-def test_model_has_the_sd14_text_encoder_shape():
+@pytest.fixture(scope="module")
+def sd14():
     from sage_core.encoders import load_encoder
 
-    enc = load_encoder("sd14-init")
+    return load_encoder("sd14-init")
+
+
+def test_model_has_the_sd14_text_encoder_shape(sd14):
+    enc = sd14
     c = enc.model.config
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size, c.hidden_act,
             c.max_position_embeddings, c.vocab_size) == (12, 768, 12, 3072, "quick_gelu", 77, 49408)
@@ -122,18 +127,16 @@ def test_resume_of_sd14_init_is_bit_identical(zero0_run, paper_cfg, tmp_path):
     assert enc.is_clip and enc.tokenize(["a photo of a cat"])["input_ids"][0, :7].tolist() == SD_IDS_A_PHOTO_OF_A_CAT
 
 
-def test_zero3_with_micro_batches_matches_the_unsplit_zero0_run(zero0_run, paper_cfg, tmp_path):
+def test_zero3_with_micro_batches_matches_the_unsplit_zero0_run(zero0_run, paper_cfg, sd14, tmp_path):
     """ZeRO-3 partitions the weights and micro-batches of 2 accumulate the 4-pair batch at the
     embedding level: the run must follow the unsplit ZeRO-0 run (same step-1 loss, same updates)."""
-    from sage_core.encoders import load_encoder
-
     cfg, result, steps, _ = zero0_run
     losses = Losses()
     split = Trainer(paper_cfg(zero_stage=3, micro_batch_size=2, checkpoint_every=None), out_dir=tmp_path / "z3",
                     callbacks=[losses], progress=False, evaluate=False).fit()
     assert split.step == 2 and read_meta(split.final_checkpoint)["exact_resume"] is False
     assert losses.steps[0]["loss"] == pytest.approx(steps[0]["loss"], rel=1e-5)
-    w0 = load_encoder("sd14-init").model.state_dict()
+    w0 = sd14.model.state_dict()  # the seeded initial weights both runs started from
     a, b = load_weights(result.final_checkpoint), load_weights(split.final_checkpoint)
     assert a.keys() == b.keys()
     # Adam turns float noise in near-zero gradients into whole steps element-wise: compare whole updates
