@@ -154,7 +154,7 @@ def ablation_frame(
     all_columns: bool = False,
 ) -> pd.DataFrame:
     """The ablation table of ``param`` as a DataFrame (module docstring); ``attrs['notes']`` lists the
-    fixed values and what ``param`` sets, ``attrs['set_by']`` the columns ``param`` sets."""
+    fixed values, ``attrs['set_by']`` the columns ``param`` sets."""
     import pandas as pd
 
     base = {**PAPER_DEFAULTS, **(defaults or {})}
@@ -191,8 +191,6 @@ def ablation_frame(
             df = df[keep]
             notes.append(f"{name} = {value:g}")
     set_by = _set_by(df, param=param)  # what param sets among the trials kept
-    if set_by:
-        notes.append(f"set by each {param}: {', '.join(set_by)}")
     measured = [m for m in metric_order(list(df.columns)) if df[m].notna().any()]
     metrics = headline_metrics(measured, objectives=objectives)
     if all_columns:
@@ -241,6 +239,8 @@ def to_markdown(df: pd.DataFrame) -> str:
     body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     notes = df.attrs.get("notes") or []
     tail = [f"\nOthers at defaults: {'; '.join(notes)}."] if notes else []
+    if df.attrs.get("set_by"):
+        tail.append(f"\nSet by each {df.attrs.get('param')}: {', '.join(df.attrs['set_by'])}.")
     return "\n".join([header, rule, *body, *tail]) + "\n"
 
 

@@ -179,5 +179,8 @@ def _ablation_sections(con, cols: list[str], *, out: Path, defaults) -> list[str
         notes = table.attrs.get("notes") or []
         if notes:
             parts.append("<p class=note>others: " + html.escape("; ".join(notes)) + "</p>")
+        if table.attrs.get("set_by"):
+            parts.append(f"<p class=note>set by each {html.escape(param)}: "
+                         + html.escape(", ".join(table.attrs["set_by"])) + "</p>")
         parts.append(_table(table))
     return parts

@@ -9,6 +9,21 @@ so no trial ever waits (or is paused and restored) for slower ones.
 
 The pure functions below work on minimisation vectors; :func:`to_minimization` flips the
 ``max`` objectives first (as Optuna does).
+
+Intervals. Every graded text objective comes with a seeded bootstrap 95% interval
+(``<metric>_lo``/``<metric>_hi``), but the scheduler ranks the point estimates only, as NSGA-II
+and ASHA do: a trial dominates another when its estimates are at least as good in every
+objective and better in one, however much their intervals overlap. What that implies:
+
+- trials whose intervals overlap are ordered by noise in the prompt sample (another
+  ``sample_seed`` could swap them); with ``eta`` = 2 a trial whose interval overlaps a survivor's
+  can be pruned, so a pruned trial is "not ahead at this rung", not "shown worse";
+- ties are not special: equal estimates do not dominate each other, and crowding distance then
+  prefers the ends of a front;
+- the image stage ranks survivors the same way, so ``sage sweep status``, ``sage pareto`` and
+  the report print each objective as ``value [lo, hi]``: read a front whose members' intervals
+  overlap as one group, not as an order. Use a larger ``text_eval`` sample (or ``eta`` closer to
+  the number of trials) when decisions must be safer than the intervals allow.
 """
 
 from __future__ import annotations

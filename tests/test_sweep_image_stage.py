@@ -290,6 +290,9 @@ def test_a_failing_survivor_is_reported_and_evaluated_on_the_next_stage(ray_loca
     assert first.generated["base"] > 0 and first.generated["t2"] == 0
     assert img[0]["asr"] == img[0]["base_asr"] and img[0]["tifa"] == img[0]["base_tifa"]
     assert img[0]["lambda_esp"] == 2.0 and img[0]["checkpoint"] == str(good)
+    # The stage ends with the calibration report: one trial with images cannot rank (no NaN, a note).
+    assert first.calibration and all(e["n"] == 1 and e["kendall"] is None and "needs 3 or more" in e["note"]
+                                     for e in first.calibration)
 
     shutil.copytree(good, missing)  # "fixed": the next stage evaluates only t3, base_* from t2's row
     second = run_image_stage(spec, storage=str(storage), sweep_id="s1", echo=lines.append)
@@ -298,3 +301,18 @@ def test_a_failing_survivor_is_reported_and_evaluated_on_the_next_stage(ray_loca
     img = {r["trial_id"]: r for r in store.read().to_pylist() if r["fidelity"] == "image"}
     assert sorted(img) == ["t2", "t3"] and img["t3"]["base_asr"] == img["t2"]["base_asr"]
     assert len(store.read().to_pylist()) == 12 + 2
+    # Calibration over both trials, stored beside the results (the view `calibration`), replacing the first.
+    import analysis
+
+    early = {(e["text"], e["image"]): e for e in second.calibration if e["text_at"] == "early"}
+    assert {e["n"] for e in second.calibration} == {2} and early[("asr_text", "asr")]["text_steps"] == "2"
+    # each trial's first rung row (step 2) scores asr_text 0: a constant proxy says so, not NaN
+    assert early[("asr_text", "asr")]["note"].startswith("no variation in asr_text (every trial 0)")
+    con = analysis.connect(storage)
+    try:
+        stored = con.sql("SELECT sweep_id, text_at, text, image, n FROM calibration").fetchall()
+    finally:
+        con.close()
+    assert sorted(stored) == sorted((e["sweep_id"], e["text_at"], e["text"], e["image"], e["n"])
+                                    for e in second.calibration)
+    assert {r[0] for r in stored} == {"s1"}
