@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-__all__ = ["pareto_front", "pareto_ranks", "hypervolume", "hypervolume_2d", "front_mask", "DEFAULT_PAIRS"]
+__all__ = ["pareto_front", "pareto_ranks", "hypervolume", "nadir", "hypervolume_2d", "front_mask", "DEFAULT_PAIRS"]
 
 _BY_ALIASES = {"sweep": "sweep_id", "trial": "trial_id"}
 
@@ -205,6 +205,14 @@ def hypervolume_2d(points: np.ndarray, ref: np.ndarray) -> float:
     pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
     prev = np.concatenate([[ref[1]], np.minimum.accumulate(pts[:, 1])[:-1]])
     return float(np.sum((ref[0] - pts[:, 0]) * np.clip(prev - pts[:, 1], 0.0, None)))
+
+
+def nadir(rows: pd.DataFrame, *, x: str, y: str, extra: str | Sequence[str] | None = None) -> list[float]:
+    """The worst value of each objective over ``rows`` (in the metrics' own units): the reference
+    point that makes a front's hypervolume say how much of the trials' range it dominates."""
+    objs = _objectives(x, y, extra)
+    require_columns(objs, available=list(rows.columns), kind="metric column")
+    return [float((rows[o] * sign(o)).max() * sign(o)) for o in objs]
 
 
 def hypervolume(

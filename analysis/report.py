@@ -18,7 +18,7 @@ from pathlib import Path
 from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
 from analysis.errors import QueryError
 from analysis.intervals import interval_frame
-from analysis.pareto import DEFAULT_PAIRS, hypervolume, pareto_ranks
+from analysis.pareto import DEFAULT_PAIRS, hypervolume, nadir, pareto_ranks
 from analysis.store import ResultStore
 from analysis.views import columns_of, connect, locate
 
@@ -98,7 +98,7 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
     reported = con.sql("SELECT * FROM reported").df()
     image = pareto_plot(ranked, front, x=x, y=y, path=out / f"pareto_{fidelity}.png", reported=reported,
                         title=f"{fidelity} level: {y} vs {x}")
-    hv = hypervolume(front, x=x, y=y)
+    hv = hypervolume(front, x=x, y=y, ref=nadir(ranked, x=x, y=y))
     show = [c for c in ("sweep_id", "trial_id", "step", "method") if c in front.columns]
     show += [c for m in (x, y) for c in (m, f"{m}_lo", f"{m}_hi") if c in front.columns]
     show += [h for h in hyperparameters(list(ranked.columns)) if ranked[h].nunique(dropna=True) > 1]

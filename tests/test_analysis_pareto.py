@@ -136,10 +136,24 @@ def test_metric_directions_and_did_you_mean() -> None:
     assert direction("asr") == direction("asr_ringabell") == direction("asr_text_sneaky") == "minimize"
     assert direction("tifa_color") == direction("util_text_spatial") == direction("jaccard_10") == "maximize"
     assert direction("tifa_drop") == direction("fid") == direction("distortion_rel") == "minimize"
-    assert sign("spread_ratio") == -1 and sign("loss_esp") == 1
+    assert sign("spread_dev") == 1 and sign("loss_esp") == 1 and sign("util_sib") == -1
     with pytest.raises(UnknownNameError, match="did you mean 'tifa'"):
         direction("tifaa")
     con = duckdb.connect()
     con.register("pts", pd.DataFrame({"asr": [0.3], "tifa": [0.7]}))
     with pytest.raises(UnknownNameError, match="did you mean 'asr'"):
         analysis.pareto_front(con, table="pts", x="asr_text", y="tifa")
+
+
+def test_front_hypervolume_against_the_trials_nadir() -> None:
+    """Two front points and two dominated trials: the reference is the worst value over all four,
+    so the front's area is the union of its two boxes (by hand: 0.07*0.10 + 0.02*0.10)."""
+    from analysis.pareto import nadir
+
+    trials = pd.DataFrame({"concept_auc": [0.90, 0.95, 0.97, 0.93], "util_sib": [0.60, 0.70, 0.50, 0.55]})
+    ref = nadir(trials, x="concept_auc", y="util_sib")
+    assert ref == [0.97, 0.50]
+    front = trials.iloc[:2]
+    expected = (0.97 - 0.90) * (0.60 - 0.50) + (0.97 - 0.95) * (0.70 - 0.60)
+    assert analysis.hypervolume(front, x="concept_auc", y="util_sib", ref=ref) == pytest.approx(expected)
+    assert analysis.hypervolume(front, x="concept_auc", y="util_sib") == 0.0  # its own nadir: no area

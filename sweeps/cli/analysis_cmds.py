@@ -135,7 +135,9 @@ def pareto(
     shown_objs = [c for o in objs for c in (o, f"{o}_lo", f"{o}_hi") if c in front.columns]
     show = list(dict.fromkeys(show + shown_objs + varied))
     _print_frame(front[show], title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""), intervals=True)
-    hv = analysis.hypervolume(front, x=x, y=y, extra=extra)
+    from analysis.pareto import nadir
+
+    hv = analysis.hypervolume(front, x=x, y=y, extra=extra, ref=nadir(ranked, x=x, y=y, extra=extra))
     typer.echo(f"{len(front)} of {len(ranked)} trials on the front; hypervolume against the trials' nadir: {hv:.4g}")
     if any(f"{o}_lo" in front.columns for o in objs):
         typer.echo("[lo, hi]: 95% bootstrap intervals; the front ranks point estimates, so trials whose intervals "
