@@ -193,3 +193,14 @@ def test_sage_core_no_longer_holds_a_calibration_module():
     for name in ("calibration_report", "METRIC_DIRECTIONS", "CALIBRATION_PAIRS"):
         with pytest.raises(AttributeError):
             getattr(evaluation, name)
+
+
+def test_eval_calibrate_needs_three_checkpoints_before_any_model_loads(tmp_path: Path, capsys):
+    from sweeps.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--calibrate", str(tmp_path / "a"), "--calibrate", str(tmp_path / "b"),
+              "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--calibrate needs at least 3 checkpoints to rank (got 2)" in err
