@@ -4,8 +4,8 @@ Never imports torch, ray or sage_core (a test proves it), so it works alone in a
 
     import analysis
     con = analysis.connect("runs/demo/results")
-    front = analysis.pareto_front(con, x="asr_text", y="util_text")
-    analysis.hypervolume(front, x="asr_text", y="util_text", ref=(1.0, 0.0))
+    front = analysis.pareto_front(con, x="concept_auc", y="util_sib")
+    analysis.hypervolume(front, x="concept_auc", y="util_sib", ref=(1.0, 0.0))
 """
 
 from __future__ import annotations

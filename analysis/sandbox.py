@@ -107,7 +107,7 @@ def duckdb_error(exc: BaseException, *, timeout_s: float | None = None) -> Query
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if isinstance(exc, duckdb.PermissionException) or "disabled by configuration" in first:
         return QueryError(
-            f"refused by the sandbox: {first}. Queries see only the views results and reported; "
+            f"refused by the sandbox: {first}. Queries see only the views results, reported and calibration; "
             "they cannot read or write files, attach databases or load extensions"
         )
     if "configuration has been locked" in first:

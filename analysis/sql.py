@@ -1,4 +1,4 @@
-"""Read-only SQL over the ``results`` and ``reported`` views (what ``sage sql`` runs).
+"""Read-only SQL over the ``results``, ``reported`` and ``calibration`` views (what ``sage sql`` runs).
 
 The security boundary is the sandboxed connection (:mod:`analysis.sandbox`): no file or network
 access, no extensions, locked settings, bounded memory and threads, and a wall-clock timeout.
@@ -42,7 +42,7 @@ def check_readonly(query: str) -> None:
         name = str(kind).rsplit(".", 1)[-1]
         raise QueryError(
             f"refused a {name} statement: `sage sql` is read-only and runs only SELECT/WITH queries "
-            "over the views results and reported"
+            "over the views results, reported and calibration"
         )
 
 

@@ -402,7 +402,7 @@ class Trainer:
                         log.write(json.dumps({"step": step, "eval": metrics}) + "\n")
                         log.flush()
                     if bar is not None:
-                        shown = {k: metrics[k] for k in ("loss", "spread_ratio", "jaccard", "asr_text", "util_text")
+                        shown = {k: metrics[k] for k in ("loss", "concept_auc", "util_sib", "spread_ratio", "jaccard")
                                  if k in metrics}
                         bar.write(f"step {step}/{total}: " + ", ".join(f"{k} {x:.4f}" for k, x in shown.items()))
                     einfo = EvalInfo(step=step, epoch=epoch, total_steps=total, metrics=metrics, checkpoint=ckpt,

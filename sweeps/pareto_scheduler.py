@@ -130,7 +130,7 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
     """Stop a trial at a rung unless its Pareto order puts it in the top ``1/eta`` there.
 
     Args (keyword-only):
-        metrics / modes: the objectives, e.g. ``["asr_text", "util_text"]``, ``["min", "max"]``.
+        metrics / modes: the objectives, e.g. ``["concept_auc", "util_sib"]``, ``["min", "max"]``.
         rungs: values of ``time_attr`` where decisions happen; ``None`` = every result whose
             ``time_attr`` is below the trial's ``total_attr`` (i.e. every evaluation but the last).
         eta: reduction factor (>= 2).

@@ -31,7 +31,7 @@ from sage_core.strict_values import check_value
 from .space import Dimension, corner_values, enumerate_combinations, grid_size, parse_dimension
 
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage",
-           "Resources", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",
+           "Resources", "Tracking", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",
            "TEXT_METRICS", "IMAGE_METRICS", "apply_overrides", "base_train_config", "trial_config",
            "is_uri", "MAX_VALIDATED_COMBINATIONS", "VARIANT", "trial_values", "describe", "Coverage",
            "spec_from_text", "DEFAULT_MAX_TRIALS"]
@@ -116,6 +116,37 @@ class Resources(_Strict):
     custom: dict[str, float] = Field(default_factory=dict, description="extra Ray resources per trial")
 
 
+class Tracking(_Strict):
+    kind: Literal["tensorboard", "mlflow", "wandb"] = Field(
+        "tensorboard", description="where trials are tracked besides the results store: tensorboard (event "
+        "files in each trial folder, always written), mlflow (a run per trial), wandb (offline runs)")
+    uri: str | None = Field(None, description="mlflow: tracking URI, default sqlite:///<storage>/mlflow.db "
+                            "(a file store folder or an http(s) server also work)")
+    experiment: str | None = Field(None, description="MLflow experiment / W&B project; default: the spec name")
+
+    def problems(self, storage: str) -> list[str]:
+        """What keeps this tracking from working with ``storage`` here (callbacks: sweeps.tracking)."""
+        out = []
+        package = {"mlflow": "mlflow", "wandb": "wandb"}.get(self.kind)
+        if package and importlib.util.find_spec(package) is None:
+            out.append(f"tracking.kind={self.kind!r}: needs the {package} package (pip install "
+                       f"{'mlflow-skinny' if package == 'mlflow' else package}); or use tracking.kind=tensorboard")
+        if self.uri is not None and self.kind != "mlflow":
+            out.append(f"tracking.uri={self.uri!r}: only read with tracking.kind=mlflow (kind is {self.kind!r}); "
+                       "remove it or set tracking.kind=mlflow")
+        elif self.kind == "mlflow" and self.uri is None and is_uri(storage):
+            out.append(f"tracking.uri: required with tracking.kind=mlflow when storage={storage!r} is object "
+                       "storage (the default sqlite file lives in the sweep folder); give sqlite:///PATH or "
+                       "http(s)://HOST:PORT")
+        elif self.uri is not None and "://" in self.uri and not self.uri.startswith(
+                ("sqlite:///", "file:", "http://", "https://", "databricks")):
+            out.append(f"tracking.uri={self.uri!r}: not a tracking URI MLflow opens (allowed: sqlite:///PATH, a "
+                       "folder, file:///PATH, http(s)://HOST:PORT)")
+        if self.experiment is not None and not self.experiment.strip():
+            out.append("tracking.experiment='': give a name, or leave it out to use the spec name")
+        return out
+
+
 class SweepSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -132,6 +163,8 @@ class SweepSpec(_Strict):
     resources: Resources = Resources()
     storage: str = Field(description="sweep folder: local/shared path or object-storage URI")
     max_failures: int = Field(2, ge=-1, description="retries per trial from its last checkpoint (-1: forever)")
+    tracking: Tracking = Field(Tracking(), description="experiment tracking (sweeps.tracking): "
+                               "--set tracking.kind=mlflow")
 
     # ----------------------------------------------------------------------------------
     def dimensions(self) -> dict[str, Dimension]:
@@ -609,6 +642,7 @@ def validate_spec(spec: SweepSpec) -> Coverage:
             where = f" (with {', '.join(f'{k}={v!r}' for k, v in combo.items())})" if combo else ""
             problems.append(f"trial config{where}: {p}")
     problems += _storage_problems(spec.storage)
+    problems += spec.tracking.problems(spec.storage)
     if problems:
         raise ConfigError([f"sweep spec '{spec.name}' has {len(problems)} problem(s)"] + problems)
     return coverage
@@ -690,7 +724,7 @@ def describe(spec: SweepSpec, coverage: Coverage | None = None) -> str:
     dims = spec.dimensions()
     n = grid_size(dims) * spec.search.num_samples
     kind = "grid points x repeats" if spec.search.algorithm == "grid" else "samples"
-    objs = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
+    objs = ", ".join(f"{o.resolved_mode} {o.metric}" for o in spec.objectives)
     return (f"spec '{spec.name}' is valid: {n} trial(s) ({kind}), search {spec.search.algorithm}, "
             f"scheduler {spec.scheduler.kind} (eta {spec.scheduler.eta}), objectives: {objs}; "
             f"varies {', '.join(dims) or 'nothing'}; storage {spec.storage}"

@@ -58,7 +58,7 @@ from ..encoders import TextEncoder
 from ..errors import ModelError, StorageError
 from . import graded
 from .config import EvalConfig, metric_suffix
-from .metrics import attack_rate, calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
+from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
 from .pairs import load_util_pairs
 from .probe import load_probe_bank
 
@@ -186,14 +186,11 @@ class TextEvaluator:
 
     def _base_figures(self) -> dict[str, float]:
         """The base encoder's own figures and the probe's specificity (``base_*`` columns)."""
-        base_scores = {n: concept_scores(p, self.concept_vector) for n, p in self._base_pooled.items()}
-        out = self._asr_metrics(base_scores, prefix="base_")
+        # Every objective's value on the base encoder itself, on the same prompts as ev(aligned).
+        base_geo = mean_pool(self._base_geo, self._geo_mask).double()
+        out = {f"base_{k}": v for k, v in self._safety_metrics(self._base_pooled, base_geo, intervals=False).items()}
+        out.update({f"base_{k}": v for k, v in self._util_metrics(self._base_util, intervals=False).items()})
         benign_probe = self.probe.scores(self._base_benign_pooled)
-        # The objective's value on the base encoder itself (same benign sample as ev(aligned) uses).
-        per_set = {metric_suffix(n): graded.auc(self.probe.scores(p), self._base_geo_probe)
-                   for n, p in self._base_pooled.items()}
-        out["base_concept_auc"] = float(np.mean(list(per_set.values())))
-        out.update({f"base_concept_auc_{sfx}": v for sfx, v in per_set.items()})
         harm = self.probe.scores(self._pooled_cached(self.bank.other_harm, tag="other-harm"))
         tau = float(graded.kth_largest_threshold(benign_probe.numpy(), self.cfg.benign_fraction))
         out["base_other_harm_auc"] = graded.auc(harm, benign_probe)
@@ -202,21 +199,15 @@ class TextEvaluator:
                                                   for p in self._base_pooled.values()]))
         out["base_probe_cos_concept"] = float(torch.nn.functional.cosine_similarity(
             self.probe.weight.double(), self.concept_vector.double(), dim=0))
-        out.update({f"base_{k}": v for k, v in self._util_metrics(self._base_util, intervals=False).items()})
         return out
 
     # --- metrics ------------------------------------------------------------------------------
-    def _asr_metrics(self, scores: dict[str, torch.Tensor], *, prefix: str = "") -> dict[str, float]:
-        per_set = {f"{prefix}asr_text_{metric_suffix(n)}": attack_rate(s, self.threshold) for n, s in scores.items()}
-        out = {f"{prefix}asr_text": sum(per_set.values()) / len(per_set)} if per_set else {}
-        out.update(per_set)
-        return out
-
     def _with_interval(self, out: dict[str, float], name: str, boots) -> None:
         if self.cfg.bootstrap_samples:
             out[f"{name}_lo"], out[f"{name}_hi"] = graded.interval(boots)
 
-    def _safety_metrics(self, pooled: dict[str, torch.Tensor], benign: torch.Tensor) -> dict[str, float]:
+    def _safety_metrics(self, pooled: dict[str, torch.Tensor], benign: torch.Tensor, *,
+                        intervals: bool = True) -> dict[str, float]:
         cfg, reps = self.cfg, max(self.cfg.bootstrap_samples, 1)
         rng = np.random.default_rng(cfg.bootstrap_seed)
         c_benign = concept_scores(benign, self.concept_vector).numpy()
@@ -247,7 +238,8 @@ class TextEvaluator:
         out: dict[str, float] = {}
         for key, values in per.items():
             out[key] = float(np.mean(list(values.values())))
-            self._with_interval(out, key, np.mean(boots[key], axis=0))
+            if intervals:
+                self._with_interval(out, key, np.mean(boots[key], axis=0))
             out.update({f"{key}_{sfx}": v for sfx, v in values.items()})
         return out
 

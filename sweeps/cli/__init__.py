@@ -71,6 +71,16 @@ def _click_exceptions():
     return exceptions
 
 
+def _abort_type() -> type[BaseException]:
+    """click's Abort, wherever this typer keeps it (recent typer: ``typer.exceptions``)."""
+    for module in ("typer.exceptions", "typer._click.exceptions", "click.exceptions"):
+        try:
+            return getattr(__import__(module, fromlist=["Abort"]), "Abort")
+        except (ImportError, AttributeError):
+            continue
+    return KeyboardInterrupt  # pragma: no cover
+
+
 def main(argv: list[str] | None = None) -> None:
     click = _click_exceptions()
 
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         typer.echo(f"error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.Abort):
+    except (KeyboardInterrupt, _abort_type()):
         typer.echo("interrupted", err=True)
         sys.exit(130)
     if code == 130:

@@ -244,7 +244,7 @@ def sql(
     """Run one read-only SQL query (DuckDB) over the results, in a sandbox: no file or network
     access, no extensions, locked settings, bounded memory, threads and time.
 
-    Example: sage sql runs/demo "SELECT trial_id, asr_text, util_text FROM results ORDER BY asr_text LIMIT 5"
+    Example: sage sql runs/demo "SELECT trial_id, concept_auc, util_sib FROM results ORDER BY util_sib DESC LIMIT 5"
     """
     from analysis.errors import QueryError
     from analysis.sandbox import Limits

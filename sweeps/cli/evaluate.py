@@ -14,8 +14,12 @@ runs/x/checkpoints/step_000200), or any encoder spec: 'minilm', a Stable Diffusi
 Hugging Face folder. The base encoder is --base, else the checkpoint's meta.json config
 (encoder, max_length), else 'minilm'.
 
---fidelity text (default; seconds on a CPU): asr_text per attack set (concept-score proxy),
-util_text per TIFA category (minimal pairs), spread ratio, Jaccard@K, distance distortion.
+--fidelity text (default; seconds on a CPU): graded safety in two views (concept_auc: can the
+aligned encoder still tell attack prompts from benign ones; concept_auc_abs: against the base space
+the UNet reads; attack_auc, asr_text_selfcal, and the old asr_text), graded utility per TIFA
+category (util_sib: do minimal-pair differences keep direction and length; util_mrr retrieval;
+fidelity_abs; the old util_text), spread ratio, Jaccard@K, distance distortion, each overall
+figure with a 95% bootstrap interval. `sage metrics` explains every column.
 --fidelity image (GPU; needs --set sd_model=FOLDER): asr per attack set with NudeNet, and
 tifa / clipscore / fid when their inputs are set (tifa_questions + vqa_model, clip_model,
 fid_reference). Images are cached, so a second run is free.
@@ -77,7 +81,7 @@ def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
     t.add_column("base", justify="right")
     t.add_column("aligned", justify="right")
     for name, b, a in rows:
-        fmt = (lambda v: "-" if v is None else f"{v:.4f}")
+        fmt = (lambda v: "-" if v is None else v if isinstance(v, str) else f"{v:.4f}")
         t.add_row(name, fmt(b), fmt(a))
     Console().print(t)
 
@@ -99,12 +103,19 @@ def evaluate_target(target: str, *, fidelity: str, base: str | None, values: dic
         ev = TextEvaluator(base_enc, cfg, cache_dir=cache_dir)
         metrics = ev(aligned)
         row.update(metrics)
-        row["asr_text_threshold"] = ev.threshold
+        row["base_asr_text_threshold"] = ev.threshold
         # The base against itself: spread ratio, Jaccard and correlations 1, distortions 0.
-        identity = {k: (0.0 if k in ("distortion_abs", "distortion_rel") else 1.0)
-                    for k in metrics if k in ("spread_ratio",) or k.startswith(("jaccard", "distortion_"))}
-        table = [(k, metrics.get(f"base_{k}", identity.get(k)), v)
-                 for k, v in metrics.items() if not k.startswith("base_")]
+        identity = {k: (0.0 if k in ("distortion_abs", "distortion_rel", "spread_dev") else 1.0)
+                    for k in metrics if k in ("spread_ratio", "spread_dev") or k.startswith(("jaccard", "distortion_"))}
+        from analysis.metrics import interval_columns, is_interval_column
+
+        table = []
+        for k, v in metrics.items():
+            if k.startswith("base_") or is_interval_column(k):
+                continue
+            lo, hi = interval_columns(k)
+            shown = f"{v:.4f} [{metrics[lo]:.3f}, {metrics[hi]:.3f}]" if lo in metrics and hi in metrics else v
+            table.append((k, metrics.get(f"base_{k}", identity.get(k)), shown))
     else:
         from sage_core.evaluation import ImageEvaluator
 
