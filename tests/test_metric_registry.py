@@ -92,3 +92,15 @@ def test_every_text_column_the_evaluator_writes_is_registered(text_metrics_of_co
         lo, hi = registry.interval_columns(name)
         if name not in ("spread_dev", "jaccard"):
             assert text_metrics_of_copy[lo] <= text_metrics_of_copy[name] <= text_metrics_of_copy[hi], name
+
+
+@pytest.mark.parametrize("name", ["quickstart", "paper-default", "pareto-search", "ablation-components",
+                                  "ablation-components-cpu", "ablation-lambda-esp-cpu"])
+def test_shipped_specs_rank_by_the_graded_defaults(name):
+    """The shipped sweeps rank by the registry's default objectives (graded, sensitivity-tested),
+    in the registry's directions: not by the saturating asr_text/util_text."""
+    from sweeps.spec import load_spec
+
+    spec = load_spec(name, check=False)
+    assert tuple(spec.objective_metrics()) == registry.DEFAULT_OBJECTIVES
+    assert spec.objective_modes() == [registry.mode(m) for m in registry.DEFAULT_OBJECTIVES] == ["min", "max"]
