@@ -22,25 +22,41 @@ def test_auc_equals_mann_whitney_u_over_n1_n2():
     assert graded.auc(pos, neg) == pytest.approx(u / (57 * 91))
 
 
+def test_auc_without_a_pair_matrix_equals_the_pairwise_definition():
+    rng = np.random.default_rng(4)
+    pos, neg = rng.integers(0, 20, 300).astype(float), rng.integers(0, 20, 200).astype(float)  # many ties
+    pairwise = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
+    assert graded.auc(pos, neg) == pytest.approx(pairwise)
+
+
 def test_auc_bootstrap_interval_brackets_and_is_seeded():
     rng = np.random.default_rng(1)
-    pos, neg = rng.normal(1, 1, 80), rng.normal(0, 1, 300)
+    pos, neg = rng.normal(1, 1, 80), rng.normal(0, 1, 300).round(1)
 
     def ci(seed, reps=400):
         r = np.random.default_rng(seed)
-        boots = graded.auc_boots(pos, neg, pos_counts=graded.counts(80, reps=reps, rng=r),
-                                 neg_counts=graded.counts(300, reps=reps, rng=r))
-        return graded.interval(boots)
+        return graded.interval(graded.auc_boots(pos, neg, neg_counts=graded.counts(300, reps=reps, rng=r), rng=r))
 
     lo, hi = ci(0)
     assert lo < graded.auc(pos, neg) < hi
     assert ci(0) == (lo, hi) and ci(7) != (lo, hi)
-    # one replicate by explicit resampling equals the counts formula
-    r = np.random.default_rng(3)
-    ip, ineg = r.integers(0, 80, 80), r.integers(0, 300, 300)
-    cp = np.bincount(ip, minlength=80)[None].astype(float)
-    cn = np.bincount(ineg, minlength=300)[None].astype(float)
-    assert graded.auc_boots(pos, neg, pos_counts=cp, neg_counts=cn)[0] == pytest.approx(graded.auc(pos[ip], neg[ineg]))
+    # each replicate equals the AUC of the explicitly resampled prompts (counts -> repeated items)
+    cn = graded.counts(300, reps=3, rng=np.random.default_rng(5))
+    boots = graded.auc_boots(pos, neg, neg_counts=cn, rng=np.random.default_rng(6))
+    cp = graded.counts(80, reps=3, rng=np.random.default_rng(6))  # what auc_boots drew for the positives
+    for r in range(3):
+        p_r, n_r = np.repeat(pos, cp[r].astype(int)), np.repeat(neg, cn[r].astype(int))
+        assert boots[r] == pytest.approx(graded.auc(p_r, n_r))
+
+
+def test_rate_boots_is_the_rate_of_the_resampled_scores():
+    scores = np.linspace(0, 1, 50)
+    thresholds = np.array([0.5, 0.9, -1.0])
+    boots = graded.rate_boots(scores, thresholds, rng=np.random.default_rng(2))
+    cp = graded.counts(50, reps=3, rng=np.random.default_rng(2))
+    for r in range(3):
+        assert boots[r] == pytest.approx((np.repeat(scores, cp[r].astype(int)) > thresholds[r]).mean())
+    assert boots[2] == 1.0
 
 
 def test_selfcal_rate_uses_the_benign_quantile_of_its_own_scores():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["auc", "auc_boots", "selfcal_rate", "selfcal_boots", "mean_boots", "counts", "interval",
+__all__ = ["auc", "auc_boots", "rate_boots", "selfcal_rate", "mean_boots", "counts", "interval",
            "sibling_agreement", "retrieval_ranks", "Probe", "fit_probe", "kth_largest_threshold"]
 
 _Q = (2.5, 97.5)
@@ -30,15 +30,12 @@ def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
 
 
-def _wins(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """W[i, j] = 1 if pos_i > neg_j, 0.5 on a tie, 0 otherwise."""
-    return (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-
-
 def auc(pos, neg) -> float:
     """AUC = P(s_pos > s_neg) + P(tie) / 2 over all (pos, neg) pairs: 0.5 = indistinguishable."""
     p, n = _np(pos), _np(neg)
-    return float(_wins(p, n).mean())
+    ns = np.sort(n)
+    lt, le = np.searchsorted(ns, p, "left"), np.searchsorted(ns, p, "right")
+    return float((lt + 0.5 * (le - lt)).sum() / (len(p) * len(n)))
 
 
 def counts(n: int, *, reps: int, rng: np.random.Generator) -> np.ndarray:
@@ -52,10 +49,36 @@ def interval(boots: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def auc_boots(pos, neg, *, pos_counts: np.ndarray, neg_counts: np.ndarray) -> np.ndarray:
-    """:func:`auc` of each bootstrap replicate given the resampling counts of both groups."""
+def _chunks(n: int, *, reps: int, rng: np.random.Generator, chunk: int = 64):
+    """Resampling counts of ``n`` items, ``chunk`` replicates at a time: memory stays at
+    ``chunk x n`` however many prompts a set has."""
+    for r0 in range(0, reps, chunk):
+        r1 = min(reps, r0 + chunk)
+        yield slice(r0, r1), counts(n, reps=r1 - r0, rng=rng)
+
+
+def auc_boots(pos, neg, *, neg_counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """:func:`auc` of each bootstrap replicate: ``neg_counts`` ``[reps, n_neg]`` resample the
+    negatives (shared across attack sets), the positives are resampled here. Sorting the
+    negatives once makes a replicate O(n_pos), so no ``n_pos x n_neg`` matrix is ever built."""
     p, n = _np(pos), _np(neg)
-    return ((pos_counts @ _wins(p, n)) * neg_counts).sum(axis=1) / (len(p) * len(n))
+    order = np.argsort(n, kind="stable")
+    cum = np.concatenate([np.zeros((len(neg_counts), 1)), np.cumsum(neg_counts[:, order], axis=1)], axis=1)
+    lt, le = np.searchsorted(n[order], p, "left"), np.searchsorted(n[order], p, "right")
+    out = np.empty(len(neg_counts))
+    for sl, cp in _chunks(len(p), reps=len(neg_counts), rng=rng):
+        below = cum[sl][:, lt] + 0.5 * (cum[sl][:, le] - cum[sl][:, lt])  # weighted negatives under each positive
+        out[sl] = (cp * below).sum(axis=1) / (len(p) * len(n))
+    return out
+
+
+def rate_boots(scores, thresholds: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+    """Share of resampled ``scores`` above each replicate's threshold (``thresholds`` ``[reps]``)."""
+    s = _np(scores)
+    out = np.empty(len(thresholds))
+    for sl, cp in _chunks(len(s), reps=len(thresholds), rng=rng):
+        out[sl] = (cp * (s[None, :] > thresholds[sl, None])).sum(axis=1) / len(s)
+    return out
 
 
 def kth_largest_threshold(scores: np.ndarray, fraction: float) -> np.ndarray:
@@ -69,14 +92,6 @@ def selfcal_rate(attack, benign, *, fraction: float) -> float:
     """Share of attack scores above the threshold that leaves ``fraction`` of benign scores above it."""
     a, b = _np(attack), _np(benign)
     return float((a > kth_largest_threshold(b, fraction)).mean())
-
-
-def selfcal_boots(attack, benign, *, fraction: float, attack_idx: np.ndarray, benign_idx: np.ndarray) -> np.ndarray:
-    """:func:`selfcal_rate` of each replicate (index arrays ``[reps, n]``); the threshold is
-    re-estimated in every replicate."""
-    a, b = _np(attack), _np(benign)
-    tau = kth_largest_threshold(b[benign_idx], fraction)
-    return (a[attack_idx] > tau[:, None]).mean(axis=1)
 
 
 def mean_boots(values, *, strata=None, reps: int, rng: np.random.Generator) -> np.ndarray:

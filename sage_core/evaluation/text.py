@@ -215,7 +215,9 @@ class TextEvaluator:
         p_base_benign = self._base_geo_probe
         nb = len(c_benign)
         benign_counts = graded.counts(nb, reps=reps, rng=rng)
-        benign_idx = rng.integers(0, nb, size=(reps, nb))
+        # one threshold per replicate, re-estimated on resampled benign scores (self-calibrated rate)
+        tau = graded.kth_largest_threshold(c_benign[rng.integers(0, nb, size=(reps, nb))], cfg.benign_fraction)
+        fixed = np.full(reps, self.threshold)
         per: dict[str, dict[str, float]] = {k: {} for k in ("asr_text", "asr_text_selfcal", "attack_auc",
                                                              "concept_auc", "concept_auc_abs")}
         boots: dict[str, list[np.ndarray]] = {k: [] for k in per}
@@ -223,18 +225,21 @@ class TextEvaluator:
             sfx = metric_suffix(name)
             c = concept_scores(emb, self.concept_vector).numpy()
             p = self.probe.scores(emb).numpy()
-            na = len(c)
-            cnt = graded.counts(na, reps=reps, rng=rng)
-            idx = rng.integers(0, na, size=(reps, na))
             per["asr_text"][sfx] = float((c > self.threshold).mean())
-            boots["asr_text"].append((c[idx] > self.threshold).mean(axis=1))
             per["asr_text_selfcal"][sfx] = graded.selfcal_rate(c, c_benign, fraction=cfg.benign_fraction)
-            boots["asr_text_selfcal"].append(graded.selfcal_boots(c, c_benign, fraction=cfg.benign_fraction,
-                                                                  attack_idx=idx, benign_idx=benign_idx))
             for key, (a, b) in {"attack_auc": (c, c_benign), "concept_auc": (p, p_benign),
                                 "concept_auc_abs": (p, p_base_benign)}.items():
                 per[key][sfx] = graded.auc(a, b)
-                boots[key].append(graded.auc_boots(a, b, pos_counts=cnt, neg_counts=benign_counts))
+            if not intervals:
+                continue
+            # The same attack resample (same seed) in every measure of this set.
+            seed = int(rng.integers(2**31))
+            boots["asr_text"].append(graded.rate_boots(c, fixed, rng=np.random.default_rng(seed)))
+            boots["asr_text_selfcal"].append(graded.rate_boots(c, tau, rng=np.random.default_rng(seed)))
+            for key, (a, b) in {"attack_auc": (c, c_benign), "concept_auc": (p, p_benign),
+                                "concept_auc_abs": (p, p_base_benign)}.items():
+                boots[key].append(graded.auc_boots(a, b, neg_counts=benign_counts,
+                                                   rng=np.random.default_rng(seed)))
         out: dict[str, float] = {}
         for key, values in per.items():
             out[key] = float(np.mean(list(values.values())))
