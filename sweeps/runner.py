@@ -238,6 +238,7 @@ def _build(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[Any, dict, 
     from .pareto_scheduler import ParetoSuccessiveHalving
     from .search import build_search
     from .store_callback import StoreCallback
+    from .tracking import tracking_callbacks
     from .trial import TrialContext, train_trial
 
     paths = sweep_paths(storage)
@@ -269,6 +270,8 @@ def _build(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[Any, dict, 
     callbacks = [StoreCallback(results_root=paths["results"], sweep_id=sweep_id, base=base, variants=spec.variants,
                                code_version=code_version()),
                  StopFileCallback(stop_path=paths["stop"])]
+    # TensorBoard files always, MLflow or W&B as spec.tracking says (a resumed sweep restores these with tuner.pkl).
+    callbacks += tracking_callbacks(spec, storage=storage, sweep_id=sweep_id, base=base)
     reporter = tune.CLIReporter(metric_columns=["step", *spec.objective_metrics()],
                                 parameter_columns=list(spec.dimensions()), max_report_frequency=30)
     run_config = tune.RunConfig(name=EXPERIMENT, storage_path=paths["ray"], callbacks=callbacks,
