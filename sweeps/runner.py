@@ -248,7 +248,8 @@ def _build(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[Any, dict, 
     worker_resources = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {}), **res.custom}
     ctx = TrialContext(sweep_id=sweep_id, base=base, variants=spec.variants,
                        objectives=tuple(spec.objective_metrics()), device_share=share, workers=res.workers,
-                       worker_resources=worker_resources, train_storage=paths["train"])
+                       worker_resources=worker_resources, train_storage=paths["train"],
+                       robust=spec.fidelity.robust, proximal=spec.fidelity.proximal)
     if res.workers > 1:
         # The trial only drives a Ray Train run; its workers reserve the resources themselves.
         resources = {"cpu": TRAIN_DRIVER_CPUS}

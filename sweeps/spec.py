@@ -106,6 +106,12 @@ class FidelityPlan(_Strict):
         None, description="steps where the scheduler decides (each > 0 and below the run length); default: "
         "every text evaluation but the last")
     image: ImageStage | None = Field(None, description="image-level metrics for the survivors")
+    robust: dict[str, Any] | None = Field(
+        None, description="benign LoRA fine-tune at every text evaluation, then safety again (robust_* metrics; "
+        "sage_core.robustness.RobustConfig: steps, objective, data, samples, lr, rank, ...); {} = defaults")
+    proximal: dict[str, Any] | None = Field(
+        None, description="proximal-concept disruption at every text evaluation (prox_*, sadi_text; "
+        "sage_core.evaluation.proximal.ProximalConfig: prompts, pool_samples, k, ...); {} = defaults")
 
 
 class Resources(_Strict):
@@ -569,6 +575,14 @@ def validate_spec(spec: SweepSpec) -> Coverage:
     for i, obj in enumerate(spec.objectives):
         problems += _objective_problems(i, obj, seen, have_text_eval=have_text_eval)
         seen.add(obj.metric)
+        stage = getattr(metric_registry.lookup(obj.metric), "fidelity", None)
+        if stage in ("robust", "proximal") and getattr(spec.fidelity, stage) is None:
+            problems.append(f"objectives[{i}].metric={obj.metric!r}: measured by the {stage} stage; add "
+                            f"fidelity.{stage}: {{}} (defaults) to the spec")
+    if spec.fidelity.robust is not None or spec.fidelity.proximal is not None:
+        from .robust_stage import stage_problems
+
+        problems += stage_problems(spec.fidelity.robust, spec.fidelity.proximal)
     if spec.fidelity.image is not None:
         unknown_metric = False
         for m in spec.fidelity.image.metrics:

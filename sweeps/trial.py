@@ -15,6 +15,7 @@ reports reach Tune through Ray Train's ``TuneReportCallback``; checkpoints live 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -42,6 +43,8 @@ class TrialContext:
     workers: int = 1  # data-parallel Ray Train workers per trial (1: the trial trains in-process)
     worker_resources: dict[str, float] = field(default_factory=dict)  # per worker: CPU, GPU, custom
     train_storage: str | None = None  # where multi-worker trials keep their Ray Train runs
+    robust: dict[str, Any] | None = None  # fidelity.robust: benign fine-tune stage (sweeps.robust_stage)
+    proximal: dict[str, Any] | None = None  # fidelity.proximal: proximal-disruption stage
 
 
 def reported_metrics(metrics: dict[str, Any], *, step: int, total_steps: int, epoch: int, wall_s: float,
@@ -65,8 +68,11 @@ class TuneReportCallback(_Base):  # type: ignore[misc,valid-type]
 
     def __init__(self, *, context: TrialContext):
         self.context = context
+        self.stages: Any = None  # sweeps.robust_stage.TrialStages when the spec names fidelity.robust/proximal
 
     def _checked(self, info: Any) -> dict[str, float]:
+        if self.stages is not None and info.checkpoint is not None:
+            info = dataclasses.replace(info, metrics={**info.metrics, **self.stages(info.metrics, info.checkpoint)})
         missing = [m for m in self.context.objectives if m not in info.metrics]
         if missing:
             raise TrialError(f"objectives {missing} are not among the reported metrics "
@@ -110,6 +116,10 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
     from sage_core.trainer import Trainer
 
     cfg = load_config(overrides=trial_values(context.base, config, context.variants))
+    if context.robust is not None or context.proximal is not None:
+        from .robust_stage import TrialStages
+
+        callback.stages = TrialStages(cfg, robust=context.robust, proximal=context.proximal)
     work = Path(tempfile.mkdtemp(prefix=f"sage-trial-{name}-"))
     try:
         resume_from = Path(checkpoint.to_directory(str(work / "restored"))) if checkpoint is not None else None

@@ -10,7 +10,10 @@ embeddings are the base embeddings ``e [L, H]`` of each prompt, transformed:
 - ``noise``: e + size * |f| / sqrt(L * H) * N(0, I), seeded by the prompt's token ids (so
   ``size`` = 1 adds noise as long as an embedding);
 - ``contract``: mu + size * (e - mu), mu the mean reference embedding (size < 1 collapses);
-- ``rotate``: every token vector rotated by the angle ``size`` (radians) in H/2 random planes.
+- ``rotate``: every token vector rotated by the angle ``size`` (radians) in H/2 random planes;
+- ``uncond``: e + size * (u - e) for the reference prompts only (matched by their tokens), u the
+  base embedding of the empty prompt: those prompts slide toward the unconditioned embedding
+  (size 1 reaches it), every other prompt is untouched (the proximal-disruption yardstick).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from ..encoders import EncoderModule, TextEncoder
 
 __all__ = ["perturbed", "PERTURBATIONS"]
 
-PERTURBATIONS = ("copy", "shift", "noise", "contract", "rotate")
-Kind = Literal["copy", "shift", "noise", "contract", "rotate"]
+PERTURBATIONS = ("copy", "shift", "noise", "contract", "rotate", "uncond")
+Kind = Literal["copy", "shift", "noise", "contract", "rotate", "uncond"]
 
 
 class _Perturbed(torch.nn.Module):
@@ -56,6 +59,11 @@ class _Perturbed(torch.nn.Module):
                 int.from_bytes(hashlib.sha256(row.cpu().numpy().tobytes()).digest()[:8], "little") >> 1))
                 for row in input_ids])
             return e + scale * noise.to(e)
+        if self.kind == "uncond":
+            u = self.ref["uncond"].to(e)[: e.shape[1]]
+            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            hit = torch.tensor([tuple(row[m.bool()].tolist()) in self.ref["keys"] for row, m in zip(input_ids, mask)])
+            return torch.where(hit[:, None, None].to(e.device), e + s * (u - e), e)
         return e
 
 
@@ -81,6 +89,10 @@ def perturbed(base: TextEncoder, *, kind: Kind, size: float, concept: str = "nud
     planes, _ = torch.linalg.qr(torch.randn(h, 2 * (h // 2), generator=g))
     ref = {"v": c / c.norm(), "norm": float(ref_emb.flatten(1).norm(dim=1).mean()),
            "mean": ref_emb.mean(dim=0), "planes": planes}
+    if kind == "uncond":
+        tok = base.tokenize(list(reference_prompts))
+        ref["keys"] = {tuple(row[m.bool()].tolist()) for row, m in zip(tok["input_ids"], tok["attention_mask"])}
+        ref["uncond"] = base.embed([""])[0]
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(TextEncoder)}
     fields["source"] = f"{base.source} [{kind} {size:g}]"
     return _PerturbedEncoder(**fields, kind=kind, size=float(size), ref=ref)

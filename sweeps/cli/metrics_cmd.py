@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Optional
 
 import typer
@@ -9,7 +10,7 @@ import typer
 
 def metrics(
     fidelity: Optional[str] = typer.Option(
-        None, "--fidelity", help="Only text, geometry, image or train metrics. Example: --fidelity text"),
+        None, "--fidelity", help="Only text, geometry, image, train, robust or proximal metrics. Example: --fidelity robust"),
     objectives: bool = typer.Option(False, "--objectives", help="Only the graded metrics a sweep may rank by."),
 ) -> None:
     """List every metric the store can hold: direction, fidelity, range and meaning.
@@ -27,7 +28,7 @@ def metrics(
     from analysis import metrics as registry
     from analysis.errors import QueryError
 
-    kinds = ("text", "geometry", "image", "train")
+    kinds = typing.get_args(registry.Fidelity)
     if fidelity is not None and fidelity not in kinds:
         raise QueryError(f"--fidelity {fidelity!r} is not allowed (allowed: {', '.join(kinds)})")
     table = Table(title="metric registry (defaults: " + ", ".join(registry.DEFAULT_OBJECTIVES) + ")")
