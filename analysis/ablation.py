@@ -202,7 +202,8 @@ def ablation_frame(
         if lo in df.columns and hi in df.columns and df[lo].notna().any() and df[hi].notna().any():
             with_bounds += [lo, hi]
     grouped = df.groupby(param, sort=True)
-    out = grouped[with_bounds].mean() if with_bounds else pd.DataFrame(index=sorted(df[param].unique()))
+    out = (grouped[with_bounds].mean() if with_bounds
+           else pd.DataFrame(index=pd.Index(sorted(df[param].unique()), name=param)))  # no headline metric
     out.insert(0, "n", grouped.size())
     front = ["method"] if "method" in df.columns else []
     front += [h for h in set_by if h != "method"]

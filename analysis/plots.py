@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +13,7 @@ from analysis.metrics import lookup
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["pareto_plot", "ablation_plot", "reported_scale"]
+__all__ = ["pareto_plot", "ablation_plot", "learning_curves", "reported_scale"]
 
 
 def _figure(width: float, height: float):
@@ -65,13 +65,19 @@ def pareto_plot(
     by: str | None = None,
     reported: pd.DataFrame | None = None,
     title: str | None = None,
+    labels: pd.Series | None = None,
 ) -> Path:
     """Scatter of all candidate ``points``, the ``front`` as a step line (one per group), and the
-    paper's ``reported`` rows as labelled stars where they have both metrics. Returns ``path``."""
+    paper's ``reported`` rows as labelled stars where they have both metrics. ``labels`` (text
+    per row of ``points``, same index) are written beside the points. Returns ``path``."""
     fig = _figure(7.0, 5.0)
     ax = fig.add_subplot(1, 1, 1)
     if len(points):
         ax.scatter(points[x], points[y], s=14, c="0.7", label=f"trials ({len(points)})", zorder=1)
+        xerr, yerr = _bounds(points, x), _bounds(points, y)
+        if xerr is not None or yerr is not None:
+            ax.errorbar(points[x], points[y], xerr=xerr, yerr=yerr, fmt="none", ecolor="0.8", elinewidth=0.6,
+                        zorder=0)
     groups = [(None, front)] if by is None or by not in front.columns else list(front.groupby(by, dropna=False))
     for value, part in groups:
         part = part.sort_values(x)
@@ -91,6 +97,8 @@ def pareto_plot(
             for _, row in rep.iterrows():
                 ax.annotate(str(row["method"]), (row[x] * sx, row[y] * sy), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
+    if labels is not None:
+        _label_points(ax, points, labels, x=x, y=y)
     ax.set_xlabel(_arrow(x))
     ax.set_ylabel(_arrow(y))
     ax.set_title(title or f"{y} vs {x}")
@@ -101,6 +109,19 @@ def pareto_plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _label_points(ax, points: pd.DataFrame, labels: pd.Series, *, x: str, y: str) -> None:
+    """Each label beside its point, dark on the front (``front == 1``) and grey elsewhere; to the
+    left of points in the right part of the axes so the text stays inside them."""
+    lo, hi = ax.get_xlim()
+    on_front = points["front"] == 1 if "front" in points.columns else None
+    for i, text in labels.items():
+        px, py = float(points.at[i, x]), float(points.at[i, y])
+        right = hi > lo and (px - lo) / (hi - lo) > 0.55
+        dark = on_front is None or bool(on_front.loc[i])
+        ax.annotate(str(text), (px, py), fontsize=6.5, xytext=(-4 if right else 4, 4), textcoords="offset points",
+                    ha="right" if right else "left", color="0.1" if dark else "0.45", zorder=5)
 
 
 def ablation_plot(table: pd.DataFrame, *, param: str, metrics: Sequence[str], path: str | Path) -> Path:
@@ -124,6 +145,61 @@ def ablation_plot(table: pd.DataFrame, *, param: str, metrics: Sequence[str], pa
         ax.grid(True, alpha=0.3)
     fig.suptitle(f"ablation over {param}")
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+_END_MARKERS = {"finished": ("o", "finished"), "pruned": ("X", "pruned: stopped at its rung"),
+                "failed": ("x", "failed"), "running": (">", "still running")}
+
+
+def learning_curves(rows: pd.DataFrame, *, metrics: Sequence[str], labels: Mapping[str, str],
+                    path: str | Path, title: str | None = None) -> Path:
+    """One panel per metric: each trial's value against the training step (``rows``: one row per
+    trial and step with ``trial_id``, ``step``, ``status`` and the metrics), bootstrap intervals
+    as a band, and the trial's last step marked by how it ended (a pruned trial's line stops at
+    the rung that pruned it, marked X). ``labels``: trial_id -> legend text."""
+    from matplotlib.lines import Line2D
+
+    metrics = [m for m in metrics if m in rows.columns and rows[m].notna().any()]
+    n = max(len(metrics), 1)
+    cols = min(n, 3)
+    nrows = (n + cols - 1) // cols
+    trials = list(dict.fromkeys(rows["trial_id"]))
+    legend_rows = (min(len(trials), 12) + 3 + 3) // 4  # trial lines (at most 12) and up to 3 end markers, 4 a row
+    legend_h = 0.22 * legend_rows + 0.2
+    fig = _figure(3.6 * cols, 2.5 * nrows + 0.5 + legend_h)
+    colors = [f"C{i % 10}" for i in range(len(trials))]
+    ends: set[str] = set()
+    for k, metric in enumerate(metrics):
+        ax = fig.add_subplot(nrows, cols, k + 1)
+        for trial, color in zip(trials, colors):
+            mine = rows[(rows["trial_id"] == trial) & rows[metric].notna()].sort_values("step")
+            if mine.empty:
+                continue
+            steps = mine["step"].to_numpy(float)
+            ax.plot(steps, mine[metric].to_numpy(float), color=color, lw=1.2, marker=".", ms=4)
+            lo, hi = f"{metric}_lo", f"{metric}_hi"
+            if lo in mine.columns and hi in mine.columns:
+                ax.fill_between(steps, mine[lo].to_numpy(float), mine[hi].to_numpy(float), color=color, alpha=0.12,
+                                lw=0)
+            status = str(mine["status"].iloc[-1]) if "status" in mine.columns else "finished"
+            marker = _END_MARKERS.get(status, ("s", status))[0]
+            ends.add(status)
+            ax.plot(steps[-1:], mine[metric].to_numpy(float)[-1:], linestyle="none", marker=marker, ms=8,
+                    color=color, markeredgecolor="black", markeredgewidth=0.8, zorder=4)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel(_arrow(metric), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=c, lw=1.5, label=labels.get(t, t)) for t, c in zip(trials, colors)][:12]
+    handles += [Line2D([], [], color="0.3", linestyle="none", marker=_END_MARKERS.get(s, ("s", s))[0],
+                       markeredgecolor="black", label=_END_MARKERS.get(s, ("s", s))[1]) for s in sorted(ends)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    fig.suptitle(title or "learning curves")
+    fig.tight_layout(rect=(0, legend_h / (2.5 * nrows + 0.5 + legend_h), 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

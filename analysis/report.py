@@ -1,38 +1,88 @@
 """A static HTML report of a results dataset: opens from disk, no server, images beside it.
 
-Sections: trial status counts per sweep; per fidelity the Pareto plot (paper rows overlaid where
-they have the metrics), the front as a table with hypervolume and, when the rows carry a
-``checkpoint`` column, each best trial's checkpoint path; the calibration of the text proxies
-against the image metrics (the stored ``calibration`` table, else computed from the rows when
-trials have image rows); per varied hyperparameter the ablation table and its plots. Metrics
-with bootstrap intervals show as ``0.612 [0.581, 0.640]`` (error bars in the plots).
+Sections: how to read the page; trial status counts per sweep; per fidelity the Pareto plot
+(points labelled by their varied hyperparameters, error bars from the bootstrap intervals, the
+paper's reported rows as stars where they have the same fidelity's metrics) and the front table
+(the labelled trials with their Pareto rank, hypervolume and, when the rows carry a
+``checkpoint`` column, each trial's checkpoint path); learning curves of every graded text
+objective per trial (a pruned trial's line stops at its rung, marked X); the calibration of the
+text proxies against the image metrics (the stored ``calibration`` table, else computed from the
+rows when trials have image rows); per varied hyperparameter the ablation table and its plots.
+Metrics with bootstrap intervals show as ``0.612 [0.581, 0.640]`` (error bars in the plots).
+
+The page is static: images beside it, no script, nothing fetched from a network; wide tables
+scroll inside their own box, so the page itself fits the window.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
 from analysis.errors import QueryError
-from analysis.intervals import interval_frame
+from analysis.intervals import fmt_number, interval_frame
+from analysis.metrics import describe, is_metric, objective_metrics
 from analysis.pareto import DEFAULT_PAIRS, hypervolume, nadir, pareto_ranks
 from analysis.store import ResultStore
 from analysis.views import columns_of, connect, locate
 
 __all__ = ["write_report"]
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 7px;
-text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
-.note{color:#666;font-size:13px}"""
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
+.scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top;white-space:nowrap}
+th{background:#f3f3f3}table.front td:last-child{white-space:normal;overflow-wrap:anywhere;min-width:14em;text-align:left}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto}
+.note{color:#666;font-size:13px}.howto{background:#f6f6f1;border-left:3px solid #bbb;padding:.4em 1em;font-size:14px}
+dl.metrics{font-size:13px;color:#444}dl.metrics dt{font-weight:600}dl.metrics dd{margin:0 0 .3em 1.5em}"""
+MAX_LABELLED = 15  # more candidates than this: only the front is labelled in the plot
+
+_HOW_TO_READ = """<div class=howto><p><b>How to read this.</b> Each trial is one training run; its label
+lists the hyperparameters that differ between trials. <b>Trials</b>: what happened to each (<em>pruned</em>: the
+scheduler stopped it at a rung because enough others were ahead there). <b>Pareto front</b>: one point per trial at
+its last evaluated step; the axis titles say which direction is better. A trial is on the front (rank 1) when no
+other trial is at least as good in both objectives and better in one; dark labels mark the front, grey labels the
+rest, and the front table lists every labelled trial. Bars and shaded bands are 95% bootstrap intervals over the
+evaluation prompts: trials whose intervals overlap are not told apart by the data. Red stars are the paper's
+reported numbers, drawn only where this page has the same metrics (image level). <b>Learning curves</b>: every
+graded objective at every evaluation; an X marks where a pruned trial stopped. Text-level metrics are cheap
+proxies; image-level ones (ASR, TIFA) are the truth, and the calibration section says how well the proxies
+ranked the trials. <b>Ablations</b>: one hyperparameter varied, with the others as the notes say.</p></div>"""
 
 
 def _table(df) -> str:
-    """HTML of ``df``; a column with ``_lo``/``_hi`` columns beside it as ``value [lo, hi]``."""
-    return interval_frame(df).to_html(index=False, escape=True, border=0)
+    """HTML of ``df`` in a box that scrolls sideways when wide; a column with ``_lo``/``_hi``
+    columns beside it as ``value [lo, hi]``."""
+    return f'<div class=scroll>{interval_frame(df).to_html(index=False, escape=True, border=0)}</div>'
+
+
+def _metric_notes(names) -> str:
+    """The registry's one-line meaning of each metric, as a definition list."""
+    items = "".join(f"<dt>{html.escape(n)}</dt><dd>{html.escape(describe(n).split(': ', 1)[1])}</dd>"
+                    for n in dict.fromkeys(names) if is_metric(n))
+    return f"<dl class=metrics>{items}</dl>" if items else ""
+
+
+def _varied(df) -> list[str]:
+    """Hyperparameter columns of ``df`` that take more than one value."""
+    return [h for h in hyperparameters(list(df.columns)) if df[h].nunique(dropna=True) > 1]
+
+
+def trial_labels(df, *, varied: list[str]):
+    """One label per row: ``name=value`` of the ``varied`` hyperparameters (the trial id when none
+    vary); a label shared by several trials gets the trial id appended."""
+    import pandas as pd
+
+    if not varied:
+        return df["trial_id"].astype(str)
+    text = pd.Series([", ".join(f"{h}={fmt_number(row[h])}" for h in varied) for _, row in df.iterrows()],
+                     index=df.index, dtype=object)
+    twin = text.duplicated(keep=False)
+    return text.where(~twin, text + " (" + df["trial_id"].astype(str) + ")")
 
 
 def write_report(
@@ -49,7 +99,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     parts: list[str] = [
         f"<h1>sage-sweeps report</h1><p class=note>results: {html.escape(store.uri)} &middot; written "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>"
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>", _HOW_TO_READ,
     ]
     if store.skipped:
         parts.append("<p class=note>skipped bad files: " + html.escape("; ".join(map(str, store.skipped))) + "</p>")
@@ -62,13 +112,15 @@ def write_report(
             parts += _status_section(con, cols)
             for fidelity, (x, y) in DEFAULT_PAIRS.items():
                 parts += _pareto_section(con, cols, fidelity=fidelity, x=x, y=y, out=out)
+            parts += _curves_section(con, cols, out=out)
             parts += _calibration_section(con, cols)
             parts += _ablation_sections(con, cols, out=out, defaults=defaults)
     finally:
         con.close()
     page = out / "index.html"
     page.write_text(
-        "<!doctype html><html><head><meta charset=utf-8><title>sage-sweeps report</title>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>sage-sweeps report</title>"
+        '<meta name=viewport content="width=device-width, initial-scale=1"><link rel=icon href="data:,">'
         f"<style>{_CSS}</style></head><body>" + "\n".join(parts) + "</body></html>",
         encoding="utf-8",
     )
@@ -95,27 +147,73 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
     from analysis.plots import pareto_plot
 
     front = ranked[ranked["front"] == 1]
+    shown = ranked if len(ranked) <= MAX_LABELLED else front
+    labels = trial_labels(shown, varied=_varied(ranked))
     reported = con.sql("SELECT * FROM reported").df()
+    if "fidelity" in reported.columns:  # reference markers only where the paper measured this fidelity
+        reported = reported[reported["fidelity"] == fidelity]
+    has_reported = x in reported and y in reported and bool(reported[[x, y]].notna().all(axis=1).any())
     image = pareto_plot(ranked, front, x=x, y=y, path=out / f"pareto_{fidelity}.png", reported=reported,
-                        title=f"{fidelity} level: {y} vs {x}")
+                        title=f"{fidelity} level: {y} vs {x}", labels=labels)
     hv = hypervolume(front, x=x, y=y, ref=nadir(ranked, x=x, y=y))
-    show = [c for c in ("sweep_id", "trial_id", "step", "method") if c in front.columns]
-    show += [c for m in (x, y) for c in (m, f"{m}_lo", f"{m}_hi") if c in front.columns]
-    show += [h for h in hyperparameters(list(ranked.columns)) if ranked[h].nunique(dropna=True) > 1]
-    if "checkpoint" in front.columns:
-        show.append("checkpoint")
+    table = shown.assign(label=labels)
+    show = ["label", "front"] + [c for c in ("sweep_id", "trial_id", "step", "status", "method") if c in table.columns
+                                 and (c not in ("sweep_id", "method") or table[c].nunique(dropna=True) > 1)]
+    show += [c for m in (x, y) for c in (m, f"{m}_lo", f"{m}_hi") if c in table.columns]
+    if "checkpoint" in table.columns:
+        show.append("checkpoint")  # last: the one column that wraps (table.front td:last-child)
+    data = html.escape(json.dumps([str(v) for v in labels]), quote=True)
     return [
         f"<h2>Pareto front, {fidelity} level ({html.escape(x)} vs {html.escape(y)})</h2>",
-        f'<img src="{image.name}" alt="Pareto plot, {fidelity} level">',
+        f'<img src="{image.name}" alt="Pareto plot, {fidelity} level" data-labels="{data}">',
         f"<p class=note>{len(ranked)} trials (last step each), {len(front)} on the front; hypervolume "
         f"against the trials' nadir: {hv:.4g}."
-        + (" Stars: the paper's reported rows (source='reported')." if x in reported and y in reported else "")
+        + (f" Labelled: {'every trial' if shown is ranked else f'the front (more than {MAX_LABELLED} trials)'}.")
+        + (" Stars: the paper's reported rows (source='reported')." if has_reported else "")
         + (" [lo, hi]: 95% bootstrap intervals; the front ranks point estimates, so trials whose intervals "
            "overlap are not told apart by the data." if f"{x}_lo" in front.columns else "")
         + "</p>",
-        "<h3>Best trials (front 1)</h3>",
-        _table(front[show]),
+        _metric_notes([x, y]),
+        "<h3>Front table (front 1 = best; the trials the plot labels)</h3>",
+        _table(table[show]).replace("<table", f'<table class=front data-fidelity="{fidelity}"', 1),
     ]
+
+
+def _curve_metrics(cols: list[str]) -> list[str]:
+    """The default text pair first, then every other graded text objective the rows hold."""
+    return [m for m in dict.fromkeys([*DEFAULT_PAIRS["text"], *objective_metrics("text")]) if m in cols]
+
+
+def _curves_section(con, cols: list[str], *, out: Path) -> list[str]:
+    """Learning curves per sweep: every graded text objective against the step, one line per trial."""
+    metrics = _curve_metrics(cols)
+    if not metrics or "step" not in cols:
+        return []
+    from analysis.plots import learning_curves
+
+    where = "fidelity = 'text' AND " if "fidelity" in cols else ""
+    parts = ["<h2>Learning curves (text level)</h2>",
+             "<p class=note>each graded text objective at every evaluation, one line per trial; bands: 95% "
+             "bootstrap intervals; the marker at a line's end says how the trial ended (X: pruned there)</p>"]
+    sweeps = [r[0] for r in con.sql(f"SELECT DISTINCT sweep_id FROM results WHERE {where}true ORDER BY 1").fetchall()]
+    for i, sweep_id in enumerate(sweeps):
+        rows = con.execute(f"SELECT * FROM results WHERE {where}sweep_id = ? ORDER BY trial_id, step",
+                           [sweep_id]).df()
+        firsts = rows.drop_duplicates("trial_id")
+        labels = dict(zip(firsts["trial_id"], trial_labels(firsts, varied=_varied(rows))))
+        image = learning_curves(rows, metrics=metrics, labels=labels, path=out / f"curves_{i}.png",
+                                title=f"sweep {sweep_id}")
+        note = ""
+        if "status" in rows.columns:
+            last = rows.sort_values("step").groupby("trial_id").tail(1)
+            pruned = last[last["status"] == "pruned"]
+            if len(pruned):
+                at = pruned.groupby("step")["trial_id"].count()
+                note = ("<p class=note>pruned: " + html.escape(", ".join(
+                    f"{n} trial{'s' * (n > 1)} at step {step}" for step, n in at.items())) + "</p>")
+        parts += [f"<h3>sweep {html.escape(str(sweep_id))}</h3>",
+                  f'<img src="{image.name}" alt="learning curves of sweep {html.escape(str(sweep_id))}">', note]
+    return parts
 
 
 def _calibration_section(con, cols: list[str]) -> list[str]:
@@ -150,7 +248,7 @@ def _calibration_section(con, cols: list[str]) -> list[str]:
         steps = {e["text_at"]: e.get("text_steps") for e in mine}
         parts.append(f"<h3>sweep {html.escape(str(sweep_id))}</h3><p class=note>text steps: "
                      + html.escape(", ".join(f"{k} {v}" for k, v in steps.items() if v)) + "</p>")
-        parts.append(table.to_html(index=False, escape=True, border=0))
+        parts.append(f"<div class=scroll>{table.to_html(index=False, escape=True, border=0)}</div>")
     return parts
 
 
