@@ -10,7 +10,7 @@ What to look for: an erasure that a few dozen benign steps undo (recovered near 
 compare the DES-like corner (lambda_esp = lambda_lsa = 0) with the SAGE-like one (2, 0.1).
 
 Usage: python bench/bench_robustness.py [--sweep runs/robustness-cpu] [--steps 10 30 100]
-[--out bench/robustness.json] (a few minutes per trial on the 2-core machine).
+[--trials ID ...] [--out bench/robustness.json] (a few minutes per trial on the 2-core machine).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--sweep", default="runs/robustness-cpu")
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 30, 100])
     ap.add_argument("--objectives", nargs="+", default=["refit", "style"])
+    ap.add_argument("--trials", nargs="+", default=None, help="trial ids (default: every finished trial)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -53,6 +54,7 @@ def main() -> None:
     spec, _ = load_sweep_spec(args.sweep)
     rows = ResultStore(str(Path(args.sweep) / "results")).read().to_pylist()
     finals = sorted(final_text_rows(rows).values(), key=lambda r: r["trial_id"])
+    finals = [r for r in finals if args.trials is None or r["trial_id"] in args.trials]
     cfg = load_config(overrides=base_train_config(spec, storage_root=Path(args.sweep)))
     base = load_encoder(cfg.encoder, max_length=cfg.max_length)
     ev = TextEvaluator(base, build_eval_config(cfg.eval_config_values()), cache_dir=cfg.resolved_cache_dir())
