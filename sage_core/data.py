@@ -63,3 +63,19 @@ def load_prompts(name_or_path: str | Path, *, limit: int | None = None) -> list[
     if not prompts:
         raise DataError(f"{path}: no prompts (the file has a header but no rows)")
     return prompts
+
+
+def read_json_data(path: str | Path | None, *, default: Path, field: str, maker: str) -> object:
+    """A packaged data file (``default`` when ``path`` is None) parsed as JSON. :class:`DataError`
+    names the config ``field`` for a missing file (and the ``python -m <maker>`` that makes one) and
+    the file for one that is not readable JSON."""
+    import json
+
+    path = Path(path).expanduser() if path else default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise DataError(f"{field}={str(path)!r}: no such file; leave it unset for the packaged one "
+                        f"or make one with `python -m {maker} --out PATH`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({exc})") from None

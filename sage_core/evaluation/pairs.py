@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..data import read_json_data
 from ..errors import DataError
 from .make_util_pairs import CATEGORIES, DEFAULT_PATH
 
@@ -33,14 +33,9 @@ def load_util_pairs(path: str | Path | None = None, *, groups_per_category: int 
     Format: ``{"categories": {category: [{"prompts": [p1, p2, ...]}, ...]}}``, every group with the
     same number (>= 2) of distinct prompts. Raises :class:`DataError` for anything else.
     """
+    data = read_json_data(path, default=DEFAULT_PATH, field="util_pairs",
+                          maker="sage_core.evaluation.make_util_pairs")
     path = Path(path).expanduser() if path else DEFAULT_PATH
-    if not path.is_file():
-        raise DataError(f"util_pairs={str(path)!r}: no such file; leave it unset for the packaged pairs "
-                        "or make one with `python -m sage_core.evaluation.make_util_pairs --out PATH`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
     cats = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(cats, dict) or not cats:
         raise DataError(f"{path}: expected {{\"categories\": {{name: [{{\"prompts\": [...]}}, ...]}}}}")

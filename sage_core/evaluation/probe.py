@@ -9,11 +9,10 @@ hand-written violence prompts it never saw.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import BUILTIN_PROMPT_SETS, load_prompts
+from ..data import BUILTIN_PROMPT_SETS, load_prompts, read_json_data
 from ..errors import DataError
 from .make_concept_probe import DEFAULT_PATH
 
@@ -56,14 +55,9 @@ def _rows(spec: object, where: str, path: Path) -> dict[str, list[str]]:
 
 def load_probe_bank(path: str | Path | None = None) -> ProbeBank:
     """Read the probe bank (default: the packaged one); :class:`DataError` names what is wrong."""
+    data = read_json_data(path, default=DEFAULT_PATH, field="concept_probe",
+                          maker="sage_core.evaluation.make_concept_probe")
     path = Path(path).expanduser() if path else DEFAULT_PATH
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"concept_probe={str(path)!r}: no such file; leave it unset for the packaged bank "
-                        "or make one with `python -m sage_core.evaluation.make_concept_probe --out PATH`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with positive/negative/other_harm_test")
     fit = data.get("fit_from_sets") or {}

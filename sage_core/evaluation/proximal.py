@@ -32,7 +32,6 @@ come from disjoint prompt samples, so their replicates are drawn independently).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,7 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..cache import cached_embeddings
-from ..data import load_prompts
+from ..data import load_prompts, read_json_data
 from ..encoders import TextEncoder
 from ..errors import ConfigError, DataError, ModelError
 from . import graded
@@ -100,14 +99,9 @@ class ProximalBank:
 
 def load_proximal_bank(path: str | os.PathLike | None = None) -> ProximalBank:
     """Read the bank (default: the packaged one); :class:`DataError` names what is wrong."""
+    data = read_json_data(path, default=DEFAULT_PATH, field="proximal prompts",
+                          maker="sage_core.evaluation.make_proximal_prompts")
     path = Path(path).expanduser() if path else DEFAULT_PATH
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"proximal prompts={str(path)!r}: no such file; leave it unset for the packaged bank or "
-                        "make one with `python -m sage_core.evaluation.make_proximal_prompts --out PATH`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a readable JSON file ({exc})") from None
     groups = data.get("groups") if isinstance(data, dict) else None
     if not isinstance(groups, dict) or not groups:
         raise DataError(f"{path}: expected a JSON object with a non-empty 'groups' mapping of name -> prompts")
