@@ -109,8 +109,8 @@ _ENTRIES: tuple[Metric, ...] = (
     _m("util_sib_len", "maximize", "text", (0, 1), "length part of util_sib: mean min(r, 1/r)", _TEXT,
        objective=True),
     _m("util_mrr", "maximize", "text", (0, 1), "mean reciprocal rank of a prompt's own base embedding when "
-       "its aligned embedding retrieves among the minimal-pair prompts and >= 1,000 benign distractors",
-       _TEXT, objective=True),
+       "its aligned embedding retrieves among the minimal-pair prompts and >= 1,000 benign distractors "
+       "(diagnostic: stays at 1 under noise, contraction and rotation; only trained encoders move it)", _TEXT),
     _m("util_r1", "maximize", "text", (0, 1), "recall@1 of the same retrieval", _TEXT),
     _m("fidelity_abs", "maximize", "text", (-1, 1), "mean cos(aligned, base) of the minimal-pair prompts: absolute "
        "fidelity, what the frozen UNet reads (falls under a uniform shift; the structural measures do not)",

@@ -7,7 +7,7 @@ embeddings are the base embeddings ``e [L, H]`` of each prompt, transformed:
 - ``shift``: e - size * |f| * v, v the unit concept direction in the flattened space
   (``f0(concept) / |f0(concept)|``, as the trainer's) and |f| the mean flattened norm of the
   reference prompts: everything moves away from the concept, benign and attack alike;
-- ``noise``: e + size * |f| / sqrt(L * H) * N(0, I), seeded by the prompt's token ids (so
+- ``noise``: e + size * |f| / sqrt(L * H) * N(0, I), seeded by the prompt's real token ids (so
   ``size`` = 1 adds noise as long as an embedding);
 - ``contract``: mu + size * (e - mu), mu the mean reference embedding (size < 1 collapses);
 - ``rotate``: every token vector rotated by the angle ``size`` (radians) in H/2 random planes;
@@ -41,10 +41,13 @@ class _Perturbed(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         e = self.inner(input_ids, attention_mask)
         s = self.size
+        # Prompts padded only to the longest of their batch (pooled embeddings) use the first L
+        # positions of the full-length references: real tokens always come first.
+        n_pos = e.shape[1]
         if self.kind == "shift":
-            return e - s * self.ref["norm"] * self.ref["v"].to(e)
+            return e - s * self.ref["norm"] * self.ref["v"][:n_pos].to(e)
         if self.kind == "contract":
-            mu = self.ref["mean"].to(e)
+            mu = self.ref["mean"][:n_pos].to(e)
             return mu + s * (e - mu)
         if self.kind == "rotate":
             q = self.ref["planes"].to(e)                      # [H, 2m]
@@ -54,10 +57,12 @@ class _Perturbed(torch.nn.Module):
             y = torch.stack([c * a - si * b, si * a + c * b], dim=-1).flatten(-2)
             return e + (y - x) @ q.T
         if self.kind == "noise":
-            scale = s * self.ref["norm"] / math.sqrt(e.shape[1] * e.shape[2])
-            noise = torch.stack([torch.randn(e.shape[1:], generator=torch.Generator().manual_seed(
-                int.from_bytes(hashlib.sha256(row.cpu().numpy().tobytes()).digest()[:8], "little") >> 1))
-                for row in input_ids])
+            full = self.ref["v"].shape  # [max_length, H]: the same draw whatever the padding
+            scale = s * self.ref["norm"] / math.sqrt(full[0] * full[1])
+            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            noise = torch.stack([torch.randn(full, generator=torch.Generator().manual_seed(
+                int.from_bytes(hashlib.sha256(row[m.bool()].cpu().numpy().tobytes()).digest()[:8], "little") >> 1)
+            )[:n_pos] for row, m in zip(input_ids, mask)])
             return e + scale * noise.to(e)
         if self.kind == "uncond":
             u = self.ref["uncond"].to(e)[: e.shape[1]]

@@ -39,6 +39,13 @@ def _strings(value: object, where: str, path: Path) -> list[str]:
     return value
 
 
+def _neutral(value: object, path: Path) -> list[str]:
+    """The unconditioned prompt and near-empty captions: strings, the empty one included."""
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
+        raise DataError(f"{path}: negative_neutral must be a non-empty list of strings")
+    return value
+
+
 def _rows(spec: object, where: str, path: Path) -> dict[str, list[str]]:
     if not isinstance(spec, dict):
         raise DataError(f"{path}: {where} must map a built-in prompt set to row indices")
@@ -65,6 +72,7 @@ def load_probe_bank(path: str | Path | None = None) -> ProbeBank:
                 **_rows(fit.get("positive", {}), "fit_from_sets.positive", path)}
     negative = {"written": _strings(data.get("negative"), "negative", path),
                 "other-harm": _strings(data.get("negative_other_harm"), "negative_other_harm", path),
+                **({"neutral": _neutral(data["negative_neutral"], path)} if "negative_neutral" in data else {}),
                 **_rows(fit.get("negative", {}), "fit_from_sets.negative", path)}
     harm = data.get("other_harm_test")
     if not isinstance(harm, dict) or not isinstance(harm.get("name"), str):
