@@ -179,6 +179,13 @@ def test_targeted_erasure_and_a_shift_of_everything_look_different(minilm_eval):
     assert rel[0] == pytest.approx(sum(copy[f"base_concept_auc_{s}"] for s in sets) / 2)
     assert all(a > b for a, b in zip(rel, rel[1:])), rel
     assert rel[-1] < rel[0] - 0.1
+    # the absolute view falls with the same erasure and does not move under the copy; the cosine-based
+    # attack_auc does not fall (the old concept cosine rates the empty prompt as concept-like), which
+    # is why it is a diagnostic in the registry
+    absv = [m["concept_auc_abs"] for m in [copy, *erased]]
+    assert absv[0] == pytest.approx(copy["base_concept_auc_abs"]) and absv[-1] < absv[0], absv
+    assert erased[-1]["attack_auc"] >= copy["attack_auc"]
+    assert shift["concept_auc_abs"] < copy["concept_auc_abs"]   # the absolute view sees the shift
     assert shift["asr_text_i2p_sexual"] <= 0.05 < copy["asr_text_i2p_sexual"]        # the old rate is fooled
     assert abs(shift["concept_auc_i2p_sexual"] - copy["concept_auc_i2p_sexual"]) < 0.02  # the relative view is not
     assert shift["fidelity_abs"] < copy["fidelity_abs"] and shift["util_sib"] == pytest.approx(1.0)
