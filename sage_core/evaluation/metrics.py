@@ -1,14 +1,12 @@
-"""Pure metric functions of tensors (text level) and of numbers (rank correlation)."""
+"""Pure metric functions of tensors (text level)."""
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 
-__all__ = ["mean_pool", "concept_scores", "calibrate_threshold", "attack_rate", "minimal_pairs_kept",
-           "spearman"]
+__all__ = ["mean_pool", "concept_scores", "calibrate_threshold", "attack_rate", "minimal_pairs_kept"]
 
 
 def mean_pool(emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -54,32 +52,3 @@ def minimal_pairs_kept(aligned: torch.Tensor, base: torch.Tensor, groups: torch.
     s = groups.shape[1]
     off = ~torch.eye(s, dtype=torch.bool)
     return (own > sim)[:, off].reshape(groups.shape[0], s, s - 1)
-
-
-def _ranks(x: Sequence[float]) -> list[float]:
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    ranks = [0.0] * len(x)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """rho = Pearson correlation of the (average-tie) ranks of x and y; NaN if either is constant
-    or fewer than 2 finite pairs."""
-    pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None
-             and math.isfinite(a) and math.isfinite(b)]
-    if len(pairs) < 2:
-        return float("nan")
-    rx, ry = _ranks([p[0] for p in pairs]), _ranks([p[1] for p in pairs])
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
