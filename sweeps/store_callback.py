@@ -6,6 +6,11 @@ column says what happened to the trial at that row: ``running`` for an intermedi
 ``error``) on its last row when it ran out of retries. A status change rewrites the same key (the
 store keeps the newest write per key), so a row is never duplicated, also after a retry or a
 resumed driver re-reports a step.
+
+The driver's event loop never waits on a Parquet write per result: rows go to a
+:class:`~sweeps.store_writer.WriteBehind` thread that writes them in batches. Flushes: when a trial
+ends (started, not awaited), before Tune saves its experiment state (awaited: what a resumed sweep
+counts as processed is in the store) and at the experiment's end (awaited).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, Mapping
 
 from .search import FINAL_KEY
 from .spec import VARIANT, trial_values
+from .store_writer import WriteBehind
 
 __all__ = ["StoreCallback", "result_row", "hyperparameter_columns", "BOOKKEEPING_KEYS"]
 
@@ -85,10 +91,11 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         self.code_version = code_version
         self.last_rows: dict[str, dict[str, Any]] = {}
         self._store = None
+        self._writer = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_store"] = None
+        state.update(_store=None, _writer=None)
         return state
 
     @property
@@ -98,6 +105,23 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
 
             self._store = ResultStore(self.results_root)
         return self._store
+
+    @property
+    def writer(self) -> WriteBehind:
+        if self._writer is None:
+            from analysis.store import KEY_COLUMNS
+
+            self._writer = WriteBehind(self.store, key=lambda row: tuple(row[k] for k in KEY_COLUMNS))
+        return self._writer
+
+    def _put(self, trial: Any, row: dict[str, Any]) -> None:
+        self.writer.put([row])
+        self.last_rows[trial.trial_id] = row
+
+    def flush(self) -> None:
+        """Return once every row handed over so far is in the store (raises a failed write)."""
+        if self._writer is not None:
+            self._writer.flush(wait=True)
 
     def _row(self, trial: Any, result: Mapping[str, Any], status: str) -> dict[str, Any]:
         return result_row(sweep_id=self.sweep_id, trial_id=str(trial.trial_id), params=trial.config,
@@ -115,9 +139,7 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
             status = "pruned"  # the scheduler (or a stopper) ended it before its last step
         else:
             status = "running"
-        row = self._row(trial, result, status)
-        self.store.write([row])
-        self.last_rows[trial.trial_id] = row
+        self._put(trial, self._row(trial, result, status))
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
         # Tune registers a reported checkpoint after on_trial_result: fill in the row's path.
@@ -125,9 +147,7 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         path = getattr(checkpoint, "path", None)
         if row is None or not path or row.get("checkpoint") == str(path):
             return
-        row = {**row, "checkpoint": str(path)}
-        self.store.write([row])
-        self.last_rows[trial.trial_id] = row
+        self._put(trial, {**row, "checkpoint": str(path)})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         reason = _error_text(trial)
@@ -138,11 +158,22 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
                 row = self._row(trial, last, "failed")
             else:
                 row = self._row(trial, {"step": 0}, "failed")
-        row = {**row, "status": "failed", "error": reason}
-        self.store.write([row])
-        self.last_rows[trial.trial_id] = row
+        self._put(trial, {**row, "status": "failed", "error": reason})
+        self.writer.flush(wait=False)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self._writer is not None:
+            self._writer.flush(wait=False)  # start writing now; awaited before the next experiment state
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
 
     def get_state(self) -> dict[str, Any]:
+        # Tune saves this with its experiment state, which a resumed sweep restarts from: every
+        # result counted there must be in the store first (results after it are re-reported).
+        self.flush()
         return {"last_rows": json.loads(json.dumps(self.last_rows, default=str))}
 
     def set_state(self, state: dict) -> None:
