@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from analysis.errors import QueryError
 from analysis.intervals import interval_frame
 from analysis.metrics import DEFAULT_OBJECTIVES, DEFAULT_PAIRS, REGISTRY, interval_columns, is_interval_column, is_metric
+from analysis.rows import last_step_sql
 from analysis.store import KEY_COLUMNS
 from analysis.views import Source, columns_of, open_source, require_columns
 
@@ -126,10 +127,7 @@ def _last_rows(con, *, statuses: Sequence[str] | None) -> pd.DataFrame:
             "WHERE (sweep_id, trial_id) IN (SELECT (sweep_id, trial_id) FROM results GROUP BY sweep_id, trial_id "
             f"HAVING arg_max(status, step) IN ({allowed}))"
         )
-    df = con.sql(
-        f"SELECT * FROM results {where} QUALIFY row_number() OVER "
-        "(PARTITION BY sweep_id, trial_id, fidelity ORDER BY step DESC) = 1"
-    ).df()
+    df = con.sql(last_step_sql(f"SELECT * FROM results {where}", columns=cols)).df()
     if df.empty:
         return df
     df["_fid_rank"] = (df["fidelity"] != "image").astype(int)

@@ -37,6 +37,7 @@ import numpy as np
 
 from analysis.errors import QueryError, StoreError
 from analysis.metrics import CALIBRATION_PAIRS, lookup, sign
+from analysis.rows import last_rows
 
 if TYPE_CHECKING:
     import duckdb
@@ -193,15 +194,13 @@ def calibration_trials(rows: Iterable[Mapping[str, Any]], *, text_at: TextAt = "
     has none, and ``_text_step`` (the step of that text row)."""
     if text_at not in ("final", "early"):
         raise QueryError(f"text_at={text_at!r} is not allowed (allowed: final, early)")
+    rows = list(rows)
     text: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
-    image: dict[tuple[Any, Any], Mapping[str, Any]] = {}
     for r in rows:
-        key = (r.get("sweep_id"), r.get("trial_id"))
         if r.get("fidelity") == "text":
-            text.setdefault(key, []).append(r)
-        elif r.get("fidelity") == "image" and r.get("status", "finished") == "finished":
-            if key not in image or int(r["step"]) > int(image[key]["step"]):
-                image[key] = r
+            text.setdefault((r.get("sweep_id"), r.get("trial_id")), []).append(r)
+    finished = (r for r in rows if r.get("status", "finished") == "finished")
+    image = {(k[0], k[1]): r for k, r in last_rows(finished, fidelity="image").items()}
     out = []
     for key in sorted(image, key=lambda k: (str(k[0]), str(k[1]))):
         img = image[key]

@@ -9,8 +9,10 @@ every point q before p in that order has ``a_q < a_p``, or ``a_q = a_p`` and ``b
 it is an exact duplicate of p. So p is on the front iff ``b_p < min{b_q : (a_q, b_q) < (a_p, b_p)}``,
 a running minimum over the sort that leaves out p's duplicates (a window frame with
 ``EXCLUDE GROUP``). First an O(n) pass drops every point dominated by one pivot (the point with
-the least ``a + b``, itself on the front), which leaves few rows to sort on typical data.
-Three or more objectives (``extra=``) use ``moocore``.
+the least ``a + b``, itself on the front), which leaves few rows to sort on typical data. It stays
+for very large stores; a test checks it against :func:`analysis.dominance.nondominated_ranks` on
+seeded data with ties and duplicates. Three or more objectives, ranks and hypervolume use
+:mod:`analysis.dominance`, the one Pareto implementation.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from analysis import dominance
 from analysis.errors import QueryError
 from analysis.metrics import DEFAULT_PAIRS, sign
+from analysis.rows import last_step_sql
 from analysis.views import Source, columns_of, open_source, require_columns
 
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-__all__ = ["pareto_front", "pareto_ranks", "hypervolume", "nadir", "hypervolume_2d", "front_mask", "DEFAULT_PAIRS"]
+__all__ = ["pareto_front", "pareto_ranks", "hypervolume", "nadir", "DEFAULT_PAIRS"]
 
 _BY_ALIASES = {"sweep": "sweep_id", "trial": "trial_id"}
 
@@ -71,9 +75,7 @@ def _candidates_sql(
         where.append("status IS DISTINCT FROM 'failed'")
     sql = f"SELECT * FROM {table} WHERE " + " AND ".join(where)
     if steps == "last":
-        trial_key = [c for c in ("sweep_id", "trial_id", "fidelity") if c in cols]
-        if "step" in cols and trial_key:
-            sql += f" QUALIFY row_number() OVER (PARTITION BY {', '.join(trial_key)} ORDER BY step DESC) = 1"
+        sql = last_step_sql(sql, columns=cols)
     elif steps != "all":
         raise QueryError(f"steps {steps!r} is not allowed (allowed: last, all)")
     return sql, group
@@ -126,7 +128,7 @@ def pareto_front(
     finally:
         if owned:
             con.close()
-    return _front_numpy(df, objs=objs, signs=signs, group=group)
+    return _front_numpy(df, objs=objs, group=group)
 
 
 def _groups(df: pd.DataFrame, group: str | None) -> list[np.ndarray]:
@@ -136,22 +138,18 @@ def _groups(df: pd.DataFrame, group: str | None) -> list[np.ndarray]:
     return [np.flatnonzero((codes == v).to_numpy()) for v in dict.fromkeys(codes)]
 
 
-def front_mask(values: np.ndarray, signs: Sequence[int]) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``values`` [n, k] (duplicates kept)."""
-    import moocore
-
-    values = np.asarray(values, dtype=float)
-    if len(values) == 0:
-        return np.zeros(0, dtype=bool)
-    return np.asarray(moocore.is_nondominated(values * np.asarray(signs, float), keep_weakly=True), dtype=bool)
-
-
-def _front_numpy(df: pd.DataFrame, *, objs: list[str], signs: list[int], group: str | None) -> pd.DataFrame:
-    keep = np.zeros(len(df), dtype=bool)
+def _ranks(df: pd.DataFrame, *, objs: list[str], group: str | None) -> np.ndarray:
+    """0-based front of every row of ``df``, per group (:func:`analysis.dominance.nondominated_ranks`)."""
+    ranks = np.zeros(len(df), dtype=np.int64)
     vals = df[objs].to_numpy(dtype=float) if len(df) else np.zeros((0, len(objs)))
+    pts = dominance.minimised(vals, dominance.objective_signs(objs))
     for idx in _groups(df, group):
-        keep[idx] = front_mask(vals[idx], signs)
-    return df[keep].reset_index(drop=True)
+        ranks[idx] = dominance.nondominated_ranks(pts[idx])
+    return ranks
+
+
+def _front_numpy(df: pd.DataFrame, *, objs: list[str], group: str | None) -> pd.DataFrame:
+    return df[_ranks(df, objs=objs, group=group) == 0].reset_index(drop=True)
 
 
 def pareto_ranks(
@@ -168,11 +166,8 @@ def pareto_ranks(
     skip_bad: bool = False,
 ) -> pd.DataFrame:
     """All candidate rows with a ``front`` column: 1 for the Pareto front, 2 for the front of the
-    rest, and so on (non-dominated sorting, per group when ``by`` is given; via ``moocore``)."""
-    import moocore
-
+    rest, and so on (non-dominated sorting, per group when ``by`` is given)."""
     objs = _objectives(x, y, extra)
-    signs = np.asarray([sign(o) for o in objs], float)
     con, owned = open_source(source, skip_bad=skip_bad)
     try:
         cand, group = _candidates_sql(
@@ -182,29 +177,9 @@ def pareto_ranks(
     finally:
         if owned:
             con.close()
-    ranks = np.zeros(len(df), dtype=np.int64)
-    vals = df[objs].to_numpy(dtype=float) if len(df) else np.zeros((0, len(objs)))
-    for idx in _groups(df, group):
-        if len(idx):
-            ranks[idx] = np.asarray(moocore.pareto_rank(vals[idx] * signs), dtype=np.int64) + 1
-    df["front"] = ranks
+    df["front"] = _ranks(df, objs=objs, group=group) + 1
     sort = ([group] if group else []) + ["front", x, y]
     return df.sort_values(sort, kind="stable").reset_index(drop=True)
-
-
-def hypervolume_2d(points: np.ndarray, ref: np.ndarray) -> float:
-    """Area dominated by minimisation points [n, 2] and bounded by ``ref`` (numpy, O(n log n)).
-
-    HV = sum_i (r_a - a_i) * (m_{i-1} - b_i)^+ over points sorted by (a, b), where m_{i-1} is the
-    least b seen before i (m_0 = r_b): each point adds the strip below every earlier point.
-    """
-    pts = np.asarray(points, float)
-    pts = pts[np.all(pts < ref, axis=1)]
-    if len(pts) == 0:
-        return 0.0
-    pts = pts[np.lexsort((pts[:, 1], pts[:, 0]))]
-    prev = np.concatenate([[ref[1]], np.minimum.accumulate(pts[:, 1])[:-1]])
-    return float(np.sum((ref[0] - pts[:, 0]) * np.clip(prev - pts[:, 1], 0.0, None)))
 
 
 def nadir(rows: pd.DataFrame, *, x: str, y: str, extra: str | Sequence[str] | None = None) -> list[float]:
@@ -230,10 +205,10 @@ def hypervolume(
     ``tifa`` maximised). ``ref`` defaults to the worst value of each objective in ``points`` (the
     nadir), so a single point scores 0; pass a fixed ``ref`` to compare fronts. Rows with NaN
     are ignored; points not strictly better than ``ref`` in every objective add nothing.
-    2-D runs in numpy (:func:`hypervolume_2d`), 3-D and more via ``moocore.hypervolume``.
+    Computed by :func:`analysis.dominance.hypervolume`.
     """
     objs = _objectives(x, y, extra)
-    signs = np.asarray([sign(o) for o in objs], float)
+    signs = dominance.objective_signs(objs)
     if hasattr(points, "columns"):
         require_columns(objs, available=list(points.columns), kind="metric column")
         arr = points[objs].to_numpy(dtype=float)
@@ -247,17 +222,8 @@ def hypervolume(
     if len(arr) == 0:
         return 0.0
     if ref is None:
-        r = arr.max(axis=0)
-    else:
-        r = np.asarray(ref, dtype=float)
-        if r.shape != (len(objs),) or np.isnan(r).any():
-            raise QueryError(f"ref: expected {len(objs)} numbers for {objs}, got {list(np.atleast_1d(ref))}")
-        r = r * signs
-    if len(objs) == 2:
-        return hypervolume_2d(arr, r)
-    import moocore
-
-    arr = arr[np.all(arr < r, axis=1)]
-    if len(arr) == 0:
-        return 0.0
-    return float(moocore.hypervolume(arr, ref=r))
+        return dominance.hypervolume(arr, arr.max(axis=0))
+    r = np.asarray(ref, dtype=float)
+    if r.shape != (len(objs),) or np.isnan(r).any():
+        raise QueryError(f"ref: expected {len(objs)} numbers for {objs}, got {list(np.atleast_1d(ref))}")
+    return dominance.hypervolume(arr, r * signs)

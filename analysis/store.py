@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from analysis.errors import StoreError
 from analysis.metrics import is_metric
+from analysis.rows import newest_write_sql
 
 __all__ = [
     "KEY_COLUMNS",
@@ -500,10 +501,7 @@ def _dedup(table: pa.Table) -> pa.Table:
     con = duckdb.connect()
     try:
         con.register("_rows", table)
-        keys = ", ".join(KEY_COLUMNS)
-        return con.sql(
-            f"SELECT {keys}, * EXCLUDE ({keys}, _file) FROM _rows "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _file DESC) = 1 ORDER BY {keys}"
-        ).to_arrow_table()
+        order = ", ".join(KEY_COLUMNS)
+        return con.sql(f"{newest_write_sql('_rows', keys=KEY_COLUMNS)} ORDER BY {order}").to_arrow_table()
     finally:
         con.close()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from analysis.errors import QueryError, StoreError
 from analysis.names import unknown_name
+from analysis.rows import newest_write_sql
 from analysis.sandbox import Limits, lock_down, open_sandbox
 from analysis.store import KEY_COLUMNS, ResultStore
 
@@ -129,11 +130,7 @@ def _load(con: duckdb.DuckDBPyConnection, store: ResultStore, *, skip_bad: bool)
             f"NULL::VARCHAR)) AS t({keys}) WHERE false"
         )
     else:
-        # _file names sort in write order within a sweep folder: the newest file wins a key.
-        con.execute(
-            f"CREATE VIEW results AS SELECT {keys}, * EXCLUDE ({keys}, _file) FROM _results_rows "
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _file DESC) = 1"
-        )
+        con.execute(f"CREATE VIEW results AS {newest_write_sql('_results_rows', keys=KEY_COLUMNS)}")
 
 
 def open_source(

@@ -3,9 +3,9 @@
 After Tune has finished every trial, the driver
 
 1. reads each trial's final text row from the results store and ranks the finished trials by the
-   spec's objectives: non-dominated rank, then crowding distance (NSGA-II order, the same
-   functions the Pareto scheduler ranks rungs with); the first ``fidelity.image.survivors`` are
-   the survivors (the text-level front first);
+   spec's objectives: non-dominated rank, then crowding distance (NSGA-II order, by
+   :mod:`analysis.dominance` as the Pareto scheduler ranks rungs); the first
+   ``fidelity.image.survivors`` are the survivors (the text-level front first);
 2. measures the base encoder once per sweep (``base_*`` columns; reused from an image row already
    written when the stage is resumed);
 3. evaluates each survivor's aligned encoder (from the ``checkpoint`` of its final text row) with
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import numpy as np
+from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
+from analysis.rows import last_rows
 
-from .pareto_scheduler import crowding_distance, nondominated_ranks, to_minimization
 from .spec import SweepSpec, base_train_config, is_uri
 
 __all__ = ["Survivor", "StageResult", "final_text_rows", "select_survivors", "image_rows", "pending_survivors",
@@ -79,15 +79,8 @@ class StageResult:
 
 # -- selection (pure: rows in, survivors out) ------------------------------------------------------
 def final_text_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each trial's newest text row (largest step)."""
-    last: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row.get("fidelity") != "text":
-            continue
-        prev = last.get(row["trial_id"])
-        if prev is None or row["step"] >= prev["step"]:
-            last[row["trial_id"]] = dict(row)
-    return last
+    """Each trial's newest text row (largest step), by trial id (the rows of one sweep)."""
+    return {trial_id: row for (_, trial_id, _), row in last_rows(rows, fidelity="text").items()}
 
 
 def select_survivors(rows: Iterable[Mapping[str, Any]], *, metrics: list[str], modes: list[str],
@@ -98,12 +91,8 @@ def select_survivors(rows: Iterable[Mapping[str, Any]], *, metrics: list[str], m
     pool = [r for r in pool if all(isinstance(r.get(m), (int, float)) and math.isfinite(r[m]) for m in metrics)]
     if not pool:
         return []
-    pts = np.asarray([to_minimization([r[m] for m in metrics], modes) for r in pool])
-    ranks = nondominated_ranks(pts)
-    crowd = np.zeros(len(pool))
-    for rank in np.unique(ranks):
-        idx = np.flatnonzero(ranks == rank)
-        crowd[idx] = crowding_distance(pts[idx])
+    pts = minimised_rows(pool, metrics=metrics, signs=objective_signs(metrics, modes))
+    ranks, crowd = ranks_and_crowding(pts)
     order = sorted(range(len(pool)), key=lambda i: (int(ranks[i]), -crowd[i], str(pool[i]["trial_id"])))
     return [Survivor(trial_id=str(pool[i]["trial_id"]), step=int(pool[i]["step"]), checkpoint=pool[i].get("checkpoint"),
                      rank=int(ranks[i]), crowding=float(crowd[i]), row=pool[i]) for i in order[:survivors]]

@@ -7,8 +7,9 @@ order), and keeps a trial while fewer than ``ceil(n / eta)`` of the ``n`` trials
 rung are strictly ahead of it. Like ASHA it decides asynchronously when a trial reaches a rung,
 so no trial ever waits (or is paused and restored) for slower ones.
 
-The pure functions below work on minimisation vectors; :func:`to_minimization` flips the
-``max`` objectives first (as Optuna does).
+The ranking (non-dominated sorting, crowding distance, every objective turned into minimisation
+with its direction from the metric registry, as Optuna does) is :mod:`analysis.dominance`, the one
+Pareto implementation that the image stage, ``sage sweep status`` and ``sage pareto`` use too.
 
 Intervals. Every graded text objective comes with a seeded bootstrap 95% interval
 (``<metric>_lo``/``<metric>_hi``), but the scheduler ranks the point estimates only, as NSGA-II
@@ -36,76 +37,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["to_minimization", "nondominated_ranks", "crowding_distance", "strictly_ahead",
-           "keeps_at_rung", "ParetoSuccessiveHalving", "read_state"]
+from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 
-
-def to_minimization(values: Sequence[float], modes: Sequence[str]) -> np.ndarray:
-    """``x_i`` for ``min`` objectives, ``-x_i`` for ``max``; NaN/None becomes ``+inf`` (worst)."""
-    out = []
-    for x, mode in zip(values, modes):
-        v = float("nan") if x is None else float(x)
-        v = v if mode == "min" else -v
-        out.append(math.inf if math.isnan(v) else v)
-    return np.asarray(out, dtype=float)
-
-
-def nondominated_ranks(points: np.ndarray) -> np.ndarray:
-    """Front index of every row (0 = non-dominated), minimisation.
-
-    ``a`` dominates ``b`` iff ``a_j <= b_j`` for all j and ``a_j < b_j`` for some j.
-    """
-    pts = np.asarray(points, dtype=float)
-    n = len(pts)
-    ranks = np.full(n, -1, dtype=int)
-    if n == 0:
-        return ranks
-    le = (pts[:, None, :] <= pts[None, :, :]).all(-1)
-    lt = (pts[:, None, :] < pts[None, :, :]).any(-1)
-    dominates = le & lt                       # dominates[i, j]: i dominates j
-    remaining = np.ones(n, dtype=bool)
-    front = 0
-    while remaining.any():
-        dominated = (dominates[remaining][:, remaining]).any(0)
-        idx = np.flatnonzero(remaining)[~dominated]
-        ranks[idx] = front
-        remaining[idx] = False
-        front += 1
-    return ranks
-
-
-def crowding_distance(points: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of each row within one front.
-
-    For each objective, sort the front; the two ends get ``inf``; an inner point gets
-    ``(x_next - x_prev) / (x_max - x_min)``; the distance is the sum over objectives.
-    """
-    pts = np.asarray(points, dtype=float)
-    n, m = pts.shape if pts.ndim == 2 else (len(pts), 0)
-    dist = np.zeros(n)
-    if n <= 2:
-        return np.full(n, math.inf)
-    for j in range(m):
-        order = np.argsort(pts[:, j], kind="stable")
-        col = pts[order, j]
-        dist[order[0]] = dist[order[-1]] = math.inf
-        span = col[-1] - col[0]
-        if not math.isfinite(span) or span <= 0:
-            continue
-        dist[order[1:-1]] += (col[2:] - col[:-2]) / span
-    return dist
+__all__ = ["strictly_ahead", "keeps_at_rung", "ParetoSuccessiveHalving", "read_state"]
 
 
 def strictly_ahead(points: np.ndarray, index: int) -> int:
     """How many rows beat row ``index``: a lower front, or the same front and a larger crowding."""
-    pts = np.asarray(points, dtype=float)
-    ranks = nondominated_ranks(pts)
-    mine = ranks[index]
-    ahead = int((ranks < mine).sum())
-    same = np.flatnonzero(ranks == mine)
-    crowd = crowding_distance(pts[same])
-    my_crowd = crowd[list(same).index(index)]
-    return ahead + int((crowd > my_crowd).sum())
+    ranks, crowd = ranks_and_crowding(points)
+    same = ranks == ranks[index]
+    return int((ranks < ranks[index]).sum()) + int((crowd[same] > crowd[index]).sum())
 
 
 def keeps_at_rung(points: np.ndarray, index: int, *, eta: int) -> bool:
@@ -151,6 +92,7 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
             raise ValueError(f"eta={eta}: must be >= 2")
         self.metrics = list(metrics)
         self.modes = list(modes)
+        self._signs = objective_signs(self.metrics, self.modes)  # checked against the metric registry
         self.rungs = sorted(int(r) for r in rungs) if rungs is not None else None
         self.eta = int(eta)
         self.time_attr = time_attr
@@ -210,7 +152,7 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
             return TrialScheduler.CONTINUE
         if trial_id in self.pruned:
             return TrialScheduler.STOP
-        vec = to_minimization([result.get(m) for m in self.metrics], self.modes)
+        vec = minimised_rows([result], metrics=self.metrics, signs=self._signs)[0]
         rows = self.recorded.setdefault(rung, {})
         rows[trial_id] = [float(x) for x in vec]
         ids = list(rows)

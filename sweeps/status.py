@@ -10,17 +10,15 @@ import datetime as _dt
 import json
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
-import numpy as np
-
+from analysis.dominance import minimised_rows, nondominated_ranks, objective_signs
 from analysis.intervals import fmt_cell, has_interval
 
 from .image_stage import final_text_rows
-from .pareto_scheduler import nondominated_ranks, to_minimization
 from .runner import _local_storage, load_sweep_spec, resume_command, sweep_paths, write_text
 
-__all__ = ["SweepStatus", "sweep_status", "request_stop", "format_status", "driver_alive"]
+__all__ = ["SweepStatus", "sweep_status", "current_front", "request_stop", "format_status", "driver_alive"]
 
 
 @dataclass
@@ -50,14 +48,7 @@ def sweep_status(storage: str) -> SweepStatus:
     for row in last.values():
         counts[row.get("status") or "running"] = counts.get(row.get("status") or "running", 0) + 1
     metrics, modes = spec.objective_metrics(), spec.objective_modes()
-    # The front over finished trials' final rows, and over every trial's latest row while running.
-    pool = [r for r in last.values() if r.get("status") == "finished"] or list(last.values())
-    pool = [r for r in pool if all(r.get(m) is not None for m in metrics)]
-    front: list[dict[str, Any]] = []
-    if pool:
-        pts = np.asarray([to_minimization([r[m] for m in metrics], modes) for r in pool])
-        ranks = nondominated_ranks(pts)
-        front = [pool[i] for i in np.flatnonzero(ranks == 0)]
+    front = current_front(last.values(), metrics=metrics, modes=modes)
     failures = [{"trial_id": r["trial_id"], "step": r["step"], "error": r.get("error")}
                 for r in last.values() if r.get("status") == "failed"]
     image = sorted((r for r in rows if r.get("fidelity") == "image"), key=lambda r: str(r["trial_id"]))
@@ -68,6 +59,16 @@ def sweep_status(storage: str) -> SweepStatus:
                        objectives=list(zip(metrics, modes)), trials=counts, front=front, failures=failures,
                        rows=len(rows), image=image,
                        image_metrics=list(spec.fidelity.image.metrics) if spec.fidelity.image else [])
+
+
+def current_front(last: Iterable[dict[str, Any]], *, metrics: list[str], modes: list[str]) -> list[dict[str, Any]]:
+    """The non-dominated rows among the finished trials' final rows (every trial's latest row while
+    none has finished); a NaN objective counts as worst, a missing one leaves the row out."""
+    last = list(last)
+    pool = [r for r in last if r.get("status") == "finished"] or last
+    pool = [r for r in pool if all(r.get(m) is not None for m in metrics)]
+    ranks = nondominated_ranks(minimised_rows(pool, metrics=metrics, signs=objective_signs(metrics, modes)))
+    return [r for r, rank in zip(pool, ranks) if rank == 0]
 
 
 def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:

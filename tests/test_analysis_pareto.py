@@ -1,8 +1,8 @@
-"""Pareto fronts, ranks and hypervolume against brute-force references; the metric registry."""
+"""Pareto fronts, ranks and hypervolume against brute-force references (tests/pareto_oracle.py);
+the SQL front against the numpy one; outputs pinned before the one-implementation refactor; the
+metric registry."""
 
 from __future__ import annotations
-
-import itertools
 
 import duckdb
 import numpy as np
@@ -11,48 +11,9 @@ import pytest
 
 import analysis
 from analysis.errors import QueryError, UnknownNameError
+from analysis import dominance
 from analysis.metrics import direction, sign
-from analysis.pareto import hypervolume_2d
-
-
-def brute_front(vals: np.ndarray, signs) -> np.ndarray:
-    """O(n^2) definition: dominated iff another point is <= everywhere and < somewhere (minimised)."""
-    a = vals * np.asarray(signs, float)
-    n = len(a)
-    keep = np.ones(n, dtype=bool)
-    for i in range(n):
-        for j in range(n):
-            if i != j and np.all(a[j] <= a[i]) and np.any(a[j] < a[i]):
-                keep[i] = False
-                break
-    return keep
-
-
-def brute_ranks(vals: np.ndarray, signs) -> np.ndarray:
-    ranks = np.zeros(len(vals), dtype=int)
-    left = np.arange(len(vals))
-    r = 1
-    while len(left):
-        mask = brute_front(vals[left], signs)
-        ranks[left[mask]] = r
-        left = left[~mask]
-        r += 1
-    return ranks
-
-
-def brute_hv(a: np.ndarray, ref: np.ndarray) -> float:
-    """Union volume of the boxes [a_i, ref] by summing grid cells (minimisation form)."""
-    a = a[np.all(a < ref, axis=1)]
-    if len(a) == 0:
-        return 0.0
-    axes = [np.unique(np.concatenate([a[:, d], [ref[d]]])) for d in range(a.shape[1])]
-    total = 0.0
-    for cell in itertools.product(*[range(len(ax) - 1) for ax in axes]):
-        lo = np.array([axes[d][c] for d, c in enumerate(cell)])
-        hi = np.array([axes[d][c + 1] for d, c in enumerate(cell)])
-        if np.any(np.all(a <= lo, axis=1)):
-            total += float(np.prod(hi - lo))
-    return total
+from tests.pareto_oracle import brute_front, brute_hv, brute_ranks
 
 
 def _frame(rng: np.random.Generator, n: int, *, k: int = 2, grid: int | None = None, nan_frac: float = 0.0):
@@ -116,7 +77,7 @@ def test_hypervolume_pinned_values_and_edge_cases() -> None:
     assert analysis.hypervolume(np.array([[0.2, 0.5]]), x="asr", y="tifa") == 0.0  # nadir ref: one point is 0
     assert analysis.hypervolume(np.zeros((0, 2)), x="asr", y="tifa") == 0.0
     assert analysis.hypervolume(np.array([[np.nan, 0.5]]), x="asr", y="tifa", ref=(1, 0)) == 0.0
-    assert hypervolume_2d(np.array([[2.0, 2.0]]), np.array([1.0, 1.0])) == 0.0  # worse than ref
+    assert dominance.hypervolume(np.array([[2.0, 2.0]]), [1.0, 1.0]) == 0.0  # worse than ref
     with pytest.raises(QueryError, match="ref"):
         analysis.hypervolume(pts, x="asr", y="tifa", ref=(1.0,))
     with pytest.raises(QueryError, match=r"shape"):
@@ -157,3 +118,71 @@ def test_front_hypervolume_against_the_trials_nadir() -> None:
     expected = (0.97 - 0.90) * (0.60 - 0.50) + (0.97 - 0.95) * (0.70 - 0.60)
     assert analysis.hypervolume(front, x="concept_auc", y="util_sib", ref=ref) == pytest.approx(expected)
     assert analysis.hypervolume(front, x="concept_auc", y="util_sib") == 0.0  # its own nadir: no area
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_sql_front_agrees_with_the_numpy_ranks(seed: int) -> None:
+    """The two-objective SQL front (kept for very large stores) selects exactly the rows that
+    analysis.dominance puts in front 1, per group too, on data with ties, duplicates and NaN."""
+    rng = np.random.default_rng(500 + seed)
+    n = int(rng.integers(1, 400))
+    df = _frame(rng, n, grid=[3, 5, 11, None][seed % 4], nan_frac=0.05)
+    df = pd.concat([df, df.sample(n=n // 4, random_state=seed)], ignore_index=True)  # exact duplicates
+    df["trial_id"] = [f"r{i:04d}" for i in range(len(df))]
+    con = duckdb.connect()
+    con.register("pts", df)
+    for by in (None, "grp"):
+        sql = analysis.pareto_front(con, table="pts", steps="all", by=by)
+        ranked = analysis.pareto_ranks(con, table="pts", steps="all", by=by)
+        assert sorted(sql["trial_id"]) == sorted(ranked.loc[ranked["front"] == 1, "trial_id"])
+    ok = df.dropna(subset=["asr", "tifa"])
+    assert set(sql["trial_id"]) == set().union(*(
+        set(part["trial_id"][brute_front(part[["asr", "tifa"]].to_numpy(), [1, -1])]) for _, part in ok.groupby("grp")))
+
+
+# Recorded from the code before the one-implementation refactor (SQL front, moocore ranks and
+# hypervolume): 80 rows on a 7-level grid, 3 groups; ranks per group, as one character per row
+# (front 10 = "A", 11 = "B").
+PINNED_ANALYSIS = {
+    21: ("2347424A258517637414726987456313245599464422481A54225637155751639635636855213A58", ["t056"],
+         0.8571428571428571, 0.7346938775510203),
+    22: ("51152423423155424235621642231614322425545314332134365335211472421411322441536121",
+         ["t042", "t067", "t066", "t079", "t001"], 0.8104956268221575, 0.5830903790087463),
+    23: ("246924852586756325315455172A43231175564846284215B45414265743137385836A2724367295", ["t024", "t033"],
+         0.8571428571428571, 0.7346938775510203),
+}
+
+
+def _pinned_frame(seed: int, k: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.integers(0, 7, size=(80, k)) / 7, columns=["asr", "tifa", "fid"][:k])
+    df["trial_id"] = [f"t{i:03d}" for i in range(80)]
+    df["grp"] = rng.integers(0, 3, size=80)
+    return df
+
+
+@pytest.mark.parametrize("seed", sorted(PINNED_ANALYSIS))
+def test_fronts_ranks_and_hypervolumes_stay_as_recorded(seed: int) -> None:
+    k = 3 if seed == 22 else 2
+    extra = "fid" if k == 3 else None
+    ranks_pin, front_pin, hv_pin, hv_nadir_pin = PINNED_ANALYSIS[seed]
+    df = _pinned_frame(seed, k)
+    con = duckdb.connect()
+    con.register("pts", df)
+    ranked = analysis.pareto_ranks(con, table="pts", steps="all", extra=extra, by="grp")
+    got = dict(zip(ranked["trial_id"], ranked["front"]))
+    assert "".join("0123456789AB"[got[t]] for t in df["trial_id"]) == ranks_pin
+    objs, signs = ["asr", "tifa", "fid"][:k], [1, -1, 1][:k]
+    for g, part in df.groupby("grp"):  # independent check of the pin
+        assert [got[t] for t in part["trial_id"]] == brute_ranks(part[objs].to_numpy(), signs).tolist()
+    key = ranked[["grp", "front", "asr", "tifa"]].to_records(index=False).tolist()
+    assert key == sorted(key)  # sorted by group, front, then the objectives
+    front = analysis.pareto_front(con, table="pts", steps="all", extra=extra)
+    assert list(front["trial_id"]) == front_pin
+    assert set(front_pin) == set(df["trial_id"][brute_front(df[objs].to_numpy(), signs)])
+    ref = [1.0, 0.0, 1.0][:k]
+    hv = analysis.hypervolume(front, extra=extra, ref=ref)
+    assert hv == pytest.approx(hv_pin, rel=1e-12)
+    assert hv == pytest.approx(brute_hv(front[objs].to_numpy() * signs, np.asarray(ref) * signs), rel=1e-12)
+    nadir = analysis.pareto.nadir(ranked, x="asr", y="tifa", extra=extra)
+    assert analysis.hypervolume(front, extra=extra, ref=nadir) == pytest.approx(hv_nadir_pin, rel=1e-12)

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from sweeps.pareto_scheduler import (ParetoSuccessiveHalving, crowding_distance, keeps_at_rung,
-                                     nondominated_ranks, strictly_ahead, to_minimization)
+from analysis.dominance import crowding_distance, minimised, nondominated_ranks, objective_signs
+from sweeps.pareto_scheduler import ParetoSuccessiveHalving, keeps_at_rung, strictly_ahead
+from tests.pareto_oracle import brute_rank_crowding, minimise
 
 
 def test_nondominated_ranks_pinned():
@@ -24,9 +25,10 @@ def test_crowding_distance_pinned():
     assert strictly_ahead(np.array([[0.0, 1.0], [0.25, 0.5], [1.0, 0.0], [0.5, 0.6]]), 3) == 3
 
 
-def test_to_minimization_flips_max_and_makes_nan_worst():
-    assert to_minimization([0.2, 0.9], ["min", "max"]).tolist() == [0.2, -0.9]
-    assert to_minimization([float("nan"), None], ["min", "max"]).tolist() == [math.inf, math.inf]
+def test_minimised_flips_max_and_makes_nan_worst():
+    signs = objective_signs(["asr", "util"], ["min", "max"])
+    assert minimised([0.2, 0.9], signs).tolist() == [0.2, -0.9]
+    assert minimised([float("nan"), None], signs).tolist() == [math.inf, math.inf]
 
 
 def test_keeps_top_fraction_with_ties_to_the_trial_being_decided():
@@ -42,6 +44,63 @@ def test_state_survives_a_new_scheduler(tmp_path):
     b = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
     assert b.decide("t2", {"step": 1, "asr": 0.5, "util": 0.5}) == "STOP"  # dominated by t1 from the file
     assert b.pruned == {"t2": 1}
+
+
+# Decisions recorded from the scheduler before the one-implementation refactor: 24 trials on a
+# 5-level grid (ties and duplicates), 10% NaN, rungs 1-3 in a seeded arrival order; C = CONTINUE.
+PINNED_DECISIONS = {
+    (1, 2): "CSSSCSSCCSSCCCSSCCCCCCCCCCSCSSSSSCCCSSSSSCCSSSSCSSSCSSCSSSSSSSCSSSCCSSCC",
+    (2, 3): "CCCSCSSSCSCSCCSCCSCSSSSSSCCSSSSSSSSSSSSSSSCCSCSCCCSCSSSSSSSSSSSSSCSSSSSS",
+    (3, 2): "CSCSCCCSCSCSSCCCSCSCCSCSCSSCSSCSSSCSCSSCCSSSSCSCSCSCSSSCSSSSCSSSCCSSCSSS",
+}
+
+
+def _stream(seed: int, n: int = 24):
+    rng = np.random.default_rng(seed)
+    vals = rng.integers(0, 5, size=(n, 3, 2)) / 5  # per trial and rung: (asr, tifa)
+    vals[rng.random((n, 3)) < 0.1] = np.nan
+    for rung in (1, 2, 3):
+        for t in rng.permutation(n):
+            yield f"t{t:02d}", {"step": rung, "total_steps": 4, "asr": float(vals[t, rung - 1, 0]),
+                                "tifa": float(vals[t, rung - 1, 1])}
+
+
+def _oracle_decisions(seed: int, eta: int) -> str:
+    """Successive halving by the definition: NSGA-II order from brute-force ranks and crowding."""
+    recorded: dict[int, dict[str, list[float]]] = {}
+    pruned: set[str] = set()
+    out = []
+    for trial, result in _stream(seed):
+        if trial in pruned:
+            out.append("S")
+            continue
+        rows = recorded.setdefault(result["step"], {})
+        rows[trial] = minimise([[result["asr"], result["tifa"]]], [1, -1])[0].tolist()
+        ids = list(rows)
+        ranks, crowd = brute_rank_crowding(np.asarray([rows[i] for i in ids]))
+        me = ids.index(trial)
+        ahead = sum(1 for i in range(len(ids))
+                    if ranks[i] < ranks[me] or (ranks[i] == ranks[me] and crowd[i] > crowd[me]))
+        keep = ahead < math.ceil(len(ids) / eta)
+        if not keep:
+            pruned.add(trial)
+        out.append("C" if keep else "S")
+    return "".join(out)
+
+
+@pytest.mark.parametrize("seed,eta", sorted(PINNED_DECISIONS))
+def test_rung_decisions_stay_as_recorded_and_match_the_definition(seed: int, eta: int):
+    sched = ParetoSuccessiveHalving(metrics=["asr", "tifa"], modes=["min", "max"], rungs=[1, 2, 3], eta=eta)
+    got = "".join(sched.decide(trial, result)[0] for trial, result in _stream(seed))
+    assert got == PINNED_DECISIONS[(seed, eta)]
+    assert got == _oracle_decisions(seed, eta)
+
+
+def test_modes_must_agree_with_the_metric_registry():
+    from analysis.errors import QueryError
+
+    with pytest.raises(QueryError, match="mode 'max' of objective 'asr' disagrees with the metric registry"):
+        ParetoSuccessiveHalving(metrics=["asr", "tifa"], modes=["max", "max"])
 
 
 # Objectives (asr to minimise, util to maximise) that do not change with the step.
