@@ -138,18 +138,26 @@ def _groups(df: pd.DataFrame, group: str | None) -> list[np.ndarray]:
     return [np.flatnonzero((codes == v).to_numpy()) for v in dict.fromkeys(codes)]
 
 
+def _minimised(df: pd.DataFrame, objs: list[str]) -> np.ndarray:
+    vals = df[objs].to_numpy(dtype=float) if len(df) else np.zeros((0, len(objs)))
+    return dominance.minimised(vals, dominance.objective_signs(objs))
+
+
 def _ranks(df: pd.DataFrame, *, objs: list[str], group: str | None) -> np.ndarray:
     """0-based front of every row of ``df``, per group (:func:`analysis.dominance.nondominated_ranks`)."""
     ranks = np.zeros(len(df), dtype=np.int64)
-    vals = df[objs].to_numpy(dtype=float) if len(df) else np.zeros((0, len(objs)))
-    pts = dominance.minimised(vals, dominance.objective_signs(objs))
+    pts = _minimised(df, objs)
     for idx in _groups(df, group):
         ranks[idx] = dominance.nondominated_ranks(pts[idx])
     return ranks
 
 
 def _front_numpy(df: pd.DataFrame, *, objs: list[str], group: str | None) -> pd.DataFrame:
-    return df[_ranks(df, objs=objs, group=group) == 0].reset_index(drop=True)
+    keep = np.zeros(len(df), dtype=bool)
+    pts = _minimised(df, objs)
+    for idx in _groups(df, group):
+        keep[idx] = dominance.front_mask(pts[idx])
+    return df[keep].reset_index(drop=True)
 
 
 def pareto_ranks(

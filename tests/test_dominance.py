@@ -32,6 +32,7 @@ def test_ranks_and_crowding_match_brute_force(seed: int) -> None:
     want_ranks, want_crowd = brute_rank_crowding(pts)
     assert ranks.tolist() == want_ranks.tolist()
     assert dominance.nondominated_ranks(pts).tolist() == want_ranks.tolist()
+    assert dominance.front_mask(pts).tolist() == (want_ranks == 0).tolist()
     assert crowd.tolist() == pytest.approx(want_crowd, rel=1e-12)
 
 
