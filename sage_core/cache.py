@@ -1,19 +1,24 @@
-"""Frozen base-encoder embeddings, computed once and reused by every trial and run.
+"""Frozen base-encoder embeddings, computed once and reused by every trial, run and sweep.
 
 Files are safetensors, keyed by a hash of the encoder weights, the exact token ids of the
 prompts (so the tokenizer and max length are in the key) and anything else the caller adds.
-Writes go to a temporary name and are renamed into place: a reader never sees half a file,
-and two processes racing to build the same entry both end up with a complete one.
+Content-addressed, so one user-level folder serves every sweep: :func:`default_cache_dir` is
+``$SAGE_CACHE_DIR``, else ``~/.cache/sage-sweeps`` (on a cluster, point it at shared storage).
+
+Writes go to a temporary name and are renamed into place: a reader never sees half a file.
+:func:`build_once` also holds a lock file beside the entry while it builds, so of two processes
+that want the same missing entry one builds it and the other waits and loads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from safetensors import SafetensorError
@@ -22,7 +27,16 @@ from safetensors.torch import load_file, save_file
 from .encoders import TextEncoder
 from .errors import StorageError
 
-__all__ = ["cache_key", "cached_embeddings", "atomic_save", "load_cached"]
+__all__ = ["cache_key", "cached_embeddings", "atomic_save", "load_cached", "build_once", "default_cache_dir",
+           "CACHE_ENV"]
+
+#: Environment variable naming the user-level cache folder (default ``~/.cache/sage-sweeps``).
+CACHE_ENV = "SAGE_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$SAGE_CACHE_DIR`` if set (and not empty), else ``~/.cache/sage-sweeps``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sage-sweeps").expanduser()
 
 
 def _hash_tokens(tokens: Mapping[str, torch.Tensor]) -> str:
@@ -68,6 +82,48 @@ def load_cached(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<path>.lock`` (released when the holder exits, even by a crash).
+    Without ``fcntl`` (Windows) there is no lock: the atomic rename still keeps the entry whole."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - POSIX only
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def build_once(path: Path, build: Callable[[], dict[str, torch.Tensor]], *,
+               valid: Callable[[dict[str, torch.Tensor]], bool] = lambda _: True,
+               metadata: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors cached at ``path``; built (once, under a lock) and saved atomically when missing.
+
+    ``valid`` rejects a readable entry that does not fit (then it is rebuilt). A process that finds
+    another one building the entry waits for its lock and loads the result instead of building.
+    """
+    hit = load_cached(path)
+    if hit is not None and valid(hit):
+        return hit
+    try:
+        with _locked(path):
+            hit = load_cached(path)  # built by whoever held the lock before us
+            if hit is not None and valid(hit):
+                return hit
+            tensors = build()
+            atomic_save(tensors, path, metadata=metadata)
+    except OSError as exc:
+        raise StorageError(f"cannot write the cache in {path.parent}: {exc.strerror or exc}; set {CACHE_ENV} "
+                           "(or cache_dir) to a writable folder") from None
+    return tensors
+
+
 def cached_embeddings(encoder: TextEncoder, prompts: Sequence[str], *, cache_dir: str | os.PathLike,
                       tag: str, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
     """Base embeddings ``[N, L, H]`` of ``prompts``, from ``cache_dir`` when already computed.
@@ -77,13 +133,11 @@ def cached_embeddings(encoder: TextEncoder, prompts: Sequence[str], *, cache_dir
     if not prompts:
         raise ValueError("cached_embeddings needs at least one prompt")
     key = cache_key(encoder, prompts)
-    path = Path(cache_dir) / "embeddings" / f"{tag}-{key[:24]}.safetensors"
-    hit = load_cached(path)
-    if hit is not None and hit["embeddings"].shape[0] == len(prompts):
-        return hit["embeddings"]
-    emb = encoder.embed(prompts, batch_size=batch_size, progress=progress, desc=f"base embeddings: {tag}")
-    try:
-        atomic_save({"embeddings": emb}, path, metadata={"tag": tag, "key": key, "encoder": encoder.source})
-    except OSError as exc:
-        raise StorageError(f"cannot write the embedding cache in {path.parent}: {exc.strerror or exc}") from None
-    return emb
+    path = Path(cache_dir).expanduser() / "embeddings" / f"{tag}-{key[:24]}.safetensors"
+    out = build_once(
+        path,
+        lambda: {"embeddings": encoder.embed(prompts, batch_size=batch_size, progress=progress,
+                                             desc=f"base embeddings: {tag}")},
+        valid=lambda hit: "embeddings" in hit and hit["embeddings"].shape[0] == len(prompts),
+        metadata={"tag": tag, "key": key, "encoder": encoder.source})
+    return out["embeddings"]

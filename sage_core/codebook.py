@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .cache import atomic_save, cache_key, cached_embeddings, load_cached
+from .cache import build_once, cache_key, cached_embeddings
 from .encoders import TextEncoder
 from .losses import flat
 
@@ -71,12 +71,9 @@ def build_base_data(encoder: TextEncoder, *, safe_prompts: Sequence[str], unsafe
     key = hashlib.sha256("|".join([cache_key(encoder, safe_prompts), cache_key(encoder, unsafe_prompts),
                                    cache_key(encoder, [concept, ""])]).encode()).hexdigest()
     path = cache_dir / "codebook" / f"codebook-{key[:24]}.safetensors"
-    hit = load_cached(path)
-    if hit is None or hit["farthest"].shape[0] != len(unsafe_prompts):
-        nearest, farthest = codebook_search(unsafe, safe)
-        atomic_save({"nearest": nearest, "farthest": farthest}, path,
-                    metadata={"key": key, "encoder": encoder.source})
-    else:
-        nearest, farthest = hit["nearest"], hit["farthest"]
+    targets = build_once(path, lambda: dict(zip(("nearest", "farthest"), codebook_search(unsafe, safe))),
+                         valid=lambda hit: "farthest" in hit and hit["farthest"].shape[0] == len(unsafe_prompts),
+                         metadata={"key": key, "encoder": encoder.source})
+    nearest, farthest = targets["nearest"], targets["farthest"]
     return BaseData(safe=safe, farthest=farthest, nearest=nearest, concept=anchors[0:1],
                     empty=anchors[1:2], key=key)

@@ -89,7 +89,7 @@ class TrainConfig(BaseModel):
     diag_prompts: str = Field("coco", description="benign prompts for the geometry diagnostics")
     diag_samples: int = Field(256, ge=4, description="how many of them (first N rows)")
     diag_k: int = Field(15, ge=1, description="K of the Jaccard@K diagnostic")
-    cache_dir: str | None = Field(None, description="base-embedding cache; default ~/.cache/sage-sweeps")
+    cache_dir: str | None = Field(None, description="base-embedding cache; default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps")
     text_eval: dict[str, Any] = Field(
         default_factory=dict, description="EvalConfig overrides for the text-level evaluation at every "
         "eval step, e.g. {calibration_samples: 300, attack_samples: 64}; concept and the diag_* "
@@ -166,7 +166,9 @@ class TrainConfig(BaseModel):
 
     # -------------------------------------------------------------------------------------
     def resolved_cache_dir(self) -> Path:
-        return Path(self.cache_dir).expanduser() if self.cache_dir else Path.home() / ".cache" / "sage-sweeps"
+        from .cache import default_cache_dir
+
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -5,13 +5,15 @@ Sweep folder (``spec.storage``, a local/shared path or an object-storage URI)::
     spec.yaml              the resolved spec (what `resume` rebuilds the sweep from)
     sweep.json             sweep_id, state (running/finished/failed/interrupted/stopped), counts;
                            tune_finished once every trial finished (a resume then runs only the image stage)
-    cache/                 base embeddings, codebook, evaluator base data (filled once, by the driver);
-                           images/ of the image stage (sweeps.image_stage)
     ray/tune/              the Tune experiment (trial checkpoints, experiment state)
     ray/train/<trial_id>/  Ray Train runs of multi-worker trials (their checkpoints)
     results/               analysis.ResultStore: one row per (sweep_id, trial_id, step, fidelity)
     scheduler_state.json   rung records of the Pareto scheduler (survive a resumed driver)
     STOP                   written by `sage sweep stop`; the driver stops gracefully when it sees it
+
+Base embeddings, codebook, evaluator base data and the image stage's images live in the
+content-addressed user-level cache (``train.cache_dir`` / ``--cache-dir``, else ``$SAGE_CACHE_DIR``,
+else ``~/.cache/sage-sweeps``), filled once by the driver and reused by every later sweep.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def resume_command(storage: str) -> str:
 
 def sweep_paths(storage: str) -> dict[str, str]:
     root = storage.rstrip("/")
-    return {"root": root, "spec": f"{root}/spec.yaml", "meta": f"{root}/sweep.json", "cache": f"{root}/cache",
+    return {"root": root, "spec": f"{root}/spec.yaml", "meta": f"{root}/sweep.json",
             "ray": f"{root}/ray", "experiment": f"{root}/ray/{EXPERIMENT}", "train": f"{root}/ray/train",
             "results": f"{root}/results",
             "scheduler": f"{root}/scheduler_state.json", "stop": f"{root}/{STOP_FILE}"}

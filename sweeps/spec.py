@@ -409,12 +409,19 @@ def _looks_like_text(name: str) -> bool:
 
 
 def base_train_config(spec: SweepSpec, *, storage_root: Path | None = None) -> dict[str, Any]:
-    """Base TrainConfig values of every trial: preset < train overrides < sweep-owned fields."""
+    """Base TrainConfig values of every trial: preset < train overrides < sweep-owned fields.
+
+    ``cache_dir`` is ``train.cache_dir`` (``sage sweep run --cache-dir``), else the user-level cache
+    of the driver (``$SAGE_CACHE_DIR`` or ``~/.cache/sage-sweeps``), resolved here so every trial
+    reads the entries the driver built; it no longer depends on ``storage_root`` (kept for callers).
+    """
+    from sage_core.cache import default_cache_dir
+
     values = dict(read_yaml_mapping(_preset_file(spec.preset), what="preset")) if spec.preset else {}
     values.update(spec.train)
     values["eval_every"] = spec.fidelity.text_every
-    if storage_root is not None and "cache_dir" not in spec.train:
-        values["cache_dir"] = str(storage_root / "cache")
+    values["cache_dir"] = str(Path(values["cache_dir"]).expanduser().absolute() if values.get("cache_dir")
+                              else default_cache_dir())
     return values
 
 

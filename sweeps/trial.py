@@ -3,8 +3,8 @@
 Each evaluation of :class:`sage_core.trainer.Trainer` becomes one ``tune.report`` with the
 checkpoint written at that step, so the scheduler decides at rungs and Tune can restart the trial
 from its last reported checkpoint (``tune.get_checkpoint()`` -> ``Trainer(resume_from=...)``) after
-a crash, a lost node or a resumed driver. Base embeddings come from the sweep's shared cache,
-which the driver filled before the first trial started.
+a crash, a lost node or a resumed driver. Base embeddings come from the user-level cache
+(``cache_dir``, resolved by the driver), which the driver filled before the first trial started.
 
 With ``resources.workers > 1`` the trial function is only the driver of a Ray Train
 ``TorchTrainer``: N workers (each with the spec's cpus/gpus) form one torch.distributed group and

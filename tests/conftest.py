@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import itertools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # DeepSpeed JIT-builds a CPU comm op once; `make env` builds it here, tests reuse it.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(ROOT / ".cache" / "torch_extensions"))
+# The user-level cache (sage_core.cache.default_cache_dir) of this test session: never the user's
+# ~/.cache/sage-sweeps (nor a SAGE_CACHE_DIR they set); SAGE_TEST_CACHE_DIR keeps one across runs.
+if os.environ.get("SAGE_TEST_CACHE_DIR"):
+    os.environ["SAGE_CACHE_DIR"] = os.environ["SAGE_TEST_CACHE_DIR"]
+else:
+    os.environ["SAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="sage-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SAGE_CACHE_DIR"], ignore_errors=True)
 
 
 def write_prompts(path: Path, prompts: list[str]) -> Path:

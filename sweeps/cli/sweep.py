@@ -33,13 +33,20 @@ def run_cmd(
         "HOST:PORT; default RAY_ADDRESS, else a small local Ray. Example: --address auto"),
     num_cpus: Optional[float] = typer.Option(
         None, "--num-cpus", help="CPUs of the local Ray (default: cpus per trial x max_concurrent)."),
+    cache_dir: Optional[str] = typer.Option(
+        None, "--cache-dir", help="Cache of base embeddings, codebook and evaluator data, reused by every "
+        "sweep on the same encoder and prompts (default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps); on a "
+        "cluster, a folder every node sees. Same as --set train.cache_dir=DIR."),
 ) -> None:
     """Validate SPEC, then run the sweep; results go to STORAGE/results, the live table shows the
     objectives. Interrupt with Ctrl+C or `sage sweep stop STORAGE`; finish with `sage sweep resume`."""
     from sage_core.config import parse_overrides
     from sweeps.runner import run
 
-    outcome = run(spec, overrides=parse_overrides(set_), storage=storage, address=address, num_cpus=num_cpus)
+    overrides = parse_overrides(set_)
+    if cache_dir is not None:
+        overrides["train.cache_dir"] = cache_dir
+    outcome = run(spec, overrides=overrides, storage=storage, address=address, num_cpus=num_cpus)
     typer.echo(outcome.summary())
     if outcome.state != "finished":
         raise typer.Exit(1)
