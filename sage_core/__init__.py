@@ -14,10 +14,10 @@ from .errors import ConfigError, DataError, ModelError, NonFiniteLossError, Sage
 
 __all__ = ["TrainConfig", "load_config", "train", "prepare", "Trainer", "TrainerCallback", "load_encoder",
            "SageError", "ConfigError", "DataError", "ModelError", "StorageError", "TrialError",
-           "NonFiniteLossError"]
+           "NonFiniteLossError", "deepspeed_probe"]
 
 _LAZY = {"train": "trainer", "prepare": "trainer", "Trainer": "trainer", "TrainerCallback": "trainer",
-         "load_encoder": "encoders"}
+         "load_encoder": "encoders", "deepspeed_probe": "distributed"}
 
 
 def __getattr__(name: str) -> Any:

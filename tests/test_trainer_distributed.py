@@ -72,11 +72,15 @@ def test_two_ranks_train_the_same_model_as_one_process(micro, tiny_cfg, tiny_cli
     assert (d1 - d2).norm() / d1.norm() < 1e-2
 
 
-def test_batch_that_does_not_split_over_the_workers_is_a_clear_error(tiny_cfg, tmp_path):
+def test_batch_that_does_not_split_over_the_workers_is_a_clear_error(tiny_cfg):
+    from sage_core.batch_plan import plan_batches
     from sage_core.errors import ConfigError
 
-    trainer = Trainer(tiny_cfg(batch_size=8), out_dir=tmp_path / "x", progress=False, evaluate=False)
+    cfg = tiny_cfg(batch_size=8, lambda_lsa=0.0, max_steps=None)  # the run reaches the partial batch
     with pytest.raises(ConfigError, match=r"batch_size=8 must be a multiple of the 3 data-parallel workers"):
-        trainer._micro_plan(48, world=3)
-    with pytest.raises(ConfigError, match=r"last batch of each epoch has 2 pairs, fewer than 4 worker"):
-        Trainer(tiny_cfg(batch_size=8), out_dir=tmp_path / "y")._micro_plan(50, world=4)
+        plan_batches(cfg, pairs=48, world=3)
+    with pytest.raises(ConfigError, match=r"last batch of each epoch has 2 pairs \(50 pairs in all\), fewer than "
+                                          r"4 worker\(s\) x 1 micro-batch\(es\); pick"):
+        plan_batches(cfg, pairs=50, world=4)
+    # 50 = 6 x 8 + 2: two workers share the last two pairs, one each
+    assert plan_batches(cfg, pairs=50, world=2).per_epoch == 7

@@ -193,3 +193,35 @@ def test_training_reproduces_the_recorded_run(name, pinned, setup):
     for k, (total, magnitude) in want["final_update"].items():
         assert update[k][1] == pytest.approx(magnitude, rel=1e-4), k
         assert abs(update[k][0] - total) <= 1e-4 * magnitude + 1e-9, k
+
+
+def _same_refusal(new: str, old: str, *, batch: int, pairs: int) -> bool:
+    """The new message names the shortfall the old one named (the two rules are now one message)."""
+    if "must be a multiple" in old:
+        return new == old
+    last = pairs % batch
+    if not new.startswith(f"batch_size={batch}: the last batch of each epoch has {last} pairs ({pairs} pairs in all), "
+                          "fewer than "):
+        return False
+    split = re.search(r"fewer than (\d+) worker\(s\) x (\d+) micro-batch\(es\)", old)
+    if split:
+        return f"{split[1]} worker(s) x {split[2]} micro-batch(es)" in new
+    need = int(re.search(r"local_k \+ 1 = (\d+)", old)[1])  # the old message said local_k + 1 for ESP's 2 too
+    return f"local_k + 1 = {need} (LSA" in new or (need == 2 and "2 (ESP spread)" in new)
+
+
+def test_batch_plans_match_the_recorded_ones(pinned):
+    from sage_core.batch_plan import plan_batches
+    from sage_core.errors import ConfigError
+
+    assert len(pinned["plans"]) == len(PLAN_GRID)
+    for (pairs, batch, micro, world, max_steps, reg), want in pinned["plans"]:
+        cfg = plan_config(batch=batch, micro=micro, max_steps=max_steps, regularizers=reg)
+        case = (pairs, batch, micro, world, max_steps, reg)
+        try:
+            plan = plan_batches(cfg, pairs=pairs, world=world)
+        except ConfigError as e:
+            assert want[0] == "error", (case, str(e))
+            assert _same_refusal(str(e), want[1], batch=batch, pairs=pairs), (case, str(e), want[1])
+            continue
+        assert want == ["ok", plan.per_epoch, plan.total, plan.micro, plan.accumulation], case

@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
         ok("encoder", f"minilm ({enc.hidden_size}-d, max_length {enc.max_length}) from {enc.source}")
         if not skip_deepspeed:
             t = time.perf_counter()
-            from sage_core.trainer import _init_deepspeed_probe
+            from sage_core.distributed import deepspeed_probe
 
-            _init_deepspeed_probe()
+            deepspeed_probe()
             ok("deepspeed", f"engine initialised in {time.perf_counter() - t:.1f} s")
         typer.echo("all checks passed")
