@@ -120,11 +120,13 @@ def _vocab_folder(cache_dir: Path) -> Path:
 def sd14_tokenizer(cache_dir: str | os.PathLike | None = None):
     """Stable Diffusion's ``CLIPTokenizer`` (pad = ``<|endoftext|>``, 77 tokens), built offline.
 
-    ``cache_dir`` holds the vocabulary files; default ``~/.cache/sage-sweeps``.
+    ``cache_dir`` holds the vocabulary files; default ``$SAGE_CACHE_DIR``, else ``~/.cache/sage-sweeps``.
     """
     from transformers import CLIPTokenizer
 
-    folder = _vocab_folder(Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "sage-sweeps")
+    from .cache import default_cache_dir
+
+    folder = _vocab_folder(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
     return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
                          model_max_length=SD14_TEXT_CONFIG["max_position_embeddings"])
 

@@ -25,6 +25,10 @@ def test_default_is_the_env_var_else_the_home_cache(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "shared"
     assert load_config(overrides={}).resolved_cache_dir() == tmp_path / "shared"
     assert load_config(overrides={"cache_dir": str(tmp_path / "mine")}).resolved_cache_dir() == tmp_path / "mine"
+    from sage_core.clip_init import sd14_tokenizer
+
+    sd14_tokenizer()  # the SD vocabulary files go to the same user-level cache
+    assert [p.name.startswith("clip-bpe-") for p in (tmp_path / "shared").iterdir()] == [True]
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for unset in ("", None):
         if unset is None:

@@ -173,7 +173,7 @@ def register(app: typer.Typer) -> None:
             [], "--set", "-s", help="EvalConfig KEY=VALUE (repeatable), e.g. --set attack_samples=null "
             "--set sd_model=/models/sd-v1-4 --set steps=25."),
         cache_dir: Optional[Path] = typer.Option(
-            None, "--cache-dir", help="Base embeddings, threshold and images (default ~/.cache/sage-sweeps)."),
+            None, "--cache-dir", help="Base embeddings, threshold and images (default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps)."),
         sweep_id: str = typer.Option("eval", "--sweep-id", help="sweep_id of the written rows."),
         calibrate: list[str] = typer.Option(
             [], "--calibrate", help="Checkpoints to evaluate at BOTH fidelities, then print Kendall's tau and "
@@ -192,7 +192,9 @@ def register(app: typer.Typer) -> None:
         attacks = _parse_attacks(attack)
         if attacks:
             values["attack_sets"] = attacks
-        cache = cache_dir or Path.home() / ".cache" / "sage-sweeps"
+        from sage_core.cache import default_cache_dir
+
+        cache = cache_dir or default_cache_dir()
         if calibrate:
             targets = ([target] if target else []) + list(calibrate)
             if len(targets) < 3:
