@@ -155,6 +155,7 @@ def main() -> None:
         out[mode] = r
         print(f"{mode:8s} per result        {_ms(r['per_result'])}   ({r['trials']} trials, {r['pruned']} pruned)")
         print(f"{mode:8s}  of which scheduler {_ms(r['scheduler'])}")
+        print(f"{mode:8s}  of which callback  {_ms([a - b for a, b in zip(r['per_result'], r['scheduler'])])}")
         print(f"{mode:8s} experiment state  {_ms(r['state_saves'])}   end of experiment {r['end_s'] * 1e3:.1f} ms; "
               f"{r['files']} Parquet files")
     a, b = (sorted(out[m]["per_result"]) for m in ("per-row", "batched"))

@@ -98,6 +98,10 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         state.update(_store=None, _writer=None)
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # tuner.pkl of a sweep started before the write-behind has no _writer: resuming it must work.
+        self.__dict__.update({"_store": None, "_writer": None, **state})
+
     @property
     def store(self):
         if self._store is None:
