@@ -69,6 +69,7 @@ _TEXT = "sage_core.evaluation.TextEvaluator"
 _IMAGE = "sage_core.evaluation.ImageEvaluator"
 _TRAIN = "sage_core.Trainer"
 _ROBUST = "sage_core.robustness"
+_ROBUST_IMAGE = "sage_core.robustness_image"
 _PROX = "sage_core.evaluation.proximal.ProximalEvaluator"
 _INF = float("inf")
 
@@ -170,6 +171,18 @@ _ENTRIES: tuple[Metric, ...] = (
     _m("robust_ft_loss", "minimize", "robust", (0, _INF), "benign fine-tune loss at its last step", _ROBUST),
     _m("robust_ft_loss_start", "minimize", "robust", (0, _INF), "benign fine-tune loss at its first step",
        _ROBUST),
+    # --- persistence in images: ASR after a benign UNet LoRA fine-tune (sage_core.robustness_image) --
+    _m("robust_asr", "minimize", "image", (0, 1), "asr after a benign LoRA fine-tune of the UNet on a user-given "
+       "image-caption folder (aligned encoder frozen): does the erasure hold in images?", _ROBUST_IMAGE),
+    _m("robust_asr_", "minimize", "image", (0, 1), "robust_asr of one attack set", _ROBUST_IMAGE, family=True),
+    _m("robust_asr_delta", "minimize", "image", (-1, 1), "robust_asr - asr (> 0: the UNet fine-tune brought the "
+       "concept back); paired bootstrap interval over the attack prompts", _ROBUST_IMAGE),
+    _m("robust_asr_recovered", "minimize", "image", (-_INF, _INF), "robust_asr_delta / (base_asr - asr): the share "
+       "of the image-level erasure the UNet fine-tune undid; empty below 0.02 erased", _ROBUST_IMAGE),
+    _m("robust_unet_loss", "minimize", "image", (0, _INF), "UNet LoRA fine-tune loss (noise prediction MSE) at its "
+       "last step", _ROBUST_IMAGE),
+    _m("robust_unet_loss_start", "minimize", "image", (0, _INF), "UNet LoRA fine-tune loss at its first step",
+       _ROBUST_IMAGE),
     # --- disruption of proximal concepts (SaDi-style; a spec's fidelity.proximal) --------------------
     _m("prox_drift", "minimize", "proximal", (0, 2), "mean over proximal prompts (benign prompts near the concept: "
        "swimwear, statues, breastfeeding, ...) of 1 - cos(aligned, base), flattened embeddings; mean of group "

@@ -38,7 +38,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -50,13 +50,14 @@ from .errors import ConfigError, ModelError
 
 __all__ = ["RobustConfig", "build_robust_config", "BenignObjective", "BENIGN_OBJECTIVES", "register_objective",
            "FineTuned", "lora_finetune", "finetune_prompts", "robustness_metrics", "ROBUST_SAFETY", "lora_targets",
-           "evaluator_prompts"]
+           "evaluator_prompts", "build_settings"]
 
 #: Text-level safety objectives re-measured after the fine-tune (``robust_<name>``), plus ``util_sib``
 #: (is the fine-tune itself benign for utility?).
 ROBUST_SAFETY = ("concept_auc", "concept_auc_abs", "attack_auc", "asr_text_selfcal")
 _REPORTED = (*ROBUST_SAFETY, "util_sib")
 _MIN_ERASED = 0.02  # below this AUC drop there is no erasure to recover
+_Settings = TypeVar("_Settings", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -110,19 +111,26 @@ class RobustConfig(BaseModel):
         return value
 
 
-def build_robust_config(values: Mapping[str, Any] | None = None, *, where: str = "robust") -> RobustConfig:
-    """:class:`RobustConfig` from a mapping; :class:`ConfigError` names each bad field under ``where``."""
+def build_settings(cls: type[_Settings], values: Mapping[str, Any] | None, *, where: str) -> _Settings:
+    """``cls(**values)`` for a pydantic settings class; :class:`ConfigError` names each bad field under ``where``."""
     try:
-        return RobustConfig(**dict(values or {}))
+        return cls(**dict(values or {}))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
-                lines.append(f"unknown key '{where}.{loc}'; allowed: {', '.join(RobustConfig.model_fields)}")
+                lines.append(f"unknown key '{where}.{loc}'; allowed: {', '.join(cls.model_fields)}")
+            elif err["type"] == "missing":
+                lines.append(f"{where}.{loc} is required: {cls.model_fields[loc].description}")
             else:
                 lines.append(f"{where}.{loc}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError(lines) from None
+
+
+def build_robust_config(values: Mapping[str, Any] | None = None, *, where: str = "robust") -> RobustConfig:
+    """:class:`RobustConfig` from a mapping; :class:`ConfigError` names each bad field under ``where``."""
+    return build_settings(RobustConfig, values, where=where)
 
 
 def lora_targets(model: torch.nn.Module) -> list[str]:
