@@ -16,11 +16,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.processes import alive, stop
 
 pytestmark = pytest.mark.slow
 
@@ -46,32 +47,24 @@ def _base_env(home: Path) -> dict[str, str]:
 
 
 def _processes_under(marker: str) -> list[psutil.Process]:
-    """Live (non-zombie) processes whose command line names ``marker`` (our temp dir)."""
+    """Live (non-zombie) processes whose command line names ``marker`` (our temp dir: only this test
+    started them; ``ray start`` detaches the head, so they are not our descendants)."""
     mine = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and marker in " ".join(proc.info["cmdline"] or []):
-                mine.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
+    for proc in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(proc.info["cmdline"] or []) and alive(proc):
+            mine.append(proc)
     return mine
 
 
-def _kill_processes_under(marker: str) -> None:
-    mine = _processes_under(marker)
-    for proc in mine:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and _processes_under(marker):
-        time.sleep(0.2)
-    for proc in _processes_under(marker):
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+def _stop_processes_under(marker: str) -> list[psutil.Process]:
+    """SIGTERM then SIGKILL them, each waited for; return the ones that survived (zombies are dead)."""
+    leaked: list[psutil.Process] = []
+    for _ in range(3):  # a head process may have started another one after the listing
+        procs = _processes_under(marker)
+        if not procs:
+            break
+        leaked = stop(procs)
+    return leaked
 
 
 @pytest.fixture
@@ -98,8 +91,7 @@ def token_head():
         assert _processes_under(str(root)), "ray start returned but no head process carries our temp dir"
         yield {"address": f"127.0.0.1:{port}", "token": token, "root": root}
     finally:
-        _kill_processes_under(str(root))
-        leaked = _processes_under(str(root))
+        leaked = _stop_processes_under(str(root))
         shutil.rmtree(root, ignore_errors=True)
     assert leaked == [], f"Ray processes survived the test: {leaked}"
 
