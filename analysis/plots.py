@@ -13,7 +13,7 @@ from analysis.metrics import lookup
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["pareto_plot", "ablation_plot", "learning_curves", "reported_scale"]
+__all__ = ["pareto_plot", "ablation_plot", "learning_curves", "reported_scale", "front3_plot"]
 
 
 def _figure(width: float, height: float):
@@ -200,6 +200,38 @@ def learning_curves(rows: pd.DataFrame, *, metrics: Sequence[str], labels: Mappi
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
     fig.suptitle(title or "learning curves")
     fig.tight_layout(rect=(0, legend_h / (2.5 * nrows + 0.5 + legend_h), 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def front3_plot(points: pd.DataFrame, *, objectives: Sequence[str], path: str | Path,
+                labels: pd.Series | None = None, title: str | None = None) -> Path:
+    """A 3-objective front as its three pairwise projections: every candidate in ``points`` (with the
+    ``front`` rank of :func:`analysis.pareto.pareto_ranks`), the front (rank 1 in all three objectives)
+    in colour and the rest grey, bootstrap intervals as error bars, ``labels`` beside the points.
+    A point off the front in one projection may be on it in 3-D: another objective saves it."""
+    x, y, z = objectives
+    fig = _figure(12.0, 4.3)
+    on = points["front"] == 1 if "front" in points.columns else np.ones(len(points), dtype=bool)
+    for k, (a, b) in enumerate(((x, y), (x, z), (y, z))):
+        ax = fig.add_subplot(1, 3, k + 1)
+        for part, color, name in ((points[~on], "0.65", "dominated"), (points[on], "tab:blue", "3-objective front")):
+            if len(part):
+                ax.errorbar(part[a], part[b], xerr=_bounds(part, a), yerr=_bounds(part, b), fmt="o", ms=5,
+                            color=color, ecolor=color, elinewidth=0.7, capsize=2, alpha=0.9,
+                            label=f"{name} ({len(part)})", zorder=3 if color != "0.65" else 2)
+        if labels is not None:
+            _label_points(ax, points, labels, x=a, y=b)
+        ax.set_xlabel(_arrow(a), fontsize=8)
+        ax.set_ylabel(_arrow(b), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title or f"3-objective front: {x}, {y}, {z}")
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -4,7 +4,10 @@ Sections: how to read the page; trial status counts per sweep; per fidelity the 
 (points labelled by their varied hyperparameters, error bars from the bootstrap intervals, the
 paper's reported rows as stars where they have the same fidelity's metrics) and the front table
 (the labelled trials with their Pareto rank, hypervolume and, when the rows carry a
-``checkpoint`` column, each trial's checkpoint path); learning curves of every graded text
+``checkpoint`` column, each trial's checkpoint path); when the rows hold a ``robust_*`` safety
+objective (a spec with ``fidelity.robust``), the 3-objective front of safety, utility and safety
+after the benign fine-tune (pairwise projections, and a table with the fine-tune's paired deltas
+and the proximal-disruption objectives beside it); learning curves of every graded text
 objective per trial (a pruned trial's line stops at its rung, marked X); the calibration of the
 text proxies against the image metrics (the stored ``calibration`` table, else computed from the
 rows when trials have image rows); per varied hyperparameter the ablation table and its plots.
@@ -25,12 +28,12 @@ from pathlib import Path
 from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
 from analysis.errors import QueryError
 from analysis.intervals import fmt_number, interval_frame
-from analysis.metrics import describe, is_metric, objective_metrics
+from analysis.metrics import DEFAULT_OBJECTIVES, describe, is_metric, objective_metrics
 from analysis.pareto import DEFAULT_PAIRS, hypervolume, nadir, pareto_ranks
 from analysis.store import ResultStore
 from analysis.views import columns_of, connect, locate
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "robust_fronts"]
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}table{border-collapse:collapse;font-size:13px}
@@ -112,6 +115,7 @@ def write_report(
             parts += _status_section(con, cols)
             for fidelity, (x, y) in DEFAULT_PAIRS.items():
                 parts += _pareto_section(con, cols, fidelity=fidelity, x=x, y=y, out=out)
+            parts += _robust_front_sections(con, cols, out=out)
             parts += _curves_section(con, cols, out=out)
             parts += _calibration_section(con, cols)
             parts += _ablation_sections(con, cols, out=out, defaults=defaults)
@@ -177,6 +181,50 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
         "<h3>Front table (front 1 = best; the trials the plot labels)</h3>",
         _table(table[show]).replace("<table", f'<table class=front data-fidelity="{fidelity}"', 1),
     ]
+
+
+def robust_fronts(cols: list[str]) -> list[tuple[str, str, str]]:
+    """``(safety, utility, robust_<safety>)`` for each ``robust_*`` safety objective in ``cols`` whose
+    safety metric is there too (``robust_concept_auc`` gives concept_auc, util_sib, robust_concept_auc)."""
+    util = DEFAULT_OBJECTIVES[1]
+    return [(m.removeprefix("robust_"), util, m) for m in objective_metrics("robust")
+            if m in cols and m.removeprefix("robust_") in cols and util in cols]
+
+
+def _robust_front_sections(con, cols: list[str], *, out: Path) -> list[str]:
+    """Per robust safety objective: the 3-objective front (text level, each trial's last step)."""
+    parts: list[str] = []
+    for x, y, z in robust_fronts(cols):
+        ranked = pareto_ranks(con, x=x, y=y, extra=z, fidelity="text" if "fidelity" in cols else None)
+        if ranked.empty:
+            continue
+        from analysis.plots import front3_plot
+
+        front = ranked[ranked["front"] == 1]
+        shown = ranked if len(ranked) <= MAX_LABELLED else front
+        labels = trial_labels(shown, varied=_varied(ranked))
+        image = front3_plot(ranked, objectives=(x, y, z), labels=labels, path=out / f"front3_{z}.png",
+                            title=f"text level: {x}, {y}, {z}")
+        hv = hypervolume(front, x=x, y=y, extra=z, ref=nadir(ranked, x=x, y=y, extra=z))
+        more = [m for m in (f"{z}_delta", f"{z}_recovered", *objective_metrics("proximal")) if m in ranked.columns]
+        table = shown.assign(label=labels)
+        show = ["label", "front"] + [c for c in ("sweep_id", "trial_id", "step") if c in table.columns
+                                     and (c != "sweep_id" or table[c].nunique(dropna=True) > 1)]
+        show += [c for m in (x, y, z, *more) for c in (m, f"{m}_lo", f"{m}_hi") if c in table.columns]
+        parts += [
+            f"<h2>3-objective front, text level ({html.escape(x)}, {html.escape(y)}, {html.escape(z)})</h2>",
+            f'<img src="{image.name}" alt="3-objective front: {html.escape(z)}">',
+            f"<p class=note>{len(ranked)} trials (last step each), {len(front)} on the front (no other trial is "
+            f"at least as good in all three objectives and better in one); hypervolume against the trials' "
+            f"nadir: {hv:.4g}. The panels are projections: a blue point that looks dominated in one panel is "
+            f"saved by the third objective. {html.escape(z)} is safety after a benign LoRA fine-tune of the "
+            f"aligned encoder; its delta (after - before) has a paired-bootstrap interval; the proximal columns "
+            f"say how far alignment moved benign prompts near the concept. [lo, hi]: 95% bootstrap intervals; "
+            f"the front ranks point estimates.</p>",
+            _metric_notes([x, y, z, *more]),
+            _table(table[show]).replace("<table", f'<table class=front3 data-front3="{html.escape(z)}"', 1),
+        ]
+    return parts
 
 
 def _curve_metrics(cols: list[str]) -> list[str]:
