@@ -1,0 +1,498 @@
+"""Tabular search benchmark: replay recorded SAGE learning curves through each search method.
+
+The table (``bench/record_curves.py``) holds, for every configuration of a grid, the text objectives
+at each evaluation step up to the run length T. A small event loop replays it the way Ray Tune runs
+a sweep: ``--workers`` trials at a time, each advancing one training step per time unit and
+reporting at the recorded steps; a scheduler may stop a trial at a report, and a freed worker starts
+the next trial. Compute is counted in trial-steps (training steps actually taken; the full grid
+spends n_configs x T). Every method runs over ``--orders`` seeded arrival orders (or sampler seeds):
+
+  grid            every configuration to the end, in the seeded order
+  random          configurations drawn uniformly with replacement, each to the end
+  pareto_sh       our ParetoSuccessiveHalving (sweeps/pareto_scheduler.py), driven through Tune's
+                  TrialScheduler calls (on_trial_add, choose_trial_to_run, on_trial_result ->
+                  CONTINUE/STOP, on_trial_complete with the last result), rungs = every
+                  evaluation but the last, over the grid in the seeded order
+  mo_asha         syne-tune's MOASHA (the real class), grace period = the first evaluation,
+                  reduction factor eta, same order and reports
+  nsga2, tpe      real Optuna samplers (ask/tell, asynchronous with the same workers), each trial
+                  to the end; sampler sizes as sweeps/search.py sets them for num_samples = n_configs
+  nsga2+psh, tpe+psh  the same samplers with our scheduler stopping trials at the rungs; a stopped
+                  trial is told as PRUNED (as sweeps/search.py does)
+
+Score: hypervolume of the final points of the trials that reached T, at each compute budget, as a
+fraction of the full grid's hypervolume (analysis.pareto.hypervolume; objectives and directions
+from the metric registry; reference point = the grid's nadir pushed out by 10% of its range, so
+the extreme points of the front count). Medians and 10-90% ranges over the orders, and a plot.
+
+Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_search_replay.py [--table PATH] [--plot PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from analysis import dominance
+from analysis.metrics import direction
+from analysis.pareto import hypervolume
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TABLE = ROOT / "bench" / "data" / "sage_minilm_curves.parquet"
+OBJECTIVES = ("concept_auc", "util_sib")
+BUDGETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+REF_MARGIN = 0.1
+
+
+# -- the table ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CurveTable:
+    """``values[c, j, k]``: objective k of configuration c at evaluation ``steps[j]``."""
+
+    params: list[dict[str, Any]]
+    steps: tuple[int, ...]
+    values: np.ndarray
+    objectives: tuple[str, ...] = OBJECTIVES
+
+    @property
+    def total(self) -> int:
+        return self.steps[-1]
+
+    def config_of(self, params: dict[str, Any]) -> int:
+        return self.params.index({k: params[k] for k in self.params[0]})
+
+    def result(self, config: int, step: int) -> dict[str, float]:
+        j = self.steps.index(step)
+        return {m: float(self.values[config, j, k]) for k, m in enumerate(self.objectives)}
+
+
+def load_table(path: Path, *, objectives: tuple[str, ...] = OBJECTIVES) -> CurveTable:
+    """Read a recording; one line naming the file and what is missing when it is not one."""
+    import pyarrow.parquet as pq
+
+    from sage_core.errors import DataError
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--table={path}: not a readable Parquet file ({exc}); record one with "
+                        "bench/record_curves.py") from None
+    meta = json.loads((table.schema.metadata or {}).get(b"sage_record", b"{}") or b"{}")
+    names = list(meta.get("settings", {}).get("grid", {}))
+    need = ["config_id", "step", *names, *objectives]
+    missing = [c for c in need if c not in table.column_names] or ([] if names else ["grid settings metadata"])
+    if missing:
+        raise DataError(f"--table={path}: lacks {missing}; expected a table written by bench/record_curves.py")
+    rows = table.select(need).to_pylist()
+    ids = sorted({r["config_id"] for r in rows})
+    steps = tuple(sorted({r["step"] for r in rows}))
+    cell = {(r["config_id"], r["step"]): r for r in rows}
+    gaps = [(c, s) for c in ids for s in steps if (c, s) not in cell]
+    if gaps:
+        raise DataError(f"--table={path}: {len(gaps)} (config, step) cells missing, e.g. {gaps[:3]}; "
+                        "finish the recording (rerun bench/record_curves.py with the same arguments)")
+    values = np.asarray([[[cell[c, s][m] for m in objectives] for s in steps] for c in ids], dtype=float)
+    params = [{n: cell[c, steps[0]][n] for n in names} for c in ids]
+    return CurveTable(params=params, steps=steps, values=values, objectives=objectives)
+
+
+# -- scoring --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scorer:
+    """Hypervolume of a set of configurations' final points, as a fraction of the full grid's."""
+
+    table: CurveTable
+    ref: np.ndarray = field(init=False)
+    grid_hv: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        finals = self.table.values[:, -1, :]
+        signs = dominance.objective_signs(list(self.table.objectives))
+        low, high = (finals * signs).min(0), (finals * signs).max(0)
+        object.__setattr__(self, "ref", (high + REF_MARGIN * (high - low)) * signs)
+        object.__setattr__(self, "grid_hv", self.hv(range(len(finals))))
+
+    def hv(self, configs) -> float:
+        pts = self.table.values[sorted(set(configs)), -1, :]
+        x, y = self.table.objectives
+        return hypervolume(pts, x=x, y=y, ref=list(self.ref)) if len(pts) else 0.0
+
+    def fraction(self, configs) -> float:
+        return self.hv(configs) / self.grid_hv
+
+
+# -- the event loop -------------------------------------------------------------------------
+@dataclass
+class Trace:
+    """What a method achieved: (compute spent, configuration) at each trial that reached T."""
+
+    completions: list[tuple[float, int]] = field(default_factory=list)
+    compute: float = 0.0  # trial-steps spent when the method stopped (or hit the budget cap)
+
+    def fractions(self, scorer: Scorer, budgets: tuple[float, ...], grid_steps: float) -> list[float]:
+        out = []
+        for b in budgets:
+            done = [c for spent, c in self.completions if spent <= b * grid_steps + 1e-9]
+            out.append(scorer.fraction(done) if done else 0.0)
+        return out
+
+
+class Method:
+    """One search method in the replay: which configuration next, and what to do with a report."""
+
+    def next_trial(self) -> tuple[str, int] | None:  # (trial id, config) or None: no more trials
+        raise NotImplementedError
+
+    def report(self, trial: str, config: int, step: int, result: dict[str, float]) -> bool:
+        return True  # continue?
+
+    def finish(self, trial: str, config: int, result: dict[str, float], *, completed: bool) -> None:
+        pass
+
+
+def replay(table: CurveTable, method: Method, *, workers: int, cap: float) -> Trace:
+    """Run ``method`` on ``workers`` until it has no trial left or has spent ``cap`` trial-steps."""
+    events: list[tuple[int, int, str]] = []  # (time, start sequence, trial id)
+    running: dict[str, tuple[int, int, int]] = {}  # trial -> (config, start time, sequence)
+    trace, now, seq = Trace(), 0, itertools.count()
+    exhausted = False
+
+    def launch() -> None:
+        nonlocal exhausted
+        while not exhausted and len(running) < workers and trace.compute < cap:
+            nxt = method.next_trial()
+            if nxt is None:
+                exhausted = True
+                return
+            trial, config = nxt
+            running[trial] = (config, now, next(seq))
+            heapq.heappush(events, (now + table.steps[0], running[trial][2], trial))
+
+    launch()
+    while events:
+        t, _, trial = heapq.heappop(events)
+        trace.compute += len(running) * (t - now)
+        now = t
+        config, start, order = running[trial]
+        step = t - start
+        result = table.result(config, step)
+        final = step == table.total
+        if method.report(trial, config, step, result) and not final:
+            heapq.heappush(events, (start + table.steps[table.steps.index(step) + 1], order, trial))
+            continue
+        del running[trial]
+        method.finish(trial, config, result, completed=final)
+        if final:
+            trace.completions.append((trace.compute, config))
+        launch()
+    return trace
+
+
+# -- methods --------------------------------------------------------------------------------
+class Grid(Method):
+    def __init__(self, order: list[int]):
+        self.order = iter(order)
+        self.n = itertools.count()
+
+    def next_trial(self) -> tuple[str, int] | None:
+        config = next(self.order, None)
+        return None if config is None else (f"t{next(self.n)}", config)
+
+
+class Random(Grid):
+    def __init__(self, n_configs: int, seed: int):
+        rng = np.random.default_rng(seed)
+        super().__init__(iter(lambda: int(rng.integers(n_configs)), None))
+
+
+@dataclass
+class _TuneTrial:
+    """What a Tune scheduler reads of a trial: its id, status and last result."""
+
+    trial_id: str
+    status: str
+    last_result: dict = field(default_factory=dict)
+
+
+class _Controller:
+    """The part of Tune's controller that a TrialScheduler calls back into."""
+
+    def __init__(self) -> None:
+        self.trials: list[_TuneTrial] = []
+
+    def get_trials(self) -> list[_TuneTrial]:
+        return self.trials
+
+
+class TuneScheduled(Method):
+    """Trials from ``inner`` (their order), stopped by a Ray Tune TrialScheduler as Tune would call it."""
+
+    def __init__(self, inner: Method, scheduler: Any, *, total: int):
+        from ray.tune.experiment import Trial
+
+        self.inner, self.scheduler, self.total, self.status = inner, scheduler, total, Trial
+        self.ctl = _Controller()
+        self.by_id: dict[str, _TuneTrial] = {}
+
+    def next_trial(self) -> tuple[str, int] | None:
+        nxt = self.inner.next_trial()
+        if nxt is None:
+            return None
+        trial = _TuneTrial(trial_id=nxt[0], status=self.status.PENDING)
+        self.ctl.trials.append(trial)
+        self.by_id[trial.trial_id] = trial
+        self.scheduler.on_trial_add(self.ctl, trial)
+        chosen = self.scheduler.choose_trial_to_run(self.ctl)
+        if chosen is not trial:  # one trial is pending at a time: the scheduler must pick it
+            raise RuntimeError(f"{type(self.scheduler).__name__}.choose_trial_to_run picked {chosen}, not {trial}")
+        chosen.status = self.status.RUNNING
+        return nxt
+
+    def report(self, trial: str, config: int, step: int, result: dict[str, float]) -> bool:
+        from sweeps.trial import reported_metrics
+
+        tt = self.by_id[trial]
+        tt.last_result = reported_metrics(result, step=step, total_steps=self.total, epoch=0, wall_s=float(step),
+                                          device_share=1.0)
+        decision = self.scheduler.on_trial_result(self.ctl, tt, tt.last_result)
+        keep = decision == "CONTINUE"
+        return self.inner.report(trial, config, step, result) and keep
+
+    def finish(self, trial: str, config: int, result: dict[str, float], *, completed: bool) -> None:
+        tt = self.by_id[trial]
+        self.scheduler.on_trial_complete(self.ctl, tt, tt.last_result)
+        tt.status = self.status.TERMINATED
+        self.inner.finish(trial, config, tt.last_result, completed=completed)
+
+
+class SyneTuneScheduled(Method):
+    """Trials in ``order``, stopped by syne-tune's MOASHA as syne-tune's Tuner calls it: every result
+    -> on_trial_result; STOP -> on_trial_remove; a trial that ends without a STOP -> on_trial_complete."""
+
+    def __init__(self, table: CurveTable, order: list[int], *, eta: int, seed: int):
+        from syne_tune.backend.trial_status import Trial
+        from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
+
+        np.random.seed(seed)  # MOASHA draws each trial's bracket from numpy's global generator
+        self.table, self.grid, self.trial_cls = table, Grid(order), Trial
+        self.signs = dominance.objective_signs(list(table.objectives))
+        self.names = [f"{m}_minimised" for m in table.objectives]  # MOASHA minimises every metric
+        self.sched = MOASHA(config_space={}, metrics=self.names, do_minimize=True, time_attr="step",
+                            max_t=table.total, grace_period=table.steps[0], reduction_factor=eta, random_seed=seed)
+        self.trials: dict[str, Any] = {}
+        self.stopped: set[str] = set()
+
+    def next_trial(self) -> tuple[str, int] | None:
+        import datetime
+
+        nxt = self.grid.next_trial()
+        if nxt is not None:
+            trial = self.trial_cls(trial_id=len(self.trials), config=self.table.params[nxt[1]],
+                                   creation_time=datetime.datetime(2026, 1, 1))
+            self.trials[nxt[0]] = trial
+            self.sched.on_trial_add(trial)
+        return nxt
+
+    def report(self, trial: str, config: int, step: int, result: dict[str, float]) -> bool:
+        self.last = {"step": step, **{n: s * result[m] for n, s, m in zip(self.names, self.signs,
+                                                                          self.table.objectives)}}
+        if self.sched.on_trial_result(self.trials[trial], self.last) == "CONTINUE":
+            return True
+        self.sched.on_trial_remove(self.trials[trial])
+        self.stopped.add(trial)
+        return False
+
+    def finish(self, trial: str, config: int, result: dict[str, float], *, completed: bool) -> None:
+        if trial not in self.stopped:
+            self.sched.on_trial_complete(self.trials[trial], self.last)
+
+
+class OptunaAsk(Method):
+    """Real Optuna ask/tell on the table: categorical distributions over the grid's values."""
+
+    def __init__(self, table: CurveTable, sampler: Any):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna, self.table = optuna, table
+        self.study = optuna.create_study(directions=[direction(m) for m in table.objectives], sampler=sampler)
+        names = list(table.params[0])
+        self.dists = {n: optuna.distributions.CategoricalDistribution(sorted({p[n] for p in table.params}))
+                      for n in names}
+        self.asked: dict[str, Any] = {}
+
+    def next_trial(self) -> tuple[str, int] | None:
+        trial = self.study.ask(self.dists)
+        tid = f"o{trial.number}"
+        self.asked[tid] = trial
+        return tid, self.table.config_of(trial.params)
+
+    def finish(self, trial: str, config: int, result: dict[str, float], *, completed: bool) -> None:
+        t = self.asked.pop(trial)
+        if completed:
+            self.study.tell(t, [result[m] for m in self.table.objectives])
+        else:
+            self.study.tell(t, state=self.optuna.trial.TrialState.PRUNED)
+
+
+def optuna_sampler(kind: str, *, seed: int, n: int) -> Any:
+    """The sampler sweeps/search.py builds for ``num_samples = n``."""
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, n // 3)))
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, n // 2)))
+
+
+def our_scheduler(table: CurveTable, *, eta: int) -> Any:
+    from sweeps.pareto_scheduler import ParetoSuccessiveHalving
+
+    return ParetoSuccessiveHalving(metrics=list(table.objectives),
+                                   modes=["min" if direction(m) == "minimize" else "max" for m in table.objectives],
+                                   rungs=list(table.steps[:-1]), eta=eta)
+
+
+def methods(table: CurveTable, *, etas: tuple[int, ...] = (2, 3)) -> dict[str, Callable[[int], Method]]:
+    """Name -> factory(seed). The seed picks the arrival order (or the sampler's seed). Our scheduler
+    and MO-ASHA run at every ``eta``; the samplers with our pruning at the first."""
+    n = len(table.params)
+
+    def order(seed: int) -> list[int]:
+        return [int(i) for i in np.random.default_rng(seed).permutation(n)]
+
+    def pruned(inner: Method, eta: int) -> Method:
+        return TuneScheduled(inner, our_scheduler(table, eta=eta), total=table.total)
+
+    def sampler(kind: str, seed: int) -> Method:
+        return OptunaAsk(table, optuna_sampler(kind, seed=seed, n=n))
+
+    out: dict[str, Callable[[int], Method]] = {"grid": lambda s: Grid(order(s)), "random": lambda s: Random(n, s)}
+    for eta in etas:
+        out[f"pareto_sh(eta={eta})"] = lambda s, eta=eta: pruned(Grid(order(s)), eta)
+        out[f"mo_asha(eta={eta})"] = lambda s, eta=eta: SyneTuneScheduled(table, order(s), eta=eta, seed=s)
+    for kind in ("nsga2", "tpe"):
+        out[kind] = lambda s, kind=kind: sampler(kind, s)
+        out[f"{kind}+pareto_sh(eta={etas[0]})"] = lambda s, kind=kind: pruned(sampler(kind, s), etas[0])
+    return out
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    name: str
+    fractions: np.ndarray  # [orders, budgets]: HV fraction at each compute budget
+    spent: np.ndarray  # [orders]: compute fraction the method used (1 = capped at the grid's)
+
+
+def run_all(table: CurveTable, *, orders: int, workers: int, etas: tuple[int, ...] = (2, 3),
+            budgets: tuple[float, ...] = BUDGETS, only: list[str] | None = None) -> Iterator[MethodResult]:
+    """Every method (or those named in ``only``) over seeds ``0 .. orders-1``."""
+    scorer = Scorer(table)
+    grid_steps = float(len(table.params) * table.total)
+    for name, make in methods(table, etas=etas).items():
+        if only and name not in only:
+            continue
+        traces = [replay(table, make(seed), workers=workers, cap=grid_steps) for seed in range(orders)]
+        yield MethodResult(name=name,
+                           fractions=np.asarray([t.fractions(scorer, budgets, grid_steps) for t in traces]),
+                           spent=np.asarray([min(t.compute, grid_steps) / grid_steps for t in traces]))
+
+
+# -- report ---------------------------------------------------------------------------------
+def summary(r: MethodResult, budgets: tuple[float, ...], shown: tuple[float, ...]) -> str:
+    cells = []
+    for b in shown:
+        col = r.fractions[:, budgets.index(b)]
+        cells.append(f"{np.median(col):.3f} [{np.percentile(col, 10):.2f},{np.percentile(col, 90):.2f}]")
+    return f"{r.name:<24}" + "".join(f"{c:>20}" for c in cells) + f"{np.median(r.spent):>10.3f}"
+
+
+def plot(results: list[MethodResult], budgets: tuple[float, ...], path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in results:
+        med = np.median(r.fractions, axis=0)
+        line, = ax.plot(budgets, med, marker=".", label=r.name)
+        ax.fill_between(budgets, np.percentile(r.fractions, 10, axis=0), np.percentile(r.fractions, 90, axis=0),
+                        color=line.get_color(), alpha=0.12)
+    ax.axhline(0.95, color="grey", lw=0.8, ls="--")
+    ax.axvline(0.35, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="compute (fraction of the full grid's trial-steps)", ylabel="hypervolume / full grid's",
+           title=title, ylim=(0, 1.02), xlim=(0, 1))
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    p.add_argument("--orders", type=int, default=20, help="seeded arrival orders / sampler seeds")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--plot", type=Path, default=ROOT / "bench" / "data" / "search_replay.png")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "data" / "search_replay.json")
+    args = p.parse_args(argv)
+    for name in ("orders", "workers"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name}={getattr(args, name)}: must be >= 1", file=sys.stderr)
+            return 2
+    from sage_core.errors import SageError
+
+    try:
+        table = load_table(args.table)
+    except SageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    scorer = Scorer(table)
+    n, total = len(table.params), table.total
+    print(f"table {args.table.name}: {n} configurations x evaluations at steps {list(table.steps)}; "
+          f"grid compute {n * total} trial-steps; grid hypervolume {scorer.grid_hv:.6g} "
+          f"(ref {', '.join(f'{m}={v:.4f}' for m, v in zip(table.objectives, scorer.ref))}); "
+          f"{args.orders} orders, {args.workers} workers")
+    shown = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
+    print(f"{'HV/grid: median [p10,p90]':<24}" + "".join(f"{f'@ {b:.0%} compute':>20}" for b in shown)
+          + f"{'spent':>10}")
+    results = []
+    for r in run_all(table, orders=args.orders, workers=args.workers):
+        results.append(r)
+        print(summary(r, BUDGETS, shown), flush=True)
+    by = {r.name: r for r in results}
+    j = BUDGETS.index(0.35)
+    ours, asha = by["pareto_sh(eta=2)"], by["mo_asha(eta=2)"]
+    hit = float((ours.fractions[:, j] >= 0.95).mean())
+    print(f"target 1: pareto_sh(eta=2) >= 95% of the grid's HV at 35% compute in {hit:.0%} of orders "
+          f"(target >= 90%): {'met' if hit >= 0.9 else 'NOT met'}")
+    for eta in (2, 3):
+        o, a = by[f"pareto_sh(eta={eta})"], by[f"mo_asha(eta={eta})"]
+        diff = np.median(o.fractions, 0) - np.median(a.fractions, 0)
+        worse = [f"{b:.0%} ({d:+.3f})" for b, d in zip(BUDGETS, diff) if d < 0]
+        paired = (o.fractions >= a.fractions - 1e-12).mean()
+        print(f"target 2 (eta={eta}): median HV/grid of pareto_sh minus mo_asha per budget: min {diff.min():+.3f}, "
+              f"max {diff.max():+.3f}; budgets where ours is lower: {', '.join(worse) or 'none'}; "
+              f"same-order pairs where ours >= mo_asha: {paired:.0%}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"table": args.table.name, "orders": args.orders, "workers": args.workers,
+                                     "budgets": list(BUDGETS), "grid_hv": scorer.grid_hv, "ref": list(scorer.ref),
+                                     "methods": {r.name: {"fractions": r.fractions.tolist(), "spent": r.spent.tolist()}
+                                                 for r in results}}, indent=1), encoding="utf-8")
+    plot(results, BUDGETS, args.plot, title=f"replay of {n} recorded SAGE curves, {args.workers} workers, "
+                                            f"{args.orders} orders")
+    print(f"wrote {args.json} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

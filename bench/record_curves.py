@@ -1,0 +1,239 @@
+"""Record real learning curves of a SAGE grid on the embedded MiniLM, for tabular search benchmarks.
+
+Every configuration of the grid below trains with the real DeepSpeed trainer (``sage_core.Trainer``,
+quickstart preset: MiniLM at 32 tokens, batch 16) and is evaluated by the real text evaluator
+(``sage_core.evaluation.TextEvaluator``, the quickstart rung settings) every ``--every`` steps up to
+``--steps``. Every numeric metric of every evaluation (objectives, diagnostics, their ``_lo``/``_hi``
+intervals, the training losses) becomes one row of a Parquet table keyed by (config_id, step); the
+file's metadata says how it was made (command, commit, machine, time, threads, load).
+
+All configurations share one cache folder, so the base embeddings, codebook and the evaluator's base
+data are built once (by the first configuration) and read by the others. The table is rewritten
+after each configuration, and a rerun with the same arguments skips the configurations already in it,
+so an interrupted recording resumes where it stopped.
+
+Run (about an hour on a shared 2-core CPU; one torch thread):
+    OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py
+Time one configuration first (writes nothing under bench/data):
+    OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --only 1 --out /tmp/curves-trial.parquet
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+
+from sage_core.trainer import Trainer, TrainerCallback  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "data" / "sage_minilm_curves.parquet"
+# 4 x 3 x 2 = 24 configurations around the quickstart/paper defaults.
+GRID: dict[str, tuple] = {
+    "lambda_esp": (0.0, 0.5, 2.0, 4.0),
+    "lambda_lsa": (0.0, 0.1, 0.5),
+    "local_k": (5, 10),
+}
+DEFAULT_EVAL_AT = "3,6,12,24"
+# The quickstart rung evaluation (calibration 500 prompts, bootstrap intervals), lighter where it
+# costs most on one shared CPU thread: 6 of the 50 minimal-pair groups per TIFA category (264
+# prompts), 64 prompts per attack set, 64 geometry prompts (about 450 prompts per evaluation).
+TEXT_EVAL = {"util_groups": 6, "attack_samples": 64}
+DIAG_SAMPLES = 64
+
+
+def grid_configs() -> list[dict]:
+    names = list(GRID)
+    return [dict(zip(names, values)) for values in itertools.product(*GRID.values())]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "sage_core"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out.stdout.strip() + ("+dirty-sage_core" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+class Recorder(TrainerCallback):
+    """Trainer callback: at each step of ``eval_at``, the shared text evaluator on the live encoder."""
+
+    def __init__(self, *, evaluator, eval_at: set[int], rows: list[dict], base: dict):
+        self.evaluator, self.eval_at, self.rows, self.base = evaluator, eval_at, rows, base
+        self.trainer = None  # set once the Trainer exists (its live encoder is what we evaluate)
+        self.t0 = time.perf_counter()
+        self.last: float | None = None
+        self.train_s = 0.0  # optimiser steps 2..step (step 1 also holds the setup; evaluations excluded)
+        self.losses: dict[str, list[float]] = {}
+
+    def on_step(self, info) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.train_s += now - self.last
+        for k, x in info.losses.items():
+            self.losses.setdefault(k, []).append(float(x))
+        if info.step in self.eval_at:
+            metrics = self.evaluator(self.trainer.encoder)
+            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            numeric.update({k: sum(xs) / len(xs) for k, xs in self.losses.items()})  # mean since the last row
+            self.losses.clear()
+            done = time.perf_counter()
+            self.rows.append({**self.base, "step": int(info.step), "total_steps": int(info.total_steps),
+                              "wall_s": done - self.t0, "train_s": self.train_s, "eval_s": done - now, **numeric})
+            print(f"  step {info.step}/{info.total_steps}: concept_auc {numeric['concept_auc']:.4f}, "
+                  f"util_sib {numeric['util_sib']:.4f} ({done - self.t0:.0f} s; steps {self.train_s:.0f} s, "
+                  f"this evaluation {done - now:.0f} s)", flush=True)
+            now = done
+        self.last = now
+
+
+def trial_config(params: dict, *, steps: int, seed: int, cache_dir: Path):
+    """The quickstart preset with ``params``; the trainer's own evaluation only at the end (geometry)."""
+    from sage_core.config import load_config
+
+    cfg = load_config(preset="quickstart", overrides={
+        **params, "max_steps": steps, "eval_every": steps, "checkpoint_every": steps, "keep_checkpoints": 1,
+        "diag_samples": DIAG_SAMPLES, "seed": seed, "cache_dir": str(cache_dir)})
+    return cfg.replace(text_eval={**cfg.text_eval, **TEXT_EVAL})
+
+
+def shared_evaluator(cfg):
+    """One TextEvaluator for every configuration: base embeddings, probe and samples built once."""
+    from sage_core.encoders import load_encoder
+    from sage_core.evaluation import TextEvaluator, build_eval_config
+
+    base = load_encoder(cfg.encoder, max_length=cfg.max_length)
+    return TextEvaluator(base, build_eval_config(cfg.eval_config_values()), cache_dir=cfg.resolved_cache_dir())
+
+
+def record_one(config_id: int, params: dict, *, evaluator, steps: int, eval_at: set[int], cache_dir: Path,
+               seed: int) -> list[dict]:
+    """Train one configuration to ``steps``, evaluating at ``eval_at``; one row per evaluation."""
+    cfg = trial_config(params, steps=steps, seed=seed, cache_dir=cache_dir)
+    rows: list[dict] = []
+    work = Path(tempfile.mkdtemp(prefix=f"sage-record-{config_id}-"))
+    recorder = Recorder(evaluator=evaluator, eval_at=eval_at, rows=rows, base={"config_id": config_id, **params})
+    try:
+        trainer = Trainer(cfg, out_dir=work, callbacks=[recorder], progress=False, evaluate=False)
+        recorder.trainer = trainer
+        trainer.fit()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def write_table(rows: list[dict], out: Path, meta: dict) -> None:
+    """Atomic: a temporary file renamed into place, so a killed run leaves the last complete table."""
+    names: list[str] = []
+    for row in rows:
+        names.extend(k for k in row if k not in names)
+    rows = sorted(rows, key=lambda r: (r["config_id"], r["step"]))
+    table = pa.table({n: [r.get(n) for r in rows] for n in names})
+    table = table.replace_schema_metadata({b"sage_record": json.dumps(meta).encode()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, out)
+
+
+def read_rows(path: Path) -> tuple[list[dict], dict]:
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(b"sage_record", b"{}"))
+    return table.to_pylist(), meta
+
+
+def _steps_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated step numbers, e.g. 4,8,16,32") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected step numbers >= 1")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--eval-at", type=_steps_list, default=_steps_list(DEFAULT_EVAL_AT),
+                   help=f"steps to evaluate at; the last is the run length (default {DEFAULT_EVAL_AT})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", type=int, default=None, help="record only the first N configurations (timing)")
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sage-sweeps")
+    args = p.parse_args(argv)
+    steps = args.eval_at[-1]
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    configs = grid_configs()[: args.only]
+    settings = {"eval_at": args.eval_at, "seed": args.seed, "grid": GRID, "preset": "quickstart",
+                "diag_samples": DIAG_SAMPLES, "text_eval": TEXT_EVAL}
+    rows: list[dict] = []
+    if args.out.is_file():
+        rows, old = read_rows(args.out)
+        if old.get("settings") != json.loads(json.dumps(settings)):
+            print(f"error: --out={args.out} holds a recording with other settings ({old.get('settings')}); "
+                  "pick another --out or move it away", file=sys.stderr)
+            return 2
+    done = {r["config_id"] for r in rows}
+    meta = {"command": f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " + shlex.join(["python", *sys.argv]),
+            "commit": _commit(), "machine": _machine(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_at_start": _load(), "settings": settings}
+    t_all = time.perf_counter()
+    evaluator = shared_evaluator(trial_config(configs[0], steps=steps, seed=args.seed, cache_dir=args.cache_dir))
+    meta["evaluator"] = evaluator.describe()
+    print(f"text evaluator ready in {time.perf_counter() - t_all:.0f} s", flush=True)
+    for cid, params in enumerate(configs):
+        if cid in done:
+            continue
+        print(f"config {cid + 1}/{len(configs)}: {params}", flush=True)
+        rows.extend(record_one(cid, params, evaluator=evaluator, steps=steps, eval_at=set(args.eval_at),
+                               cache_dir=args.cache_dir, seed=args.seed))
+        meta.update(finished_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    load_at_end=_load(), configs_recorded=len({r["config_id"] for r in rows}))
+        write_table(rows, args.out, meta)
+    print(f"wrote {len(rows)} rows ({len({r['config_id'] for r in rows})} configurations) to {args.out} "
+          f"in {time.perf_counter() - t_all:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""bench/bench_search_replay.py on a tiny synthetic curve table: seeded runs repeat exactly, and the
+full grid's hypervolume and its anytime fractions match a hand computation."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_search_replay", ROOT / "bench" / "bench_search_replay.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def table(bench):
+    # 6 configurations, evaluations at steps 1, 2, 4: concept_auc falls and util_sib falls with steps.
+    rng = np.random.default_rng(7)
+    steps = (1, 2, 4)
+    final = np.column_stack([rng.uniform(0.90, 0.99, 6), rng.uniform(0.5, 0.9, 6)])
+    values = np.stack([final + (4 - s) * np.array([0.002, 0.02]) + rng.normal(0, 0.01, (6, 2)) for s in steps], axis=1)
+    values[:, -1, :] = final
+    return bench.CurveTable(params=[{"a": i} for i in range(6)], steps=steps, values=values)
+
+
+def staircase_hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """2-D hypervolume (both minimised) by summing the dominated area column by column."""
+    xs = sorted({float(x) for x in points[:, 0]} | {float(ref[0])})
+    area = 0.0
+    for left, right in zip(xs, xs[1:]):
+        ys = [y for x, y in points if x <= left]
+        if ys:
+            area += (right - left) * max(0.0, ref[1] - min(ys))
+    return area
+
+
+def test_replay_is_deterministic_under_a_seed(bench, table):
+    first = {r.name: r for r in bench.run_all(table, orders=3, workers=2)}
+    second = {r.name: r for r in bench.run_all(table, orders=3, workers=2)}
+    assert set(first) == {"grid", "random", "pareto_sh(eta=2)", "pareto_sh(eta=3)", "mo_asha(eta=2)",
+                          "mo_asha(eta=3)", "nsga2", "nsga2+pareto_sh(eta=2)", "tpe", "tpe+pareto_sh(eta=2)"}
+    for name, r in first.items():
+        np.testing.assert_array_equal(r.fractions, second[name].fractions, err_msg=name)
+        np.testing.assert_array_equal(r.spent, second[name].spent, err_msg=name)
+    # Different seeds are different orders: the grid's anytime curve is not the same for all of them.
+    assert len({tuple(row) for row in first["grid"].fractions}) > 1
+
+
+def test_full_grid_reaches_fraction_one_and_matches_a_hand_computation(bench, table):
+    scorer = bench.Scorer(table)
+    finals = table.values[:, -1, :] * np.array([1.0, -1.0])  # concept_auc min, util_sib max
+    high, low = finals.max(0), finals.min(0)
+    ref = high + 0.1 * (high - low)
+    assert scorer.grid_hv == pytest.approx(staircase_hv(finals, ref), rel=1e-12)
+
+    order = [int(i) for i in np.random.default_rng(0).permutation(6)]
+    trace = bench.replay(table, bench.Grid(order), workers=2, cap=24.0)
+    # Two workers in lockstep: trials finish in pairs at 8, 16 and 24 trial-steps.
+    assert trace.completions == [(8.0, order[0]), (8.0, order[1]), (16.0, order[2]), (16.0, order[3]),
+                                 (24.0, order[4]), (24.0, order[5])]
+    assert trace.compute == 24.0
+    fr = trace.fractions(scorer, (0.25, 0.5, 1.0), 24.0)
+    assert fr[0] == 0.0  # 6 trial-steps: nothing finished yet
+    assert fr[1] == pytest.approx(staircase_hv(finals[order[:2]], ref) / staircase_hv(finals, ref), rel=1e-12)
+    assert fr[2] == 1.0
+
+    grid = next(bench.run_all(table, orders=4, workers=2, only=["grid"]))
+    np.testing.assert_array_equal(grid.fractions[:, -1], 1.0)
+    np.testing.assert_array_equal(grid.spent, 1.0)
