@@ -102,6 +102,9 @@ class RobustConfig(BaseModel):
         None, description="Linear layers to adapt; null = q/v projections (q_proj/v_proj or query/value)")
     style: str = Field(", watercolor painting, soft pastel colors", description="suffix of the style objective")
     seed: int = Field(0, ge=0, description="seed of the adapters' initialisation, the prompt sample and batches")
+    image: dict[str, Any] | None = Field(
+        None, description="image level, in the image stage: a benign UNet LoRA fine-tune on an image-caption "
+        "folder, then asr again (sage_core.robustness_image.ImageRobustConfig: data, steps, lr, rank, ...)")
 
     @field_validator("objective")
     @classmethod

@@ -183,9 +183,13 @@ def _local_encoder(path: str, storage: str | None, work: Path) -> str:
 
 
 def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mapping[str, Any], cache_dir: str,
-                     base_metrics: Mapping[str, float] | None, storage: str | None) -> dict[str, Any]:
+                     base_metrics: Mapping[str, float] | None, storage: str | None,
+                     robust_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Image metrics of one encoder: a survivor's checkpoint (``storage``: the sweep folder it lives
     in, which may be object storage), or the base encoder spec (``storage`` None).
+
+    ``robust_values``: ``fidelity.robust.image`` (:mod:`sage_core.robustness_image`): then also
+    ``robust_asr*`` after a benign UNet LoRA fine-tune (``base_metrics["asr"]`` gives ``robust_asr_recovered``).
 
     Returns ``columns`` (metrics, ``base_*`` from ``base_metrics``, provenance), ``metrics``,
     ``generated`` (images not served by the cache) and ``wall_s``. Runs inside a Ray task.
@@ -205,6 +209,12 @@ def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mappi
         enc = load_encoder(_local_encoder(encoder, storage, work), max_length=max_length)
         with quiet_hf_progress():
             columns, _ = iev.evaluate_with_base(enc, base_metrics=dict(base_metrics or {}))
+            if robust_values is not None:
+                from sage_core.robustness_image import build_image_robust_config, image_robustness_metrics
+
+                cfg_ft = build_image_robust_config(robust_values, where="fidelity.robust.image")
+                columns.update(image_robustness_metrics(enc, evaluator=iev, cfg=cfg_ft,
+                                                        base_asr=(base_metrics or {}).get("asr")))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     metrics = {k: v for k, v in columns.items() if k not in iev.info and not k.startswith("base_")}
@@ -325,7 +335,8 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
                          row=s.row)
             say(f"image stage: evaluating survivor {index[s.trial_id]}/{n}: {s.describe(metrics)}")
             ref = task.remote(checkpoint, max_length=ml, eval_values=eval_values, cache_dir=cache_dir,
-                              base_metrics=bases[(enc, ml)], storage=storage)
+                              base_metrics=bases[(enc, ml)], storage=storage,
+                              robust_values=(spec.fidelity.robust or {}).get("image"))
             in_flight[ref] = s
         if not in_flight:
             break

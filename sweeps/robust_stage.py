@@ -19,13 +19,15 @@ under the sweep's cache) once per trial process and reuse it at every evaluation
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 __all__ = ["TrialStages", "stage_problems"]
 
 
-def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any] | None) -> list[str]:
-    """Every problem of ``fidelity.robust`` / ``fidelity.proximal`` settings (validated before Ray starts)."""
+def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any] | None, *,
+                   image_metrics: Sequence[str] | None = None) -> list[str]:
+    """Every problem of ``fidelity.robust`` / ``fidelity.proximal`` settings (validated before Ray starts);
+    ``image_metrics``: the image stage's metrics (None: no image stage), for ``fidelity.robust.image``."""
     from sage_core.errors import ConfigError
     from sage_core.evaluation.proximal import build_proximal_config
     from sage_core.robustness import build_robust_config
@@ -39,7 +41,32 @@ def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any]
             build(values, where=where)
         except ConfigError as exc:
             problems += list(exc.problems)
-    return problems
+    return problems + _image_problems((robust or {}).get("image"), image_metrics)
+
+
+def _image_problems(values: Mapping[str, Any] | None, image_metrics: Sequence[str] | None) -> list[str]:
+    """``fidelity.robust.image`` (the UNet fine-tune of the image stage) and the ``robust_asr*`` metrics
+    that need it."""
+    from analysis.metrics import lookup
+    from sage_core.errors import ConfigError, DataError
+    from sage_core.robustness_image import build_image_robust_config, read_image_captions
+
+    where = "fidelity.robust.image"
+    needs = [m for m in image_metrics or () if m.startswith("robust_") and getattr(lookup(m), "fidelity", "") == "image"]
+    if values is None:
+        return [f"fidelity.image.metrics: {m!r} is measured after a UNet LoRA fine-tune; add {where}: "
+                "{data: FOLDER} (benign images with captions)" for m in needs]
+    if image_metrics is None:
+        return [f"{where}: the UNet fine-tune runs in the image stage; add fidelity.image (metrics: [asr, "
+                "robust_asr], eval: {sd_model: FOLDER, ...})"]
+    try:
+        cfg = build_image_robust_config(values, where=where)
+        read_image_captions(cfg.data, where=f"{where}.data")
+    except ConfigError as exc:
+        return list(exc.problems)
+    except DataError as exc:
+        return [str(exc)]
+    return []
 
 
 class TrialStages:

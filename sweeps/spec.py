@@ -586,10 +586,11 @@ def validate_spec(spec: SweepSpec) -> Coverage:
         if stage in ("robust", "proximal") and getattr(spec.fidelity, stage) is None:
             problems.append(f"objectives[{i}].metric={obj.metric!r}: measured by the {stage} stage; add "
                             f"fidelity.{stage}: {{}} (defaults) to the spec")
-    if spec.fidelity.robust is not None or spec.fidelity.proximal is not None:
+    if spec.fidelity.robust is not None or spec.fidelity.proximal is not None or spec.fidelity.image is not None:
         from .robust_stage import stage_problems
 
-        problems += stage_problems(spec.fidelity.robust, spec.fidelity.proximal)
+        problems += stage_problems(spec.fidelity.robust, spec.fidelity.proximal,
+                                   image_metrics=spec.fidelity.image.metrics if spec.fidelity.image else None)
     if spec.fidelity.image is not None:
         unknown_metric = False
         for m in spec.fidelity.image.metrics:
