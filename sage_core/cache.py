@@ -91,8 +91,12 @@ def _locked(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - POSIX only
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+b") as fh:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path.with_name(path.name + ".lock"), "a+b")
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    with fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -111,17 +115,21 @@ def build_once(path: Path, build: Callable[[], dict[str, torch.Tensor]], *,
     hit = load_cached(path)
     if hit is not None and valid(hit):
         return hit
-    try:
-        with _locked(path):
-            hit = load_cached(path)  # built by whoever held the lock before us
-            if hit is not None and valid(hit):
-                return hit
-            tensors = build()
+    with _locked(path):
+        hit = load_cached(path)  # built by whoever held the lock before us
+        if hit is not None and valid(hit):
+            return hit
+        tensors = build()
+        try:
             atomic_save(tensors, path, metadata=metadata)
-    except OSError as exc:
-        raise StorageError(f"cannot write the cache in {path.parent}: {exc.strerror or exc}; set {CACHE_ENV} "
-                           "(or cache_dir) to a writable folder") from None
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
     return tensors
+
+
+def _unwritable(path: Path, exc: OSError) -> StorageError:
+    return StorageError(f"cannot write the cache in {path.parent}: {exc.strerror or exc}; set {CACHE_ENV} "
+                        "(or cache_dir) to a writable folder")
 
 
 def cached_embeddings(encoder: TextEncoder, prompts: Sequence[str], *, cache_dir: str | os.PathLike,
