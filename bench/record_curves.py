@@ -45,11 +45,12 @@ from sage_core.trainer import Trainer, TrainerCallback  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "data" / "sage_minilm_curves.parquet"
-# 4 x 3 x 2 = 24 configurations around the quickstart/paper defaults.
+# 4 x 3 x 2 = 24 configurations around the quickstart/paper defaults. Every dimension acts in every
+# configuration (local_k would not: it does nothing when lambda_lsa = 0, so a local_k grid repeats runs).
 GRID: dict[str, tuple] = {
     "lambda_esp": (0.0, 0.5, 2.0, 4.0),
     "lambda_lsa": (0.0, 0.1, 0.5),
-    "local_k": (5, 10),
+    "lr": (5e-5, 1e-4),
 }
 DEFAULT_EVAL_AT = "3,6,12,24"
 # The quickstart rung evaluation (calibration 500 prompts, bootstrap intervals), lighter where it
