@@ -115,6 +115,8 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
     from sage_core.config import load_config
     from sage_core.trainer import Trainer
 
+    from .fault_injection import fault_callbacks  # tests inject a fault at a step through the environment
+
     cfg = load_config(overrides=trial_values(context.base, config, context.variants))
     if context.robust is not None or context.proximal is not None:
         from .robust_stage import TrialStages
@@ -123,7 +125,8 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
     work = Path(tempfile.mkdtemp(prefix=f"sage-trial-{name}-"))
     try:
         resume_from = Path(checkpoint.to_directory(str(work / "restored"))) if checkpoint is not None else None
-        Trainer(cfg, out_dir=work / "run", callbacks=[callback], resume_from=resume_from, progress=False).fit()
+        Trainer(cfg, out_dir=work / "run", callbacks=[callback, *fault_callbacks()], resume_from=resume_from,
+                progress=False).fit()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

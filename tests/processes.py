@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import psutil
 
-__all__ = ["alive", "descendants", "wait_gone", "stop"]
+__all__ = ["alive", "descendants", "same_processes", "wait_gone", "stop"]
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -33,6 +33,19 @@ def descendants(pid: int | None = None, *, cmdline_has: str = "") -> list[psutil
     for proc in psutil.Process(pid).children(recursive=True):
         try:
             if alive(proc) and cmdline_has in " ".join(proc.cmdline()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def same_processes(noted: Iterable[tuple[int, float]]) -> list[psutil.Process]:
+    """The live processes among ``(pid, create_time)`` pairs noted earlier (a reused pid is another process)."""
+    found = []
+    for pid, created in noted:
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() == created and alive(proc):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

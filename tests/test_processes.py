@@ -8,7 +8,7 @@ import sys
 
 import psutil
 
-from tests.processes import alive, descendants, stop, wait_gone
+from tests.processes import alive, descendants, same_processes, stop, wait_gone
 
 IGNORES_TERM = "import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); sys.stdin.read()"
 
@@ -34,3 +34,13 @@ def test_stop_kills_a_child_that_ignores_sigterm():
     assert handle in descendants(cmdline_has="SIG_IGN")
     assert stop([handle], grace=0.5) == []
     assert proc.wait(timeout=60) == -signal.SIGKILL
+
+
+def test_noted_processes_are_found_again_only_while_the_same_process_lives():
+    proc = _child(IGNORES_TERM)
+    handle = psutil.Process(proc.pid)
+    noted = [(proc.pid, handle.create_time())]
+    assert same_processes(noted) == [handle]
+    assert same_processes([(proc.pid, handle.create_time() - 1.0)]) == []  # another start time: not ours
+    assert stop(same_processes(noted), grace=0.5) == [] and same_processes(noted) == []
+    proc.wait()

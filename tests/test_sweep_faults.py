@@ -1,17 +1,20 @@
-"""Fault tolerance: driver SIGKILL + resume, and a node lost mid-sweep (real Ray clusters)."""
+"""Fault tolerance: driver SIGKILL + resume, and a node lost mid-sweep (real Ray clusters).
+
+Both faults strike at a known point (right after the results store writes), not at a time.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.processes import same_processes, stop
 from tests.test_sweep_run import tiny_spec
 
 TIMING = {"wall_s", "device_s", "checkpoint", "sweep_id", "trial_id", "code_version", "cache_dir"}
@@ -38,15 +41,38 @@ def _comparable(rows: list[dict]) -> set[tuple]:
     return out
 
 
-def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if pred():
-            return
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the driver exited with code {proc.returncode} before {what}")
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+#: The driver: a sweep whose process SIGKILLs itself right after the results store has written
+#: ``KILL_AFTER`` rows, leaving a note of the rows written and of the processes it started.
+DRIVER = """
+import json, os, signal, sys
+import psutil
+from analysis.store import KEY_COLUMNS, ResultStore
+import sweeps
+
+spec, note, kill_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+written, write = [], ResultStore.write
+
+def write_then_die(self, rows):
+    rows = list(rows)
+    n = write(self, rows)
+    written.extend([r[k] for k in KEY_COLUMNS] for r in rows)
+    if len(written) >= kill_after:
+        started = [[p.pid, p.create_time()] for p in psutil.Process().children(recursive=True)]
+        with open(note, "w") as fh:
+            json.dump({"rows": written, "started": started}, fh)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n
+
+ResultStore.write = write_then_die
+sweeps.run(spec, progress=False)
+"""
+KILL_AFTER = 2
+
+
+def _key(row: dict) -> tuple:
+    from analysis.store import KEY_COLUMNS
+
+    return tuple(row[k] for k in KEY_COLUMNS)
 
 
 @pytest.mark.slow
@@ -54,25 +80,26 @@ def test_driver_sigkill_then_resume_loses_and_duplicates_nothing(tmp_path):
     import sweeps
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    # 16 steps a trial, text metrics every 8: trials reuse their actor, so short ones would all
-    # finish between two polls and leave nothing to kill mid-sweep.
+    # 16 steps a trial, text metrics every 8: 2 rows a trial, 8 in all.
     common = dict(scheduler={"kind": "fifo"}, search={"algorithm": "grid", "max_concurrent": 1},
                   fidelity={"text_every": 8}, train={"max_steps": 16, "epochs": 4})
-    killed = tmp_path / "killed"
+    killed, note = tmp_path / "killed", tmp_path / "killed-note.json"
     spec = tiny_spec(tmp_path, storage=str(killed / "sweep"), **common)
-    proc = subprocess.Popen([sys.executable, "-m", "sweeps", "sweep", "run", str(spec)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(spec), str(note), str(KILL_AFTER)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        # Trials reuse their actor, so the next one starts at once: kill as soon as rows exist.
-        _wait_for(lambda: len(_rows(killed / "sweep")) >= 2, 240, "two result rows", proc)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        code = proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+    assert code == -signal.SIGKILL, f"the driver exited with {code} instead of dying at the injected fault"
+    died = json.loads(note.read_text())
+    # The killed driver's local Ray (its descendants, still the same processes) goes with it.
+    assert stop(same_processes(died["started"])) == []
     before = _rows(killed / "sweep")
-    assert 2 <= len(before) < 8, "the driver was killed mid-sweep"
-    time.sleep(3.0)  # let the orphaned local Ray of the killed driver shut down
+    assert sorted(map(_key, before)) == sorted(map(tuple, died["rows"]))  # exactly what was written
+    assert KILL_AFTER <= len(before) < 8, "the driver was killed mid-sweep"
     outcome = sweeps.resume(str(killed / "sweep"))
     assert outcome.state == "finished", outcome.summary()
     after = _rows(killed / "sweep")
@@ -91,6 +118,7 @@ def test_lost_node_reschedules_its_trials_from_checkpoints(tmp_path, monkeypatch
     from ray.cluster_utils import Cluster
 
     import sweeps
+    from analysis.store import ResultStore
 
     # The simulated nodes share this machine's filesystem, so the local storage folder is shared.
     monkeypatch.setenv("SAGE_SHARED_STORAGE", "1")
@@ -101,21 +129,19 @@ def test_lost_node_reschedules_its_trials_from_checkpoints(tmp_path, monkeypatch
         ray.init(address=cluster.address, logging_level="ERROR")
         spec = tiny_spec(tmp_path, resources={"cpus": 1, "custom": {"slot": 1}}, max_failures=2,
                          search={"algorithm": "grid", "max_concurrent": 2})
-        removed = threading.Event()
+        removed: list[int] = []  # rows in the store when the node went
+        write = ResultStore.write
 
-        def remove_when_busy():
-            try:
-                _wait_for(lambda: len(_rows(tmp_path / "sweep")) >= 1, 300, "a first result")
-            except AssertionError:
-                return
-            cluster.remove_node(workers[0], allow_graceful=False)
-            removed.set()
+        def write_then_remove_node(self, rows):
+            n = write(self, rows)
+            if not removed:  # the first write: the sweep is running, its trials spread over both nodes
+                removed.append(len(self.read().to_pylist()))
+                cluster.remove_node(workers[0], allow_graceful=False)
+            return n
 
-        killer = threading.Thread(target=remove_when_busy, daemon=True)
-        killer.start()
+        monkeypatch.setattr(ResultStore, "write", write_then_remove_node)
         outcome = sweeps.run(str(spec), progress=False)
-        killer.join(5)
-        assert removed.is_set(), "the node was not removed mid-sweep"
+        assert removed and removed[0] < 8, "the node was not removed mid-sweep"
         assert outcome.state == "finished", outcome.summary()
         rows = _rows(tmp_path / "sweep")
         keys = [(r["trial_id"], r["step"]) for r in rows]

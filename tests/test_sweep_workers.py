@@ -11,11 +11,20 @@ from tests.test_sweep_run import _rows, tiny_spec
 
 
 @pytest.fixture(scope="module")
-def ray_three_cpus():
+def fault_switch(tmp_path_factory) -> Path:
+    """While this file exists, rank 1 of a trial SIGKILLs itself after step 7 (once: it deletes the file)."""
+    return tmp_path_factory.mktemp("fault") / "armed"
+
+
+@pytest.fixture(scope="module")
+def ray_three_cpus(fault_switch):
     import ray
 
+    from sweeps.fault_injection import FAULT_ENV
+
     # One 2-worker trial at a time (2 CPUs for the workers + a sliver for the trial's driver).
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": {FAULT_ENV: f"{KILL_STEP}:1:{fault_switch}"}})
     yield
     ray.shutdown()
 
@@ -64,46 +73,27 @@ def test_fractional_gpus_with_several_workers_is_refused(tmp_path):
         load_spec(str(path))
 
 
-def _kill_a_train_worker_after_first_row(storage: Path, killed: list) -> None:
-    import os
-    import signal
-    import time
-
-    import psutil
-
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if (storage / "results").exists() and _rows(storage):
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-                    os.kill(proc.info["pid"], signal.SIGKILL)
-                    killed.append(max(r["step"] for r in _rows(storage)))
-                    return
-        time.sleep(0.3)
+KILL_STEP = 7  # rank 1 dies between the evaluations of steps 6 and 8
 
 
 @pytest.mark.slow
-def test_a_killed_worker_fails_the_trial_and_the_retry_resumes_its_ray_train_run(ray_three_cpus, tmp_path):
-    import threading
-
+def test_a_killed_worker_fails_the_trial_and_the_retry_resumes_its_ray_train_run(ray_three_cpus, fault_switch,
+                                                                                 tmp_path):
     import sweeps
 
     storage = tmp_path / "sweep"
     spec_path = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [2.0]}},
                           search={"algorithm": "grid", "max_concurrent": 1}, resources={"cpus": 1, "workers": 2},
                           train={"max_steps": 16, "epochs": 4})  # 32 pairs / batch 8 = 4 steps an epoch
-    killed: list[int] = []
-    killer = threading.Thread(target=_kill_a_train_worker_after_first_row, args=(storage, killed), daemon=True)
-    killer.start()
+    fault_switch.touch()
     outcome = sweeps.run(str(spec_path), progress=False)
-    killer.join(timeout=1)
-    assert killed, "no Ray Train worker was killed"
+    assert not fault_switch.exists(), "no Ray Train worker reached the injected fault"
     assert outcome.state == "finished" and outcome.counts["finished"] == 1
     rows = _rows(storage)
     assert sorted(r["step"] for r in rows) == list(range(2, 17, 2))  # every evaluation exactly once
     assert [r["status"] for r in sorted(rows, key=lambda r: r["step"])][-1] == "finished"
     # Tune saw the failure, and the retry resumed from a checkpoint instead of step 0: the first
-    # evaluation (step 2) reached Tune once, other steps possibly twice (re-reported after the resume).
+    # evaluation (step 2) reached Tune once, later ones possibly twice (re-reported after the resume).
     reported = [json.loads(line)["step"] for f in (storage / "ray" / "tune").glob("*/result.json")
                 for line in f.read_text().splitlines() if line.strip()]
     assert reported.count(2) == 1 and set(reported) == set(range(2, 17, 2))
