@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 from analysis.errors import QueryError
 from analysis.intervals import interval_frame
 from analysis.metrics import DEFAULT_OBJECTIVES, DEFAULT_PAIRS, REGISTRY, interval_columns, is_interval_column, is_metric
-from analysis.rows import last_step_sql
+from analysis.rows import last_step_sql, trial_status_sql
 from analysis.store import KEY_COLUMNS
 from analysis.views import Source, columns_of, open_source, require_columns
 
@@ -123,10 +123,8 @@ def _last_rows(con, *, statuses: Sequence[str] | None) -> pd.DataFrame:
     where = ""
     if statuses is not None and "status" in cols:
         allowed = ", ".join("'" + s.replace("'", "''") + "'" for s in statuses)
-        where = (
-            "WHERE (sweep_id, trial_id) IN (SELECT (sweep_id, trial_id) FROM results GROUP BY sweep_id, trial_id "
-            f"HAVING arg_max(status, step) IN ({allowed}))"
-        )
+        where = (f"WHERE (sweep_id, trial_id) IN (SELECT (sweep_id, trial_id) FROM ({trial_status_sql('results')}) "
+                 f"WHERE status IN ({allowed}))")
     df = con.sql(last_step_sql(f"SELECT * FROM results {where}", columns=cols)).df()
     if df.empty:
         return df

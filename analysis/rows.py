@@ -7,7 +7,8 @@
 - **Last row per trial** (:data:`TRIAL_KEY`): per ``(sweep_id, trial_id, fidelity)`` the row with
   the largest step, in SQL (:func:`last_step_sql`, for fronts and ablation tables) and over row
   dicts (:func:`last_rows`, for the sweep driver, status and calibration); a test checks that the
-  two agree.
+  two agree. A trial's status is the status of its row with the largest step over all fidelities
+  (:func:`trial_status_sql`), so a pruned trial does not come back through its earlier rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["TRIAL_KEY", "newest_write_sql", "last_step_sql", "last_rows"]
+__all__ = ["TRIAL_KEY", "newest_write_sql", "last_step_sql", "last_rows", "trial_status_sql"]
 
 TRIAL_KEY = ("sweep_id", "trial_id", "fidelity")
 
@@ -36,6 +37,12 @@ def last_step_sql(select: str, *, columns: Sequence[str]) -> str:
         return select
     return (f"SELECT * FROM ({select}) QUALIFY row_number() OVER "
             f"(PARTITION BY {', '.join(key)} ORDER BY step DESC) = 1")
+
+
+def trial_status_sql(relation: str) -> str:
+    """SELECT of ``(sweep_id, trial_id, status)``: each trial's status, that of its row with the
+    largest step."""
+    return f"SELECT sweep_id, trial_id, arg_max(status, step) AS status FROM {relation} GROUP BY sweep_id, trial_id"
 
 
 def last_rows(rows: Iterable[Mapping[str, Any]], *,

@@ -12,7 +12,7 @@ import pytest
 
 from analysis import dominance
 from analysis.errors import QueryError, UnknownNameError
-from analysis.rows import last_rows, last_step_sql, newest_write_sql
+from analysis.rows import last_rows, last_step_sql, newest_write_sql, trial_status_sql
 from tests.pareto_oracle import brute_hv, brute_rank_crowding, brute_ranks
 
 
@@ -120,3 +120,20 @@ def test_newest_write_wins_per_key() -> None:
     assert list(got.columns) == [*keys, "value"]
     assert sorted(got.itertuples(index=False, name=None)) == sorted(
         (*k, r["value"]) for k, r in want.items())
+
+
+def test_trial_status_is_the_status_of_the_largest_step() -> None:
+    rng = np.random.default_rng(3)
+    statuses = ["running", "pruned", "finished"]
+    rows = [{"sweep_id": f"s{s}", "trial_id": f"t{t}", "step": int(step), "status": str(rng.choice(statuses))}
+            for s in range(2) for t in range(6) for step in rng.choice(40, size=int(rng.integers(1, 5)), replace=False)]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    want = {}
+    for r in rows:
+        k = (r["sweep_id"], r["trial_id"])
+        if k not in want or r["step"] > want[k][0]:
+            want[k] = (r["step"], r["status"])
+    con = duckdb.connect()
+    con.register("t", pd.DataFrame(rows))
+    got = {(s, t): status for s, t, status in con.sql(trial_status_sql("t")).fetchall()}
+    assert got == {k: v[1] for k, v in want.items()}
