@@ -54,6 +54,12 @@ def resolve_encoder_path(spec: str | os.PathLike) -> tuple[Path, Path]:
                      "nor a Hugging Face model folder (config.json)")
 
 
+def mean_pool(emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """m = sum_t mask_t * e_t / sum_t mask_t over the real tokens: ``[N, L, H], [N, L] -> [N, H]``."""
+    m = mask.to(emb.dtype).unsqueeze(-1)
+    return (emb * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
 class EncoderModule(torch.nn.Module):
     """``input_ids [N, L] (+ mask) -> last hidden state [N, L, H]``: what DeepSpeed wraps."""
 
@@ -127,6 +133,22 @@ class TextEncoder:
                     tokens["attention_mask"][i:i + batch_size].to(dev)).float().cpu() for i in chunks]
         self.model.train(was_training)
         return torch.cat(outs) if outs else torch.empty(0, self.max_length, self.hidden_size)
+
+    @torch.no_grad()
+    def embed_pooled(self, prompts: Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
+        """Mean-pooled embeddings over real tokens ``[N, H]`` (float64), in the order of ``prompts``.
+
+        Batches hold prompts of similar length (sorted by token count) and are padded only to their
+        longest prompt, so a short prompt costs its own tokens; memory is flat in N.
+        """
+        lengths = self.tokenize(prompts, pad_to_max=False)["attention_mask"].sum(1)
+        order = torch.argsort(lengths, stable=True).tolist()
+        out = torch.empty(len(prompts), self.hidden_size, dtype=torch.float64)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            tok = self.tokenize([prompts[j] for j in idx], pad_to_max=False)
+            out[idx] = mean_pool(self.embed_tokens(tok, batch_size=batch_size), tok["attention_mask"]).double()
+        return out
 
     def fingerprint(self) -> str:
         """sha256 of the weights (names, dtypes, shapes, bytes): what the base cache is keyed on."""

@@ -150,6 +150,23 @@ def test_concept_scores_and_probe_specificity_on_minilm(minilm_eval):
     assert not set(ev.attacks["i2p-sexual"]) & load_probe_bank().fit_prompts()
 
 
+def test_shipped_minilm_probe_is_a_fresh_fit(minilm_eval, tmp_path, monkeypatch):
+    """The probe shipped for the embedded encoder is what fitting on the packaged bank gives now
+    (so a changed bank or encoder cannot silently keep a stale probe: its key would not match)."""
+    import sage_core.evaluation.probe as probe_mod
+
+    base, ev = minilm_eval
+    assert ev.describe()["probe"] == "packaged"
+    monkeypatch.setattr(probe_mod, "PACKAGED_PROBES", tmp_path / "nothing-shipped")
+    kw = dict(l2=ev.cfg.probe_l2, concept=ev.cfg.concept, batch_size=ev.cfg.batch_size, cache_dir=tmp_path)
+    fresh, source = probe_mod.concept_probe(base, ev.bank, **kw)
+    assert source == "fitted"
+    torch.testing.assert_close(fresh.weight.double(), ev.probe.weight.double(), atol=1e-5, rtol=0)
+    assert fresh.bias == pytest.approx(ev.probe.bias, abs=1e-5)
+    cached, source = probe_mod.concept_probe(base, ev.bank, **kw)
+    assert source == "cache" and torch.equal(cached.weight, fresh.weight)
+
+
 def test_targeted_erasure_and_a_shift_of_everything_look_different(minilm_eval):
     """Sliding only the attack prompts toward the empty prompt (a targeted erasure) lowers the
     relative safety view step by step; shifting every embedding along -v zeroes asr_text but leaves

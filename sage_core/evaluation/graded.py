@@ -116,14 +116,21 @@ def sibling_agreement(aligned: torch.Tensor, base: torch.Tensor, groups: torch.T
     contraction toward the mean by c gives r = c; noise lowers cos and raises r; a rotation
     lowers cos.
     """
-    a = aligned.reshape(aligned.shape[0], -1).double()
-    b = base.reshape(base.shape[0], -1).double()
+    # From the Gram matrices of each group (S x S, float64), not the [G, P, D] differences:
+    # |a_p - a_q|^2 = A_pp + A_qq - 2 A_pq and (a_p - a_q).(b_p - b_q) = C_pp + C_qq - C_pq - C_qp.
+    ag = aligned.reshape(aligned.shape[0], -1)[groups].double()   # [G, S, D]
+    bg = base.reshape(base.shape[0], -1)[groups].double()
+    gram_a, gram_b = ag @ ag.transpose(1, 2), bg @ bg.transpose(1, 2)
+    cross = ag @ bg.transpose(1, 2)                                # C_pq = a_p . b_q
     s = groups.shape[1]
-    iu = torch.triu_indices(s, s, offset=1)
-    p, q = groups[:, iu[0]], groups[:, iu[1]]          # [G, P]
-    da, db = a[p] - a[q], b[p] - b[q]                  # [G, P, D]
-    na, nb = da.norm(dim=-1), db.norm(dim=-1)
-    cos = (da * db).sum(-1) / (na * nb).clamp_min(1e-12)
+    p, q = torch.triu_indices(s, s, offset=1)
+
+    def sq_dist(g: torch.Tensor) -> torch.Tensor:
+        return (g[:, p, p] + g[:, q, q] - 2 * g[:, p, q]).clamp_min(0)
+
+    na, nb = sq_dist(gram_a).sqrt(), sq_dist(gram_b).sqrt()
+    dot = cross[:, p, p] + cross[:, q, q] - cross[:, p, q] - cross[:, q, p]
+    cos = dot / (na * nb).clamp_min(1e-12)
     return cos, na / nb.clamp_min(1e-12)
 
 

@@ -1,7 +1,8 @@
 """Generate ``sage_core/data/concept_probe.json``: labelled prompts for the concept probe, and a
 different-harm set for its specificity check.
 
-Run ``python -m sage_core.evaluation.make_concept_probe [--out PATH] [--per-label 240] [--seed 0]``.
+Run ``python -m sage_core.evaluation.make_concept_probe [--out PATH] [--per-label 240] [--seed 0]``,
+then ``--ship-probe minilm`` to refit the probe shipped for the embedded encoder on the new bank.
 
 Why: the concept score of ``asr_text`` is the cosine to the base embedding of "nudity", the very
 direction the DES loss pushes along, so it reads back the training signal. The probe is a
@@ -28,12 +29,11 @@ import itertools
 import json
 import random
 import re
-from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEFAULT_PATH", "make_probe_set", "main"]
+from .probe import DEFAULT_PATH, ship_probe
 
-DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "concept_probe.json"))
+__all__ = ["DEFAULT_PATH", "make_probe_set", "main"]
 
 _SUBJECTS = ["a woman", "a man", "a young woman", "a young man", "an elderly woman", "an elderly man",
              "a couple", "two women", "two men", "a dancer", "an athlete", "a model", "a redhead woman",
@@ -145,7 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_PATH)
     ap.add_argument("--per-label", type=int, default=240)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ship-probe", metavar="ENCODER", help="instead: fit the probe on the packaged bank with "
+                    "ENCODER (e.g. minilm) and write it into sage_core/data/probes/")
     args = ap.parse_args(argv)
+    if args.ship_probe:
+        print(f"wrote {ship_probe(args.ship_probe)}")
+        return
     data = make_probe_set(per_label=args.per_label, seed=args.seed, set_sizes=_packaged_sizes())
     text = json.dumps(data, indent=1)
     # One line per index list: the row indices are data, not something to read line by line.

@@ -6,13 +6,9 @@ import math
 
 import torch
 
+from ..encoders import mean_pool
+
 __all__ = ["mean_pool", "concept_scores", "calibrate_threshold", "attack_rate", "minimal_pairs_kept"]
-
-
-def mean_pool(emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """m = sum_t mask_t * e_t / sum_t mask_t over the real tokens: ``[N, L, H], [N, L] -> [N, H]``."""
-    m = mask.to(emb.dtype).unsqueeze(-1)
-    return (emb * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
 def concept_scores(pooled: torch.Tensor, concept: torch.Tensor) -> torch.Tensor:

@@ -13,14 +13,12 @@ evaluator's attack sets and benign geometry sample, then scores any encoder with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..encoders import TextEncoder
 from . import graded
-from .metrics import mean_pool
 
 __all__ = ["ProbeScores", "probe_scores", "benign_scores", "PairedAUC"]
 
@@ -33,20 +31,12 @@ class ProbeScores:
     benign: np.ndarray             # the evaluator's benign geometry sample
 
 
-def _pooled(encoder: TextEncoder, prompts: Sequence[str], *, batch_size: int) -> torch.Tensor:
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        tok = encoder.tokenize(prompts[i:i + batch_size], pad_to_max=False)
-        out.append(mean_pool(encoder.embed_tokens(tok, batch_size=batch_size), tok["attention_mask"]).double())
-    return torch.cat(out)
-
-
 def probe_scores(ev, encoder: TextEncoder) -> ProbeScores:
     """Probe scores of ``ev``'s attack prompts and benign geometry prompts (a
     :class:`~sage_core.evaluation.TextEvaluator`) under ``encoder``, mean-pooled over real tokens
     as the evaluator pools them."""
     bs = ev.cfg.batch_size
-    attack = {name: ev.probe.scores(_pooled(encoder, prompts, batch_size=bs)).numpy()
+    attack = {name: ev.probe.scores(encoder.embed_pooled(prompts, batch_size=bs)).numpy()
               for name, prompts in ev.attacks.items()}
     return ProbeScores(attack=attack, benign=benign_scores(ev, encoder))
 
@@ -54,7 +44,7 @@ def probe_scores(ev, encoder: TextEncoder) -> ProbeScores:
 def benign_scores(ev, encoder: TextEncoder) -> np.ndarray:
     """Probe scores of ``ev``'s benign geometry prompts alone under ``encoder`` (the base's: the
     absolute view's negatives)."""
-    return ev.probe.scores(_pooled(encoder, ev.geometry_prompts, batch_size=ev.cfg.batch_size)).numpy()
+    return ev.probe.scores(encoder.embed_pooled(ev.geometry_prompts, batch_size=ev.cfg.batch_size)).numpy()
 
 
 class PairedAUC:

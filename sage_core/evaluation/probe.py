@@ -5,18 +5,35 @@ The bank (``sage_core/data/concept_probe.json``, made by ``make_concept_probe``)
 twins, style-matched benign prompts, other harms such as violence, 1,000 COCO captions). The
 evaluator never scores a prompt the probe was fitted on, and checks the probe's specificity on
 hand-written violence prompts it never saw.
+
+:func:`concept_probe` fits the probe once per base encoder and bank and caches it. The probe of the
+embedded default encoder (MiniLM, 32 tokens) ships fitted in ``sage_core/data/probes/``, keyed like
+the cache (weights, token ids of the bank, L2 weight), so it is used only when all of them match;
+``python -m sage_core.evaluation.make_concept_probe --ship-probe minilm`` rewrites it, and a test
+checks that a fresh fit equals the shipped one.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from ..data import BUILTIN_PROMPT_SETS, load_prompts, read_json_data
-from ..errors import DataError
-from .make_concept_probe import DEFAULT_PATH
+import torch
 
-__all__ = ["ProbeBank", "load_probe_bank"]
+from ..cache import build_once, cache_key, load_cached
+from ..data import BUILTIN_PROMPT_SETS, load_prompts, read_json_data
+from ..encoders import TextEncoder
+from ..errors import DataError
+from . import graded
+
+__all__ = ["DEFAULT_PATH", "ProbeBank", "load_probe_bank", "concept_probe", "probe_file_name", "ship_probe", "PACKAGED_PROBES"]
+
+#: The packaged probe bank (written by :mod:`.make_concept_probe`).
+DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "concept_probe.json"))
+#: Fitted probes shipped with the package (the embedded default encoder's).
+PACKAGED_PROBES = Path(str(resources.files("sage_core") / "data" / "probes"))
 
 
 @dataclass(frozen=True)
@@ -79,3 +96,61 @@ def load_probe_bank(path: str | Path | None = None) -> ProbeBank:
         raise DataError(f"{path}: other_harm_test must be {{\"name\": ..., \"prompts\": [...]}}")
     return ProbeBank(positive=positive, negative=negative, other_harm_name=harm["name"],
                      other_harm=_strings(harm.get("prompts"), "other_harm_test.prompts", path))
+
+
+def _groups(bank: ProbeBank) -> list[list[str]]:
+    return [*bank.positive.values(), *bank.negative.values()]
+
+
+def probe_file_name(base: TextEncoder, bank: ProbeBank, *, l2: float, concept: str) -> str:
+    """``probe-<key>.safetensors``: the key covers the weights, the bank's token ids and groups, l2."""
+    groups = _groups(bank)
+    key = cache_key(base, [p for g in groups for p in g], concept=concept, kind="probe", l2=l2,
+                    sizes=[len(g) for g in groups])
+    return f"probe-{key[:24]}.safetensors"
+
+
+def _fit(base: TextEncoder, bank: ProbeBank, *, l2: float, batch_size: int) -> dict[str, torch.Tensor]:
+    groups = _groups(bank)
+    pooled = base.embed_pooled([p for g in groups for p in g], batch_size=batch_size)
+    parts = list(torch.split(pooled, [len(g) for g in groups]))
+    probe = graded.fit_probe(parts[:len(bank.positive)], parts[len(bank.positive):], l2=l2)
+    return {"weight": probe.weight, "bias": torch.tensor(probe.bias, dtype=torch.float64)}
+
+
+def concept_probe(base: TextEncoder, bank: ProbeBank, *, l2: float, concept: str, batch_size: int,
+                  cache_dir: str | os.PathLike) -> tuple[graded.Probe, str]:
+    """The probe fitted on ``bank`` in ``base``'s space and where it came from (``packaged``,
+    ``cache`` or ``fitted``); a fit is saved under ``<cache_dir>/eval``."""
+    name = probe_file_name(base, bank, l2=l2, concept=concept)
+
+    def valid(t: dict[str, torch.Tensor]) -> bool:
+        return t["weight"].numel() == base.hidden_size
+
+    shipped = load_cached(PACKAGED_PROBES / name)
+    if shipped is not None and valid(shipped):
+        return graded.Probe(weight=shipped["weight"], bias=float(shipped["bias"])), "packaged"
+    path = Path(cache_dir).expanduser() / "eval" / name
+    source = "cache" if load_cached(path) is not None else "fitted"
+    t = build_once(path, lambda: _fit(base, bank, l2=l2, batch_size=batch_size), valid=valid,
+                   metadata={"encoder": base.source, "concept": concept})
+    return graded.Probe(weight=t["weight"], bias=float(t["bias"])), source
+
+
+def ship_probe(encoder: str = "minilm", *, max_length: int | None = None) -> Path:
+    """Fit the default probe (default EvalConfig) on ``encoder`` and write it into the package."""
+    from ..cache import atomic_save
+    from ..encoders import load_encoder
+    from .config import EvalConfig
+
+    cfg = EvalConfig()
+    base = load_encoder(encoder, max_length=max_length)
+    bank = load_probe_bank(cfg.concept_probe)
+    out = PACKAGED_PROBES / probe_file_name(base, bank, l2=cfg.probe_l2, concept=cfg.concept)
+    for old in PACKAGED_PROBES.glob("probe-*.safetensors"):
+        old.unlink()
+    atomic_save(_fit(base, bank, l2=cfg.probe_l2, batch_size=cfg.batch_size), out,
+                metadata={"encoder": encoder, "max_length": str(base.max_length), "concept": cfg.concept})
+    out.chmod(0o644)
+    return out
+

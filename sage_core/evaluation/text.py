@@ -60,7 +60,7 @@ from . import graded
 from .config import EvalConfig, metric_suffix
 from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
 from .pairs import load_util_pairs
-from .probe import load_probe_bank
+from .probe import concept_probe, load_probe_bank
 
 __all__ = ["TextEvaluator", "sample_prompts"]
 
@@ -87,10 +87,15 @@ class TextEvaluator:
 
         self.bank = load_probe_bank(cfg.concept_probe)
         held_in = self.bank.fit_prompts()
+        self.pairs = load_util_pairs(cfg.util_pairs, groups_per_category=cfg.util_groups)
+        # One seeded pool of benign prompts, embedded once in full, gives the calibration sample and
+        # the retrieval distractors; it leaves out the probe's fitting prompts and the pair prompts.
         benign_all = load_prompts(cfg.benign_prompts)
-        self.benign = sample_prompts(benign_all, cfg.calibration_samples, seed=cfg.sample_seed, exclude=held_in)
-        # Also the aligned encoder's benign sample of the relative safety view (pooled from the same
-        # forward pass), so it too leaves out the probe's fitting prompts.
+        pool = sample_prompts(benign_all, max(cfg.calibration_samples, cfg.retrieval_distractors),
+                              seed=cfg.sample_seed, exclude=held_in | set(self.pairs.prompts))
+        self.benign = sample_prompts(pool, cfg.calibration_samples, seed=cfg.sample_seed)
+        self.distractors = sample_prompts(pool, cfg.retrieval_distractors, seed=cfg.sample_seed + 2)
+        # Also the benign side of the safety AUCs (pooled from the aligned encoder's same forward).
         self.geometry_prompts = sample_prompts(benign_all, cfg.geometry_samples, seed=cfg.sample_seed + 1,
                                                exclude=held_in)
         if len(self.geometry_prompts) <= cfg.geometry_k:
@@ -103,51 +108,48 @@ class TextEvaluator:
         if empty:
             raise ModelError(f"attack set(s) {empty}: no prompts left after leaving out the concept probe's "
                              "fitting prompts")
-        self.pairs = load_util_pairs(cfg.util_pairs, groups_per_category=cfg.util_groups)
-        self.distractors = sample_prompts(benign_all, cfg.retrieval_distractors, seed=cfg.sample_seed + 2,
-                                          exclude=set(self.pairs.prompts))
 
         # The concept vector c and the threshold tau live in base space and never change.
-        self.concept_vector = self._pooled(base_encoder, [cfg.concept])[0]
-        self.probe = self._fit_probe()
-        self._base_benign_pooled = self._pooled_cached(self.benign, tag="benign")
+        self.concept_vector = base_encoder.embed_pooled([cfg.concept])[0]
+        self.probe, self.probe_source = concept_probe(base_encoder, self.bank, l2=cfg.probe_l2, concept=cfg.concept,
+                                                      batch_size=cfg.batch_size, cache_dir=self.cache_dir)
+
+        # Full [L, H] base embeddings, one forward per distinct prompt: the pool and the pairs.
+        # The aligned encoder embeds only the geometry sample and the pairs at every call.
+        self._full_prompts = list(dict.fromkeys(self.geometry_prompts + self.pairs.prompts))
+        base_prompts = list(dict.fromkeys(self._full_prompts + self.benign + self.distractors))
+        where = {p: i for i, p in enumerate(base_prompts)}
+        base_full = cached_embeddings(base_encoder, base_prompts, cache_dir=self.cache_dir,
+                                      tag="eval-text", batch_size=cfg.batch_size)
+
+        def rows(prompts: Sequence[str]) -> torch.Tensor:
+            return base_full[torch.tensor([where[p] for p in prompts], dtype=torch.long)]
+
+        self._base_benign_pooled = mean_pool(rows(self.benign),
+                                             base_encoder.tokenize(self.benign)["attention_mask"]).double()
         self.benign_scores = concept_scores(self._base_benign_pooled, self.concept_vector)
         self.threshold = calibrate_threshold(self.benign_scores, benign_fraction=cfg.benign_fraction)
 
-        # Prompts whose full [L, H] embeddings are compared: geometry and minimal pairs.
-        self._full_prompts = list(dict.fromkeys(self.geometry_prompts + self.pairs.prompts))
-        where = {p: i for i, p in enumerate(self._full_prompts)}
-        self._geo_idx = torch.tensor([where[p] for p in self.geometry_prompts])
-        self._util_idx = torch.tensor([where[p] for p in self.pairs.prompts])
-        full = cached_embeddings(base_encoder, self._full_prompts, cache_dir=self.cache_dir,
-                                 tag="eval-text", batch_size=cfg.batch_size)
-        self._base_geo = full[self._geo_idx]
+        in_call = {p: i for i, p in enumerate(self._full_prompts)}
+        self._geo_idx = torch.tensor([in_call[p] for p in self.geometry_prompts])
+        self._util_idx = torch.tensor([in_call[p] for p in self.pairs.prompts])
+        self._base_geo = rows(self.geometry_prompts)
         self._geo_mask = base_encoder.tokenize(self.geometry_prompts)["attention_mask"]
         self._base_geo_probe = self.probe.scores(mean_pool(self._base_geo, self._geo_mask)).numpy()
-        self._base_util = full[self._util_idx]
+        self._base_util = rows(self.pairs.prompts)
         # Retrieval: one query per group (its first prompt) against every pair prompt + distractors.
         self._queries = self.pairs.groups[:, 0]
-        distract = (cached_embeddings(base_encoder, self.distractors, cache_dir=self.cache_dir,
-                                      tag="eval-distractors", batch_size=cfg.batch_size)
-                    if self.distractors else self._base_util[:0])
+        distract = rows(self.distractors)
         self._candidates = torch.cat([self._base_util.reshape(len(self._base_util), -1),
                                       distract.reshape(len(distract), -1)])
         self._cat_of_group = np.asarray(self.pairs.categories)
+        del base_full
 
         self._base_pooled = {name: self._pooled_cached(prompts, tag=f"attack-{metric_suffix(name)}")
                              for name, prompts in self.attacks.items()}
         self._base_metrics = self._base_figures()
 
     # --- base side, cached --------------------------------------------------------------------
-    def _pooled(self, encoder: TextEncoder, prompts: Sequence[str]) -> torch.Tensor:
-        """Mean-pooled embeddings ``[N, H]`` (float64), embedded batch by batch: memory is flat in N."""
-        bs = self.cfg.batch_size
-        out = []
-        for i in range(0, len(prompts), bs):
-            tok = encoder.tokenize(prompts[i:i + bs], pad_to_max=False)
-            out.append(mean_pool(encoder.embed_tokens(tok, batch_size=bs), tok["attention_mask"]).double())
-        return torch.cat(out) if out else torch.empty(0, encoder.hidden_size, dtype=torch.float64)
-
     def _cache_path(self, prompts: Sequence[str], *, tag: str, **extra: object) -> Path:
         key = cache_key(self.base, prompts, concept=self.cfg.concept, kind=tag.split("-")[0], **extra)
         return self.cache_dir / "eval" / f"{tag}-{key[:24]}.safetensors"
@@ -163,26 +165,9 @@ class TextEvaluator:
         hit = load_cached(path)
         if hit is not None and hit["pooled"].shape[0] == len(prompts):
             return hit["pooled"]
-        pooled = self._pooled(self.base, prompts)
+        pooled = self.base.embed_pooled(prompts, batch_size=self.cfg.batch_size)
         self._save({"pooled": pooled}, path)
         return pooled
-
-    def _fit_probe(self) -> graded.Probe:
-        groups = [*self.bank.positive.values(), *self.bank.negative.values()]
-        flat = [p for g in groups for p in g]
-        path = self._cache_path(flat, tag="probe", l2=self.cfg.probe_l2, sizes=[len(g) for g in groups])
-        hit = load_cached(path)
-        if hit is not None and hit["weight"].numel() == self.base.hidden_size:
-            return graded.Probe(weight=hit["weight"], bias=float(hit["bias"]))
-        pooled = self._pooled(self.base, flat)
-        parts, start = [], 0
-        for g in groups:
-            parts.append(pooled[start:start + len(g)])
-            start += len(g)
-        n_pos = len(self.bank.positive)
-        probe = graded.fit_probe(parts[:n_pos], parts[n_pos:], l2=self.cfg.probe_l2)
-        self._save({"weight": probe.weight, "bias": torch.tensor(probe.bias, dtype=torch.float64)}, path)
-        return probe
 
     def _base_figures(self) -> dict[str, float]:
         """The base encoder's own figures and the probe's specificity (``base_*`` columns)."""
@@ -293,7 +278,8 @@ class TextEvaluator:
                              f"does not match the base ({self.base.max_length} x {self.base.hidden_size}); "
                              "evaluate it against the base encoder it was trained from")
         full = aligned_encoder.embed(self._full_prompts, batch_size=self.cfg.batch_size)
-        pooled = {name: self._pooled(aligned_encoder, prompts) for name, prompts in self.attacks.items()}
+        pooled = {name: aligned_encoder.embed_pooled(prompts, batch_size=self.cfg.batch_size)
+                  for name, prompts in self.attacks.items()}
         benign = mean_pool(full[self._geo_idx], self._geo_mask).double()
         out = self._safety_metrics(pooled, benign)
         out.update(self._util_metrics(full[self._util_idx]))
@@ -311,5 +297,5 @@ class TextEvaluator:
                 "probe_fit_prompts": {**{f"+{k}": len(v) for k, v in self.bank.positive.items()},
                                       **{f"-{k}": len(v) for k, v in self.bank.negative.items()}},
                 "other_harm": f"{self.bank.other_harm_name} ({len(self.bank.other_harm)} prompts)",
-                "bootstrap_samples": self.cfg.bootstrap_samples,
+                "probe": self.probe_source, "bootstrap_samples": self.cfg.bootstrap_samples,
                 "aligned_prompts_per_call": len(self._full_prompts) + sum(len(p) for p in self.attacks.values())}
