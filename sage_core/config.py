@@ -7,6 +7,7 @@ Precedence: ``--set`` overrides > YAML file / preset > these defaults.
 
 from __future__ import annotations
 
+import json
 import difflib
 from importlib import resources
 from pathlib import Path
@@ -169,6 +170,13 @@ class TrainConfig(BaseModel):
         from .cache import default_cache_dir
 
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
+
+    def base_data_key(self) -> str:
+        """What ``trainer.prepare`` builds depends on exactly these fields: configs with equal keys
+        share their base embeddings, codebook and evaluator base data."""
+        fields = ("encoder", "max_length", "safe_prompts", "unsafe_prompts", "concept", "diag_prompts",
+                  "diag_samples", "diag_k", "text_eval", "cache_dir")
+        return json.dumps({k: getattr(self, k) for k in fields}, sort_keys=True, default=str)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
