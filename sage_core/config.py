@@ -7,8 +7,8 @@ Precedence: ``--set`` overrides > YAML file / preset > these defaults.
 
 from __future__ import annotations
 
-import json
 import difflib
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Mapping
