@@ -7,7 +7,6 @@ Precedence: ``--set`` overrides > YAML file / preset > these defaults.
 
 from __future__ import annotations
 
-import difflib
 import json
 from importlib import resources
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from .clip_init import SD14_INIT, encoder_is_clip
 from .data import BUILTIN_PROMPT_SETS
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean, format_validation_error
 from .safe_yaml import load_yaml_text, read_yaml_file
 from .strict_values import check_value
 
@@ -185,43 +184,16 @@ class TrainConfig(BaseModel):
         return build_config({**self.to_dict(), **changes})
 
 
-def _did_you_mean(key: str, known) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def format_validation_error(exc: ValidationError, *, known=None, what: str = "key") -> list[str]:
-    """One readable line per problem: field, bad value, what is allowed.
-
-    ``known``: the valid field names, for "did you mean" (default: TrainConfig's).
-    """
-    known = TrainConfig.model_fields if known is None else known
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            lines.append(f"unknown {what} '{loc}'{_did_you_mean(str(err['loc'][0]), known)}")
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        if loc and err["type"] != "value_error":
-            lines.append(f"{loc}={err.get('input')!r}: {msg}")
-        else:
-            lines.extend(part.strip() for part in msg.split(" | "))
-    return lines
-
-
 def build_config(values: Mapping[str, Any]) -> TrainConfig:
     try:
         return TrainConfig(**values)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
+        raise ConfigError(format_validation_error(exc, model=TrainConfig)) from None
 
 
 def preset_path(name: str) -> Path:
     if name not in PRESETS:
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown preset '{name}'{hint}; presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset '{name}'{did_you_mean(name, PRESETS)}; presets: {', '.join(PRESETS)}")
     return Path(str(resources.files("sage_core") / "presets" / f"{name}.yaml"))
 
 

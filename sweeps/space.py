@@ -1,6 +1,6 @@
 """Search-space dimensions of a sweep spec: what each one means to Tune, Optuna and validation.
 
-A dimension is written in YAML as a one-key mapping::
+A dimension is written in YAML as a one-key mapping whose key is its kind::
 
     lambda_esp: {grid: [0, 0.5, 1, 2, 4]}      # every value, crossed with the other grids
     local_k: {choice: [5, 10, 15]}              # sampled
@@ -8,99 +8,113 @@ A dimension is written in YAML as a one-key mapping::
     lr: {loguniform: [1.0e-6, 1.0e-4]}          # sampled, log scale, 0 < low
     local_k: {int: [5, 30]}                     # sampled integer, low <= k <= high
 
-Grid dimensions are enumerated (Tune ``grid_search``); the others are sampled ``num_samples``
-times. Optuna searchers treat a grid like a choice (Optuna has no grid inside TPE/NSGA-II).
+:data:`SpaceDimension` is the discriminated union of these models (the discriminator is that
+key), so a spec's ``space`` is validated by pydantic with the rest of the spec. Grid dimensions
+are enumerated (Tune ``grid_search``); the others are sampled ``num_samples`` times. Optuna
+searchers treat a grid like a choice (Optuna has no grid inside TPE/NSGA-II).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Iterator, Mapping, Union
+from typing import Annotated, Any, ClassVar, Iterator, Mapping, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter,
+                      ValidationError, model_validator)
 
-__all__ = ["Dimension", "Grid", "Choice", "Uniform", "LogUniform", "IntRange", "KINDS", "parse_dimension",
-           "to_tune", "to_optuna", "corner_values", "enumerate_combinations", "grid_size"]
+from sage_core.errors import ConfigError, FieldProblem, did_you_mean, format_validation_error
+
+__all__ = ["Dimension", "SpaceDimension", "Grid", "Choice", "Uniform", "LogUniform", "IntRange", "KINDS",
+           "parse_dimension", "to_tune", "to_optuna", "corner_values", "enumerate_combinations", "grid_size"]
 
 Scalar = Union[bool, int, float, str, None, list]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]
 
 
 class Grid(_Strict):
+    kind: ClassVar[str] = "grid"
     grid: list[Scalar] = Field(min_length=1)
 
 
 class Choice(_Strict):
+    kind: ClassVar[str] = "choice"
     choice: list[Scalar] = Field(min_length=1)
 
 
 class _Range(_Strict):
+    @property
+    def bounds(self) -> tuple[Any, Any]:
+        return getattr(self, self.kind)
+
     @model_validator(mode="after")
     def _ordered(self):
         low, high = self.bounds
         if not low <= high:
-            raise ValueError(f"low={low} must be <= high={high}")
+            raise FieldProblem(f"low={low} must be <= high={high}")
         return self
 
 
 class Uniform(_Range):
+    kind: ClassVar[str] = "uniform"
     uniform: tuple[float, float]
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        return self.uniform
 
 
 class LogUniform(_Range):
+    kind: ClassVar[str] = "loguniform"
     loguniform: tuple[float, float]
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        return self.loguniform
 
     @model_validator(mode="after")
     def _positive(self):
         if self.loguniform[0] <= 0:
-            raise ValueError(f"low={self.loguniform[0]} must be > 0 on a log scale")
+            raise FieldProblem(f"low={self.loguniform[0]} must be > 0 on a log scale")
         return self
 
 
 class IntRange(_Range):
+    kind: ClassVar[str] = "int"
     int: tuple[int, int]
-
-    @property
-    def bounds(self) -> tuple[int, int]:
-        return self.int
 
 
 Dimension = Union[Grid, Choice, Uniform, LogUniform, IntRange]
-KINDS: dict[str, type[BaseModel]] = {"grid": Grid, "choice": Choice, "uniform": Uniform,
-                                     "loguniform": LogUniform, "int": IntRange}
+KINDS: dict[str, type[_Strict]] = {m.kind: m for m in (Grid, Choice, Uniform, LogUniform, IntRange)}
+
+
+def _kind_of(value: Any) -> str | None:
+    """The discriminator: the one key of the mapping (or the kind of a dimension already built)."""
+    if isinstance(value, _Strict):
+        return value.kind
+    return next(iter(value), None) if isinstance(value, Mapping) else None
+
+
+def _one_known_kind(value: Any) -> Any:
+    """A dimension is a one-key mapping whose key is a known kind; said here with the kinds listed."""
+    if isinstance(value, _Strict):
+        return value
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise FieldProblem("write one of " + ", ".join(f"{{{k}: ...}}" for k in KINDS) + ", e.g. {grid: [0, 0.5, 1]}")
+    kind = next(iter(value))
+    if kind not in KINDS:
+        raise FieldProblem(f"unknown kind '{kind}'{did_you_mean(kind, KINDS)}; kinds: {', '.join(KINDS)}")
+    return value
+
+
+SpaceDimension = Annotated[
+    Union[tuple(Annotated[model, Tag(kind)] for kind, model in KINDS.items())],  # type: ignore[misc]
+    Discriminator(_kind_of), BeforeValidator(_one_known_kind)]
+_NAMED = TypeAdapter(dict[str, SpaceDimension])
 
 
 def parse_dimension(name: str, raw: Any) -> Dimension:
-    """``{"grid": [...]}`` -> :class:`Grid`; raises ``ValueError`` naming the dimension."""
-    import difflib
-
-    from pydantic import ValidationError
-
-    if not isinstance(raw, Mapping) or len(raw) != 1:
-        raise ValueError(f"space.{name}={raw!r}: write one of " + ", ".join(
-            f"{{{k}: ...}}" for k in KINDS) + ", e.g. {grid: [0, 0.5, 1]}")
-    kind = next(iter(raw))
-    if kind not in KINDS:
-        close = difflib.get_close_matches(str(kind), KINDS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"space.{name}: unknown kind '{kind}'{hint}; kinds: {', '.join(KINDS)}")
+    """``{"grid": [...]}`` -> :class:`Grid`; raises :class:`ConfigError` naming ``space.<name>``."""
     try:
-        return KINDS[kind](**raw)
+        return _NAMED.validate_python({name: raw})[name]
     except ValidationError as exc:
-        msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        raise ValueError(f"space.{name}={dict(raw)!r}: {msgs}") from None
+        raise ConfigError([f"space.{line}" for line in format_validation_error(exc)]) from None
 
 
 def to_tune(dim: Dimension) -> Any:
