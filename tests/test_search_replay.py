@@ -48,8 +48,9 @@ def staircase_hv(points: np.ndarray, ref: np.ndarray) -> float:
 def test_replay_is_deterministic_under_a_seed(bench, table):
     first = {r.name: r for r in bench.run_all(table, orders=3, workers=2)}
     second = {r.name: r for r in bench.run_all(table, orders=3, workers=2)}
-    assert set(first) == {"grid", "random", "pareto_sh(eta=2)", "pareto_sh(eta=3)", "mo_asha(eta=2)",
-                          "mo_asha(eta=3)", "nsga2", "nsga2+pareto_sh(eta=2)", "tpe", "tpe+pareto_sh(eta=2)"}
+    asha = {"mo_asha(eta=2)", "mo_asha(eta=3)", "mo_asha_ranked(eta=2)", "mo_asha_ranked(eta=3)"}
+    assert set(first) == {"grid", "random", "pareto_sh(eta=2)", "pareto_sh(eta=3)", "nsga2", "nsga2+pareto_sh(eta=2)",
+                          "tpe", "tpe+pareto_sh(eta=2)"} | (asha if bench.HAVE_SYNE_TUNE else set())
     for name, r in first.items():
         np.testing.assert_array_equal(r.fractions, second[name].fractions, err_msg=name)
         np.testing.assert_array_equal(r.spent, second[name].spent, err_msg=name)
@@ -78,3 +79,21 @@ def test_full_grid_reaches_fraction_one_and_matches_a_hand_computation(bench, ta
     grid = next(bench.run_all(table, orders=4, workers=2, only=["grid"]))
     np.testing.assert_array_equal(grid.fractions[:, -1], 1.0)
     np.testing.assert_array_equal(grid.spent, 1.0)
+
+
+def test_ranked_mo_asha_stops_what_the_asha_rule_stops(bench):
+    pytest.importorskip("syne_tune", reason="syne-tune is the optional bench extra")
+    from syne_tune.optimizer.schedulers.asha import Bracket
+    from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import NonDominatedPriority
+
+    values = [0.9, 0.5, 0.6, 0.7, 0.8]  # totally ordered (both objectives equal), the first is the worst
+    # ASHA's rule, by hand: stop when the new trial's position among the n recorded / n > 1 / eta (eta 2).
+    expected = ["CONTINUE" if sorted(values[:i + 1]).index(v) / (i + 1) <= 0.5 else "STOP"
+                for i, v in enumerate(values)]
+    assert expected == ["CONTINUE"] * 4 + ["STOP"]
+    got = {}
+    for name, priority in {"library": NonDominatedPriority(), "ranked": bench._rank_priority()}.items():
+        bracket = Bracket(1, 8, 2, 0, priority)
+        got[name] = [bracket.on_result(trial_id=i, cur_iter=1, metrics={"a": v, "b": v}) for i, v in enumerate(values)]
+    assert got["ranked"] == expected
+    assert got["library"] == ["CONTINUE"] * 5  # syne-tune 0.16.0 keeps the 4th of 5 (see _rank_priority)
