@@ -23,8 +23,15 @@ def test_defaults_are_the_official_sage_run():
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_preset_loads(name):
     # paper and des train SD's CLIP text encoder (they refuse MiniLM): sd14-init stands in for the folder
+    import yaml
+
+    from sage_core.config import preset_path
+
     cfg = load_config(preset=name, overrides={"encoder": "sd14-init"} if name in ("paper", "des") else None)
-    assert cfg.method in ("sage", "des")
+    written = yaml.safe_load(preset_path(name).read_text(encoding="utf-8"))
+    written.pop("encoder", None)
+    assert written and {k: getattr(cfg, k) for k in written} == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in written.items()}  # every value the file sets
 
 
 def test_paper_preset_equals_defaults_except_encoder_length_and_numerics():
@@ -76,7 +83,6 @@ def test_cli_bad_configs_are_one_line_errors(tmp_path):
     from sweeps.cli import app, user_errors
 
     runner = CliRunner()
-    seen = set()
     for args, expected in BAD_SETS:
         res = runner.invoke(app, ["train", "--preset", "paper", *args] if "--preset" not in args and "--config" not in args
                             else ["train", *args])
@@ -85,8 +91,6 @@ def test_cli_bad_configs_are_one_line_errors(tmp_path):
         msg = str(res.exception)
         assert expected in msg, (args, msg)
         assert "\n" not in msg, msg
-        seen.add(expected)
-    assert len(seen) >= 10
 
 
 def test_cli_error_has_no_traceback_and_exit_code_2(tmp_path):
