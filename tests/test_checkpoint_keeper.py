@@ -42,7 +42,8 @@ def test_a_bad_loss_drops_the_pending_checkpoint_and_names_the_good_one(tmp_path
     _write(keeper, 2)
     hint = keeper.loss_was_not_finite()
     assert _on_disk(tmp_path) == ["step_000001"]
-    assert hint == f"the last good checkpoint is {tmp_path / 'checkpoints' / 'step_000001'} (resume from it with a lower lr)"
+    good = tmp_path / "checkpoints" / "step_000001"
+    assert hint == f"the last good checkpoint is {good} (resume from it with a lower lr)"
 
 
 def test_a_resumed_run_starts_from_its_checkpoint(tmp_path):

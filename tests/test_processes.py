@@ -10,7 +10,8 @@ import psutil
 
 from tests.processes import alive, descendants, same_processes, stop, wait_gone
 
-IGNORES_TERM = "import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); sys.stdin.read()"
+IGNORES_TERM = ("import signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                "sys.stdin.read()")
 
 
 def _child(code: str) -> subprocess.Popen:
