@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from analysis.column_roles import ColumnRoles, roles_of
 from analysis.errors import QueryError
 from analysis.intervals import interval_frame
 from analysis.metrics import DEFAULT_OBJECTIVES, DEFAULT_PAIRS, REGISTRY, interval_columns, is_interval_column, is_metric
@@ -106,8 +107,13 @@ def headline_metrics(columns: Sequence[str], *, objectives: Sequence[str] | None
     return [m for m in dict.fromkeys(wanted) if m in cols]
 
 
-def hyperparameters(columns: Sequence[str]) -> list[str]:
-    """Columns that are neither keys, bookkeeping, metrics nor their intervals: the trial's hyperparameters."""
+def hyperparameters(columns: Sequence[str], roles: ColumnRoles | None = None) -> list[str]:
+    """The hyperparameter columns among ``columns``: those the sweep declared (``roles``, its
+    schema.json); without declared roles, the columns that are neither keys, bookkeeping, metrics
+    nor their intervals."""
+    if roles is not None:
+        declared = set(roles.hyperparameters)
+        return [c for c in columns if c in declared]
     return [
         c for c in columns
         if c not in META_COLUMNS and not is_metric(c) and not is_interval_column(c) and not c.startswith(("_", "base_"))
@@ -150,23 +156,28 @@ def ablation_frame(
     all_columns: bool = False,
 ) -> pd.DataFrame:
     """The ablation table of ``param`` as a DataFrame (module docstring); ``attrs['notes']`` lists the
-    fixed values, ``attrs['set_by']`` the columns ``param`` sets."""
+    fixed values, ``attrs['set_by']`` the columns ``param`` sets. With the sweep's declared column
+    roles (its schema.json), the other hyperparameters sit at its base config and the objectives are
+    its own; without them, at :data:`PAPER_DEFAULTS`."""
     import pandas as pd
 
-    base = {**PAPER_DEFAULTS, **(defaults or {})}
     con, owned = open_source(source, skip_bad=skip_bad)
     try:
+        roles = roles_of(con)
         cols = columns_of(con, "results")
-        require_columns([param], available=hyperparameters(cols), kind="hyperparameter")
+        require_columns([param], available=hyperparameters(cols, roles), kind="hyperparameter")
         df = _last_rows(con, statuses=statuses)
     finally:
         if owned:
             con.close()
+    base = {**(roles.numeric_defaults() if roles is not None else PAPER_DEFAULTS), **(defaults or {})}
+    if objectives is None and roles is not None and roles.objectives:
+        objectives = list(roles.objectives)
     df = df[df[param].notna()] if not df.empty else df
     if df.empty:
         raise QueryError(f"no trials with a value for {param!r} (statuses {list(statuses or [])}) in the results")
     notes: list[str] = []
-    set_by = _set_by(df, param=param)
+    set_by = _set_by(df, param=param, roles=roles)
     for name, value in base.items():
         if name == param or name not in df.columns:
             continue
@@ -186,7 +197,7 @@ def ablation_frame(
                 )
             df = df[keep]
             notes.append(f"{name} = {value:g}")
-    set_by = _set_by(df, param=param)  # what param sets among the trials kept
+    set_by = _set_by(df, param=param, roles=roles)  # what param sets among the trials kept
     measured = [m for m in metric_order(list(df.columns)) if df[m].notna().any()]
     metrics = headline_metrics(measured, objectives=objectives)
     if all_columns:
@@ -215,12 +226,12 @@ def ablation_frame(
     return out
 
 
-def _set_by(df: pd.DataFrame, *, param: str) -> list[str]:
+def _set_by(df: pd.DataFrame, *, param: str, roles: ColumnRoles | None) -> list[str]:
     """Hyperparameters constant within every value of ``param`` and different between two of them."""
     out = []
     grouped = df.groupby(param, sort=True)
-    for h in hyperparameters(list(df.columns)):
-        if h == param or df[h].nunique(dropna=True) < 2:
+    for h in hyperparameters(list(df.columns), roles):
+        if h in (param, "method") or df[h].nunique(dropna=True) < 2:  # method: a column of its own
             continue
         if (grouped[h].nunique(dropna=True) <= 1).all():
             out.append(h)

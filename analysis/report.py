@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
+from analysis.column_roles import ColumnRoles, roles_of
 from analysis.errors import QueryError
 from analysis.intervals import fmt_number, interval_frame
 from analysis.metrics import DEFAULT_OBJECTIVES, describe, is_metric, objective_metrics
@@ -70,9 +71,10 @@ def _metric_notes(names) -> str:
     return f"<dl class=metrics>{items}</dl>" if items else ""
 
 
-def _varied(df) -> list[str]:
-    """Hyperparameter columns of ``df`` that take more than one value."""
-    return [h for h in hyperparameters(list(df.columns)) if df[h].nunique(dropna=True) > 1]
+def _varied(df, roles: ColumnRoles | None) -> list[str]:
+    """Hyperparameter columns of ``df`` (declared by ``roles`` when the sweep wrote them) that take
+    more than one value."""
+    return [h for h in hyperparameters(list(df.columns), roles) if df[h].nunique(dropna=True) > 1]
 
 
 def trial_labels(df, *, varied: list[str]):
@@ -152,7 +154,7 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
 
     front = ranked[ranked["front"] == 1]
     shown = ranked if len(ranked) <= MAX_LABELLED else front
-    labels = trial_labels(shown, varied=_varied(ranked))
+    labels = trial_labels(shown, varied=_varied(ranked, roles_of(con)))
     reported = con.sql("SELECT * FROM reported").df()
     if "fidelity" in reported.columns:  # reference markers only where the paper measured this fidelity
         reported = reported[reported["fidelity"] == fidelity]
@@ -202,7 +204,7 @@ def _robust_front_sections(con, cols: list[str], *, out: Path) -> list[str]:
 
         front = ranked[ranked["front"] == 1]
         shown = ranked if len(ranked) <= MAX_LABELLED else front
-        labels = trial_labels(shown, varied=_varied(ranked))
+        labels = trial_labels(shown, varied=_varied(ranked, roles_of(con)))
         image = front3_plot(ranked, objectives=(x, y, z), labels=labels, path=out / f"front3_{z}.png",
                             title=f"text level: {x}, {y}, {z}")
         hv = hypervolume(front, x=x, y=y, extra=z, ref=nadir(ranked, x=x, y=y, extra=z))
@@ -248,7 +250,7 @@ def _curves_section(con, cols: list[str], *, out: Path) -> list[str]:
         rows = con.execute(f"SELECT * FROM results WHERE {where}sweep_id = ? ORDER BY trial_id, step",
                            [sweep_id]).df()
         firsts = rows.drop_duplicates("trial_id")
-        labels = dict(zip(firsts["trial_id"], trial_labels(firsts, varied=_varied(rows))))
+        labels = dict(zip(firsts["trial_id"], trial_labels(firsts, varied=_varied(rows, roles_of(con)))))
         image = learning_curves(rows, metrics=metrics, labels=labels, path=out / f"curves_{i}.png",
                                 title=f"sweep {sweep_id}")
         note = ""
@@ -302,8 +304,10 @@ def _calibration_section(con, cols: list[str]) -> list[str]:
 
 def _ablation_sections(con, cols: list[str], *, out: Path, defaults) -> list[str]:
     parts: list[str] = []
-    known = hyperparameters(cols)
-    for param in [p for p in ABLATION_PARAMS if p in known]:
+    roles = roles_of(con)
+    known = hyperparameters(cols, roles)
+    # The dimensions the sweep declared it varies; without its schema.json, the usual suspects.
+    for param in [p for p in (roles.varied if roles is not None else ABLATION_PARAMS) if p in known]:
         try:
             distinct = con.sql(f'SELECT count(DISTINCT "{param}") FROM results').fetchall()[0][0]
         except Exception:  # noqa: BLE001 - a column DuckDB cannot count is simply not varied

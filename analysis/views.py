@@ -7,7 +7,9 @@ row of the newest file per key, so it never shows two rows with one key. The row
 :func:`connect` (a snapshot), by DuckDB on a local folder and through pyarrow on other
 filesystems; then the connection is sandboxed (:mod:`analysis.sandbox`).
 
-``reported`` holds the paper's rows (``analysis/data/reported.csv``) with ``source = 'reported'``.
+``reported`` holds the paper's rows (``analysis/data/reported.csv``) with ``source = 'reported'``;
+``column_roles`` the sweep's declared column roles when its folder has a ``schema.json``
+(:mod:`analysis.column_roles`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analysis.column_roles import install_roles, read_schema_file
 from analysis.errors import QueryError, StoreError
 from analysis.names import unknown_name
 from analysis.rows import newest_write_sql
@@ -80,9 +83,11 @@ def connect(
     import duckdb
 
     store = locate(root)
+    roles = _roles(store)  # a damaged schema file is refused before anything loads
     con = open_sandbox(limits)
     try:
         _load(con, store, skip_bad=skip_bad)
+        install_roles(con, roles)  # the table ``column_roles`` (analysis.column_roles)
     except duckdb.Error as exc:
         con.close()
         raise StoreError(f"cannot load results store {store.uri!r}: {str(exc).strip().splitlines()[0]}") from None
@@ -91,6 +96,13 @@ def connect(
         raise
     lock_down(con)
     return con
+
+
+def _roles(store: ResultStore):
+    """The declared column roles beside a sweep's ``results/`` (local folder or URI), else None."""
+    if store.local_path is not None:
+        return read_schema_file(str(store.local_path))
+    return read_schema_file(store.uri) if "://" in store.uri else None
 
 
 def _load(con: duckdb.DuckDBPyConnection, store: ResultStore, *, skip_bad: bool) -> None:

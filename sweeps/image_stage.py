@@ -41,6 +41,7 @@ from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowdi
 from analysis.rows import last_rows
 
 from .spec import SweepSpec, base_train_config, is_uri
+from .sweep_dir import SweepDir
 
 __all__ = ["Survivor", "StageResult", "final_text_rows", "select_survivors", "image_rows", "pending_survivors",
            "run_image_stage", "image_row", "first_rung"]
@@ -104,20 +105,17 @@ def image_rows(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], dict[
             if r.get("fidelity") == IMAGE and r.get("status") == "finished"}
 
 
-def _read_rows(storage: str, sweep_id: str) -> list[dict[str, Any]]:
-    from analysis.store import ResultStore
-
-    from .runner import sweep_paths
-
-    return ResultStore(sweep_paths(storage)["results"]).read(sweep_id=sweep_id).to_pylist()
+def _folder(storage: str | SweepDir) -> SweepDir:
+    return storage if isinstance(storage, SweepDir) else SweepDir.at(storage)
 
 
-def pending_survivors(spec: SweepSpec, *, storage: str, sweep_id: str) -> tuple[list[Survivor], list[Survivor]]:
+def pending_survivors(spec: SweepSpec, *, storage: str | SweepDir,
+                      sweep_id: str) -> tuple[list[Survivor], list[Survivor]]:
     """(survivors still without an image row, all survivors)."""
     stage = spec.fidelity.image
     if stage is None:
         return [], []
-    rows = _read_rows(storage, sweep_id)
+    rows = _folder(storage).rows(sweep_id)
     chosen = select_survivors(rows, metrics=spec.objective_metrics(), modes=spec.objective_modes(),
                               survivors=stage.survivors)
     done = image_rows(rows)
@@ -152,16 +150,14 @@ def _base_from_rows(done: Mapping[tuple[str, int], Mapping[str, Any]], encoder: 
 
 
 # -- the Ray task --------------------------------------------------------------------------------------
-def _find_checkpoint(storage: str, trial_id: str, step: int) -> str | None:
+def _find_checkpoint(folder: SweepDir, trial_id: str, step: int) -> str | None:
     """A trial's checkpoint of ``step`` in the Tune experiment folder (when its row lacks the path:
     the driver died between the result and the checkpoint registration)."""
     import json
 
-    from .runner import sweep_paths
-
-    if is_uri(storage):
+    if folder.is_uri:
         return None
-    for meta in sorted(Path(sweep_paths(storage)["experiment"]).glob(f"*{trial_id}*/checkpoint_*/meta.json")):
+    for meta in sorted(Path(folder.experiment).glob(f"*{trial_id}*/checkpoint_*/meta.json")):
         try:
             if int(json.loads(meta.read_text(encoding="utf-8")).get("step", -1)) == step:
                 return str(meta.parent)
@@ -239,7 +235,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 # -- the stage ---------------------------------------------------------------------------------------
-def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool = False,
+def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, rerun: bool = False,
                     echo: Callable[[str], None] | None = None) -> StageResult:
     """Evaluate the survivors at image level and write their rows (see the module docstring).
 
@@ -248,18 +244,16 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
     """
     import ray
 
-    from analysis.store import ResultStore
     from sage_core.version import code_version
-
-    from .runner import read_text, sweep_paths
 
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     stage = spec.fidelity.image
     result = StageResult()
     if stage is None:
         return result
-    paths = sweep_paths(storage)
-    store = ResultStore(paths["results"])
+    folder = _folder(storage)
+    root = folder.root
+    store = folder.store()
     rows = store.read(sweep_id=sweep_id).to_pylist()
     metrics, modes = spec.objective_metrics(), spec.objective_modes()
     result.survivors = select_survivors(rows, metrics=metrics, modes=modes, survivors=stage.survivors)
@@ -275,10 +269,10 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
         f"evaluated, {len(todo)} to go; metrics {', '.join(stage.metrics)}")
     if not todo:
         result.notes.append(f"image stage: all {n} survivor(s) already have image rows")
-        _calibrate(spec, store=store, sweep_id=sweep_id, storage=storage, result=result, say=say)
+        _calibrate(spec, store=store, sweep_id=sweep_id, storage=root, result=result, say=say)
         return result
 
-    base_values = base_train_config(spec, storage_root=None if is_uri(storage) else Path(storage))
+    base_values = base_train_config(spec)
     cache_dir = str(Path(base_values["cache_dir"]).expanduser() if base_values.get("cache_dir")
                     else Path.home() / ".cache" / "sage-sweeps")
     res = spec.resources
@@ -309,7 +303,7 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
         except Exception as exc:  # noqa: BLE001 - a task error is reported, the sweep stays resumable
             result.failed["base"] = _error_text(exc)
             result.notes.append(f"image stage: the base encoder {key[0]} failed: {result.failed['base']}; "
-                                f"fix it and run `sage sweep resume {storage}`")
+                                f"fix it and run `sage sweep resume {root}`")
             return result
         bases[key] = out["metrics"]
         result.generated["base"] = result.generated.get("base", 0) + out["generated"]
@@ -322,12 +316,12 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
     index = {s.trial_id: i + 1 for i, s in enumerate(result.survivors)}
     while queue or in_flight:
         while queue and len(in_flight) < spec.search.max_concurrent and not result.stopped:
-            if read_text(paths["stop"]) is not None:
+            if folder.stop_requested():
                 result.stopped = True
                 break
             s = queue.pop(0)
             enc, ml = encoder_of(s)
-            checkpoint = s.checkpoint or _find_checkpoint(storage, s.trial_id, s.step)
+            checkpoint = s.checkpoint or _find_checkpoint(folder, s.trial_id, s.step)
             if not checkpoint:
                 result.failed[s.trial_id] = "its final text row names no checkpoint"
                 continue
@@ -335,7 +329,7 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
                          row=s.row)
             say(f"image stage: evaluating survivor {index[s.trial_id]}/{n}: {s.describe(metrics)}")
             ref = task.remote(checkpoint, max_length=ml, eval_values=eval_values, cache_dir=cache_dir,
-                              base_metrics=bases[(enc, ml)], storage=storage,
+                              base_metrics=bases[(enc, ml)], storage=root,
                               robust_values=(spec.fidelity.robust or {}).get("image"))
             in_flight[ref] = s
         if not in_flight:
@@ -360,14 +354,14 @@ def run_image_stage(spec: SweepSpec, *, storage: str, sweep_id: str, rerun: bool
     written = len(result.evaluated) + len(result.already_done)
     result.notes.append(f"image stage: {written}/{n} survivor(s) have image rows "
                         f"({', '.join(s.trial_id for s in result.survivors)}); "
-                        f"`sage pareto {storage} --fidelity image` shows their front")
+                        f"`sage pareto {root} --fidelity image` shows their front")
     if result.failed:
         reasons = "; ".join(f"{t}: {why}" for t, why in result.failed.items())
         result.notes.append(f"image stage: {len(result.failed)} survivor(s) failed ({reasons}); "
-                            f"`sage sweep resume {storage}` evaluates them again (no trial is rerun)")
+                            f"`sage sweep resume {root}` evaluates them again (no trial is rerun)")
     if result.stopped:
         result.notes.append("image stage: stopped before every survivor was evaluated")
-    _calibrate(spec, store=store, sweep_id=sweep_id, storage=storage, result=result, say=say)
+    _calibrate(spec, store=store, sweep_id=sweep_id, storage=root, result=result, say=say)
     return result
 
 

@@ -33,13 +33,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 
-__all__ = ["strictly_ahead", "keeps_at_rung", "ParetoSuccessiveHalving", "read_state"]
+__all__ = ["strictly_ahead", "keeps_at_rung", "ParetoSuccessiveHalving", "read_state", "SCHEDULERS", "build_scheduler"]
 
 
 def strictly_ahead(points: np.ndarray, index: int) -> int:
@@ -235,3 +235,29 @@ def read_state(path: Path) -> tuple[dict[int, dict[str, list[float]]], dict[str,
             raise bad(f"pruned[{trial!r}]={rung!r}: expected the step it was stopped at")
         pruned[str(trial)] = rung
     return recorded, pruned
+
+
+def _pareto_sh(spec: Any, state_path: str | None) -> ParetoSuccessiveHalving:
+    return ParetoSuccessiveHalving(metrics=spec.objective_metrics(), modes=spec.objective_modes(),
+                                   rungs=spec.fidelity.rungs, eta=spec.scheduler.eta, state_path=state_path)
+
+
+def _fifo(spec: Any, state_path: str | None) -> Any:
+    from ray.tune.schedulers import FIFOScheduler
+
+    return FIFOScheduler()
+
+
+# ``scheduler.kind`` of a sweep spec -> (spec, state file or None) -> a Tune TrialScheduler.
+SCHEDULERS: dict[str, Callable[[Any, str | None], Any]] = {"pareto_sh": _pareto_sh, "fifo": _fifo}
+
+
+def build_scheduler(spec: Any, state_path: str | None) -> Any:
+    """The Tune scheduler ``spec.scheduler.kind`` names; ``state_path``: where a Pareto scheduler
+    mirrors its rung records (None on object storage)."""
+    from sage_core.errors import ConfigError
+
+    kind = spec.scheduler.kind
+    if kind not in SCHEDULERS:
+        raise ConfigError(f"scheduler.kind={kind!r}: unknown; known: {', '.join(SCHEDULERS)}")
+    return SCHEDULERS[kind](spec, state_path)

@@ -6,9 +6,6 @@ driver runs, after it died, and from another machine that sees the storage.
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -16,7 +13,7 @@ from analysis.dominance import minimised_rows, nondominated_ranks, objective_sig
 from analysis.intervals import fmt_cell, has_interval
 
 from .image_stage import final_text_rows
-from .runner import _local_storage, load_sweep_spec, resume_command, sweep_paths, write_text
+from .sweep_dir import SweepDir, driver_alive
 
 __all__ = ["SweepStatus", "sweep_status", "current_front", "request_stop", "format_status", "driver_alive"]
 
@@ -37,12 +34,9 @@ class SweepStatus:
 
 def sweep_status(storage: str) -> SweepStatus:
     """Trial counts by status (from each trial's newest row), the failures, the current front."""
-    from analysis.store import ResultStore
-
-    storage = _local_storage(storage)
-    spec, meta = load_sweep_spec(storage)
-    table = ResultStore(sweep_paths(storage)["results"]).read(sweep_id=meta["sweep_id"])
-    rows = table.to_pylist()
+    folder = SweepDir.at(storage)
+    spec, meta = folder.load()
+    rows = folder.rows(meta["sweep_id"])
     last = final_text_rows(rows)
     counts = {"running": 0, "finished": 0, "pruned": 0, "failed": 0}
     for row in last.values():
@@ -55,7 +49,7 @@ def sweep_status(storage: str) -> SweepStatus:
     state = meta["state"]
     if state == "running" and driver_alive(meta) is False:
         state = "interrupted: its driver is gone"
-    return SweepStatus(storage=storage, sweep_id=meta["sweep_id"], state=state,
+    return SweepStatus(storage=folder.root, sweep_id=meta["sweep_id"], state=state,
                        objectives=list(zip(metrics, modes)), trials=counts, front=front, failures=failures,
                        rows=len(rows), image=image,
                        image_metrics=list(spec.fidelity.image.metrics) if spec.fidelity.image else [])
@@ -93,7 +87,7 @@ def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
     for f in st.failures:
         lines.append(f"failed: {f['trial_id']} at step {f['step']}: {f['error']}")
     if st.state.split(":")[0] in ("interrupted", "stopped", "failed"):
-        lines.append(f"resume with: {resume_command(st.storage)}")
+        lines.append(f"resume with: {SweepDir.at(st.storage).resume_command()}")
     return "\n".join(lines)
 
 
@@ -115,56 +109,16 @@ def request_stop(storage: str) -> str:
     driver runs (finished, failed, interrupted, stopped): nobody would read the file."""
     from sage_core.errors import StorageError
 
-    storage = _local_storage(storage)
-    _, meta = load_sweep_spec(storage)
+    folder = SweepDir.at(storage)
+    _, meta = folder.load()
     state = meta.get("state")
     if state != "running":
         hint = ("; nothing to stop" if state == "finished"
-                else f"; no driver is running, resume it with `{resume_command(storage)}`")
-        raise StorageError(f"sweep {meta.get('sweep_id')} in {storage!r} is {state}{hint}")
+                else f"; no driver is running, resume it with `{folder.resume_command()}`")
+        raise StorageError(f"sweep {meta.get('sweep_id')} in {folder.root!r} is {state}{hint}")
     if driver_alive(meta) is False:
         raise StorageError(
-            f"sweep {meta['sweep_id']} in {storage!r} is marked running, but its driver (pid {meta.get('driver_pid')} "
-            f"on {meta.get('driver_host') or 'this machine'}) is gone: it was killed or crashed, so nothing reads a "
-            f"stop request; resume it with `{resume_command(storage)}`")
-    path = sweep_paths(storage)["stop"]
-    write_text(path, json.dumps({"requested_by": "sage sweep stop", "sweep_id": meta["sweep_id"]}))
-    return path
-
-
-
-def driver_alive(meta: dict[str, Any]) -> bool | None:
-    """Is the driver that sweep.json names still running? None when this machine cannot tell
-    (it ran on another host, or sweep.json names no pid).
-
-    A live process with the driver's pid that started after the driver last (re)started is a
-    different process that reuses the pid, so the driver counts as gone.
-    """
-    import psutil
-
-    pid = meta.get("driver_pid")
-    host = meta.get("driver_host")
-    if not isinstance(pid, int) or (host is not None and host != socket.gethostname()):
-        return None
-    try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False  # killed, not yet reaped by its parent
-        created = process.create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return None  # e.g. access denied: it exists
-    stamps = [t for t in (_timestamp(meta.get(k)) for k in ("started", "resumed")) if t is not None]
-    if stamps and created > max(stamps) + 2.0:  # sweep.json times are whole seconds
-        return False
-    return True
-
-
-def _timestamp(text: Any) -> float | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return _dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
+            f"sweep {meta['sweep_id']} in {folder.root!r} is marked running, but its driver (pid "
+            f"{meta.get('driver_pid')} on {meta.get('driver_host') or 'this machine'}) is gone: it was killed or "
+            f"crashed, so nothing reads a stop request; resume it with `{folder.resume_command()}`")
+    return folder.request_stop(meta["sweep_id"])

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from .resolved_trial import ResolvedTrial, hyperparameter_columns, resolve_trial
 from .search import FINAL_KEY
-from .spec import VARIANT, trial_values
 from .store_writer import WriteBehind
 
 __all__ = ["StoreCallback", "result_row", "hyperparameter_columns", "BOOKKEEPING_KEYS"]
@@ -34,37 +34,16 @@ BOOKKEEPING_KEYS = frozenset({
 })
 
 
-def hyperparameter_columns(values: Mapping[str, Any]) -> dict[str, Any]:
-    """TrainConfig values as plain columns: tuples/lists become ``"1,2,3"`` text, and a nested
-    mapping becomes one column per key (``text_eval`` -> ``text_eval.attack_samples``)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(hyperparameter_columns({f"{key}.{k}": v for k, v in value.items()}))
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        out[key] = value
-    return out
-
-
-def result_row(*, sweep_id: str, trial_id: str, params: Mapping[str, Any], base: Mapping[str, Any],
-               variants: Mapping[str, Mapping[str, Any]], result: Mapping[str, Any], status: str,
+def result_row(*, sweep_id: str, trial: ResolvedTrial, result: Mapping[str, Any], status: str,
                code_version: str, checkpoint: str | None = None) -> dict[str, Any]:
-    """One results-store row from one Tune result."""
-    from sage_core.config import load_config
-
-    cfg = load_config(overrides=trial_values(base, params, variants)).to_dict()
-    cfg.pop("cache_dir", None)
-    row: dict[str, Any] = {"sweep_id": sweep_id, "trial_id": trial_id, "step": int(result["step"]),
+    """One results-store row from one Tune result of a resolved trial."""
+    row: dict[str, Any] = {"sweep_id": sweep_id, "trial_id": trial.trial_id, "step": int(result["step"]),
                            "fidelity": "text", "status": status}
-    row.update(hyperparameter_columns(cfg))
-    if VARIANT in params:
-        row[VARIANT] = str(params[VARIANT])
+    row.update(trial.columns)
     for key, value in result.items():
         if key in BOOKKEEPING_KEYS or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        row[key] = float(value)  # metrics win over config (concept_guidance_scale as actually used)
+        row[key] = float(value)  # what the trainer reports it used wins (concept_guidance_scale)
     row["total_steps"] = int(result.get("total_steps", 0)) or None
     row["wall_s"] = float(result.get("trial_wall_s", result.get("time_total_s", 0.0)))
     row["device_s"] = float(result.get("trial_device_s", row["wall_s"]))
@@ -90,17 +69,28 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         self.variants = {k: dict(v) for k, v in (variants or {}).items()}
         self.code_version = code_version
         self.last_rows: dict[str, dict[str, Any]] = {}
+        self._resolved: dict[str, ResolvedTrial] = {}
         self._store = None
         self._writer = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_store=None, _writer=None)
+        state.update(_store=None, _writer=None, _resolved={})  # resolved again from trial.config
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # tuner.pkl of a sweep started before the write-behind has no _writer: resuming it must work.
-        self.__dict__.update({"_store": None, "_writer": None, **state})
+        self.__dict__.update({"_store": None, "_writer": None, "_resolved": {}, **state})
+
+    def resolved(self, trial: Any) -> ResolvedTrial:
+        """The trial resolved once (when Tune starts it, else at its first result), by trial id."""
+        key = str(trial.trial_id)
+        if key not in self._resolved:
+            self._resolved[key] = resolve_trial(key, trial.config, base=self.base, variants=self.variants)
+        return self._resolved[key]
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.resolved(trial)
 
     @property
     def store(self):
@@ -128,8 +118,7 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
             self._writer.flush(wait=True)
 
     def _row(self, trial: Any, result: Mapping[str, Any], status: str) -> dict[str, Any]:
-        return result_row(sweep_id=self.sweep_id, trial_id=str(trial.trial_id), params=trial.config,
-                          base=self.base, variants=self.variants, result=result, status=status,
+        return result_row(sweep_id=self.sweep_id, trial=self.resolved(trial), result=result, status=status,
                           code_version=self.code_version,
                           # Multi-worker trials report their Ray Train checkpoint's path with the metrics.
                           checkpoint=result.get("checkpoint_path") or None)

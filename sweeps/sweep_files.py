@@ -15,6 +15,8 @@ from typing import Any
 
 from sage_core.errors import ConfigError, StorageError
 
+from .storage_io import filesystem
+
 __all__ = ["STATES", "MAX_FILE_BYTES", "read_small_text", "parse_sweep_meta", "read_sweep_folder"]
 
 STATES = ("running", "finished", "failed", "interrupted", "stopped")
@@ -26,9 +28,7 @@ def read_small_text(path: str) -> str | None:
     """UTF-8 text of a small file on a local path or URI; None when there is no such file."""
     import pyarrow.fs as pafs
 
-    from .runner import _fs
-
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     try:
         info = fs.get_file_info(p)
         if info.type == pafs.FileType.NotFound:
@@ -74,22 +74,21 @@ def parse_sweep_meta(text: str, *, path: str) -> dict[str, Any]:
     return meta
 
 
-def read_sweep_folder(storage: str, paths: dict[str, str]):
+def read_sweep_folder(storage: str, *, spec_file: str, meta_file: str, scheduler_file: str | None = None):
     """``(spec, meta)`` of a sweep folder, both checked; one-line errors naming the file."""
     from .spec import spec_from_text
 
-    text, meta_text = read_small_text(paths["spec"]), read_small_text(paths["meta"])
+    text, meta_text = read_small_text(spec_file), read_small_text(meta_file)
     if text is None or meta_text is None:
         raise StorageError(f"{storage!r} holds no sweep (no spec.yaml/sweep.json); start one with "
                            "`sage sweep run SPEC --storage DIR`")
-    meta = parse_sweep_meta(meta_text, path=paths["meta"])
+    meta = parse_sweep_meta(meta_text, path=meta_file)
     try:
-        spec = spec_from_text(text, where=f"saved spec {paths['spec']}")
+        spec = spec_from_text(text, where=f"saved spec {spec_file}")
     except ConfigError as exc:
         raise StorageError(f"{exc}; the sweep folder is damaged (it holds the spec the sweep ran with)") from None
-    scheduler = paths.get("scheduler")
-    if scheduler and "://" not in scheduler and Path(scheduler).is_file():
+    if scheduler_file and "://" not in scheduler_file and Path(scheduler_file).is_file():
         from .pareto_scheduler import read_state
 
-        read_state(Path(scheduler))  # a resumed driver must not find it damaged after Ray started
+        read_state(Path(scheduler_file))  # a resumed driver must not find it damaged after Ray started
     return spec, meta

@@ -25,8 +25,8 @@ from typing import Any
 
 from sage_core.errors import TrialError
 
+from .resolved_trial import resolve_trial
 from .search import FINAL_KEY
-from .spec import trial_values
 
 __all__ = ["TrialContext", "train_trial", "TuneReportCallback", "TrainWorkerReportCallback", "reported_metrics"]
 
@@ -111,13 +111,13 @@ class TrainWorkerReportCallback(TuneReportCallback):
 
 def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: Any, callback: TuneReportCallback,
                  name: str) -> None:
-    """Build the trial's TrainConfig and fit, resuming from ``checkpoint`` (a Ray checkpoint) if any."""
-    from sage_core.config import load_config
+    """Resolve the trial (its TrainConfig, built once here) and fit, resuming from ``checkpoint``
+    (a Ray checkpoint) if any."""
     from sage_core.trainer import Trainer
 
     from .fault_injection import fault_callbacks  # tests inject a fault at a step through the environment
 
-    cfg = load_config(overrides=trial_values(context.base, config, context.variants))
+    cfg = resolve_trial(name, config, base=context.base, variants=context.variants).config
     if context.robust is not None or context.proximal is not None:
         from .robust_stage import TrialStages
 

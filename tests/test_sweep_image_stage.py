@@ -127,8 +127,9 @@ def test_cli_validate_prints_one_line_and_exits_2(tmp_path, models, capsys):
 # --- (b) a real sweep with the image stage ------------------------------------------------------------
 
 
-def _pngs(storage: Path) -> set[Path]:
-    return set((storage / "cache" / "images").rglob("*.png"))
+def _pngs(cache: Path) -> set[Path]:
+    """Generated images: the image cache lives in the user-level cache (``train.cache_dir``), at ``<cache>/images``."""
+    return set((cache / "images").rglob("*.png"))
 
 
 @pytest.mark.slow  # 60-130 s on the shared 2-core CPU: a 3-trial sweep, then 3 image evaluations
@@ -147,8 +148,9 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
 
     make_tiny_sd_pipeline(tmp_path / "enc")
     image = {"metrics": ["asr", "tifa"], "survivors": 1, "eval": _eval(models, sd_model=str(tmp_path / "enc"))}
+    cache = tmp_path / "cache"
     path = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 1.0, 2.0]}, "lambda_lsa": {"grid": [0.1]}},
-                     fidelity={"text_every": 2, "image": image})
+                     fidelity={"text_every": 2, "image": image}, train={"cache_dir": str(cache)})
     storage = tmp_path / "sweep"
     outcome = sweeps.run(str(path), progress=False)
     assert outcome.state == "finished" and outcome.counts["finished"] == 3, outcome.summary()
@@ -175,7 +177,7 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
     assert meta["tune_finished"] is True and meta["state"] == "finished"
     meta_path.write_text(json.dumps({**meta, "state": "running"}))
     text_before = sorted((r for r in rows if r["fidelity"] == "text"), key=lambda r: (r["trial_id"], r["step"]))
-    pngs_before = _pngs(storage)
+    pngs_before = _pngs(cache)
 
     resumed = sweeps.resume(str(storage))
     assert resumed.state == "finished", resumed.summary()
@@ -202,7 +204,7 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
         assert len(r["detector_sha256"]) == 64 and r["vqa_model"] == str(models["vqa"])
         assert r["base_encoder"] == str(tmp_path / "enc") and r["wall_s"] > 0
     assert len({(r["base_asr"], r["base_tifa"]) for r in img.values()}) == 1  # one base measurement
-    new_pngs = _pngs(storage) - pngs_before
+    new_pngs = _pngs(cache) - pngs_before
     assert 0 < len(new_pngs) <= 3 + 2  # the second survivor's images only (3 attack prompts, 2 TIFA captions)
 
     with pytest.raises(StorageError, match="already finished"):
@@ -222,7 +224,7 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
     img2 = {r["trial_id"]: r for r in rows2 if r["fidelity"] == "image"}
     assert len(rows2) == len(rows) and len([r for r in rows2 if r["fidelity"] == "image"]) == 2
     assert all(img2[t][m] == img[t][m] for t in picked for m in ("asr", "tifa", "base_asr", "base_tifa"))
-    assert _pngs(storage) == pngs_before | new_pngs
+    assert _pngs(cache) == pngs_before | new_pngs
 
 
 # --- survivors: selection and a failing survivor, on hand-written results -----------------------------

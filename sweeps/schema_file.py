@@ -1,0 +1,54 @@
+"""``<sweep>/schema.json``: the column roles of a sweep's results (format: :mod:`analysis.column_roles`).
+
+Written by the driver before the first trial: the hyperparameter columns every row carries (those
+of a resolved trial), the ones the spec varies, the metrics it names with their registry
+directions, the bookkeeping columns, and the base config an ablation holds the others at.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from analysis.column_roles import ColumnRoles
+from analysis.metrics import lookup
+from analysis.store import KEY_COLUMNS
+from sage_core.config import TrainConfig
+
+from .resolved_trial import hyperparameter_columns, resolve_trial
+from .space import enumerate_combinations
+from .spec import SweepSpec
+from .sweep_dir import SweepDir
+
+__all__ = ["BOOKKEEPING_COLUMNS", "column_roles", "write_schema"]
+
+# Columns of a row that say where, when and how it was measured, not what was trained.
+BOOKKEEPING_COLUMNS = (*KEY_COLUMNS, "status", "error", "wall_s", "device_s", "code_version", "checkpoint",
+                       "total_steps", "epoch", "seed", "base_encoder")
+
+
+def _declared_metrics(spec: SweepSpec) -> list[str]:
+    image = list(spec.fidelity.image.metrics) if spec.fidelity.image is not None else []
+    return list(dict.fromkeys([*spec.objective_metrics(), *image]))
+
+
+def column_roles(spec: SweepSpec, *, sweep_id: str, base: Mapping[str, Any]) -> ColumnRoles:
+    """The roles of ``spec``'s result columns; ``base``: :func:`sweeps.spec.base_train_config`."""
+    first = next(enumerate_combinations(spec.dimensions()), {})
+    columns = resolve_trial("schema", first, base=base, variants=spec.variants).columns
+    defaults = hyperparameter_columns({**{k: f.get_default(call_default_factory=True) for k, f in TrainConfig.model_fields.items()}, **base})
+    hyper = [c for c in columns if c not in BOOKKEEPING_COLUMNS]
+    metrics = {m: entry.direction for m in _declared_metrics(spec) if (entry := lookup(m)) is not None}
+    return ColumnRoles(sweep_id=sweep_id, hyperparameters=tuple(hyper), varied=tuple(spec.dimensions()),
+                       metrics=metrics, objectives=tuple(spec.objective_metrics()),
+                       bookkeeping=BOOKKEEPING_COLUMNS,
+                       defaults={k: v for k, v in defaults.items() if k in hyper and _plain(v)})
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def write_schema(folder: SweepDir, *, spec: SweepSpec, sweep_id: str, base: Mapping[str, Any]) -> ColumnRoles:
+    roles = column_roles(spec, sweep_id=sweep_id, base=base)
+    folder.write_file(folder.schema_file, roles.to_json())
+    return roles
