@@ -113,12 +113,10 @@ def _unknown_key(loc: tuple[Any, ...], *, model: type[BaseModel] | None, known: 
     fields = list(owner.model_fields) if owner is not None else list(known or ())
     key = str(loc[-1])
     hint = did_you_mean(key, fields)
-    line = f"unknown {what} '{_where(loc)}'"
     if not hint and owner is not None and getattr(owner, "unknown_key_hint", None):
-        return f"{line} ({owner.unknown_key_hint.format(key=key)})"
-    if hint or len(fields) > _LIST_FIELDS_UP_TO or not fields:
-        return line + hint
-    return f"{line}; allowed: {', '.join(fields)}"
+        hint = f" ({owner.unknown_key_hint.format(key=key)})"
+    line = f"unknown {what} '{_where(loc)}'{hint}"
+    return f"{line}; allowed: {', '.join(fields)}" if 0 < len(fields) <= _LIST_FIELDS_UP_TO else line
 
 
 def format_validation_error(exc: ValidationError, *, model: type[BaseModel] | None = None,

@@ -9,26 +9,26 @@ value and what is allowed.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import math
 import os
 import random
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Literal, Mapping
+from typing import Annotated, Any, ClassVar, Iterator, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from analysis import metrics as metric_registry
 from sage_core.config import TrainConfig, load_config, read_yaml_mapping
-from sage_core.errors import ConfigError, SageError
+from sage_core.errors import ConfigError, FieldProblem, SageError, did_you_mean, format_validation_error
 from sage_core.safe_yaml import load_yaml_text
 from sage_core.strict_values import check_value
 
-from .space import Dimension, corner_values, enumerate_combinations, grid_size, parse_dimension
+from .robust_stage import stage_problems
+from .space import Dimension, Grid, SpaceDimension, corner_values, enumerate_combinations, grid_size
 
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage",
            "Resources", "Tracking", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",
@@ -60,8 +60,45 @@ class _Strict(BaseModel):
     def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
         """Booleans are not numbers; an empty storage is not a path (NaN/inf: allow_inf_nan=False)."""
         name = info.field_name or ""
-        return check_value(name, value, annotation=cls.model_fields[name].annotation, path=name == "storage",
-                           named=False)
+        try:
+            return check_value(name, value, annotation=cls.model_fields[name].annotation, path=name == "storage",
+                               named=False)
+        except ValueError as exc:
+            raise FieldProblem(str(exc)) from None
+
+
+# TrainConfig fields a sweep sets itself (fidelity.text_every) or per machine (cache_dir): never varied.
+_SWEEP_OWNED = ("cache_dir", "eval_every")
+
+
+def _varied_field(name: str) -> str:
+    """A key of ``space`` or of a variant: a TrainConfig field a sweep may vary."""
+    if name not in TrainConfig.model_fields or name in _SWEEP_OWNED:
+        raise FieldProblem(f"not a TrainConfig field that a sweep may vary{did_you_mean(name, TrainConfig.model_fields)}")
+    return name
+
+
+def _train_field(name: str) -> str:
+    """A key of ``train``: a TrainConfig field, but not the one the sweep sets."""
+    if name not in TrainConfig.model_fields:
+        raise FieldProblem(f"unknown TrainConfig field{did_you_mean(name, TrainConfig.model_fields)}")
+    if name == "eval_every":
+        raise FieldProblem("set by the sweep from fidelity.text_every; remove it")
+    return name
+
+
+# Validation context under which the checks across fields wait (load_spec then runs them itself, so
+# that they are reported together with the field problems; see _salvage).
+_DEFER = {"defer_cross_field_checks": True}
+
+
+def _raise_unless_deferred(problems: list[str], info: ValidationInfo) -> None:
+    if problems and not (info.context or {}).get("defer_cross_field_checks"):
+        raise ValueError(" | ".join(problems))
+
+
+VariedField = Annotated[str, AfterValidator(_varied_field)]
+TrainField = Annotated[str, AfterValidator(_train_field)]
 
 
 class Objective(_Strict):
@@ -92,6 +129,7 @@ class SchedulerConfig(_Strict):
 
 
 class ImageStage(_Strict):
+    unknown_key_hint: ClassVar[str] = "evaluation settings go under fidelity.image.eval, e.g. fidelity.image.eval.{key}"
     metrics: list[str] = Field(min_length=1, description="image-level metrics, e.g. [asr, tifa]")
     survivors: int = Field(4, ge=1, description="how many text-level front trials get image metrics")
     eval: dict[str, Any] = Field(
@@ -101,7 +139,8 @@ class ImageStage(_Strict):
 
 
 class FidelityPlan(_Strict):
-    text_every: int = Field(description="steps between text-level evaluations (TrainConfig.eval_every)", ge=1)
+    text_every: int = Field(description="steps between text-level evaluations (TrainConfig.eval_every)", ge=1,
+                            examples=["20"])
     rungs: list[Annotated[int, Field(gt=0)]] | None = Field(
         None, description="steps where the scheduler decides (each > 0 and below the run length); default: "
         "every text evaluation but the last")
@@ -113,6 +152,15 @@ class FidelityPlan(_Strict):
         None, description="proximal-concept disruption at every text evaluation (prox_*, sadi_text; "
         "sage_core.evaluation.proximal.ProximalConfig: prompts, pool_samples, k, ...); {} = defaults")
 
+    @model_validator(mode="after")
+    def _rungs_at_text_evaluations(self, info: ValidationInfo) -> "FidelityPlan":
+        problems = [f"fidelity.rungs: {r} is not a multiple of fidelity.text_every={self.text_every} "
+                    "(decisions happen at text evaluations)" for r in self.rungs or [] if r % self.text_every]
+        if self.rungs is not None and sorted(set(self.rungs)) != list(self.rungs):
+            problems.append(f"fidelity.rungs={self.rungs}: must be strictly increasing")
+        _raise_unless_deferred(problems, info)
+        return self
+
 
 class Resources(_Strict):
     cpus: float = Field(1.0, gt=0, description="CPUs per trial")
@@ -120,6 +168,17 @@ class Resources(_Strict):
     workers: int = Field(1, ge=1, description="data-parallel DeepSpeed workers per trial, each with the cpus/"
                          "gpus/custom above (Ray Train TorchTrainer; exact full-batch gradients)")
     custom: dict[str, float] = Field(default_factory=dict, description="extra Ray resources per trial")
+
+    @model_validator(mode="after")
+    def _whole_gpus(self, info: ValidationInfo) -> "Resources":
+        problems = []
+        if self.workers > 1 and 0 < self.gpus < 1:
+            problems.append(f"resources.gpus={self.gpus} with workers={self.workers}: data-parallel workers each "
+                            "need a whole GPU (NCCL); use gpus: 1, or workers: 1 to share a device")
+        if self.gpus > 1 and self.gpus != int(self.gpus):
+            problems.append(f"resources.gpus={self.gpus}: above 1 it must be a whole number")
+        _raise_unless_deferred(problems, info)
+        return self
 
 
 class Tracking(_Strict):
@@ -157,28 +216,63 @@ class SweepSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     preset: Literal["quickstart", "paper", "des"] | None = Field(None, description="TrainConfig preset")
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides for every trial")
-    space: dict[str, Any] = Field(default_factory=dict, description="TrainConfig field -> dimension")
-    variants: dict[str, dict[str, Any]] = Field(
+    train: dict[TrainField, Any] = Field(default_factory=dict, description="TrainConfig overrides for every trial")
+    space: dict[VariedField, SpaceDimension] = Field(
+        default_factory=dict, description="TrainConfig field -> dimension ({grid: [...]}, {choice: [...]}, "
+        "{uniform: [low, high]}, {loguniform: [low, high]}, {int: [low, high]})")
+    variants: dict[str, dict[VariedField, Any]] = Field(
         default_factory=dict, description="named sets of TrainConfig overrides (e.g. DES, DES+ESP, SAGE), "
         "crossed with the space as one more grid dimension called 'variant'")
     search: SearchConfig = SearchConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
-    objectives: list[Objective] = Field(min_length=1)
-    fidelity: FidelityPlan
+    objectives: list[Objective] = Field(min_length=1, examples=["[{metric: concept_auc}, {metric: util_sib}]"])
+    fidelity: FidelityPlan = Field(examples=["{text_every: 20}"])
     resources: Resources = Resources()
-    storage: str = Field(description="sweep folder: local/shared path or object-storage URI")
+    storage: str = Field(description="sweep folder: local/shared path or object-storage URI",
+                         examples=["runs/my-sweep (or --storage)"])
     max_failures: int = Field(2, ge=-1, description="retries per trial from its last checkpoint (-1: forever)")
     tracking: Tracking = Field(Tracking(), description="experiment tracking (sweeps.tracking): "
                                "--set tracking.kind=mlflow")
 
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> "SweepSpec":
+        _raise_unless_deferred(self.cross_field_problems(), info)
+        return self
+
+    def cross_field_problems(self) -> list[str]:
+        """Checks across fields (the registry's metrics and files are read by :func:`validate_spec`)."""
+        problems = [f"variants.{vname}.{key}: also in space; vary it in one place"
+                    for vname, overrides in self.variants.items() for key in overrides if key in self.space]
+        metrics = [o.metric for o in self.objectives]
+        for i, metric in enumerate(metrics):
+            stage = getattr(metric_registry.lookup(metric), "fidelity", None)
+            if metric in metrics[:i]:
+                problems.append(f"objectives[{i}].metric={metric!r}: listed twice")
+            elif stage in ("robust", "proximal") and getattr(self.fidelity, stage) is None:
+                problems.append(f"objectives[{i}].metric={metric!r}: measured by the {stage} stage; add "
+                                f"fidelity.{stage}: {{}} (defaults) to the spec")
+        return problems + self._search_problems()
+
+    def _search_problems(self) -> list[str]:
+        algorithm, dims = self.search.algorithm, self.dimensions()
+        if algorithm in ("tpe", "nsga2") and not dims:
+            return [f"search.algorithm={algorithm!r}: needs a non-empty space"]
+        sampled = [n for n, d in dims.items() if not isinstance(d, Grid)]
+        if algorithm == "grid" and sampled:
+            return [f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "
+                    "use {grid: [...]} or algorithm random/tpe/nsga2"]
+        n_trials = trial_count(self, dims)
+        if n_trials > self.search.max_trials:
+            how = "grid points x num_samples" if algorithm in ("grid", "random") else "num_samples"
+            return [f"search: the sweep has {n_trials:,} trials ({how}), above search.max_trials="
+                    f"{self.search.max_trials:,}; shrink the grid, or raise search.max_trials on purpose"]
+        return []
+
     # ----------------------------------------------------------------------------------
     def dimensions(self) -> dict[str, Dimension]:
         """The search dimensions, with ``variant`` first when the spec names variants."""
-        dims: dict[str, Dimension] = {}
-        if self.variants:
-            dims[VARIANT] = parse_dimension(VARIANT, {"grid": list(self.variants)})
-        dims.update({name: parse_dimension(name, raw) for name, raw in self.space.items()})
+        dims: dict[str, Dimension] = {VARIANT: Grid(grid=list(self.variants))} if self.variants else {}
+        dims.update(self.space)
         return dims
 
     def objective_metrics(self) -> list[str]:
@@ -211,8 +305,7 @@ def resolve_spec_path(name_or_path: str | os.PathLike, *, relative_to: Path | No
     for c in candidates:
         if c.is_file():
             return c
-    close = difflib.get_close_matches(Path(raw).stem, shipped_specs(), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(Path(raw).stem, shipped_specs())
     raise ConfigError(f"spec '{raw}': no such file and no shipped spec of that name{hint}; "
                       f"shipped: {', '.join(shipped_specs())}")
 
@@ -253,8 +346,7 @@ def resolve_include(raw: Any, *, including: Path) -> Path:
         for candidate in (SPECS_DIR / f"{raw}.yaml", SPECS_DIR / raw):
             if candidate.is_file():
                 return candidate.resolve()
-    close = difflib.get_close_matches(Path(raw).stem, shipped_specs(), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(Path(raw).stem, shipped_specs())
     raise ConfigError(f"{including}: include {raw!r}: no such file under {folder} and no shipped spec of that "
                       f"name{hint}; shipped: {', '.join(shipped_specs())}")
 
@@ -283,9 +375,7 @@ def _set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
         if head in TrainConfig.model_fields and len(parts) == 1:
             parts = ["train", head]  # `--set lr=1e-4` is short for `--set train.lr=1e-4`
         else:
-            names = list(SweepSpec.model_fields) + list(TrainConfig.model_fields)
-            close = difflib.get_close_matches(head, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(head, [*SweepSpec.model_fields, *TrainConfig.model_fields])
             raise ConfigError(f"--set {dotted}=...: unknown key '{head}'{hint}; use a spec field "
                               f"({', '.join(SweepSpec.model_fields)}), a dotted path such as "
                               "search.num_samples, or a TrainConfig field such as lr")
@@ -312,7 +402,8 @@ def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> dic
 
 def load_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None,
               storage: str | None = None, check: bool = True) -> SweepSpec:
-    """Read a spec (with includes), apply ``--set`` overrides and ``--storage``, validate it."""
+    """Read a spec (with includes), apply ``--set`` overrides and ``--storage``; with ``check``,
+    validate it (:func:`validate_spec`), reporting every problem in one error."""
     path = resolve_spec_path(name_or_path)
     values = _read_with_includes(path)
     values.setdefault("name", path.stem)
@@ -322,10 +413,32 @@ def load_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] |
     try:
         spec = SweepSpec(**values)
     except ValidationError as exc:
-        raise _spec_error(exc, name=path.name) from None
+        problems = format_validation_error(exc, model=SweepSpec)
+        salvaged = _salvage(values, exc) if check else None
+        if salvaged is not None:
+            more = salvaged.cross_field_problems() + _problems_and_coverage(salvaged)[0]
+            problems += [p for p in more if p not in problems]
+        raise _spec_error(problems, name=path.name) from None
     if check:
         validate_spec(spec)
     return spec
+
+
+def _salvage(values: Mapping[str, Any], exc: ValidationError) -> SweepSpec | None:
+    """The spec without the ``space`` / ``variants`` / ``train`` entries pydantic refused and with
+    the checks across fields deferred, so that every other check still runs on the rest; None
+    when other parts failed."""
+    pruned = {k: (dict(v) if k in ("space", "variants", "train") and isinstance(v, Mapping) else v)
+              for k, v in values.items()}
+    for loc in (err["loc"] for err in exc.errors()):
+        if len(loc) >= 2 and loc[0] in ("space", "variants", "train") and isinstance(pruned[loc[0]], dict):
+            pruned[loc[0]].pop(loc[1], None)
+    if values.get("space") and not pruned.get("space"):
+        return None  # an empty space is a problem of its own (tpe/nsga2), not the user's
+    try:
+        return SweepSpec.model_validate(pruned, context=_DEFER)
+    except ValidationError:
+        return None
 
 
 def spec_from_text(text: str, *, where: str) -> SweepSpec:
@@ -336,53 +449,23 @@ def spec_from_text(text: str, *, where: str) -> SweepSpec:
     try:
         return SweepSpec(**data)
     except ValidationError as exc:
-        raise _spec_error(exc, name=where) from None
+        raise _spec_error(format_validation_error(exc, model=SweepSpec), name=where) from None
 
 
-def _spec_error(exc: ValidationError, *, name: str) -> ConfigError:
-    """One error listing every problem of a spec that pydantic refused, each naming the field."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            parent = SweepSpec
-            for part in err["loc"][:-1]:
-                field = getattr(parent, "model_fields", {}).get(str(part))
-                ann = getattr(field, "annotation", None)
-                # `image: ImageStage | None` -> ImageStage
-                ann = next((a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)),
-                           ann)
-                parent = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else parent
-            close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            if parent is ImageStage and not close:
-                hint = (f" (evaluation settings go under fidelity.image.eval, e.g. "
-                        f"fidelity.image.eval.{err['loc'][-1]})")
-            lines.append(f"unknown key '{loc}'{hint}; allowed: {', '.join(parent.model_fields)}")
-        elif err["type"] == "missing":
-            lines.append(f"{loc}: required, e.g. {_EXAMPLES.get(loc, '...')}")
-        else:
-            lines.append(f"{loc}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
-    return ConfigError([f"spec '{name}': " + "; ".join(lines)] if len(lines) == 1 else
-                       [f"spec '{name}' has {len(lines)} problems"] + lines)
-
-
-_EXAMPLES = {"objectives": "[{metric: concept_auc}, {metric: util_sib}]",
-             "fidelity": "{text_every: 20}", "storage": "runs/my-sweep (or --storage)",
-             "fidelity.text_every": "20"}
+def _spec_error(problems: list[str], *, name: str) -> ConfigError:
+    """One error listing every problem of a spec."""
+    return ConfigError([f"spec '{name}': {problems[0]}"] if len(problems) == 1 else
+                       [f"spec '{name}' has {len(problems)} problems"] + problems)
 
 
 # ---------------------------------------------------------------------------------------------
-def _objective_problems(i: int, obj: Objective, seen: set[str], *, have_text_eval: bool) -> list[str]:
+def _objective_problems(i: int, obj: Objective, *, have_text_eval: bool) -> list[str]:
     """What is wrong with ``objectives[i]``: read against the metric registry."""
     where = f"objectives[{i}].metric={obj.metric!r}"
-    if obj.metric in seen:
-        return [f"{where}: listed twice"]
     entry = metric_registry.lookup(obj.metric)
     graded = ", ".join(metric_registry.objective_metrics("text"))
     if entry is None or (entry.fidelity == "image" and _looks_like_text(obj.metric)):
-        close = difflib.get_close_matches(obj.metric, [m.rstrip("_*") for m in TEXT_METRICS], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(obj.metric, [m.rstrip("_*") for m in TEXT_METRICS])
         return [f"{where}: no evaluator produces it{hint}; objectives that rank: {graded}"]
     if entry.fidelity == "image":
         return [f"{where}: an image-level metric; rungs use text-level metrics only; list it under "
@@ -405,7 +488,7 @@ def _metric_known(name: str, patterns: tuple[str, ...]) -> bool:
 def _looks_like_text(name: str) -> bool:
     """'asr_txt' is a typo of asr_text, not the image ASR of an attack set called 'txt'."""
     names = [m.rstrip("_*") for m in TEXT_METRICS]
-    return bool(difflib.get_close_matches(name, names, n=1, cutoff=0.85))
+    return bool(did_you_mean(name, names, cutoff=0.85))
 
 
 def base_train_config(spec: SweepSpec, *, storage_root: Path | None = None) -> dict[str, Any]:
@@ -543,131 +626,79 @@ def _unet_cross_dim(sd_model: str | None) -> int | None:
 
 
 def validate_spec(spec: SweepSpec) -> Coverage:
-    """Everything checkable before Ray starts; raises one :class:`ConfigError` listing all problems.
-    Returns which configurations were built (all, or a seeded sample past
-    :data:`MAX_VALIDATED_COMBINATIONS`)."""
-    problems: list[str] = []
-    dims: dict[str, Dimension] = {}
-    if spec.variants:
-        dims[VARIANT] = parse_dimension(VARIANT, {"grid": list(spec.variants)})
-    for vname, overrides in spec.variants.items():
-        for key in overrides:
-            if key not in TrainConfig.model_fields or key in ("cache_dir", "eval_every"):
-                close = difflib.get_close_matches(key, TrainConfig.model_fields, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(f"variants.{vname}.{key}: not a TrainConfig field that a sweep may vary{hint}")
-            elif key in spec.space:
-                problems.append(f"variants.{vname}.{key}: also in space; vary it in one place")
-    for name, raw in spec.space.items():
-        if name not in TrainConfig.model_fields or name in ("cache_dir", "eval_every"):
-            close = difflib.get_close_matches(name, TrainConfig.model_fields, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"space.{name}: not a TrainConfig field that a sweep may vary{hint}")
-            continue
-        try:
-            dims[name] = parse_dimension(name, raw)
-        except ValueError as exc:
-            problems.append(str(exc))
-    for name in spec.train:
-        if name not in TrainConfig.model_fields:
-            close = difflib.get_close_matches(name, TrainConfig.model_fields, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"train.{name}: unknown TrainConfig field{hint}")
-        elif name == "eval_every":
-            problems.append("train.eval_every: set by the sweep from fidelity.text_every; remove it")
+    """Everything checkable before Ray starts beyond what the models check at construction (the
+    metric registry, the stages' settings, every TrainConfig the sweep can produce, storage,
+    tracking); raises one :class:`ConfigError` listing all problems. Returns which configurations
+    were built (all, or a seeded sample past :data:`MAX_VALIDATED_COMBINATIONS`)."""
+    problems, coverage = _problems_and_coverage(spec)
+    if problems:
+        raise _spec_error(problems, name=spec.name)
+    return coverage
 
-    # objectives
-    seen: set[str] = set()
+
+def _problems_and_coverage(spec: SweepSpec) -> tuple[list[str], Coverage]:
     have_text_eval = importlib.util.find_spec("sage_core.evaluation") is not None
-    for i, obj in enumerate(spec.objectives):
-        problems += _objective_problems(i, obj, seen, have_text_eval=have_text_eval)
-        seen.add(obj.metric)
-        stage = getattr(metric_registry.lookup(obj.metric), "fidelity", None)
-        if stage in ("robust", "proximal") and getattr(spec.fidelity, stage) is None:
-            problems.append(f"objectives[{i}].metric={obj.metric!r}: measured by the {stage} stage; add "
-                            f"fidelity.{stage}: {{}} (defaults) to the spec")
-    if spec.fidelity.robust is not None or spec.fidelity.proximal is not None or spec.fidelity.image is not None:
-        from .robust_stage import stage_problems
-
-        problems += stage_problems(spec.fidelity.robust, spec.fidelity.proximal,
-                                   image_metrics=spec.fidelity.image.metrics if spec.fidelity.image else None)
-    if spec.fidelity.image is not None:
-        unknown_metric = False
-        for m in spec.fidelity.image.metrics:
-            if not _metric_known(m, IMAGE_METRICS):
-                unknown_metric = True
-                problems.append(f"fidelity.image.metrics: {m!r} is not an image-level metric "
-                                f"({', '.join(IMAGE_METRICS)})")
-        if not unknown_metric:
-            problems += _image_stage_problems(spec)
-
-    # search / scheduler
-    if spec.search.algorithm in ("tpe", "nsga2") and not dims and not problems:
-        problems.append(f"search.algorithm={spec.search.algorithm!r}: needs a non-empty space")
-    if spec.search.algorithm == "grid" and any(not hasattr(d, "grid") for d in dims.values()):
-        sampled = [n for n, d in dims.items() if not hasattr(d, "grid")]
-        problems.append(f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "
-                        "use {grid: [...]} or algorithm random/tpe/nsga2")
-    text_every = spec.fidelity.text_every
-    for r in spec.fidelity.rungs or []:
-        if r % text_every:
-            problems.append(f"fidelity.rungs: {r} is not a multiple of fidelity.text_every={text_every} "
-                            "(decisions happen at text evaluations)")
-    if spec.fidelity.rungs is not None and sorted(set(spec.fidelity.rungs)) != list(spec.fidelity.rungs):
-        problems.append(f"fidelity.rungs={spec.fidelity.rungs}: must be strictly increasing")
-
-    # resources
-    if spec.resources.workers > 1 and 0 < spec.resources.gpus < 1:
-        problems.append(f"resources.gpus={spec.resources.gpus} with workers={spec.resources.workers}: "
-                        "data-parallel workers each need a whole GPU (NCCL); use gpus: 1, or workers: 1 "
-                        "to share a device")
-    if spec.resources.gpus > 1 and spec.resources.gpus != int(spec.resources.gpus):
-        problems.append(f"resources.gpus={spec.resources.gpus}: above 1 it must be a whole number")
-
-    # how many trials, and every TrainConfig the sweep can produce
-    n_trials = trial_count(spec, dims)
-    too_many = n_trials > spec.search.max_trials
-    if too_many:
-        how = "grid points x num_samples" if spec.search.algorithm in ("grid", "random") else "num_samples"
-        problems.append(f"search: the sweep has {n_trials:,} trials ({how}), above search.max_trials="
-                        f"{spec.search.max_trials:,}; shrink the grid, or raise search.max_trials on purpose")
+    problems = [p for i, obj in enumerate(spec.objectives)
+                for p in _objective_problems(i, obj, have_text_eval=have_text_eval)]
+    problems += _stage_problems(spec)
     storage_root = None if is_uri(spec.storage) else Path(spec.storage).expanduser()
+    coverage = Coverage(checked=0, total=combination_count(spec.dimensions()), sampled=False)
     try:
         base = base_train_config(spec, storage_root=storage_root)
     except SageError as exc:
         problems.append(str(exc))
-        base = None
-    coverage = Coverage(checked=0, total=combination_count(dims), sampled=False)
-    if base is not None and not too_many and not any(p.startswith("variants.") for p in problems):
-        bad: dict[str, dict[str, Any]] = {}
-        lengths: dict[tuple[Any, ...], int | str] = {}
-        last_rung = max(spec.fidelity.rungs or [0])
-        workers = spec.resources.workers
-        combos, coverage = _combinations_to_check(dims)
-        for combo in combos:
-            try:
-                cfg = trial_config(base, combo, spec.variants)
-            except ConfigError as exc:
-                for p in exc.problems:
-                    bad.setdefault(p, combo)
-                continue
-            length = _run_length(cfg, lengths)
-            if isinstance(length, str):
-                bad.setdefault(length, combo)
-            elif last_rung and last_rung >= length[0]:
-                bad.setdefault(f"fidelity.rungs: last rung {last_rung} must be below the run length "
-                               f"{length[0]} steps ({length[1]})", combo)
-            if cfg.batch_size % workers:
-                bad.setdefault(f"batch_size={cfg.batch_size} must be a multiple of resources.workers={workers} "
-                               "(each worker embeds an equal share of the batch)", combo)
-        for p, combo in bad.items():
-            where = f" (with {', '.join(f'{k}={v!r}' for k, v in combo.items())})" if combo else ""
-            problems.append(f"trial config{where}: {p}")
+    else:
+        trial_problems, coverage = _trial_config_problems(spec, base)
+        problems += trial_problems
     problems += _storage_problems(spec.storage)
     problems += spec.tracking.problems(spec.storage)
-    if problems:
-        raise ConfigError([f"sweep spec '{spec.name}' has {len(problems)} problem(s)"] + problems)
-    return coverage
+    return problems, coverage
+
+
+def _stage_problems(spec: SweepSpec) -> list[str]:
+    """The robust / proximal / image stages: their settings, metrics and inputs."""
+    fidelity, problems = spec.fidelity, []
+    if fidelity.robust is not None or fidelity.proximal is not None or fidelity.image is not None:
+        problems += stage_problems(fidelity.robust, fidelity.proximal,
+                                   image_metrics=fidelity.image.metrics if fidelity.image else None)
+    if fidelity.image is not None:
+        unknown = [m for m in fidelity.image.metrics if not _metric_known(m, IMAGE_METRICS)]
+        problems += [f"fidelity.image.metrics: {m!r} is not an image-level metric ({', '.join(IMAGE_METRICS)})"
+                     for m in unknown]
+        if not unknown:
+            problems += _image_stage_problems(spec)
+    return problems
+
+
+def _trial_config_problems(spec: SweepSpec, base: Mapping[str, Any]) -> tuple[list[str], Coverage]:
+    """Build every TrainConfig the sweep can produce (or a seeded sample): each problem once, with
+    the first combination that shows it."""
+    bad: dict[str, dict[str, Any]] = {}
+    lengths: dict[tuple[Any, ...], int | str] = {}
+    last_rung = max(spec.fidelity.rungs or [0])
+    workers = spec.resources.workers
+    combos, coverage = _combinations_to_check(spec.dimensions())
+    for combo in combos:
+        try:
+            cfg = trial_config(base, combo, spec.variants)
+        except ConfigError as exc:
+            for p in exc.problems:
+                bad.setdefault(p, combo)
+            continue
+        length = _run_length(cfg, lengths)
+        if isinstance(length, str):
+            bad.setdefault(length, combo)
+        elif last_rung and last_rung >= length[0]:
+            bad.setdefault(f"fidelity.rungs: last rung {last_rung} must be below the run length "
+                           f"{length[0]} steps ({length[1]})", combo)
+        if cfg.batch_size % workers:
+            bad.setdefault(f"batch_size={cfg.batch_size} must be a multiple of resources.workers={workers} "
+                           "(each worker embeds an equal share of the batch)", combo)
+    problems = []
+    for p, combo in bad.items():
+        where = f" (with {', '.join(f'{k}={v!r}' for k, v in combo.items())})" if combo else ""
+        problems.append(f"trial config{where}: {p}")
+    return problems, coverage
 
 
 @dataclass(frozen=True)

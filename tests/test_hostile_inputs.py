@@ -280,7 +280,7 @@ CASES: dict[str, Case] = {
     "spec-alias-bomb-description": lambda w, t: (
         ["sweep", "validate", w["specs"] / "bomb.yaml", "--storage", t / "s"], "aliases expand"),
     "spec-rungs-not-positive": lambda w, t: (
-        ["sweep", "validate", w["specs"] / "negrung.yaml", "--storage", t / "s"], "rungs.0=-20"),
+        ["sweep", "validate", w["specs"] / "negrung.yaml", "--storage", t / "s"], "fidelity.rungs[0]=-20"),
     "spec-rung-beyond-epoch-run": lambda w, t: (
         ["sweep", "validate", w["specs"] / "epochrung.yaml", "--storage", t / "s"], "last rung 8 must be below the run length 4"),
     "spec-grid-too-large": lambda w, t: (
