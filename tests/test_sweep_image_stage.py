@@ -158,6 +158,13 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
     assert "evaluating the base encoder" in first_log and "evaluating survivor 1/1: trial" in first_log
 
     rows = _rows(storage)
+    # The sweep declared its column roles: its dimensions, objectives, and the rows' hyperparameters.
+    from analysis.column_roles import ColumnRoles
+
+    roles = ColumnRoles.from_json((storage / "schema.json").read_text(), where="schema.json")
+    assert roles.varied == ("lambda_esp", "lambda_lsa") and roles.objectives == ("asr_text", "util_text")
+    assert roles.metrics == {"asr_text": "minimize", "util_text": "maximize", "asr": "minimize", "tifa": "maximize"}
+    assert set(roles.hyperparameters) <= set(rows[0]) and roles.defaults["local_k"] == 3
     text = {r["trial_id"]: r for r in rows if r["fidelity"] == "text" and r["step"] == 4}
     img = [r for r in rows if r["fidelity"] == "image"]
     assert len(text) == 3 and len(img) == 1
