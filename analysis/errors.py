@@ -1,4 +1,9 @@
-"""The exception family of :mod:`analysis`; the ``sage`` CLI prints any of them as one line."""
+"""The exception family of :mod:`analysis`; the ``sage`` CLI prints any of them as one line.
+
+``analysis`` is a library that works without ``sage_core`` (and the other way round), so it has
+its own root; the orchestrator names both roots once (``sweeps.cli.user_errors()``). See
+``sage_core.errors`` for why the project keeps two roots and one "did you mean".
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ How this fits the layering (``sage_core`` and ``analysis`` never import each oth
 ``sage_core``, so it keeps its own root (``analysis.errors.AnalysisError``) and its own copy of the
 few lines of :func:`did_you_mean` (``analysis.names.did_you_mean``, same signature and output; a
 test runs both on the same cases). The orchestrator, which may import both, names the two roots
-once: ``sweeps.cli.USER_ERRORS``.
+once: ``sweeps.cli.user_errors()``.
 """
 
 from __future__ import annotations

@@ -8,11 +8,10 @@ sampler values the configuration never reached.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sage_core.errors import ConfigError
+from sage_core.errors import ConfigError, did_you_mean
 
 from .space import to_optuna, to_tune
 from .spec import SweepSpec
@@ -85,7 +84,6 @@ SEARCHERS: dict[str, Callable[[SweepSpec], SearchPlan]] = {
 def build_search(spec: SweepSpec) -> SearchPlan:
     name = spec.search.algorithm
     if name not in SEARCHERS:
-        close = difflib.get_close_matches(name, SEARCHERS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"search.algorithm={name!r}: unknown{hint}; known: {', '.join(SEARCHERS)}")
+        raise ConfigError(f"search.algorithm={name!r}: unknown{did_you_mean(name, SEARCHERS)}; "
+                          f"known: {', '.join(SEARCHERS)}")
     return SEARCHERS[name](spec)

@@ -43,17 +43,14 @@ _register_all()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that are the user's mistake or a reported failure: no traceback."""
+    """The project's two exception roots, named once: the user's mistake or a reported failure,
+    printed as one line without a traceback. Two roots because ``sage_core`` and ``analysis``
+    never import each other (``sage_core.errors`` says why); imported here, not at the top, so
+    that ``sage --help`` stays instant."""
+    from analysis.errors import AnalysisError
     from sage_core.errors import SageError
 
-    kinds: list[type[BaseException]] = [SageError]
-    try:
-        from analysis.errors import AnalysisError
-
-        kinds.append(AnalysisError)
-    except ImportError:
-        pass
-    return tuple(kinds)
+    return (SageError, AnalysisError)
 
 
 def one_line(text: object) -> str:
