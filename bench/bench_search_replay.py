@@ -104,6 +104,10 @@ def load_table(path: Path, *, objectives: tuple[str, ...] = OBJECTIVES) -> Curve
                         "finish the recording (rerun bench/record_curves.py with the same arguments)")
     values = np.asarray([[[cell[c, s][m] for m in objectives] for s in steps] for c in ids], dtype=float)
     params = [{n: cell[c, steps[0]][n] for n in names} for c in ids]
+    full = int(np.prod([len(meta["settings"]["grid"][n]) for n in names]))
+    if len(params) != full:  # the samplers propose any grid point, so every one must be recorded
+        raise DataError(f"--table={path}: {len(params)} of the grid's {full} configurations are recorded; "
+                        "finish the recording (rerun bench/record_curves.py with the same arguments)")
     return CurveTable(params=params, steps=steps, values=values, objectives=objectives)
 
 
