@@ -55,23 +55,6 @@ def _parse_attacks(items: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve_target(target: str, base: str | None) -> tuple[str, int | None, str, int]:
-    """(aligned spec, max_length, base spec, step) from a checkpoint folder's meta.json or plain specs."""
-    meta_path = Path(target).expanduser() / "meta.json"
-    max_length: int | None = None
-    step = 0
-    base_spec = base
-    if meta_path.is_file():
-        from sage_core.checkpoint import read_meta
-
-        meta = read_meta(meta_path.parent)  # checked: an object, whole step, config an object
-        cfg = meta.get("config", {})
-        max_length = cfg.get("max_length")
-        step = int(meta.get("step", 0) or 0)
-        base_spec = base_spec or cfg.get("encoder")
-    return target, max_length, base_spec or "minilm", step
-
-
 def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -86,73 +69,21 @@ def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
     Console().print(t)
 
 
-def evaluate_target(target: str, *, fidelity: str, base: str | None, values: dict[str, Any],
-                    cache_dir: Path, sweep_id: str, progress: bool = True) -> tuple[dict[str, Any], list]:
-    """One result row (keys + metrics) and the table rows, for ``target`` at ``fidelity``."""
-    from sage_core.encoders import load_encoder
-    from sage_core.evaluation import TextEvaluator, build_eval_config
-
-    cfg = build_eval_config(values)
-    spec, max_length, base_spec, step = resolve_target(target, base)
-    aligned = load_encoder(spec, max_length=max_length)
-    base_enc = load_encoder(base_spec, max_length=aligned.max_length)
-    row: dict[str, Any] = {"sweep_id": sweep_id, "trial_id": Path(target).name or str(target), "step": step,
-                           "fidelity": fidelity, "checkpoint": str(target), "base_encoder": str(base_spec)}
-    table: list[tuple[str, Any, Any]] = []
-    if fidelity == "text":
-        ev = TextEvaluator(base_enc, cfg, cache_dir=cache_dir)
-        metrics = ev(aligned)
-        row.update(metrics)
-        row["base_asr_text_threshold"] = ev.threshold
-        # The base against itself: spread ratio, Jaccard and correlations 1, distortions 0.
-        identity = {k: (0.0 if k in ("distortion_abs", "distortion_rel", "spread_dev") else 1.0)
-                    for k in metrics if k in ("spread_ratio", "spread_dev") or k.startswith(("jaccard", "distortion_"))}
-        from analysis.metrics import interval_columns, is_interval_column
-
-        table = []
-        for k, v in metrics.items():
-            if k.startswith("base_") or is_interval_column(k):
-                continue
-            lo, hi = interval_columns(k)
-            shown = f"{v:.4f} [{metrics[lo]:.3f}, {metrics[hi]:.3f}]" if lo in metrics and hi in metrics else v
-            table.append((k, metrics.get(f"base_{k}", identity.get(k)), shown))
-    else:
-        from sage_core.evaluation import ImageEvaluator
-
-        iev = ImageEvaluator(cfg, cache_dir=cache_dir, progress=progress)
-        columns, base_metrics = iev.evaluate_with_base(aligned, base_enc)
-        row.update(columns)
-        table = [(k, v, columns.get(k)) for k, v in base_metrics.items()]
-        for name, why in iev.skipped.items():
-            typer.echo(f"{name}: {why}", err=True)
-    return row, table
-
-
-def _print_calibration(checkpoints: list[dict[str, Any]]) -> None:
-    """Kendall and Spearman of each text proxy with its image metric over the checkpoints (one
-    mapping each, text and image values), with bootstrap intervals (``analysis.calibration``, the
-    report the sweeps' image stage stores)."""
+def _print_calibration(entries: list[dict[str, Any]], *, n: int) -> None:
+    """Kendall and Spearman of each text proxy with its image metric over ``n`` checkpoints, with
+    bootstrap intervals (``analysis.calibration``, the report the sweeps' image stage stores)."""
     from rich.console import Console
     from rich.table import Table
 
-    from analysis.calibration import calibration_display, calibration_report
+    from analysis.calibration import calibration_display
 
-    entries = calibration_report(checkpoints)
-    t = Table(title=f"text proxy vs image metric over {len(checkpoints)} checkpoints (Kendall tau-b, Spearman; "
+    t = Table(title=f"text proxy vs image metric over {n} checkpoints (Kendall tau-b, Spearman; "
                     "95% bootstrap intervals)")
     for col in ("text", "image", "n", "expected", "kendall", "spearman", "note"):
         t.add_column(col)
     for e in calibration_display(entries):
         t.add_row(*(e[c] for c in ("text", "image", "n", "expected", "kendall", "spearman", "note")))
     Console().print(t)
-
-
-def write_rows(rows: list[dict[str, Any]], out: Path) -> str:
-    """Through ``analysis.store.ResultStore`` (Parquet, atomic, deduplicated by key)."""
-    from analysis.store import ResultStore
-
-    ResultStore(str(out)).write(rows)
-    return str(out)
 
 
 def register(app: typer.Typer) -> None:
@@ -182,38 +113,24 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from sage_core.config import parse_overrides
         from sage_core.errors import ConfigError
-
-        if fidelity not in ("text", "image"):
-            raise ConfigError(f"--fidelity {fidelity!r}: allowed are 'text' and 'image'")
         from sweeps.cli.paths import check_output_dir
+        from sweeps.evaluate import calibrate_checkpoints, evaluate_checkpoint, write_rows
 
         out = check_output_dir(out, option="--out")  # before any model loads
         values = parse_overrides(overrides)
-        attacks = _parse_attacks(attack)
-        if attacks:
-            values["attack_sets"] = attacks
-        from sage_core.cache import default_cache_dir
-
-        cache = cache_dir or default_cache_dir()
+        values.update({"attack_sets": _parse_attacks(attack)} if attack else {})
         if calibrate:
             targets = ([target] if target else []) + list(calibrate)
-            if len(targets) < 3:
-                raise ConfigError(f"--calibrate needs at least 3 checkpoints to rank (got {len(targets)}): a rank "
-                                  "correlation of 2 is always -1 or 1")
-            rows, merged = [], []
-            for t in targets:
-                r_text, _ = evaluate_target(t, fidelity="text", base=base, values=values, cache_dir=cache,
-                                            sweep_id=sweep_id)
-                r_img, _ = evaluate_target(t, fidelity="image", base=base, values=values, cache_dir=cache,
-                                           sweep_id=sweep_id)
-                rows += [r_text, r_img]
-                merged.append({**r_text, **r_img})  # one checkpoint: its text and image values
-            _print_calibration(merged)
+            rows, entries = calibrate_checkpoints(targets, base=base, values=values, cache_dir=cache_dir,
+                                                  sweep_id=sweep_id)
+            _print_calibration(entries, n=len(targets))
             typer.echo(f"wrote {len(rows)} rows to {write_rows(rows, out)}")
             return
         if not target:
             raise ConfigError("give TARGET (a checkpoint folder or encoder spec), or --calibrate CKPT ...")
-        row, table = evaluate_target(target, fidelity=fidelity, base=base, values=values, cache_dir=cache,
+        result = evaluate_checkpoint(target, fidelity=fidelity, base=base, values=values, cache_dir=cache_dir,
                                      sweep_id=sweep_id)
-        _table(f"{fidelity}-level evaluation of {target} (base: {row['base_encoder']})", table)
-        typer.echo(f"wrote 1 row to {write_rows([row], out)}")
+        for name, why in result.skipped.items():
+            typer.echo(f"{name}: {why}", err=True)
+        _table(f"{fidelity}-level evaluation of {target} (base: {result.row['base_encoder']})", result.table)
+        typer.echo(f"wrote 1 row to {write_rows([result.row], out)}")
