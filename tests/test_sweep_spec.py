@@ -145,7 +145,7 @@ def test_include_takes_shipped_specs_and_files_under_the_spec_folder(tmp_path):
 
 
 def test_validation_covers_every_combination_or_says_what_it_sampled(tmp_path, monkeypatch):
-    import sweeps.spec as spec_module
+    import sweeps.spec_checks as spec_module  # where validation reads the limit
     from sweeps.spec import validate_spec
 
     path = _write(tmp_path, {"include": "quickstart", "name": "cov", "storage": str(tmp_path / "s"),
