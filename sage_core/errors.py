@@ -120,14 +120,25 @@ def _unknown_key(loc: tuple[Any, ...], *, model: type[BaseModel] | None, known: 
 
 
 def format_validation_error(exc: ValidationError, *, model: type[BaseModel] | None = None,
-                            known: Iterable[str] | None = None, what: str = "key") -> list[str]:
+                            known: Iterable[str] | None = None, what: str = "key", where: str = "") -> list[str]:
     """One readable line per problem, each naming the field, the bad value and what is allowed.
 
     ``model``: the validated model, walked for the fields of nested ones (unknown keys get "did
     you mean" among their siblings; a missing field shows its ``examples``); ``known``: the valid
     names of a flat model instead. A plain ``ValueError`` of a validator is shown as written
-    (" | " separates several); anything else as ``field=value: message``.
+    (" | " separates several); anything else as ``field=value: message``. ``where``: the path of
+    the model in a larger file (``fidelity.robust``), put in front of every field named.
     """
+    lines = _lines(exc, model=model, known=known, what=what)
+    if not where:
+        return lines
+    unknown = f"unknown {what} '"
+    return [f"{unknown}{where}.{line[len(unknown):]}" if line.startswith(unknown) else f"{where}.{line}"
+            for line in lines]
+
+
+def _lines(exc: ValidationError, *, model: type[BaseModel] | None, known: Iterable[str] | None,
+           what: str) -> list[str]:
     lines: list[str] = []
     for err in exc.errors():
         loc = tuple(err["loc"])

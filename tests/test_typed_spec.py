@@ -207,3 +207,26 @@ def test_the_formatter_names_field_value_and_what_is_allowed():
         "unknown eval key 'rato' (did you mean 'ratio'?); allowed: name, ratio"]
     assert format_validation_error(err.value, known=[f"f{i}" for i in range(21)] + ["ratio"]) == [
         "unknown key 'rato' (did you mean 'ratio'?)"]
+
+
+def test_the_formatter_puts_the_path_of_a_nested_mapping_in_front():
+    with pytest.raises(ValidationError) as err:
+        _Outer(name="bad", inner=[{"stpes": 1}])
+    assert format_validation_error(err.value, model=_Outer, where="fidelity.robust") == [
+        "unknown key 'fidelity.robust.inner[0].stpes' (did you mean 'steps'?); allowed: steps"]
+    with pytest.raises(ValidationError) as err:
+        _Outer(name="bad", ratio=3)
+    assert format_validation_error(err.value, model=_Outer, where="x") == ["x.ratio=3: must be at most 1"]
+
+
+def test_refused_train_and_variant_keys_do_not_hide_the_other_problems(tmp_path):
+    path = _write(tmp_path, {"include": "quickstart", "name": "keys", "storage": "/proc/no/such/place",
+                             "train": {"lr_x": 1.0, "eval_every": 5}, "variants": {"A": {"lamda_esp": 1.0}, "B": {}}})
+    problems = _problems(path)
+    assert problems[:4] == [
+        "spec 'spec.yaml' has 4 problems",
+        "train.eval_every: set by the sweep from fidelity.text_every; remove it",  # yaml.safe_dump sorts keys
+        "train.lr_x: unknown TrainConfig field (did you mean 'lr'?)",
+        "variants.A.lamda_esp: not a TrainConfig field that a sweep may vary (did you mean 'lambda_esp'?)",
+    ]
+    assert problems[4].startswith("storage='/proc/no/such/place': not writable")
