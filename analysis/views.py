@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-__all__ = ["connect", "locate", "reported_table", "columns_of", "require_columns", "Source"]
+__all__ = ["connect", "locate", "reported_table", "columns_of", "require_columns", "default_objectives", "Source"]
 
 Source = Any  # a path, URI, ResultStore, or duckdb connection made by connect()
 
@@ -171,3 +171,21 @@ def require_columns(names: list[str], *, available: list[str], kind: str = "colu
     for name in names:
         if name not in available:
             raise unknown_name(kind=kind, name=name, known=available)
+
+
+def default_objectives(con: duckdb.DuckDBPyConnection, fidelity: str | None = None) -> tuple[str, str]:
+    """The registry's default objective pair of ``fidelity``; without one, the first pair (image level
+    first: it is the truth when measured) that some row of ``results`` holds both of."""
+    from analysis.metrics import DEFAULT_PAIRS
+
+    if fidelity is not None:
+        if fidelity not in DEFAULT_PAIRS:
+            raise QueryError(f"--fidelity {fidelity!r} is not allowed (allowed: {', '.join(DEFAULT_PAIRS)})")
+        return DEFAULT_PAIRS[fidelity]
+    cols = columns_of(con, "results")
+    for x, y in DEFAULT_PAIRS.values():
+        if x in cols and y in cols:
+            n = con.sql(f'SELECT count(*) FROM results WHERE "{x}" IS NOT NULL AND "{y}" IS NOT NULL').fetchall()[0][0]
+            if n:
+                return x, y
+    return DEFAULT_PAIRS["image"]

@@ -30,6 +30,7 @@ class SweepStatus:
     rows: int = 0
     image: list[dict[str, Any]] = field(default_factory=list)   # image-level rows of the survivors
     image_metrics: list[str] = field(default_factory=list)       # fidelity.image.metrics of the spec
+    varied: list[str] = field(default_factory=list)              # the spec's search dimensions
 
 
 def sweep_status(storage: str) -> SweepStatus:
@@ -52,7 +53,8 @@ def sweep_status(storage: str) -> SweepStatus:
     return SweepStatus(storage=folder.root, sweep_id=meta["sweep_id"], state=state,
                        objectives=list(zip(metrics, modes)), trials=counts, front=front, failures=failures,
                        rows=len(rows), image=image,
-                       image_metrics=list(spec.fidelity.image.metrics) if spec.fidelity.image else [])
+                       image_metrics=list(spec.fidelity.image.metrics) if spec.fidelity.image else [],
+                       varied=list(spec.dimensions()))
 
 
 def current_front(last: Iterable[dict[str, Any]], *, metrics: list[str], modes: list[str]) -> list[dict[str, Any]]:
@@ -66,12 +68,14 @@ def current_front(last: Iterable[dict[str, Any]], *, metrics: list[str], modes: 
 
 
 def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
+    """``varied``: the hyperparameter columns shown beside the front (default: the spec's dimensions)."""
+    varied = st.varied if varied is None else varied
     lines = [f"sweep {st.sweep_id} ({st.state}) in {st.storage}",
              "trials: " + ", ".join(f"{n} {k}" for k, n in st.trials.items()) + f"; {st.rows} result rows"]
     metrics = [m for m, _ in st.objectives]
     if st.front:
         lines.append("current front (" + ", ".join(f"{mo} {me}" for me, mo in st.objectives) + "):")
-        cols = ["trial_id", "step", *(varied or []), *metrics]
+        cols = ["trial_id", "step", *varied, *metrics]
         widths = [max(len(c), *(len(_cell(r, c)) for r in st.front)) for c in cols]
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
         for r in sorted(st.front, key=lambda r: r.get(metrics[0]) or 0):

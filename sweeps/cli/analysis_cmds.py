@@ -7,8 +7,9 @@ RESULTS is the dataset root (folders ``sweep_id=...``) or a sweep/storage folder
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -66,24 +67,6 @@ def _print_frame(df, *, title: str | None = None, max_rows: int = 200, intervals
         console.print(f"... {len(df) - max_rows} more rows")
 
 
-def _default_pair(con, fidelity: Optional[str]) -> tuple[str, str]:
-    from analysis.errors import QueryError
-    from analysis.pareto import DEFAULT_PAIRS
-    from analysis.views import columns_of
-
-    if fidelity is not None:
-        if fidelity not in DEFAULT_PAIRS:
-            raise QueryError(f"--fidelity {fidelity!r} is not allowed (allowed: {', '.join(DEFAULT_PAIRS)})")
-        return DEFAULT_PAIRS[fidelity]
-    cols = columns_of(con, "results")
-    for x, y in DEFAULT_PAIRS.values():  # image level first: it is the truth when measured
-        if x in cols and y in cols:
-            n = con.sql(f'SELECT count(*) FROM results WHERE "{x}" IS NOT NULL AND "{y}" IS NOT NULL').fetchall()[0][0]
-            if n:
-                return x, y
-    return DEFAULT_PAIRS["image"]
-
-
 def pareto(
     results: str = typer.Argument(..., help=RESULTS_HELP),
     x: Optional[str] = typer.Option(
@@ -115,15 +98,15 @@ def pareto(
     Example: sage pareto runs/demo --x concept_auc --y util_sib --plot runs/demo/pareto.png
     """
     import analysis
-    from analysis.ablation import hyperparameters
 
     if plot is not None:
         from sweeps.cli.paths import check_output_file
 
         plot = check_output_file(plot, option="--plot", suffixes=PLOT_SUFFIXES)
     with _duckdb_errors():
-        front, ranked, reported, x, y = _front(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity,
-                                               all_steps=all_steps, skip_bad=skip_bad)
+        got = _front(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity, all_steps=all_steps,
+                     skip_bad=skip_bad)
+    front, ranked, reported, x, y = got.front, got.ranked, got.reported, got.x, got.y
     if front.empty:
         typer.echo(f"no rows with both {x} and {y} (after filters); nothing on the front")
         return
@@ -131,7 +114,7 @@ def pareto(
     objs = [x, y] + ([extra] if extra else [])
     show = [c for c in ([group] if group else []) + ["sweep_id", "trial_id", "step", "fidelity", "method"]
             if c and c in front.columns]
-    varied = [h for h in hyperparameters(list(ranked.columns)) if ranked[h].nunique(dropna=True) > 1]
+    varied = got.varied
     shown_objs = [c for o in objs for c in (o, f"{o}_lo", f"{o}_hi") if c in front.columns]
     show = list(dict.fromkeys(show + shown_objs + varied))
     _print_frame(front[show], title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""), intervals=True)
@@ -149,21 +132,35 @@ def pareto(
         typer.echo(f"plot written to {path}")
 
 
-def _front(results, *, x, y, extra, by, fidelity, all_steps, skip_bad):
+@dataclass
+class _Front:
+    front: Any
+    ranked: Any
+    reported: Any
+    x: str
+    y: str
+    varied: list[str]  # hyperparameters (declared in the sweep's schema.json, else inferred) that vary
+
+
+def _front(results, *, x, y, extra, by, fidelity, all_steps, skip_bad) -> _Front:
     import analysis
+    from analysis.ablation import hyperparameters
+    from analysis.column_roles import roles_of
+    from analysis.views import default_objectives
 
     con = analysis.connect(results, skip_bad=skip_bad)
     try:
         if x is None or y is None:
-            dx, dy = _default_pair(con, fidelity)
+            dx, dy = default_objectives(con, fidelity)
             x, y = x or dx, y or dy
         steps = "all" if all_steps else "last"
         ranked = analysis.pareto_ranks(con, x=x, y=y, by=by, fidelity=fidelity, extra=extra, steps=steps)
-        front = ranked[ranked["front"] == 1].drop(columns="front")
         reported = con.sql("SELECT * FROM reported").df()
+        varied = [h for h in hyperparameters(list(ranked.columns), roles_of(con)) if ranked[h].nunique(dropna=True) > 1]
     finally:
         con.close()
-    return front, ranked, reported, x, y
+    return _Front(front=ranked[ranked["front"] == 1].drop(columns="front"), ranked=ranked, reported=reported,
+                  x=x, y=y, varied=varied)
 
 
 def ablation(

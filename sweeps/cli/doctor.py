@@ -13,30 +13,8 @@ def register(app: typer.Typer) -> None:
     @app.command("doctor", help=HELP)
     def doctor(skip_deepspeed: bool = typer.Option(False, "--skip-deepspeed", help="Do not initialise DeepSpeed.")
                ) -> None:
-        import importlib
-        import time
+        from sweeps.doctor import doctor_checks
 
-        def ok(name: str, detail: str) -> None:
+        for name, detail in doctor_checks(skip_deepspeed=skip_deepspeed):
             typer.echo(f"  ok   {name:12s} {detail}")
-
-        import torch
-
-        ok("torch", f"{torch.__version__} (cuda: {torch.cuda.is_available()})")
-        for mod in ("transformers", "diffusers", "deepspeed", "ray", "optuna", "duckdb", "pyarrow"):
-            m = importlib.import_module(mod)
-            ok(mod, getattr(m, "__version__", "?"))
-        from sage_core.data import BUILTIN_PROMPT_SETS, load_prompts
-
-        for name in BUILTIN_PROMPT_SETS:
-            ok("prompts", f"{name}: {len(load_prompts(name))} rows")
-        from sage_core.encoders import load_encoder
-
-        enc = load_encoder("minilm")
-        ok("encoder", f"minilm ({enc.hidden_size}-d, max_length {enc.max_length}) from {enc.source}")
-        if not skip_deepspeed:
-            t = time.perf_counter()
-            from sage_core.distributed import deepspeed_probe
-
-            deepspeed_probe()
-            ok("deepspeed", f"engine initialised in {time.perf_counter() - t:.1f} s")
         typer.echo("all checks passed")

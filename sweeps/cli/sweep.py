@@ -75,11 +75,9 @@ def resume_cmd(
 def status_cmd(storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo.")) -> None:
     """Running / finished / pruned / failed trials (with reasons) and the current Pareto front.
     Works while the sweep runs. Example: `sage sweep status runs/demo`."""
-    from sweeps.runner import load_sweep_spec
     from sweeps.status import format_status, sweep_status
 
-    spec, _ = load_sweep_spec(storage)
-    typer.echo(format_status(sweep_status(storage), varied=list(spec.dimensions())))
+    typer.echo(format_status(sweep_status(storage)))
 
 
 @sweep_app.command("stop")
