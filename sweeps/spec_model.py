@@ -75,11 +75,12 @@ def _train_field(name: str) -> str:
 
 # Validation context under which the checks across fields wait (load_spec then runs them itself, so
 # that they are reported together with the field problems; see sweeps.spec._salvage).
-DEFER_CROSS_FIELD_CHECKS = {"defer_cross_field_checks": True}
+_DEFER_KEY = "defer_cross_field_checks"
+DEFER_CROSS_FIELD_CHECKS = {_DEFER_KEY: True}
 
 
 def _raise_unless_deferred(problems: list[str], info: ValidationInfo) -> None:
-    if problems and not (info.context or {}).get("defer_cross_field_checks"):
+    if problems and not (info.context or {}).get(_DEFER_KEY):
         raise ValueError(" | ".join(problems))
 
 
@@ -240,19 +241,22 @@ class SweepSpec(_Strict):
         return problems + self._search_problems()
 
     def _search_problems(self) -> list[str]:
-        algorithm, dims = self.search.algorithm, self.dimensions()
+        algorithm, dims, problems = self.search.algorithm, self.dimensions(), []
         if algorithm in ("tpe", "nsga2") and not dims:
-            return [f"search.algorithm={algorithm!r}: needs a non-empty space"]
+            problems.append(f"search.algorithm={algorithm!r}: needs a non-empty space")
         sampled = [n for n, d in dims.items() if not isinstance(d, Grid)]
         if algorithm == "grid" and sampled:
-            return [f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "
-                    "use {grid: [...]} or algorithm random/tpe/nsga2"]
-        n_trials = trial_count(self, dims)
-        if n_trials > self.search.max_trials:
+            problems.append(f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "
+                            "use {grid: [...]} or algorithm random/tpe/nsga2")
+        if self.too_many_trials():
             how = "grid points x num_samples" if algorithm in ("grid", "random") else "num_samples"
-            return [f"search: the sweep has {n_trials:,} trials ({how}), above search.max_trials="
-                    f"{self.search.max_trials:,}; shrink the grid, or raise search.max_trials on purpose"]
-        return []
+            problems.append(f"search: the sweep has {trial_count(self, dims):,} trials ({how}), above "
+                            f"search.max_trials={self.search.max_trials:,}; shrink the grid, or raise "
+                            "search.max_trials on purpose")
+        return problems
+
+    def too_many_trials(self) -> bool:
+        return trial_count(self) > self.search.max_trials
 
     # ----------------------------------------------------------------------------------
     def dimensions(self) -> dict[str, Dimension]:

@@ -230,3 +230,21 @@ def test_refused_train_and_variant_keys_do_not_hide_the_other_problems(tmp_path)
         "variants.A.lamda_esp: not a TrainConfig field that a sweep may vary (did you mean 'lambda_esp'?)",
     ]
     assert problems[4].startswith("storage='/proc/no/such/place': not writable")
+
+
+def test_every_check_across_fields_is_reported_with_the_field_problems(tmp_path):
+    # a grid search over a sampled dimension and too many trials, next to a refused dimension;
+    # the 40,000 configurations are not built (the count is said instead)
+    path = _write(tmp_path, {"include": "quickstart", "name": "many", "storage": str(tmp_path / "s"),
+                             "space": {"lambda_esp": {"grid": [float(i) for i in range(200)]},
+                                       "alpha": {"grid": [float(i) for i in range(200)]},
+                                       "lr": {"loguniform": [1e-6, 1e-4]}, "local_k": {"int": [9, 1]}},
+                             "search": {"max_trials": 1000}})
+    assert _problems(path) == [
+        "spec 'spec.yaml' has 3 problems",
+        "space.local_k.int={'int': [9, 1]}: low=9 must be <= high=1",
+        "search.algorithm='grid': space dimensions ['lr'] are sampled, not grid; use {grid: [...]} or algorithm "
+        "random/tpe/nsga2",
+        "search: the sweep has 40,000 trials (grid points x num_samples), above search.max_trials=1,000; shrink "
+        "the grid, or raise search.max_trials on purpose",
+    ]
