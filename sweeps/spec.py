@@ -34,7 +34,8 @@ __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "Fidelit
            "Resources", "Tracking", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",
            "TEXT_METRICS", "IMAGE_METRICS", "apply_overrides", "base_train_config", "trial_config",
            "is_uri", "MAX_VALIDATED_COMBINATIONS", "VARIANT", "trial_values", "describe", "Coverage",
-           "spec_from_text", "DEFAULT_MAX_TRIALS", "trial_count", "combination_count", "resolve_include"]
+           "spec_from_text", "DEFAULT_MAX_TRIALS", "trial_count", "combination_count", "resolve_include",
+           "load_validated_spec"]
 
 SPECS_DIR = Path(__file__).parent / "specs"
 
@@ -150,24 +151,42 @@ def load_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] |
               storage: str | None = None, check: bool = True) -> SweepSpec:
     """Read a spec (with includes), apply ``--set`` overrides and ``--storage``; with ``check``,
     validate it (:func:`validate_spec`), reporting every problem in one error."""
+    if check:
+        return load_validated_spec(name_or_path, overrides=overrides, storage=storage)[0]
+    path, values = _read_values(name_or_path, overrides=overrides, storage=storage)
+    try:
+        return SweepSpec(**values)
+    except ValidationError as exc:
+        raise spec_error(format_validation_error(exc, model=SweepSpec), name=path.name) from None
+
+
+def load_validated_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None,
+                        storage: str | None = None) -> tuple[SweepSpec, Coverage]:
+    """:func:`load_spec` with every check, and which configurations validation built (for
+    ``sage sweep validate``). Problems the models refuse and those the checks find after them
+    (registry, trial configs, storage) come in one error."""
+    path, values = _read_values(name_or_path, overrides=overrides, storage=storage)
+    try:
+        spec = SweepSpec(**values)
+    except ValidationError as exc:
+        problems = format_validation_error(exc, model=SweepSpec)
+        salvaged = _salvage(values, exc)
+        if salvaged is not None:
+            more = salvaged.cross_field_problems() + spec_problems(salvaged)[0]
+            problems += [p for p in more if p not in problems]
+        raise spec_error(problems, name=path.name) from None
+    return spec, validate_spec(spec)
+
+
+def _read_values(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None,
+                 storage: str | None) -> tuple[Path, dict[str, Any]]:
     path = resolve_spec_path(name_or_path)
     values = _read_with_includes(path)
     values.setdefault("name", path.stem)
     values = apply_overrides(values, overrides or {})
     if storage is not None:
         values["storage"] = storage
-    try:
-        spec = SweepSpec(**values)
-    except ValidationError as exc:
-        problems = format_validation_error(exc, model=SweepSpec)
-        salvaged = _salvage(values, exc) if check else None
-        if salvaged is not None:
-            more = salvaged.cross_field_problems() + spec_problems(salvaged)[0]
-            problems += [p for p in more if p not in problems]
-        raise spec_error(problems, name=path.name) from None
-    if check:
-        validate_spec(spec)
-    return spec
+    return path, values
 
 
 def _salvage(values: Mapping[str, Any], exc: ValidationError) -> SweepSpec | None:
@@ -179,8 +198,10 @@ def _salvage(values: Mapping[str, Any], exc: ValidationError) -> SweepSpec | Non
     for loc in (err["loc"] for err in exc.errors()):
         if len(loc) >= 2 and loc[0] in ("space", "variants", "train") and isinstance(pruned[loc[0]], dict):
             pruned[loc[0]].pop(loc[1], None)
-    if values.get("space") and not pruned.get("space"):
-        return None  # an empty space is a problem of its own (tpe/nsga2), not the user's
+    search = values.get("search")
+    if values.get("space") and not pruned.get("space") and isinstance(search, Mapping) and \
+            search.get("algorithm") in ("tpe", "nsga2"):
+        return None  # Optuna would then complain of an empty space, which the user did not write
     try:
         return SweepSpec.model_validate(pruned, context=DEFER_CROSS_FIELD_CHECKS)
     except ValidationError:

@@ -248,3 +248,20 @@ def test_every_check_across_fields_is_reported_with_the_field_problems(tmp_path)
         "search: the sweep has 40,000 trials (grid points x num_samples), above search.max_trials=1,000; shrink "
         "the grid, or raise search.max_trials on purpose",
     ]
+
+
+def test_load_validated_spec_returns_what_validation_covered(tmp_path):
+    from sweeps.spec import load_validated_spec
+
+    spec, coverage = load_validated_spec("quickstart", storage=str(tmp_path / "s"))
+    # quickstart: lambda_esp {grid: [0, 2]} x lambda_lsa {grid: [0, 0.1]}
+    assert PIN["quickstart"]["dimensions"] == {"lambda_esp": {"kind": "Grid", "grid": [0.0, 2.0]},
+                                               "lambda_lsa": {"kind": "Grid", "grid": [0.0, 0.1]}}
+    assert (coverage.checked, coverage.total, coverage.sampled) == (4, 4, False)
+    assert spec == load_spec("quickstart", storage=str(tmp_path / "s"))
+    path = _write(tmp_path, {"include": "quickstart", "name": "b", "storage": "/proc/no/such/place",
+                             "space": {"alpha": {"uniform": [1.0, 0.0]}}, "search": {"algorithm": "random"}})
+    with pytest.raises(ConfigError) as err:
+        load_validated_spec(path)
+    assert err.value.problems[1] == "space.alpha.uniform={'uniform': [1.0, 0.0]}: low=1.0 must be <= high=0.0"
+    assert err.value.problems[2].startswith("storage='/proc/no/such/place': not writable")
