@@ -10,10 +10,37 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep_faults import _rows, _wait_for
+from tests.test_sweep_faults import _rows
 from tests.test_sweep_run import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: The driver: a sweep that runs `sage sweep stop` on its own folder right after the results store
+#: wrote its first rows (a known point, not a time), leaving the command's exit code and output.
+DRIVER = """
+import json, sys
+from typer.testing import CliRunner
+from analysis.store import ResultStore
+import sweeps
+from sweeps.cli import app
+
+spec, storage, note = sys.argv[1], sys.argv[2], sys.argv[3]
+write, asked = ResultStore.write, []
+
+def write_then_stop(self, rows):
+    n = write(self, rows)
+    if not asked:
+        asked.append(True)
+        result = CliRunner().invoke(app, ["sweep", "stop", storage])
+        with open(note, "w") as fh:
+            json.dump({"code": result.exit_code, "output": result.output}, fh)
+    return n
+
+ResultStore.write = write_then_stop
+outcome = sweeps.run(spec, progress=False)
+print(outcome.summary())
+sys.exit(0 if outcome.state == "finished" else 1)
+"""
 
 
 def _sage(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -33,10 +60,6 @@ def _meta(storage: Path) -> dict:
 
 @pytest.mark.slow
 def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, capsys):
-    from typer.testing import CliRunner
-
-    from sweeps.cli import app
-
     storage = tmp_path / "sweep"
     # 4 grid points, one trial at a time, 32 steps with text metrics every 16: 4 trials x 2 evaluations
     # (trials reuse their actor, so they must be long enough for the stop to land mid-sweep).
@@ -45,21 +68,19 @@ def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, cap
                      train={"max_steps": 32, "epochs": 8})  # 32 pairs / batch 8 = 4 steps an epoch
     n_trials, steps = 4, (16, 32)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    log = tmp_path / "driver.log"
+    log, note = tmp_path / "driver.log", tmp_path / "stop-note.json"
     with log.open("w") as fh:  # a file, not a pipe: a full pipe would block the driver
-        proc = subprocess.Popen([sys.executable, "-m", "sweeps", "sweep", "run", str(spec)], env=env,
+        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(spec), str(storage), str(note)], env=env,
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: len(_rows(storage)) >= 1, 300, "a first result row", proc)
-        assert _meta(storage)["state"] == "running"
-        stop = CliRunner().invoke(app, ["sweep", "stop", str(storage)])
-        assert stop.exit_code == 0, stop.output
-        assert "stop requested" in stop.output and f"sage sweep resume {storage}" in stop.output
-        proc.wait(timeout=180)
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait(30)
+    stop = json.loads(note.read_text())
+    assert stop["code"] == 0, stop["output"]
+    assert "stop requested" in stop["output"] and f"sage sweep resume {storage}" in stop["output"]
     out = log.read_text()
     # `sage sweep run` exits 1 whenever the sweep did not finish, and prints how to go on.
     assert proc.returncode == 1, out[-3000:]
