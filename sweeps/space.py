@@ -32,18 +32,58 @@ Scalar = Union[bool, int, float, str, None, list]
 
 
 class _Strict(BaseModel):
+    """A dimension: one field named after its kind; what it means to Tune, Optuna and validation."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: ClassVar[str]
 
+    def to_tune(self) -> Any:
+        """The Ray Tune domain."""
+        raise NotImplementedError
 
-class Grid(_Strict):
+    def to_optuna(self) -> Any:
+        """The Optuna distribution."""
+        raise NotImplementedError
+
+    def corner_values(self) -> list[Any]:
+        """Values validation must try."""
+        raise NotImplementedError
+
+
+class _Values(_Strict):
+    @property
+    def values(self) -> list[Any]:
+        return list(getattr(self, self.kind))
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution([tuple(v) if isinstance(v, list) else v for v in self.values])
+
+    def corner_values(self) -> list[Any]:
+        return self.values
+
+
+class Grid(_Values):
+    """Every value, crossed with the other grids (Optuna: a categorical; it has no grid in TPE/NSGA-II)."""
+
     kind: ClassVar[str] = "grid"
     grid: list[Scalar] = Field(min_length=1)
 
+    def to_tune(self) -> Any:
+        from ray import tune
 
-class Choice(_Strict):
+        return tune.grid_search(self.values)
+
+
+class Choice(_Values):
     kind: ClassVar[str] = "choice"
     choice: list[Scalar] = Field(min_length=1)
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        return tune.choice(self.values)
 
 
 class _Range(_Strict):
@@ -58,10 +98,24 @@ class _Range(_Strict):
             raise FieldProblem(f"low={low} must be <= high={high}")
         return self
 
+    def corner_values(self) -> list[Any]:
+        low, high = self.bounds
+        return [low] if low == high else [low, high]
+
 
 class Uniform(_Range):
     kind: ClassVar[str] = "uniform"
     uniform: tuple[float, float]
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        return tune.uniform(*self.bounds)
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(*self.bounds)
 
 
 class LogUniform(_Range):
@@ -74,10 +128,30 @@ class LogUniform(_Range):
             raise FieldProblem(f"low={self.loguniform[0]} must be > 0 on a log scale")
         return self
 
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        return tune.loguniform(*self.bounds)
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(*self.bounds, log=True)
+
 
 class IntRange(_Range):
     kind: ClassVar[str] = "int"
     int: tuple[int, int]
+
+    def to_tune(self) -> Any:
+        from ray import tune
+
+        return tune.randint(self.bounds[0], self.bounds[1] + 1)  # randint's upper bound is exclusive
+
+    def to_optuna(self) -> Any:
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(*self.bounds)
 
 
 Dimension = Union[Grid, Choice, Uniform, LogUniform, IntRange]
@@ -119,41 +193,17 @@ def parse_dimension(name: str, raw: Any) -> Dimension:
 
 def to_tune(dim: Dimension) -> Any:
     """The Ray Tune domain for a dimension."""
-    from ray import tune
-
-    if isinstance(dim, Grid):
-        return tune.grid_search(list(dim.grid))
-    if isinstance(dim, Choice):
-        return tune.choice(list(dim.choice))
-    if isinstance(dim, Uniform):
-        return tune.uniform(*dim.uniform)
-    if isinstance(dim, LogUniform):
-        return tune.loguniform(*dim.loguniform)
-    return tune.randint(dim.int[0], dim.int[1] + 1)  # randint's upper bound is exclusive
+    return dim.to_tune()
 
 
 def to_optuna(dim: Dimension) -> Any:
     """The Optuna distribution for a dimension (a grid becomes a categorical)."""
-    from optuna import distributions as d
-
-    if isinstance(dim, (Grid, Choice)):
-        values = dim.grid if isinstance(dim, Grid) else dim.choice
-        return d.CategoricalDistribution([tuple(v) if isinstance(v, list) else v for v in values])
-    if isinstance(dim, Uniform):
-        return d.FloatDistribution(*dim.uniform)
-    if isinstance(dim, LogUniform):
-        return d.FloatDistribution(*dim.loguniform, log=True)
-    return d.IntDistribution(*dim.int)
+    return dim.to_optuna()
 
 
 def corner_values(dim: Dimension) -> list[Any]:
     """Values validation must try: every grid/choice value, the two ends of a range."""
-    if isinstance(dim, Grid):
-        return list(dim.grid)
-    if isinstance(dim, Choice):
-        return list(dim.choice)
-    low, high = dim.bounds
-    return [low] if low == high else [low, high]
+    return dim.corner_values()
 
 
 def grid_size(space: Mapping[str, Dimension]) -> int:

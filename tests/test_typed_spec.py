@@ -265,3 +265,18 @@ def test_load_validated_spec_returns_what_validation_covered(tmp_path):
         load_validated_spec(path)
     assert err.value.problems[1] == "space.alpha.uniform={'uniform': [1.0, 0.0]}: low=1.0 must be <= high=0.0"
     assert err.value.problems[2].startswith("storage='/proc/no/such/place': not writable")
+
+
+def test_each_dimension_says_what_it_means_to_tune_and_validation():
+    from ray import tune
+
+    from sweeps.space import to_tune
+
+    assert to_tune(parse_dimension("a", {"grid": [1, 2]})) == tune.grid_search([1, 2])
+    domain = to_tune(parse_dimension("k", {"int": [5, 30]}))
+    assert (domain.lower, domain.upper) == (5, 31)  # Tune's randint excludes its upper bound
+    log = to_tune(parse_dimension("lr", {"loguniform": [1e-6, 1e-4]}))
+    assert (log.lower, log.upper) == (1e-6, 1e-4) and type(log.sampler).__name__ == "_LogUniform"
+    assert to_tune(parse_dimension("c", {"choice": [3, 4]})).categories == [3, 4]
+    assert parse_dimension("k", {"int": [5, 5]}).corner_values() == [5]
+    assert parse_dimension("a", {"uniform": [0, 2]}).corner_values() == [0.0, 2.0]
