@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..data import BUILTIN_PROMPT_SETS
-from ..errors import ConfigError
+from ..errors import ConfigError, format_validation_error
 
 __all__ = ["EvalConfig", "NUDENET_UNSAFE_LABELS", "build_eval_config", "metric_suffix", "image_input_problems",
            "IMAGE_METRIC_INPUTS"]
@@ -126,12 +126,6 @@ _NUDENET_ALL = ("FEMALE_GENITALIA_COVERED", "FACE_FEMALE", "BUTTOCKS_EXPOSED", "
                 "BUTTOCKS_COVERED")
 
 
-def _format(exc: ValidationError) -> list[str]:
-    from ..config import format_validation_error
-
-    return format_validation_error(exc, known=EvalConfig.model_fields, what="eval key")
-
-
 def build_eval_config(values: Mapping[str, Any] | None = None, *, where: str = "", **more: Any) -> EvalConfig:
     """``EvalConfig`` from a mapping, raising :class:`ConfigError` with every problem on one line each.
 
@@ -141,12 +135,8 @@ def build_eval_config(values: Mapping[str, Any] | None = None, *, where: str = "
     try:
         return EvalConfig(**{**(values or {}), **more})
     except ValidationError as exc:
-        lines = _format(exc)
-        if where:
-            unknown = "unknown eval key '"
-            lines = [f"unknown key '{where}.{line[len(unknown):]}" if line.startswith(unknown) else f"{where}.{line}"
-                     for line in lines]
-        raise ConfigError(lines) from None
+        raise ConfigError(format_validation_error(exc, known=EvalConfig.model_fields,
+                                                  what="key" if where else "eval key", where=where)) from None
 
 
 #: Image-level metric (and its ``<metric>_*`` family) -> the EvalConfig fields it needs.
