@@ -12,6 +12,10 @@ Why in the trial and not after the sweep like the image stage: the stages cost s
 (tens of LoRA steps on MiniLM), far less than the image stage's minutes of GPU per survivor, and
 an objective that exists only for survivors cannot steer the search.
 
+``fidelity.robust.image`` is the image-level variant (:mod:`sage_core.robustness_image`: a benign
+UNet LoRA fine-tune, then NudeNet ASR again); it runs in the image stage for the survivors
+(:func:`sweeps.image_stage.evaluate_encoder`), not here; :func:`stage_problems` validates it.
+
 The stages build their base-side state (text evaluator, proximal base embeddings; cached on disk
 under the sweep's cache) once per trial process and reuse it at every evaluation.
 """
