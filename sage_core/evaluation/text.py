@@ -51,11 +51,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..cache import atomic_save, cache_key, cached_embeddings, load_cached
+from ..cache import build_once, cache_key, cached_embeddings
 from ..data import load_prompts
 from ..diagnostics import geometry_report
 from ..encoders import TextEncoder
-from ..errors import ModelError, StorageError
+from ..errors import ModelError
 from . import graded
 from .config import EvalConfig, metric_suffix
 from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
@@ -154,20 +154,12 @@ class TextEvaluator:
         key = cache_key(self.base, prompts, concept=self.cfg.concept, kind=tag.split("-")[0], **extra)
         return self.cache_dir / "eval" / f"{tag}-{key[:24]}.safetensors"
 
-    def _save(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
-        try:
-            atomic_save(tensors, path, metadata={"encoder": self.base.source, "concept": self.cfg.concept})
-        except OSError as exc:
-            raise StorageError(f"cannot write the evaluation cache in {path.parent}: {exc.strerror or exc}") from None
-
     def _pooled_cached(self, prompts: Sequence[str], *, tag: str) -> torch.Tensor:
-        path = self._cache_path(prompts, tag=f"pooled-{tag}")
-        hit = load_cached(path)
-        if hit is not None and hit["pooled"].shape[0] == len(prompts):
-            return hit["pooled"]
-        pooled = self.base.embed_pooled(prompts, batch_size=self.cfg.batch_size)
-        self._save({"pooled": pooled}, path)
-        return pooled
+        n = len(prompts)
+        return build_once(self._cache_path(prompts, tag=f"pooled-{tag}"),
+                          lambda: {"pooled": self.base.embed_pooled(prompts, batch_size=self.cfg.batch_size)},
+                          valid=lambda t: t["pooled"].shape[0] == n,
+                          metadata={"encoder": self.base.source, "concept": self.cfg.concept})["pooled"]
 
     def _base_figures(self) -> dict[str, float]:
         """The base encoder's own figures and the probe's specificity (``base_*`` columns)."""
