@@ -56,7 +56,8 @@ def _image_problems(values: Mapping[str, Any] | None, image_metrics: Sequence[st
     from sage_core.robustness_image import build_image_robust_config, read_image_captions
 
     where = "fidelity.robust.image"
-    needs = [m for m in image_metrics or () if m.startswith("robust_") and getattr(lookup(m), "fidelity", "") == "image"]
+    needs = [m for m in image_metrics or ()
+             if m.startswith("robust_") and getattr(lookup(m), "fidelity", "") == "image"]
     if values is None:
         return [f"fidelity.image.metrics: {m!r} is measured after a UNet LoRA fine-tune; add {where}: "
                 "{data: FOLDER} (benign images with captions)" for m in needs]
