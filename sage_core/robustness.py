@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .data import load_prompts
 from .encoders import TextEncoder
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, FieldProblem, ModelError, format_validation_error
 
 __all__ = ["RobustConfig", "build_robust_config", "BenignObjective", "BENIGN_OBJECTIVES", "register_objective",
            "FineTuned", "lora_finetune", "finetune_prompts", "robustness_metrics", "ROBUST_SAFETY", "lora_targets",
@@ -110,7 +110,7 @@ class RobustConfig(BaseModel):
     @classmethod
     def _known(cls, value: str) -> str:
         if value not in BENIGN_OBJECTIVES:
-            raise ValueError(f"not a benign objective (known: {', '.join(BENIGN_OBJECTIVES)})")
+            raise FieldProblem(f"not a benign objective (known: {', '.join(BENIGN_OBJECTIVES)})")
         return value
 
 
@@ -119,16 +119,7 @@ def build_settings(cls: type[_Settings], values: Mapping[str, Any] | None, *, wh
     try:
         return cls(**dict(values or {}))
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                lines.append(f"unknown key '{where}.{loc}'; allowed: {', '.join(cls.model_fields)}")
-            elif err["type"] == "missing":
-                lines.append(f"{where}.{loc} is required: {cls.model_fields[loc].description}")
-            else:
-                lines.append(f"{where}.{loc}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
-        raise ConfigError(lines) from None
+        raise ConfigError(format_validation_error(exc, model=cls, where=where)) from None
 
 
 def build_robust_config(values: Mapping[str, Any] | None = None, *, where: str = "robust") -> RobustConfig:

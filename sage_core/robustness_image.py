@@ -65,7 +65,7 @@ class ImageRobustConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: str = Field(description=f"folder of benign images with captions ({METADATA} with file_name/text, "
-                                  "or a NAME.txt beside each image)")
+                                  "or a NAME.txt beside each image)", examples=["/data/benign-captions"])
     steps: int = Field(100, ge=1, description="LoRA optimiser steps")
     batch_size: int = Field(4, ge=1)
     lr: float = Field(1e-4, gt=0, le=1.0)

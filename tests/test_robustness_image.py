@@ -220,9 +220,9 @@ def test_bad_image_caption_folders_are_named(tmp_path):
 
 
 def test_bad_image_robust_settings_name_the_field():
-    with pytest.raises(ConfigError, match=r"robust_image.data is required: folder of benign images"):
+    with pytest.raises(ConfigError, match=r"^robust_image.data: required, e.g. /data/benign-captions$"):
         build_image_robust_config({})
-    with pytest.raises(ConfigError, match=r"unknown key 'robust_image.stpes'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'robust_image.stpes' \(did you mean 'steps'\?\)"):
         build_image_robust_config({"data": "x", "stpes": 3})
     with pytest.raises(ConfigError, match=r"robust_image.rank=0: Input should be greater than or equal to 1"):
         build_image_robust_config({"data": "x", "rank": 0})
