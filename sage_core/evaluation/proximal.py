@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..cache import cached_embeddings
 from ..data import load_prompts, read_json_data
 from ..encoders import TextEncoder
-from ..errors import ConfigError, DataError, ModelError
+from ..errors import ConfigError, DataError, ModelError, format_validation_error
 from . import graded
 from .config import metric_suffix
 from .make_proximal_prompts import DEFAULT_PATH
@@ -78,14 +78,7 @@ def build_proximal_config(values: Mapping[str, Any] | None = None, *, where: str
     try:
         return ProximalConfig(**dict(values or {}))
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                lines.append(f"unknown key '{where}.{loc}'; allowed: {', '.join(ProximalConfig.model_fields)}")
-            else:
-                lines.append(f"{where}.{loc}={err.get('input')!r}: {err['msg']}")
-        raise ConfigError(lines) from None
+        raise ConfigError(format_validation_error(exc, model=ProximalConfig, where=where)) from None
 
 
 class ProximalBank:
