@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -40,11 +39,12 @@ from typing import Any, Callable, Iterable, Mapping
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 from analysis.rows import last_rows
 
-from .spec import SweepSpec, base_train_config, is_uri
+from .image_task import error_text, evaluate_encoder
+from .spec import SweepSpec, base_train_config
 from .sweep_dir import SweepDir
 
 __all__ = ["Survivor", "StageResult", "final_text_rows", "select_survivors", "image_rows", "pending_survivors",
-           "run_image_stage", "image_row", "first_rung"]
+           "run_image_stage", "image_row", "first_rung", "evaluate_encoder"]
 
 IMAGE = "image"
 # Columns of a text row copied into the image row besides the TrainConfig fields (so fronts and
@@ -149,7 +149,7 @@ def _base_from_rows(done: Mapping[tuple[str, int], Mapping[str, Any]], encoder: 
     return None
 
 
-# -- the Ray task --------------------------------------------------------------------------------------
+# -- checkpoints --------------------------------------------------------------------------------------
 def _find_checkpoint(folder: SweepDir, trial_id: str, step: int) -> str | None:
     """A trial's checkpoint of ``step`` in the Tune experiment folder (when its row lacks the path:
     the driver died between the result and the checkpoint registration)."""
@@ -166,74 +166,6 @@ def _find_checkpoint(folder: SweepDir, trial_id: str, step: int) -> str | None:
     return None
 
 
-def _local_encoder(path: str, storage: str | None, work: Path) -> str:
-    """``path`` itself when it is a local folder or an encoder spec such as ``minilm`` (``storage``
-    None); a checkpoint on object storage is downloaded into ``work`` first."""
-    if storage is None or Path(path).expanduser().is_dir() or not is_uri(storage):
-        return path
-    import pyarrow.fs as pafs
-    from ray.tune import Checkpoint
-
-    fs, _ = pafs.FileSystem.from_uri(storage)
-    return Checkpoint(path, filesystem=fs).to_directory(str(work / "checkpoint"))
-
-
-def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mapping[str, Any], cache_dir: str,
-                     base_metrics: Mapping[str, float] | None, storage: str | None,
-                     robust_values: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Image metrics of one encoder: a survivor's checkpoint (``storage``: the sweep folder it lives
-    in, which may be object storage), or the base encoder spec (``storage`` None).
-
-    ``robust_values``: ``fidelity.robust.image`` (:mod:`sage_core.robustness_image`): then also
-    ``robust_asr*`` after a benign UNet LoRA fine-tune (``base_metrics["asr"]`` gives ``robust_asr_recovered``).
-
-    Returns ``columns`` (metrics, ``base_*`` from ``base_metrics``, provenance), ``metrics``,
-    ``generated`` (images not served by the cache) and ``wall_s``. Runs inside a Ray task.
-    """
-    import shutil
-    import tempfile
-
-    from sage_core.encoders import load_encoder, quiet_hf_progress
-    from sage_core.evaluation import ImageEvaluator, build_eval_config
-
-    t0 = time.time()
-    _quiet_libraries()
-    work = Path(tempfile.mkdtemp(prefix="sage-image-stage-"))
-    try:
-        cfg = build_eval_config(dict(eval_values))
-        iev = ImageEvaluator(cfg, cache_dir=cache_dir, progress=False)
-        enc = load_encoder(_local_encoder(encoder, storage, work), max_length=max_length)
-        with quiet_hf_progress():
-            columns, _ = iev.evaluate_with_base(enc, base_metrics=dict(base_metrics or {}))
-            if robust_values is not None:
-                from sage_core.robustness_image import build_image_robust_config, image_robustness_metrics
-
-                cfg_ft = build_image_robust_config(robust_values, where="fidelity.robust.image")
-                columns.update(image_robustness_metrics(enc, evaluator=iev, cfg=cfg_ft,
-                                                        base_asr=(base_metrics or {}).get("asr")))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    metrics = {k: v for k, v in columns.items() if k not in iev.info and not k.startswith("base_")}
-    return {"columns": columns, "metrics": metrics, "generated": iev.generator.generated,
-            "wall_s": time.time() - t0}
-
-
-def _quiet_libraries() -> None:
-    """Inside the task (its own process): library warnings and bars would flood the driver's log
-    (Ray forwards worker output); errors still come through."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
-
-
-def _error_text(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None) or exc
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:500]
-
-
 # -- the stage ---------------------------------------------------------------------------------------
 def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, rerun: bool = False,
                     echo: Callable[[str], None] | None = None) -> StageResult:
@@ -242,10 +174,6 @@ def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, 
     Needs Ray (started or attached by the caller). ``rerun``: evaluate survivors that already
     have an image row again (same keys: the rows are replaced, never duplicated).
     """
-    import ray
-
-    from sage_core.version import code_version
-
     say = echo or (lambda line: print(line, file=sys.stderr, flush=True))
     stage = spec.fidelity.image
     result = StageResult()
@@ -272,85 +200,11 @@ def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, 
         _calibrate(spec, store=store, sweep_id=sweep_id, storage=root, result=result, say=say)
         return result
 
-    base_values = base_train_config(spec)
-    cache_dir = str(Path(base_values["cache_dir"]).expanduser() if base_values.get("cache_dir")
-                    else Path.home() / ".cache" / "sage-sweeps")
-    res = spec.resources
-    share = res.gpus if res.gpus else res.cpus
-    task = ray.remote(evaluate_encoder).options(num_cpus=res.cpus, num_gpus=res.gpus,
-                                                resources=dict(res.custom) or None, name="sage-image-stage")
-    eval_values = dict(stage.eval)
-    version = code_version()
-
-    def encoder_of(s: Survivor) -> tuple[str, int | None]:
-        ml = s.row.get("max_length")
-        return str(s.row.get("encoder") or "minilm"), (int(ml) if isinstance(ml, (int, float)) else None)
-
-    # Base encoder(s): once per sweep (and per distinct base, should the encoder be varied).
-    bases: dict[tuple[str, int | None], dict[str, float]] = {}
-    for s in todo:
-        key = encoder_of(s)
-        if key in bases:
-            continue
-        known = None if rerun else _base_from_rows(done, key[0])
-        if known is not None:
-            bases[key] = known
-            continue
-        say(f"image stage: evaluating the base encoder {key[0]} (base_* columns, once per sweep)")
-        try:
-            out = ray.get(task.remote(key[0], max_length=key[1], eval_values=eval_values, cache_dir=cache_dir,
-                                      base_metrics=None, storage=None))
-        except Exception as exc:  # noqa: BLE001 - a task error is reported, the sweep stays resumable
-            result.failed["base"] = _error_text(exc)
-            result.notes.append(f"image stage: the base encoder {key[0]} failed: {result.failed['base']}; "
-                                f"fix it and run `sage sweep resume {root}`")
-            return result
-        bases[key] = out["metrics"]
-        result.generated["base"] = result.generated.get("base", 0) + out["generated"]
-        say(f"image stage: base {key[0]}: " + _fmt_metrics(out["metrics"], stage.metrics)
-            + f" ({out['wall_s']:.0f} s, {out['generated']} image(s) generated)")
-
-    # Survivors: at most max_concurrent tasks in flight; each row is written as soon as it is back.
-    in_flight: dict[Any, Survivor] = {}
-    queue = list(todo)
-    index = {s.trial_id: i + 1 for i, s in enumerate(result.survivors)}
-    while queue or in_flight:
-        while queue and len(in_flight) < spec.search.max_concurrent and not result.stopped:
-            if folder.stop_requested():
-                result.stopped = True
-                break
-            s = queue.pop(0)
-            enc, ml = encoder_of(s)
-            checkpoint = s.checkpoint or _find_checkpoint(folder, s.trial_id, s.step)
-            if not checkpoint:
-                result.failed[s.trial_id] = "its final text row names no checkpoint"
-                continue
-            s = Survivor(trial_id=s.trial_id, step=s.step, checkpoint=checkpoint, rank=s.rank, crowding=s.crowding,
-                         row=s.row)
-            say(f"image stage: evaluating survivor {index[s.trial_id]}/{n}: {s.describe(metrics)}")
-            ref = task.remote(checkpoint, max_length=ml, eval_values=eval_values, cache_dir=cache_dir,
-                              base_metrics=bases[(enc, ml)], storage=root,
-                              robust_values=(spec.fidelity.robust or {}).get("image"))
-            in_flight[ref] = s
-        if not in_flight:
-            break
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        s = in_flight.pop(ready[0])
-        try:
-            out = ray.get(ready[0])
-        except Exception as exc:  # noqa: BLE001 - reported per survivor; the others go on
-            result.failed[s.trial_id] = _error_text(exc)
-            say(f"image stage: survivor {s.trial_id} failed: {result.failed[s.trial_id]}")
-            continue
-        row = image_row(s, sweep_id=sweep_id, columns=out["columns"], base_encoder=encoder_of(s)[0],
-                        wall_s=out["wall_s"], device_share=share, code_version=version)
-        store.write([row])
-        result.evaluated.append(s.trial_id)
-        result.generated[s.trial_id] = out["generated"]
-        say(f"image stage: survivor {index[s.trial_id]}/{n} trial {s.trial_id}: "
-            + _fmt_metrics(out["metrics"], stage.metrics)
-            + f" ({out['wall_s']:.0f} s, {out['generated']} image(s) generated)")
-
+    run = _StageRun(spec, folder=folder, sweep_id=sweep_id, result=result, say=say, done=done, rerun=rerun)
+    bases = run.bases(todo)
+    if bases is None:
+        return result
+    run.survivors(todo, bases)
     written = len(result.evaluated) + len(result.already_done)
     result.notes.append(f"image stage: {written}/{n} survivor(s) have image rows "
                         f"({', '.join(s.trial_id for s in result.survivors)}); "
@@ -363,6 +217,115 @@ def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, 
         result.notes.append("image stage: stopped before every survivor was evaluated")
     _calibrate(spec, store=store, sweep_id=sweep_id, storage=root, result=result, say=say)
     return result
+
+
+class _StageRun:
+    """One run of the stage past selection: the Ray task, the base encoders, the survivors."""
+
+    def __init__(self, spec: SweepSpec, *, folder: SweepDir, sweep_id: str, result: StageResult,
+                 say: Callable[[str], None], done: Mapping[tuple[str, int], Mapping[str, Any]], rerun: bool):
+        import ray
+
+        from sage_core.version import code_version
+
+        self.spec, self.folder, self.sweep_id, self.result, self.say = spec, folder, sweep_id, result, say
+        self.done, self.rerun, self.stage = done, rerun, spec.fidelity.image
+        cache = base_train_config(spec).get("cache_dir")
+        self.cache_dir = str(Path(cache).expanduser() if cache else Path.home() / ".cache" / "sage-sweeps")
+        res = spec.resources
+        self.share = res.gpus if res.gpus else res.cpus
+        self.task = ray.remote(evaluate_encoder).options(num_cpus=res.cpus, num_gpus=res.gpus,
+                                                         resources=dict(res.custom) or None, name="sage-image-stage")
+        self.eval_values = dict(self.stage.eval)
+        self.version = code_version()
+
+    @staticmethod
+    def encoder_of(s: Survivor) -> tuple[str, int | None]:
+        ml = s.row.get("max_length")
+        return str(s.row.get("encoder") or "minilm"), (int(ml) if isinstance(ml, (int, float)) else None)
+
+    def bases(self, todo: list[Survivor]) -> dict[tuple[str, int | None], dict[str, float]] | None:
+        """``base_*`` metrics per base encoder: once per sweep (and per distinct base, should the
+        encoder be varied); None when a base failed (said in the result)."""
+        import ray
+
+        bases: dict[tuple[str, int | None], dict[str, float]] = {}
+        for s in todo:
+            key = self.encoder_of(s)
+            if key in bases:
+                continue
+            known = None if self.rerun else _base_from_rows(self.done, key[0])
+            if known is not None:
+                bases[key] = known
+                continue
+            self.say(f"image stage: evaluating the base encoder {key[0]} (base_* columns, once per sweep)")
+            try:
+                out = ray.get(self.task.remote(key[0], max_length=key[1], eval_values=self.eval_values,
+                                               cache_dir=self.cache_dir, base_metrics=None, storage=None))
+            except Exception as exc:  # noqa: BLE001 - a task error is reported, the sweep stays resumable
+                self.result.failed["base"] = error_text(exc)
+                self.result.notes.append(f"image stage: the base encoder {key[0]} failed: "
+                                         f"{self.result.failed['base']}; fix it and run "
+                                         f"`sage sweep resume {self.folder.root}`")
+                return None
+            bases[key] = out["metrics"]
+            self.result.generated["base"] = self.result.generated.get("base", 0) + out["generated"]
+            self.say(f"image stage: base {key[0]}: " + _fmt_metrics(out["metrics"], self.stage.metrics)
+                     + f" ({out['wall_s']:.0f} s, {out['generated']} image(s) generated)")
+        return bases
+
+    def _submit(self, s: Survivor,
+                bases: Mapping[tuple[str, int | None], dict[str, float]]) -> tuple[Any, Survivor] | None:
+        checkpoint = s.checkpoint or _find_checkpoint(self.folder, s.trial_id, s.step)
+        if not checkpoint:
+            self.result.failed[s.trial_id] = "its final text row names no checkpoint"
+            return None
+        s = Survivor(trial_id=s.trial_id, step=s.step, checkpoint=checkpoint, rank=s.rank, crowding=s.crowding,
+                     row=s.row)
+        self.say(f"image stage: evaluating survivor {self._index(s)}: {s.describe(self.spec.objective_metrics())}")
+        enc, ml = self.encoder_of(s)
+        ref = self.task.remote(checkpoint, max_length=ml, eval_values=self.eval_values, cache_dir=self.cache_dir,
+                               base_metrics=bases[(enc, ml)], storage=self.folder.root,
+                               robust_values=(self.spec.fidelity.robust or {}).get("image"))
+        return ref, s
+
+    def _index(self, s: Survivor) -> str:
+        ids = [x.trial_id for x in self.result.survivors]
+        return f"{ids.index(s.trial_id) + 1}/{len(ids)}"
+
+    def survivors(self, todo: list[Survivor], bases: Mapping[tuple[str, int | None], dict[str, float]]) -> None:
+        """At most max_concurrent tasks in flight; each row is written as soon as it is back."""
+        import ray
+
+        store, result = self.folder.store(), self.result
+        in_flight: dict[Any, Survivor] = {}
+        queue = list(todo)
+        while queue or in_flight:
+            while queue and len(in_flight) < self.spec.search.max_concurrent and not result.stopped:
+                if self.folder.stop_requested():
+                    result.stopped = True
+                    break
+                submitted = self._submit(queue.pop(0), bases)
+                if submitted is not None:
+                    in_flight[submitted[0]] = submitted[1]
+            if not in_flight:
+                break
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            s = in_flight.pop(ready[0])
+            try:
+                out = ray.get(ready[0])
+            except Exception as exc:  # noqa: BLE001 - reported per survivor; the others go on
+                result.failed[s.trial_id] = error_text(exc)
+                self.say(f"image stage: survivor {s.trial_id} failed: {result.failed[s.trial_id]}")
+                continue
+            store.write([image_row(s, sweep_id=self.sweep_id, columns=out["columns"],
+                                   base_encoder=self.encoder_of(s)[0], wall_s=out["wall_s"],
+                                   device_share=self.share, code_version=self.version)])
+            result.evaluated.append(s.trial_id)
+            result.generated[s.trial_id] = out["generated"]
+            self.say(f"image stage: survivor {self._index(s)} trial {s.trial_id}: "
+                     + _fmt_metrics(out["metrics"], self.stage.metrics)
+                     + f" ({out['wall_s']:.0f} s, {out['generated']} image(s) generated)")
 
 
 def first_rung(spec: SweepSpec) -> int:

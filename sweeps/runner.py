@@ -21,7 +21,7 @@ from .image_stage import run_image_stage
 from .resolved_trial import resolve_trial
 from .schema_file import write_schema
 from .space import enumerate_combinations
-from .spec import SweepSpec, VARIANT, base_train_config, load_spec
+from .spec import SweepSpec, base_train_config, load_spec
 from .stop_callback import StopFileCallback
 from .sweep_dir import EXPERIMENT, STOP_FILE, SweepDir, SweepRecord
 

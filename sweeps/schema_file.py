@@ -35,7 +35,8 @@ def column_roles(spec: SweepSpec, *, sweep_id: str, base: Mapping[str, Any]) -> 
     """The roles of ``spec``'s result columns; ``base``: :func:`sweeps.spec.base_train_config`."""
     first = next(enumerate_combinations(spec.dimensions()), {})
     columns = resolve_trial("schema", first, base=base, variants=spec.variants).columns
-    defaults = hyperparameter_columns({**{k: f.get_default(call_default_factory=True) for k, f in TrainConfig.model_fields.items()}, **base})
+    field_defaults = {k: f.get_default(call_default_factory=True) for k, f in TrainConfig.model_fields.items()}
+    defaults = hyperparameter_columns({**field_defaults, **base})
     hyper = [c for c in columns if c not in BOOKKEEPING_COLUMNS]
     metrics = {m: entry.direction for m in _declared_metrics(spec) if (entry := lookup(m)) is not None}
     return ColumnRoles(sweep_id=sweep_id, hyperparameters=tuple(hyper), varied=tuple(spec.dimensions()),

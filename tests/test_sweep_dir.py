@@ -24,8 +24,8 @@ def _on_disk(folder: Path) -> dict:
 
 def _record_in(tmp_path: Path, state: str) -> SweepRecord:
     folder = SweepDir.at(str(tmp_path / "sw"))
-    record = SweepRecord(folder, {"sweep_id": "s-1", "name": "s", "state": state, "started": "2026-01-01T00:00:00+00:00",
-                                  "driver_pid": os.getpid()})
+    record = SweepRecord(folder, {"sweep_id": "s-1", "name": "s", "state": state,
+                                  "started": "2026-01-01T00:00:00+00:00", "driver_pid": os.getpid()})
     record.save()
     return record
 
@@ -35,7 +35,8 @@ def test_paths_of_a_local_folder_and_a_uri(tmp_path, monkeypatch):
     local = SweepDir.at("runs/demo/")
     assert local.root == str(tmp_path / "runs" / "demo") and not local.is_uri
     assert local.meta_file == f"{local.root}/sweep.json" and local.results == f"{local.root}/results"
-    assert local.experiment == f"{local.root}/ray/tune" and local.scheduler_state == f"{local.root}/scheduler_state.json"
+    assert local.experiment == f"{local.root}/ray/tune"
+    assert local.scheduler_state == f"{local.root}/scheduler_state.json"
     remote = SweepDir.at("s3://bucket/sweeps/a")
     assert remote.root == "s3://bucket/sweeps/a" and remote.is_uri and remote.scheduler_state is None
     assert remote.resume_command() == "sage sweep resume s3://bucket/sweeps/a"
