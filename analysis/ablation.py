@@ -176,27 +176,7 @@ def ablation_frame(
     df = df[df[param].notna()] if not df.empty else df
     if df.empty:
         raise QueryError(f"no trials with a value for {param!r} (statuses {list(statuses or [])}) in the results")
-    notes: list[str] = []
-    set_by = _set_by(df, param=param, roles=roles)
-    for name, value in base.items():
-        if name == param or name not in df.columns:
-            continue
-        present = sorted({float(v) for v in df[name].dropna()})
-        if len(present) == 1 and not _close(present[0], value):
-            notes.append(f"{name} fixed at {present[0]:g} in every trial (default {value:g})")
-            continue
-        if len(present) > 1 and name in set_by:
-            continue
-        if len(present) > 1:
-            keep = df[name].map(lambda v, value=value: v is not None and not pd.isna(v) and _close(v, value))
-            if not keep.any():
-                raise QueryError(
-                    f"no trials have {name} at its default {value:g} (values present: "
-                    f"{', '.join(f'{p:g}' for p in present)}); pass defaults={{{name!r}: ...}} "
-                    f"(CLI: --default {name}=VALUE)"
-                )
-            df = df[keep]
-            notes.append(f"{name} = {value:g}")
+    df, notes = _at_defaults(df, param=param, base=base, set_by=_set_by(df, param=param, roles=roles))
     set_by = _set_by(df, param=param, roles=roles)  # what param sets among the trials kept
     measured = [m for m in metric_order(list(df.columns)) if df[m].notna().any()]
     metrics = headline_metrics(measured, objectives=objectives)
@@ -224,6 +204,35 @@ def ablation_frame(
     out.attrs["param"] = param
     out.attrs["set_by"] = set_by
     return out
+
+
+def _at_defaults(df: pd.DataFrame, *, param: str, base: Mapping[str, float],
+                 set_by: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The trials whose other hyperparameters sit at ``base`` (those ``param`` sets excepted), and
+    the notes saying what was fixed or filtered."""
+    import pandas as pd
+
+    notes: list[str] = []
+    for name, value in base.items():
+        if name == param or name not in df.columns:
+            continue
+        present = sorted({float(v) for v in df[name].dropna()})
+        if len(present) == 1 and not _close(present[0], value):
+            notes.append(f"{name} fixed at {present[0]:g} in every trial (default {value:g})")
+            continue
+        if len(present) > 1 and name in set_by:
+            continue
+        if len(present) > 1:
+            keep = df[name].map(lambda v, value=value: v is not None and not pd.isna(v) and _close(v, value))
+            if not keep.any():
+                raise QueryError(
+                    f"no trials have {name} at its default {value:g} (values present: "
+                    f"{', '.join(f'{p:g}' for p in present)}); pass defaults={{{name!r}: ...}} "
+                    f"(CLI: --default {name}=VALUE)"
+                )
+            df = df[keep]
+            notes.append(f"{name} = {value:g}")
+    return df, notes
 
 
 def _set_by(df: pd.DataFrame, *, param: str, roles: ColumnRoles | None) -> list[str]:
