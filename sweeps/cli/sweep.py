@@ -102,10 +102,9 @@ def validate_cmd(
     (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage.
     All problems are listed at once. Example: `sage sweep validate ablation-local-k`."""
     from sage_core.config import parse_overrides
-    from sweeps.spec import describe, load_spec, validate_spec
+    from sweeps.spec import describe, load_validated_spec
 
-    loaded = load_spec(spec, overrides=parse_overrides(set_), storage=storage, check=False)
-    typer.echo(describe(loaded, validate_spec(loaded)))
+    typer.echo(describe(*load_validated_spec(spec, overrides=parse_overrides(set_), storage=storage)))
 
 
 def register(app: typer.Typer) -> None:
