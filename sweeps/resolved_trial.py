@@ -3,8 +3,8 @@
 Tune hands a trial its sampled ``params`` (the spec's dimensions, plus ``variant`` when the spec
 names variants). :func:`resolve_trial` turns them into the trial's TrainConfig (base < variant <
 params) and the hyperparameter columns every result row of the trial carries. The driver resolves
-each trial once, when Tune starts it (:class:`~sweeps.store_callback.StoreCallback`), and looks it up
-by trial id for every result; the trial process resolves its own params once with the same function.
+each trial once, when Tune starts it (one :class:`TrialResolver` shared by the store callback and the
+trackers), and looks it up by trial id for every result; the trial process resolves its own params once with the same function.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sage_core.config import TrainConfig, load_config
 
 from .spec import VARIANT, trial_values
 
-__all__ = ["ResolvedTrial", "resolve_trial", "hyperparameter_columns"]
+__all__ = ["ResolvedTrial", "resolve_trial", "TrialResolver", "hyperparameter_columns"]
 
 # Not a hyperparameter: where the cache lives does not change a result.
 _NOT_COLUMNS = frozenset({"cache_dir"})
@@ -54,3 +54,22 @@ def resolve_trial(trial_id: str, params: Mapping[str, Any], *, base: Mapping[str
     if VARIANT in params:
         columns[VARIANT] = str(params[VARIANT])
     return ResolvedTrial(trial_id=str(trial_id), config=cfg, columns=MappingProxyType(columns))
+
+
+class TrialResolver:
+    """Resolves each Tune trial once, by trial id, for every driver callback that needs it (the
+    store callback, the trackers). Pickled with Tune's callbacks without its cache."""
+
+    def __init__(self, *, base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]] | None = None):
+        self.base = dict(base)
+        self.variants = {k: dict(v) for k, v in (variants or {}).items()}
+        self._resolved: dict[str, ResolvedTrial] = {}
+
+    def __call__(self, trial: Any) -> ResolvedTrial:
+        key = str(trial.trial_id)
+        if key not in self._resolved:
+            self._resolved[key] = resolve_trial(key, trial.config, base=self.base, variants=self.variants)
+        return self._resolved[key]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_resolved": {}}  # resolved again from trial.config after a restore

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from sage_core.errors import ConfigError, StorageError
 
 from .image_stage import run_image_stage
-from .resolved_trial import resolve_trial
+from .resolved_trial import TrialResolver, resolve_trial
 from .schema_file import write_schema
 from .space import enumerate_combinations
 from .spec import SweepSpec, base_train_config, load_spec
@@ -185,11 +185,12 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str) -> TuneParts:
     tune_config = tune.TuneConfig(search_alg=plan.search_alg, scheduler=build_scheduler(spec, folder.scheduler_state),
                                   num_samples=plan.num_samples, max_concurrent_trials=spec.search.max_concurrent,
                                   reuse_actors=_reuse_actors(spec))
+    resolver = TrialResolver(base=base, variants=spec.variants)  # shared: each trial resolved once
     callbacks = [StoreCallback(results_root=folder.results, sweep_id=sweep_id, base=base, variants=spec.variants,
-                               code_version=code_version()),
+                               code_version=code_version(), resolver=resolver),
                  StopFileCallback(stop_path=folder.stop_file)]
     # TensorBoard files always, MLflow or W&B as spec.tracking says (a resumed sweep restores these with tuner.pkl).
-    callbacks += tracking_callbacks(spec, storage=folder.root, sweep_id=sweep_id, base=base)
+    callbacks += tracking_callbacks(spec, storage=folder.root, sweep_id=sweep_id, resolver=resolver)
     reporter = tune.CLIReporter(metric_columns=["step", *spec.objective_metrics()],
                                 parameter_columns=list(spec.dimensions()), max_report_frequency=30)
     run_config = tune.RunConfig(name=EXPERIMENT, storage_path=folder.ray, callbacks=callbacks,

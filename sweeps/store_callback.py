@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from .resolved_trial import ResolvedTrial, hyperparameter_columns, resolve_trial
+from .resolved_trial import ResolvedTrial, TrialResolver, hyperparameter_columns
 from .search import FINAL_KEY
 from .store_writer import WriteBehind
 
@@ -62,32 +62,35 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
     """Writes every trial result to ``ResultStore(results_root)`` exactly once per key."""
 
     def __init__(self, *, results_root: str, sweep_id: str, base: Mapping[str, Any],
-                 variants: Mapping[str, Mapping[str, Any]] | None = None, code_version: str = "unknown"):
+                 variants: Mapping[str, Mapping[str, Any]] | None = None, code_version: str = "unknown",
+                 resolver: TrialResolver | None = None):
         self.results_root = results_root
         self.sweep_id = sweep_id
-        self.base = dict(base)
-        self.variants = {k: dict(v) for k, v in (variants or {}).items()}
+        self.resolver = resolver if resolver is not None else TrialResolver(base=base, variants=variants)
         self.code_version = code_version
         self.last_rows: dict[str, dict[str, Any]] = {}
-        self._resolved: dict[str, ResolvedTrial] = {}
         self._store = None
         self._writer = None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.update(_store=None, _writer=None, _resolved={})  # resolved again from trial.config
-        return state
+        return {**self.__dict__, "_store": None, "_writer": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # tuner.pkl of a sweep started before the write-behind has no _writer: resuming it must work.
-        self.__dict__.update({"_store": None, "_writer": None, "_resolved": {}, **state})
+        # tuner.pkl of an older sweep: no _writer (before the write-behind), base/variants and no
+        # resolver (before the shared resolver). Resuming it must work.
+        state = {"_store": None, "_writer": None, **state}
+        if "resolver" not in state:
+            state["resolver"] = TrialResolver(base=state.pop("base"), variants=state.pop("variants", None))
+        state.pop("_resolved", None)
+        self.__dict__.update(state)
+
+    @property
+    def base(self) -> dict[str, Any]:
+        return self.resolver.base
 
     def resolved(self, trial: Any) -> ResolvedTrial:
         """The trial resolved once (when Tune starts it, else at its first result), by trial id."""
-        key = str(trial.trial_id)
-        if key not in self._resolved:
-            self._resolved[key] = resolve_trial(key, trial.config, base=self.base, variants=self.variants)
-        return self._resolved[key]
+        return self.resolver(trial)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.resolved(trial)

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .search import FINAL_KEY
-from .spec import VARIANT, is_uri, trial_values
+from .resolved_trial import TrialResolver
+from .spec import VARIANT, is_uri
 
 if TYPE_CHECKING:
     from .spec import SweepSpec
@@ -40,19 +41,16 @@ _SERVER_SCHEMES = ("http://", "https://", "databricks")
 
 
 # -- what a tracker records about a trial ---------------------------------------------------------
-def trial_params(config: Mapping[str, Any], *, base: Mapping[str, Any],
-                 variants: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def trial_params(trial: Any, *, resolver: TrialResolver) -> dict[str, Any]:
     """The trial's resolved TrainConfig as flat columns (the results store's hyperparameter columns)."""
-    from sage_core.config import load_config
+    return dict(resolver(trial).columns)
 
-    from .store_callback import hyperparameter_columns
 
-    values = load_config(overrides=trial_values(base, config, variants)).to_dict()
-    values.pop("cache_dir", None)
-    out = hyperparameter_columns(values)
-    if VARIANT in config:
-        out[VARIANT] = str(config[VARIANT])
-    return out
+def _resolver(tracker: Any) -> TrialResolver:
+    """The tracker's resolver; a tracker restored from an older sweep's tuner.pkl has base/variants."""
+    if getattr(tracker, "resolver", None) is None:
+        tracker.resolver = TrialResolver(base=tracker.base, variants=tracker.variants)
+    return tracker.resolver
 
 
 def trial_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -90,16 +88,15 @@ class TensorBoardTracker(_TBX):  # type: ignore[misc,valid-type]
     and text summaries ``sage/sweep_id``, ``sage/variant``, ``sage/config`` (JSON),
     ``sage/checkpoint`` (per step) and ``sage/status`` (at the trial's end)."""
 
-    def __init__(self, *, sweep_id: str, base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]]):
+    def __init__(self, *, sweep_id: str, resolver: TrialResolver):
         super().__init__()
         self.sweep_id = sweep_id
-        self.base = dict(base)
-        self.variants = {k: dict(v) for k, v in variants.items()}
+        self.resolver = resolver
 
     def log_trial_start(self, trial: Any) -> None:
         super().log_trial_start(trial)
         writer = self._trial_writer[trial]
-        params = trial_params(trial.config, base=self.base, variants=self.variants)
+        params = trial_params(trial, resolver=_resolver(self))
         writer.add_text("sage/sweep_id", self.sweep_id, global_step=0)
         writer.add_text("sage/variant", str(trial.config.get(VARIANT, "")), global_step=0)
         # Four leading spaces: TensorBoard's text tab renders markdown, this keeps the JSON as code.
@@ -134,12 +131,11 @@ class MLflowTracker(_MLflow):  # type: ignore[misc,valid-type]
     checkpoint path) as an artifact. A trial that already has a run (a resumed sweep) continues it."""
 
     def __init__(self, *, uri: str, experiment: str, artifact_location: str | None, sweep_id: str,
-                 base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]]):
+                 resolver: TrialResolver):
         super().__init__(uri, experiment_name=experiment, tags={f"{TAG_PREFIX}sweep_id": sweep_id})
         self.artifact_location = artifact_location
         self.sweep_id = sweep_id
-        self.base = dict(base)
-        self.variants = {k: dict(v) for k, v in variants.items()}
+        self.resolver = resolver
         self._checkpoints: dict[str, dict[str, str]] = {}
 
     def setup(self, *args: Any, **kwargs: Any) -> None:
@@ -172,8 +168,7 @@ class MLflowTracker(_MLflow):  # type: ignore[misc,valid-type]
             tags = {**self.tags, f"{TAG_PREFIX}trial_id": trial_id, f"{TAG_PREFIX}status": "running",
                     f"{TAG_PREFIX}variant": str(trial.config.get(VARIANT, "")), "trial_name": str(trial)}
             run_id = self.mlflow_util.start_run(tags=tags, run_name=str(trial)).info.run_id
-            params = [Param(k, str(v)) for k, v in trial_params(trial.config, base=self.base,
-                                                                 variants=self.variants).items()]
+            params = [Param(k, str(v)) for k, v in trial_params(trial, resolver=_resolver(self)).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
                 self.client.log_batch(run_id, params=params[i:i + 100])
         self._trial_runs[trial] = run_id
@@ -235,16 +230,17 @@ def mlflow_uri(spec: SweepSpec, storage: str) -> str:
     return "sqlite:///" + str(Path(storage.removeprefix("file://")).expanduser().resolve() / "mlflow.db")
 
 
-def tracking_callbacks(spec: SweepSpec, *, storage: str, sweep_id: str, base: Mapping[str, Any]) -> list[Any]:
-    """The Tune callbacks for ``spec.tracking`` (TensorBoard always, plus MLflow or W&B)."""
-    callbacks: list[Any] = [TensorBoardTracker(sweep_id=sweep_id, base=base, variants=spec.variants)]
+def tracking_callbacks(spec: SweepSpec, *, storage: str, sweep_id: str, resolver: TrialResolver) -> list[Any]:
+    """The Tune callbacks for ``spec.tracking`` (TensorBoard always, plus MLflow or W&B); ``resolver``:
+    the one the store callback uses, so each trial's TrainConfig is built once on the driver."""
+    callbacks: list[Any] = [TensorBoardTracker(sweep_id=sweep_id, resolver=resolver)]
     experiment = spec.tracking.experiment or spec.name
     if spec.tracking.kind == "mlflow":
         uri = mlflow_uri(spec, storage)
         local = not is_uri(storage) and (spec.tracking.uri is None or not uri.startswith(_SERVER_SCHEMES))
         artifacts = (Path(storage).expanduser().resolve() / "mlflow-artifacts").as_uri() if local else None
         callbacks.append(MLflowTracker(uri=uri, experiment=experiment, artifact_location=artifacts,
-                                       sweep_id=sweep_id, base=base, variants=spec.variants))
+                                       sweep_id=sweep_id, resolver=resolver))
     elif spec.tracking.kind == "wandb":
         folder = None if is_uri(storage) else Path(storage).expanduser().resolve() / "wandb"
         if folder is not None:
