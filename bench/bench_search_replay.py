@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from analysis import dominance
-from analysis.metrics import direction
+from analysis.metrics import direction, is_metric
 from analysis.pareto import hypervolume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -478,7 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--plot", type=Path, default=ROOT / "bench" / "data" / "search_replay.png")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "data" / "search_replay.json")
+    p.add_argument("--objectives", default=",".join(OBJECTIVES),
+                   help=f"two recorded metrics with a min/max direction in the registry (default {','.join(OBJECTIVES)})")
     args = p.parse_args(argv)
+    objectives = tuple(m.strip() for m in args.objectives.split(",") if m.strip())
+    bad = [m for m in objectives if not is_metric(m) or direction(m) not in ("minimize", "maximize")]
+    if len(objectives) != 2 or bad:
+        print(f"error: --objectives={args.objectives!r}: expected two metrics of the registry with a min/max "
+              f"direction ({', '.join(bad) or 'got ' + str(len(objectives))}); see `sage metrics`", file=sys.stderr)
+        return 2
     for name in ("orders", "workers"):
         if getattr(args, name) < 1:
             print(f"error: --{name}={getattr(args, name)}: must be >= 1", file=sys.stderr)
@@ -486,12 +494,13 @@ def main(argv: list[str] | None = None) -> int:
     from sage_core.errors import SageError
 
     try:
-        table = load_table(args.table)
+        table = load_table(args.table, objectives=objectives)
     except SageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     scorer = Scorer(table)
     n, total = len(table.params), table.total
+    print(f"objectives: {', '.join(f'{direction(m)} {m}' for m in objectives)}")
     print(f"table {args.table.name}: {n} configurations x evaluations at steps {list(table.steps)}; "
           f"grid compute {n * total} trial-steps; grid hypervolume {scorer.grid_hv:.6g} "
           f"(ref {', '.join(f'{m}={v:.4f}' for m, v in zip(table.objectives, scorer.ref))}); "
@@ -522,12 +531,12 @@ def main(argv: list[str] | None = None) -> int:
               f"max {diff.max():+.3f}; budgets where ours is lower: {', '.join(worse) or 'none'}; "
               f"(order, budget) pairs where ours >= it: {paired:.0%}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"table": args.table.name, "orders": args.orders, "workers": args.workers,
+    args.json.write_text(json.dumps({"table": args.table.name, "objectives": list(objectives), "orders": args.orders, "workers": args.workers,
                                      "budgets": list(BUDGETS), "grid_hv": scorer.grid_hv, "ref": list(scorer.ref),
                                      "methods": {r.name: {"fractions": r.fractions.tolist(), "spent": r.spent.tolist()}
                                                  for r in results}}, indent=1), encoding="utf-8")
-    plot(results, BUDGETS, args.plot, title=f"replay of {n} recorded SAGE curves, {args.workers} workers, "
-                                            f"{args.orders} orders")
+    plot(results, BUDGETS, args.plot, title=f"replay of {n} recorded SAGE curves ({' vs '.join(objectives)}), "
+                                            f"{args.workers} workers, {args.orders} orders")
     print(f"wrote {args.json} and {args.plot}")
     return 0
 

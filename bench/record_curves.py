@@ -12,7 +12,7 @@ data are built once (by the first configuration) and read by the others. The tab
 after each configuration, and a rerun with the same arguments skips the configurations already in it,
 so an interrupted recording resumes where it stopped.
 
-Run (about an hour on a shared 2-core CPU; one torch thread):
+Run (46 min on the shared 2-core CPU, one torch thread; bench/data/README.md):
     OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py
 Time one configuration first (writes nothing under bench/data):
     OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --only 1 --out /tmp/curves-trial.parquet
