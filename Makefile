@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# transformers/diffusers then import) and timm, neither used here; we never import open_clip.
 	$(PIP) install -q -c constraints.txt --no-deps "open-clip-torch>=3.0"
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# syne-tune for its MO-ASHA halving rule, which tests/test_search_replay.py checks; --no-deps: those
+	# pieces import only numpy/pandas (its xgboost/statsmodels/NCCL are for other schedulers; the full
+	# replay bench installs them with `pip install -e .[bench]`).
+	$(PIP) install -q -c constraints.txt --no-deps "syne-tune==0.16.0"
 	$(BIN)/sage doctor
 	touch $@
 
