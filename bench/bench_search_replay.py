@@ -58,12 +58,14 @@ REF_MARGIN = 0.1
 # -- the table ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CurveTable:
-    """``values[c, j, k]``: objective k of configuration c at evaluation ``steps[j]``."""
+    """``values[c, j, k]``: objective k of configuration c at evaluation ``steps[j]``; ``bounds[c, j, k]``
+    (optional): its bootstrap interval ``(lo, hi)``, reported as ``<objective>_lo``/``_hi``."""
 
     params: list[dict[str, Any]]
     steps: tuple[int, ...]
     values: np.ndarray
     objectives: tuple[str, ...] = OBJECTIVES
+    bounds: np.ndarray | None = None
 
     @property
     def total(self) -> int:
@@ -74,7 +76,11 @@ class CurveTable:
 
     def result(self, config: int, step: int) -> dict[str, float]:
         j = self.steps.index(step)
-        return {m: float(self.values[config, j, k]) for k, m in enumerate(self.objectives)}
+        out = {m: float(self.values[config, j, k]) for k, m in enumerate(self.objectives)}
+        if self.bounds is not None:
+            for k, m in enumerate(self.objectives):
+                out[f"{m}_lo"], out[f"{m}_hi"] = (float(v) for v in self.bounds[config, j, k])
+        return out
 
 
 def load_table(path: Path, *, objectives: tuple[str, ...] = OBJECTIVES) -> CurveTable:
@@ -94,7 +100,9 @@ def load_table(path: Path, *, objectives: tuple[str, ...] = OBJECTIVES) -> Curve
     missing = [c for c in need if c not in table.column_names] or ([] if names else ["grid settings metadata"])
     if missing:
         raise DataError(f"--table={path}: lacks {missing}; expected a table written by bench/record_curves.py")
-    rows = table.select(need).to_pylist()
+    ends = [f"{m}_{e}" for m in objectives for e in ("lo", "hi")]
+    has_bounds = all(c in table.column_names for c in ends)
+    rows = table.select(need + (ends if has_bounds else [])).to_pylist()
     ids = sorted({r["config_id"] for r in rows})
     steps = tuple(sorted({r["step"] for r in rows}))
     cell = {(r["config_id"], r["step"]): r for r in rows}
@@ -104,11 +112,13 @@ def load_table(path: Path, *, objectives: tuple[str, ...] = OBJECTIVES) -> Curve
                         "finish the recording (rerun bench/record_curves.py with the same arguments)")
     values = np.asarray([[[cell[c, s][m] for m in objectives] for s in steps] for c in ids], dtype=float)
     params = [{n: cell[c, steps[0]][n] for n in names} for c in ids]
+    bounds = (np.asarray([[[[cell[c, s][f"{m}_lo"], cell[c, s][f"{m}_hi"]] for m in objectives] for s in steps]
+                          for c in ids], dtype=float) if has_bounds else None)
     full = int(np.prod([len(meta["settings"]["grid"][n]) for n in names]))
     if len(params) != full:  # the samplers propose any grid point, so every one must be recorded
         raise DataError(f"--table={path}: {len(params)} of the grid's {full} configurations are recorded; "
                         "finish the recording (rerun bench/record_curves.py with the same arguments)")
-    return CurveTable(params=params, steps=steps, values=values, objectives=objectives)
+    return CurveTable(params=params, steps=steps, values=values, objectives=objectives, bounds=bounds)
 
 
 # -- scoring --------------------------------------------------------------------------------
@@ -134,6 +144,45 @@ class Scorer:
 
     def fraction(self, configs) -> float:
         return self.hv(configs) / self.grid_hv
+
+
+# -- lower bounds -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LowerBounds:
+    """The least compute (fraction of the grid's trial-steps) any method needs to reach ``target``
+    of the grid's hypervolume, knowing the table in advance (an oracle)."""
+
+    target: float
+    best_by_count: tuple[float, ...]  # [k-1]: the best HV fraction of any k configurations run to T
+    runs: int  # the fewest configurations run to T whose final front reaches ``target``
+    exact: bool  # True: by enumeration; False: greedy (then ``runs`` is an upper bound on the fewest)
+    skip_all: float  # compute when configurations may be skipped entirely: runs x T
+    first_rung: float  # compute when every configuration runs to the first evaluation: n x s1 + runs x (T - s1)
+
+
+def lower_bounds(table: CurveTable, *, target: float = 0.95, max_enumerated: int = 16) -> LowerBounds:
+    """Every configuration costs the same to finish, so the cheapest subset reaching ``target`` is a
+    smallest one. A smallest one can be taken among the grid's non-dominated final points: swapping a
+    dominated configuration for one that dominates it (or dropping it when that one is already in)
+    never lowers the hypervolume. Exact by enumerating the front's subsets by size when the front has
+    at most ``max_enumerated`` points; greedy (largest gain first) beyond."""
+    scorer = Scorer(table)
+    finals = dominance.minimised(table.values[:, -1, :], dominance.objective_signs(list(table.objectives)))
+    front = [int(i) for i in np.flatnonzero(dominance.front_mask(finals))]
+    best: list[float] = []
+    exact = len(front) <= max_enumerated
+    chosen: list[int] = []
+    for k in range(1, len(front) + 1):
+        if exact:
+            best.append(max(scorer.fraction(sub) for sub in itertools.combinations(front, k)))
+        else:
+            chosen.append(max((c for c in front if c not in chosen), key=lambda c: scorer.fraction([*chosen, c])))
+            best.append(scorer.fraction(chosen))
+    runs = next(k for k, f in enumerate(best, 1) if f >= target - 1e-12)
+    n, total, first = len(table.params), table.total, table.steps[0]
+    return LowerBounds(target=target, best_by_count=tuple(best), runs=runs, exact=exact,
+                       skip_all=runs * total / (n * total),
+                       first_rung=(n * first + runs * (total - first)) / (n * total))
 
 
 # -- the event loop -------------------------------------------------------------------------
@@ -378,12 +427,12 @@ def optuna_sampler(kind: str, *, seed: int, n: int) -> Any:
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, n // 2)))
 
 
-def our_scheduler(table: CurveTable, *, eta: int) -> Any:
+def our_scheduler(table: CurveTable, *, eta: int, noise_aware: bool = False) -> Any:
     from sweeps.pareto_scheduler import ParetoSuccessiveHalving
 
     return ParetoSuccessiveHalving(metrics=list(table.objectives),
                                    modes=["min" if direction(m) == "minimize" else "max" for m in table.objectives],
-                                   rungs=list(table.steps[:-1]), eta=eta)
+                                   rungs=list(table.steps[:-1]), eta=eta, noise_aware=noise_aware)
 
 
 def methods(table: CurveTable, *, etas: tuple[int, ...] = (2, 3)) -> dict[str, Callable[[int], Method]]:
@@ -394,8 +443,8 @@ def methods(table: CurveTable, *, etas: tuple[int, ...] = (2, 3)) -> dict[str, C
     def order(seed: int) -> list[int]:
         return [int(i) for i in np.random.default_rng(seed).permutation(n)]
 
-    def pruned(inner: Method, eta: int) -> Method:
-        return TuneScheduled(inner, our_scheduler(table, eta=eta), total=table.total)
+    def pruned(inner: Method, eta: int, noise_aware: bool = False) -> Method:
+        return TuneScheduled(inner, our_scheduler(table, eta=eta, noise_aware=noise_aware), total=table.total)
 
     def sampler(kind: str, seed: int) -> Method:
         return OptunaAsk(table, optuna_sampler(kind, seed=seed, n=n))
@@ -403,6 +452,7 @@ def methods(table: CurveTable, *, etas: tuple[int, ...] = (2, 3)) -> dict[str, C
     out: dict[str, Callable[[int], Method]] = {"grid": lambda s: Grid(order(s)), "random": lambda s: Random(n, s)}
     for eta in etas:
         out[f"pareto_sh(eta={eta})"] = lambda s, eta=eta: pruned(Grid(order(s)), eta)
+        out[f"pareto_sh_noise(eta={eta})"] = lambda s, eta=eta: pruned(Grid(order(s)), eta, True)
         if not HAVE_SYNE_TUNE:
             continue
         out[f"mo_asha(eta={eta})"] = lambda s, eta=eta: SyneTuneScheduled(table, order(s), eta=eta, seed=s)
@@ -444,8 +494,10 @@ def summary(r: MethodResult, budgets: tuple[float, ...], shown: tuple[float, ...
     return f"{r.name:<24}" + "".join(f"{c:>20}" for c in cells) + f"{np.median(r.spent):>10.3f}"
 
 
-def plot(results: list[MethodResult], budgets: tuple[float, ...], path: Path, *, title: str) -> None:
-    """Median HV fraction against compute, 10-90% band; schedulers left, samplers right."""
+def plot(results: list[MethodResult], budgets: tuple[float, ...], path: Path, *, title: str,
+         bounds: LowerBounds | None = None) -> None:
+    """Median HV fraction against compute, 10-90% band; schedulers left, samplers right; the oracle
+    lower bounds (:func:`lower_bounds`) as vertical lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -461,6 +513,11 @@ def plot(results: list[MethodResult], budgets: tuple[float, ...], path: Path, *,
                             color=line.get_color(), alpha=0.10)
         ax.axhline(0.95, color="grey", lw=0.8, ls="--")
         ax.axvline(0.35, color="grey", lw=0.8, ls="--")
+        if bounds is not None:
+            ax.axvline(bounds.skip_all, color="black", lw=0.8, ls=":",
+                       label=f"oracle bound: {bounds.runs} full runs ({bounds.skip_all:.0%})")
+            ax.axvline(bounds.first_rung, color="black", lw=0.8, ls="-.",
+                       label=f"oracle bound: all to rung 1, {bounds.runs} on ({bounds.first_rung:.0%})")
         ax.set(xlabel="compute (fraction of the full grid's trial-steps)", ylim=(0, 1.02), xlim=(0, 1))
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("hypervolume / full grid's (median, 10-90% band)")
@@ -478,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--plot", type=Path, default=ROOT / "bench" / "data" / "search_replay.png")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "data" / "search_replay.json")
+    p.add_argument("--only", default="", help="comma-separated method names to run (default: all; "
+                                                "the target lines need pareto_sh and mo_asha)")
     p.add_argument("--objectives", default=",".join(OBJECTIVES),
                    help=f"two recorded metrics with a min/max direction in the registry (default {','.join(OBJECTIVES)})")
     args = p.parse_args(argv)
@@ -505,38 +564,57 @@ def main(argv: list[str] | None = None) -> int:
           f"grid compute {n * total} trial-steps; grid hypervolume {scorer.grid_hv:.6g} "
           f"(ref {', '.join(f'{m}={v:.4f}' for m, v in zip(table.objectives, scorer.ref))}); "
           f"{args.orders} orders, {args.workers} workers")
+    bounds = lower_bounds(table)
+    how = "exact, by enumeration of the front" if bounds.exact else "greedy"
+    print(f"lower bounds (oracle that knows the table; {how}"
+          f", {sum(1 for _ in bounds.best_by_count)} front points): best HV/grid of k full runs "
+          + ", ".join(f"k={k}: {f:.3f}" for k, f in enumerate(bounds.best_by_count, 1)))
+    print(f"  >= {bounds.target:.0%} of the grid's HV needs {bounds.runs} full runs: {bounds.skip_all:.1%} of the "
+          f"grid's "
+          f"compute if configurations may be skipped; {bounds.first_rung:.1%} if every configuration runs to the "
+          f"first evaluation (step {table.steps[0]})")
     shown = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
     print(f"{'HV/grid: median [p10,p90]':<24}" + "".join(f"{f'@ {b:.0%} compute':>20}" for b in shown)
           + f"{'spent':>10}")
     results = []
-    for r in run_all(table, orders=args.orders, workers=args.workers):
+    only = [m.strip() for m in args.only.split(",") if m.strip()] or None
+    for r in run_all(table, orders=args.orders, workers=args.workers, only=only):
         results.append(r)
         print(summary(r, BUDGETS, shown), flush=True)
     by = {r.name: r for r in results}
     j = BUDGETS.index(0.35)
-    for eta in (2, 3):
-        ours = by[f"pareto_sh(eta={eta})"]
+    for name in (f"{kind}(eta={eta})" for eta in (2, 3) for kind in ("pareto_sh", "pareto_sh_noise")):
+        if name not in by:
+            continue
+        ours = by[name]
         hit = float((ours.fractions[:, j] >= 0.95).mean())
         ended = float(((ours.spent <= 0.35) & (ours.fractions[:, -1] >= 0.95)).mean())
-        print(f"target 1 (eta={eta}): >= 95% of the grid's HV at 35% compute in {hit:.0%} of orders (target >= 90%: "
+        print(f"target 1 ({name}): >= 95% of the grid's HV at 35% compute in {hit:.0%} of orders (target >= 90%: "
               f"{'met' if hit >= 0.9 else 'NOT met'}); its whole run used <= 35% and ended >= 95% in {ended:.0%}")
     if not HAVE_SYNE_TUNE:
         print("target 2: not measured: syne-tune is not installed (pip install -c constraints.txt -e '.[bench]')")
-    for eta, other in itertools.product((2, 3), ("mo_asha", "mo_asha_ranked") if HAVE_SYNE_TUNE else ()):
-        o, a = by[f"pareto_sh(eta={eta})"], by[f"{other}(eta={eta})"]
+    for eta, kind, other in itertools.product((2, 3), ("pareto_sh", "pareto_sh_noise"),
+                                              ("mo_asha", "mo_asha_ranked") if HAVE_SYNE_TUNE else ()):
+        if f"{kind}(eta={eta})" not in by or f"{other}(eta={eta})" not in by:
+            continue
+        o, a = by[f"{kind}(eta={eta})"], by[f"{other}(eta={eta})"]
         diff = np.median(o.fractions, 0) - np.median(a.fractions, 0)
         worse = [f"{b:.0%} ({d:+.3f})" for b, d in zip(BUDGETS, diff) if d < 0]
         paired = (o.fractions >= a.fractions - 1e-12).mean()
-        print(f"target 2 (eta={eta}) vs {other}: median HV/grid difference per budget min {diff.min():+.3f}, "
+        print(f"target 2 {kind}(eta={eta}) vs {other}: median HV/grid difference per budget min {diff.min():+.3f}, "
               f"max {diff.max():+.3f}; budgets where ours is lower: {', '.join(worse) or 'none'}; "
               f"(order, budget) pairs where ours >= it: {paired:.0%}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"table": args.table.name, "objectives": list(objectives), "orders": args.orders, "workers": args.workers,
                                      "budgets": list(BUDGETS), "grid_hv": scorer.grid_hv, "ref": list(scorer.ref),
+                                     "lower_bounds": {"target": bounds.target,
+                                                      "best_by_count": list(bounds.best_by_count),
+                                                      "runs": bounds.runs, "exact": bounds.exact,
+                                                      "skip_all": bounds.skip_all, "first_rung": bounds.first_rung},
                                      "methods": {r.name: {"fractions": r.fractions.tolist(), "spent": r.spent.tolist()}
                                                  for r in results}}, indent=1), encoding="utf-8")
     plot(results, BUDGETS, args.plot, title=f"replay of {n} recorded SAGE curves ({' vs '.join(objectives)}), "
-                                            f"{args.workers} workers, {args.orders} orders")
+                                            f"{args.workers} workers, {args.orders} orders", bounds=bounds)
     print(f"wrote {args.json} and {args.plot}")
     return 0
 

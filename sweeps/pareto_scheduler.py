@@ -25,6 +25,13 @@ objective and better in one, however much their intervals overlap. What that imp
   the report print each objective as ``value [lo, hi]``: read a front whose members' intervals
   overlap as one group, not as an order. Use a larger ``text_eval`` sample (or ``eta`` closer to
   the number of trials) when decisions must be safer than the intervals allow.
+
+``noise_aware=True`` (off by default) makes the rung rule interval-aware: a trial outside the top
+``1/eta`` is stopped only if it is also *dominated beyond noise*, i.e. some trial inside the top
+``1/eta`` at that rung is better than it in every objective by more than the two trials' interval
+half-widths added (``(hi - lo) / 2`` of ``<metric>_lo``/``<metric>_hi`` in the result; 0 where a
+result lacks them, which falls back to the point estimates), so their intervals are disjoint in
+every objective. See :func:`dominated_beyond_noise`.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ import numpy as np
 
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 
-__all__ = ["strictly_ahead", "keeps_at_rung", "ParetoSuccessiveHalving", "read_state", "SCHEDULERS", "build_scheduler"]
+__all__ = ["strictly_ahead", "keeps_at_rung", "dominated_beyond_noise", "half_widths", "ParetoSuccessiveHalving",
+           "read_state", "SCHEDULERS", "build_scheduler"]
 
 
 def strictly_ahead(points: np.ndarray, index: int) -> int:
@@ -56,6 +64,28 @@ def keeps_at_rung(points: np.ndarray, index: int, *, eta: int) -> bool:
     """
     n = len(points)
     return strictly_ahead(points, index) < math.ceil(n / eta)
+
+
+def dominated_beyond_noise(points: np.ndarray, widths: np.ndarray, index: int, *, eta: int) -> bool:
+    """True when a row in the top ``ceil(n / eta)`` of the Pareto order (fewer rows strictly
+    ahead of it) is below row ``index`` in every (minimised) objective by more than the two rows'
+    half-widths added: ``q_j + w_qj < p_j - w_pj`` for every ``j``."""
+    ranks, crowd = ranks_and_crowding(points)
+    ahead = np.asarray([(ranks < r).sum() + ((ranks == r) & (crowd > c)).sum() for r, c in zip(ranks, crowd)])
+    top = ahead < math.ceil(len(points) / eta)
+    beyond = np.all(points + widths < points[index] - widths[index], axis=1)
+    return bool((top & beyond).any())
+
+
+def half_widths(result: Mapping[str, Any], *, metrics: Sequence[str]) -> list[float]:
+    """``(hi - lo) / 2`` of each metric's ``<metric>_lo``/``<metric>_hi`` in ``result``; 0 (the
+    point estimate alone) where either is absent or not finite."""
+    out = []
+    for m in metrics:
+        lo, hi = result.get(f"{m}_lo"), result.get(f"{m}_hi")
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
+        out.append(abs(float(hi) - float(lo)) / 2 if ok else 0.0)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,11 +107,14 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
         eta: reduction factor (>= 2).
         time_attr / total_attr: result keys holding the step and the run length.
         state_path: JSON file the rung records are mirrored to, so a resumed driver keeps them.
+        noise_aware: stop a trial outside the top ``1/eta`` only when it is also dominated beyond
+            the objectives' bootstrap intervals (module docstring); False (default) = rank the point
+            estimates only.
     """
 
     def __init__(self, *, metrics: Sequence[str], modes: Sequence[str], rungs: Sequence[int] | None = None,
                  eta: int = 3, time_attr: str = "step", total_attr: str = "total_steps",
-                 state_path: str | os.PathLike | None = None):
+                 state_path: str | os.PathLike | None = None, noise_aware: bool = False):
         super().__init__()
         if len(metrics) != len(modes) or not metrics:
             raise ValueError(f"metrics={list(metrics)} and modes={list(modes)} must be non-empty and equal length")
@@ -102,6 +135,9 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
         # rung step -> trial id -> minimisation vector, in arrival order
         self.recorded: dict[int, dict[str, list[float]]] = {}
         self.pruned: dict[str, int] = {}
+        self.noise_aware = bool(noise_aware)
+        # rung step -> trial id -> interval half-widths (noise_aware only), as ``recorded``
+        self.widths: dict[int, dict[str, list[float]]] = {}
         self._loaded = False
 
     # -- persistence --------------------------------------------------------------------
@@ -114,6 +150,9 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
             for rung, rows in recorded.items():
                 self.recorded.setdefault(rung, {}).update(rows)
             self.pruned.update(pruned)
+            if self.noise_aware:
+                for rung, rows in _read_widths(self.state_path).items():
+                    self.widths.setdefault(rung, {}).update(rows)
 
     def pruned_trials(self) -> set[str]:
         """Ids of the trials this scheduler stopped at a rung (also those of an earlier driver)."""
@@ -127,6 +166,8 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
         tmp = self.state_path.with_suffix(".tmp")
         state = {"recorded": {str(k): v for k, v in self.recorded.items()}, "pruned": self.pruned,
                  "metrics": self.metrics, "modes": self.modes, "eta": self.eta}
+        if self.noise_aware:
+            state["widths"] = {str(k): v for k, v in self.widths.items()}
         tmp.write_text(json.dumps(state, allow_nan=True), encoding="utf-8")
         os.replace(tmp, self.state_path)
 
@@ -156,7 +197,14 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
         rows = self.recorded.setdefault(rung, {})
         rows[trial_id] = [float(x) for x in vec]
         ids = list(rows)
-        keep = keeps_at_rung(np.asarray([rows[i] for i in ids]), ids.index(trial_id), eta=self.eta)
+        points, me = np.asarray([rows[i] for i in ids]), ids.index(trial_id)
+        keep = keeps_at_rung(points, me, eta=self.eta)
+        if self.noise_aware:
+            widths = self.widths.setdefault(rung, {})
+            widths[trial_id] = half_widths(result, metrics=self.metrics)
+            if not keep:
+                keep = not dominated_beyond_noise(points, np.asarray([widths.get(i, [0.0] * len(self.metrics))
+                                                                      for i in ids]), me, eta=self.eta)
         if not keep:
             self.pruned[trial_id] = rung
         self._dump()
@@ -186,16 +234,20 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
 
     def debug_string(self) -> str:
         parts = [f"rung {r}: {len(rows)} seen" for r, rows in sorted(self.recorded.items())]
-        return (f"ParetoSuccessiveHalving(eta={self.eta}, objectives="
+        return (f"ParetoSuccessiveHalving(eta={self.eta}{', noise_aware' if self.noise_aware else ''}, objectives="
                 f"{', '.join(f'{mo} {me}' for me, mo in zip(self.metrics, self.modes))}): "
                 f"{'; '.join(parts) or 'no rung reached yet'}; {len(self.pruned)} pruned")
 
     def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_text(json.dumps({"recorded": {str(k): v for k, v in self.recorded.items()},
-                                                     "pruned": self.pruned}), encoding="utf-8")
+        state = {"recorded": {str(k): v for k, v in self.recorded.items()}, "pruned": self.pruned}
+        if self.noise_aware:
+            state["widths"] = {str(k): v for k, v in self.widths.items()}
+        Path(checkpoint_path).write_text(json.dumps(state), encoding="utf-8")
 
     def restore(self, checkpoint_path: str) -> None:
         self.recorded, self.pruned = read_state(Path(checkpoint_path))
+        if self.noise_aware:
+            self.widths = _read_widths(Path(checkpoint_path))
 
 
 def read_state(path: Path) -> tuple[dict[int, dict[str, list[float]]], dict[str, int]]:
@@ -235,6 +287,20 @@ def read_state(path: Path) -> tuple[dict[int, dict[str, list[float]]], dict[str,
             raise bad(f"pruned[{trial!r}]={rung!r}: expected the step it was stopped at")
         pruned[str(trial)] = rung
     return recorded, pruned
+
+
+def _read_widths(path: Path) -> dict[int, dict[str, list[float]]]:
+    """The interval half-widths a noise-aware scheduler mirrored (:func:`read_state` has already
+    checked that the file is valid JSON). A file without them (written with ``noise_aware`` off) or
+    an entry that is not a list of numbers gives no widths: those trials count as points (width 0)."""
+    raw = json.loads(path.read_text(encoding="utf-8")).get("widths", {})
+    out: dict[int, dict[str, list[float]]] = {}
+    for rung, rows in (raw.items() if isinstance(raw, dict) else ()):
+        if str(rung).isdigit() and isinstance(rows, dict):
+            out[int(rung)] = {str(t): [float(x) for x in v] for t, v in rows.items()
+                              if isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                             for x in v)}
+    return out
 
 
 def _pareto_sh(spec: Any, state_path: str | None) -> ParetoSuccessiveHalving:

@@ -49,8 +49,8 @@ def test_replay_is_deterministic_under_a_seed(bench, table):
     first = {r.name: r for r in bench.run_all(table, orders=3, workers=2)}
     second = {r.name: r for r in bench.run_all(table, orders=3, workers=2)}
     asha = {"mo_asha(eta=2)", "mo_asha(eta=3)", "mo_asha_ranked(eta=2)", "mo_asha_ranked(eta=3)"}
-    assert set(first) == {"grid", "random", "pareto_sh(eta=2)", "pareto_sh(eta=3)", "nsga2", "nsga2+pareto_sh(eta=2)",
-                          "tpe", "tpe+pareto_sh(eta=2)"} | (asha if bench.HAVE_SYNE_TUNE else set())
+    assert set(first) == {"grid", "random", "pareto_sh(eta=2)", "pareto_sh(eta=3)", "pareto_sh_noise(eta=2)",
+                          "pareto_sh_noise(eta=3)", "nsga2", "nsga2+pareto_sh(eta=2)", "tpe", "tpe+pareto_sh(eta=2)"} | (asha if bench.HAVE_SYNE_TUNE else set())
     for name, r in first.items():
         np.testing.assert_array_equal(r.fractions, second[name].fractions, err_msg=name)
         np.testing.assert_array_equal(r.spent, second[name].spent, err_msg=name)
@@ -82,6 +82,7 @@ def test_full_grid_reaches_fraction_one_and_matches_a_hand_computation(bench, ta
 
 
 def test_ranked_mo_asha_stops_what_the_asha_rule_stops(bench):
+    pytest.importorskip("syne_tune", reason="syne-tune is the optional bench extra")
     from syne_tune.optimizer.schedulers.asha import Bracket
     from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import NonDominatedPriority
 
@@ -96,3 +97,43 @@ def test_ranked_mo_asha_stops_what_the_asha_rule_stops(bench):
         got[name] = [bracket.on_result(trial_id=i, cur_iter=1, metrics={"a": v, "b": v}) for i, v in enumerate(values)]
     assert got["ranked"] == expected
     assert got["library"] == ["CONTINUE"] * 5  # syne-tune 0.16.0 keeps the 4th of 5 (see _rank_priority)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.95, 0.999])
+def test_lower_bounds_match_a_brute_force_over_every_subset(bench, table, target: float):
+    import itertools
+
+    finals = table.values[:, -1, :] * np.array([1.0, -1.0])
+    high, low = finals.max(0), finals.min(0)
+    ref = high + 0.1 * (high - low)
+    whole = staircase_hv(finals, ref)
+    best = {k: max(staircase_hv(finals[list(sub)], ref) / whole for sub in itertools.combinations(range(6), k))
+            for k in range(1, 7)}
+    runs = min(k for k, f in best.items() if f >= target)
+    got = bench.lower_bounds(table, target=target)
+    assert got.exact and got.runs == runs
+    assert got.best_by_count == pytest.approx([best[k] for k in range(1, len(got.best_by_count) + 1)], rel=1e-12)
+    assert got.skip_all == pytest.approx(runs * 4 / 24)
+    assert got.first_rung == pytest.approx((6 * 1 + runs * 3) / 24)  # every config to step 1, `runs` on to 4
+    assert bench.lower_bounds(table, target=target, max_enumerated=0).runs >= runs  # greedy: never below
+
+
+def test_noise_aware_arm_reads_the_table_intervals(bench, table):
+    import dataclasses
+
+    assert "concept_auc_lo" not in table.result(0, 1)
+    wide = dataclasses.replace(table, bounds=np.stack([table.values - 1.0, table.values + 1.0], axis=-1))
+    assert wide.result(2, 2)["util_sib_hi"] == pytest.approx(table.values[2, 1, 1] + 1.0)
+    tight = dataclasses.replace(table, bounds=np.stack([table.values, table.values], axis=-1))
+    runs = {name: {r.name: r for r in bench.run_all(t, orders=3, workers=2,
+                                                    only=["grid", "pareto_sh(eta=2)", "pareto_sh_noise(eta=2)"])}
+            for name, t in {"wide": wide, "tight": tight}.items()}
+    # Intervals wider than every gap: nothing is dominated beyond noise, so nothing stops (the grid).
+    np.testing.assert_array_equal(runs["wide"]["pareto_sh_noise(eta=2)"].fractions, runs["wide"]["grid"].fractions)
+    np.testing.assert_array_equal(runs["wide"]["pareto_sh_noise(eta=2)"].spent, 1.0)
+    # Zero-width intervals: it stops what is outside the top half AND dominated by a trial in it: less
+    # compute than the grid, and (on these seeded orders) no less than the plain scheduler.
+    noise, plain = runs["tight"]["pareto_sh_noise(eta=2)"], runs["tight"]["pareto_sh(eta=2)"]
+    assert (noise.spent < 1.0).any() and (noise.spent >= plain.spent - 1e-12).all()
+    # The default arm ignores the intervals.
+    np.testing.assert_array_equal(runs["wide"]["pareto_sh(eta=2)"].fractions, plain.fractions)

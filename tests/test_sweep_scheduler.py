@@ -155,3 +155,111 @@ def test_optuna_is_told_pruned_for_early_stopped_trials():
     states = [t.state for t in search._ot_study.trials]
     assert states == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL]
     assert search._ot_study.trials[1].values == [0.1, 0.9]
+
+
+# -- noise_aware=True: stop only what is outside the top 1/eta AND dominated beyond the intervals --
+def _interval_stream(seed: int, n: int = 20):
+    """Results with bootstrap intervals of random width (some results without them), rungs 1-2."""
+    rng = np.random.default_rng(seed)
+    vals = rng.uniform(0, 1, size=(n, 2, 2))  # per trial and rung: (asr, tifa)
+    half = rng.uniform(0, 0.3, size=(n, 2, 2))
+    bare = rng.random((n, 2)) < 0.2
+    for rung in (1, 2):
+        for t in rng.permutation(n):
+            result = {"step": rung, "total_steps": 3, "asr": float(vals[t, rung - 1, 0]),
+                      "tifa": float(vals[t, rung - 1, 1])}
+            if not bare[t, rung - 1]:
+                for k, m in enumerate(("asr", "tifa")):
+                    result[f"{m}_lo"] = float(vals[t, rung - 1, k] - half[t, rung - 1, k])
+                    result[f"{m}_hi"] = float(vals[t, rung - 1, k] + half[t, rung - 1, k])
+            yield f"t{t:02d}", result
+
+
+def _oracle_noise_aware(stream, eta: int) -> str:
+    """The rule by its definition, brute force: intervals as [lo, hi] in the metric's own direction."""
+    seen: dict[int, dict[str, dict]] = {}
+    pruned: set[str] = set()
+    out = []
+    for trial, result in stream:
+        if trial in pruned:
+            out.append("S")
+            continue
+        rows = seen.setdefault(result["step"], {})
+        rows[trial] = result
+        ids = list(rows)
+        pts = minimise([[rows[i]["asr"], rows[i]["tifa"]] for i in ids], [1, -1])
+        ranks, crowd = brute_rank_crowding(pts)
+
+        def ahead(k: int) -> int:
+            return sum(1 for i in range(len(ids))
+                       if ranks[i] < ranks[k] or (ranks[i] == ranks[k] and crowd[i] > crowd[k]))
+
+        def interval(r: dict, m: str) -> tuple[float, float]:  # (worst-case bound, best-case bound) of the interval
+            lo, hi = r.get(f"{m}_lo", r[m]), r.get(f"{m}_hi", r[m])
+            half = (hi - lo) / 2
+            return (r[m] - half, r[m] + half)
+
+        me = ids.index(trial)
+        cut = math.ceil(len(ids) / eta)
+        beaten = False
+        for q in range(len(ids)):
+            if q == me or ahead(q) >= cut:
+                continue
+            a_lo, a_hi = interval(rows[ids[q]], "asr")
+            b_lo, b_hi = interval(result, "asr")
+            u_lo, u_hi = interval(rows[ids[q]], "tifa")
+            v_lo, v_hi = interval(result, "tifa")
+            if a_hi < b_lo and u_lo > v_hi:  # asr: q's whole interval below; tifa (max): above
+                beaten = True
+        keep = ahead(me) < cut or not beaten
+        if not keep:
+            pruned.add(trial)
+        out.append("C" if keep else "S")
+    return "".join(out)
+
+
+@pytest.mark.parametrize("seed,eta", [(0, 2), (1, 2), (3, 3), (4, 3)])
+def test_noise_aware_rung_decisions_match_a_brute_force_definition(seed: int, eta: int):
+    sched = ParetoSuccessiveHalving(metrics=["asr", "tifa"], modes=["min", "max"], rungs=[1, 2], eta=eta,
+                                    noise_aware=True)
+    got = "".join(sched.decide(trial, result)[0] for trial, result in _interval_stream(seed))
+    assert got == _oracle_noise_aware(_interval_stream(seed), eta)
+    plain = ParetoSuccessiveHalving(metrics=["asr", "tifa"], modes=["min", "max"], rungs=[1, 2], eta=eta)
+    base = "".join(plain.decide(trial, result)[0] for trial, result in _interval_stream(seed))
+    # At the first rung (the same results reach it in both) the option only keeps more: every trial it
+    # stops there, the default stops too; over the whole stream it keeps more trials going.
+    assert all(b == "S" for g, b in zip(got[:20], base[:20]) if g == "S")
+    assert got.count("C") > base.count("C")
+
+
+def test_noise_aware_hand_made_rung():
+    sched = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, noise_aware=True)
+    assert sched.decide("a", {"step": 1, "asr": 0.10, "asr_lo": 0.05, "asr_hi": 0.15,
+                              "util": 0.90, "util_lo": 0.85, "util_hi": 0.95}) == "CONTINUE"
+    # Dominated by a, but the asr intervals overlap ([0.12, 0.28] vs [0.05, 0.15]): kept.
+    assert sched.decide("b", {"step": 1, "asr": 0.20, "asr_lo": 0.12, "asr_hi": 0.28,
+                              "util": 0.50, "util_lo": 0.45, "util_hi": 0.55}) == "CONTINUE"
+    # Dominated by a with disjoint intervals in both objectives: stopped.
+    assert sched.decide("c", {"step": 1, "asr": 0.30, "asr_lo": 0.25, "asr_hi": 0.35,
+                              "util": 0.50, "util_lo": 0.45, "util_hi": 0.55}) == "STOP"
+    # No interval (half-width 0), last of 4 (a and b are the top 2): stopped, as 0.4 > 0.10 + 0.05 and
+    # 0.3 < 0.90 - 0.05 put a beyond noise.
+    assert sched.decide("d", {"step": 1, "asr": 0.40, "util": 0.30}) == "STOP"
+    # The default stops b (dominated by a, outside the top 1 of 2).
+    plain = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2)
+    plain.decide("a", {"step": 1, "asr": 0.10, "util": 0.90})
+    assert plain.decide("b", {"step": 1, "asr": 0.20, "util": 0.50}) == "STOP"
+
+
+def test_noise_aware_widths_survive_a_new_scheduler(tmp_path):
+    path = tmp_path / "state.json"
+    kw = dict(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path, noise_aware=True)
+    a = ParetoSuccessiveHalving(**kw)
+    assert a.decide("t1", {"step": 1, "asr": 0.1, "asr_lo": 0.0, "asr_hi": 0.4,
+                           "util": 0.9, "util_lo": 0.8, "util_hi": 1.0}) == "CONTINUE"
+    b = ParetoSuccessiveHalving(**kw)
+    # 0.3 is within t1's asr interval only if its width was kept (0.1 + 0.2 + 0 > 0.3 - 0 is False => overlap).
+    assert b.decide("t2", {"step": 1, "asr": 0.3, "util": 0.5}) == "CONTINUE"
+    c = ParetoSuccessiveHalving(**{**kw, "noise_aware": False, "state_path": tmp_path / "other.json"})
+    c.decide("t1", {"step": 1, "asr": 0.1, "util": 0.9})
+    assert c.decide("t2", {"step": 1, "asr": 0.3, "util": 0.5}) == "STOP"
