@@ -82,7 +82,6 @@ def test_full_grid_reaches_fraction_one_and_matches_a_hand_computation(bench, ta
 
 
 def test_ranked_mo_asha_stops_what_the_asha_rule_stops(bench):
-    pytest.importorskip("syne_tune", reason="syne-tune is the optional bench extra")
     from syne_tune.optimizer.schedulers.asha import Bracket
     from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import NonDominatedPriority
 
