@@ -10,31 +10,22 @@ moocore was the ranking library before analysis.dominance; it stays the hypervol
 from __future__ import annotations
 
 import argparse
-import time
 
 import moocore
 import numpy as np
 
 from analysis import dominance
-
-
-def _best(fn, repeat: int):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+from timing import best_of
 
 
 def _row(pts: np.ndarray, repeat: int) -> None:
-    t_np, ours = _best(lambda: dominance.nondominated_ranks(pts), repeat)
-    t_mc, theirs = _best(lambda: np.asarray(moocore.pareto_rank(pts)), repeat)
+    t_np, ours = best_of(lambda: dominance.nondominated_ranks(pts), repeat)
+    t_mc, theirs = best_of(lambda: np.asarray(moocore.pareto_rank(pts)), repeat)
     same = bool(np.array_equal(ours, theirs))
     print(f"k={pts.shape[1]} n={len(pts):>9,}: ranks numpy {t_np:8.3f} s, moocore {t_mc:8.3f} s, "
           f"ratio {t_np / max(t_mc, 1e-9):6.1f}x, fronts {int(ours.max()) + 1:>5}, same ranks: {same}")
-    t_np, ours = _best(lambda: dominance.front_mask(pts), repeat)
-    t_mc, theirs = _best(lambda: np.asarray(moocore.is_nondominated(pts, keep_weakly=True)), repeat)
+    t_np, ours = best_of(lambda: dominance.front_mask(pts), repeat)
+    t_mc, theirs = best_of(lambda: np.asarray(moocore.is_nondominated(pts, keep_weakly=True)), repeat)
     print(f"{'':15}front only: numpy {t_np:8.3f} s, moocore {t_mc:8.3f} s, ratio {t_np / max(t_mc, 1e-9):6.1f}x, "
           f"front {int(ours.sum()):>5}, same front: {bool(np.array_equal(ours, theirs))}")
 
@@ -52,7 +43,7 @@ def main() -> None:
     front = rng.random((2_000, 3))
     front = front[dominance.nondominated_ranks(front) == 0]
     ref = np.ones(3)
-    t, hv = _best(lambda: dominance.hypervolume(front, ref), args.repeat)
+    t, hv = best_of(lambda: dominance.hypervolume(front, ref), args.repeat)
     print(f"hypervolume of a {len(front)}-point 3-D front: {t:.4f} s ({hv:.6f}, "
           f"moocore {moocore.hypervolume(front, ref=ref):.6f})")
 

@@ -12,18 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import duckdb
-
-
-def _best(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+from timing import best_of
 
 
 def _table(con: duckdb.DuckDBPyConnection, name: str, n: int) -> None:
@@ -57,7 +48,7 @@ def main() -> None:
     times = {}
     for n in args.sizes:
         _table(con, "pts", n)
-        t, (front, hv) = _best(lambda: front_and_hv("pts"), args.repeat)
+        t, (front, hv) = best_of(lambda: front_and_hv("pts"), args.repeat)
         times[n] = t
         print(f"front + hypervolume, {n:>11,} rows: {t:7.3f} s  (front {len(front)} points, hv {hv:.6f})")
     sizes = sorted(times)
@@ -67,14 +58,14 @@ def main() -> None:
     n = sizes[0]
     con.sql(f"CREATE OR REPLACE TABLE worst AS SELECT 't' || i AS trial_id, x AS asr, x AS tifa "
             f"FROM (SELECT i, random() AS x FROM range({n}) r(i))")
-    t_worst, (front, _) = _best(lambda: front_and_hv("worst"), 1)
+    t_worst, (front, _) = best_of(lambda: front_and_hv("worst"), 1)
     print(f"worst case, {n:,} rows all on the front (tifa = asr): {t_worst:.3f} s "
           f"(ratio to uniform: {t_worst / times[n]:.1f}x; includes returning {len(front):,} front rows)")
 
     q = args.quadratic
     _table(con, "small", q)
-    t_win, (front, _) = _best(lambda: front_and_hv("small"), args.repeat)
-    t_ne, ne = _best(lambda: con.sql(NOT_EXISTS.format(t="small")).df(), 1)
+    t_win, (front, _) = best_of(lambda: front_and_hv("small"), args.repeat)
+    t_ne, ne = best_of(lambda: con.sql(NOT_EXISTS.format(t="small")).df(), 1)
     assert set(ne["trial_id"]) == set(front["trial_id"]), "window and NOT EXISTS fronts differ"
     print(f"{q:,} rows: window front + hv {t_win:.4f} s, NOT EXISTS front {t_ne:.4f} s, "
           f"ratio NOT EXISTS / window = {t_ne / t_win:.1f}x (same {len(front)} points)")
