@@ -33,10 +33,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# transformers/diffusers then import) and timm, neither used here; we never import open_clip.
 	$(PIP) install -q -c constraints.txt --no-deps "open-clip-torch>=3.0"
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
-	# syne-tune for its MO-ASHA halving rule, which tests/test_search_replay.py checks; --no-deps: those
-	# pieces import only numpy/pandas (its xgboost/statsmodels/NCCL are for other schedulers; the full
-	# replay bench installs them with `pip install -e .[bench]`).
-	$(PIP) install -q -c constraints.txt --no-deps "syne-tune==0.16.0"
+	# syne-tune for its MO-ASHA (tests/test_search_replay.py replays it); --no-deps: MO-ASHA needs only
+	# dill beyond what is here (its xgboost/statsmodels/NCCL serve other schedulers; `pip install -e
+	# .[bench]` brings them all), so pip may warn that xgboost is missing.
+	$(PIP) install -q -c constraints.txt --no-deps "syne-tune==0.16.0" "dill>=0.3"
 	$(BIN)/sage doctor
 	touch $@
 
