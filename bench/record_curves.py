@@ -16,6 +16,10 @@ Run (46 min on the shared 2-core CPU, one torch thread; bench/data/README.md):
     OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py
 Time one configuration first (writes nothing under bench/data):
     OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --only 1 --out /tmp/curves-trial.parquet
+On several cores, one process per core, each recording every N-th configuration, then one table:
+    for k in 0 1; do OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --shard $k/2 \
+        --out /tmp/part$k.parquet & done; wait
+    .venv/bin/python bench/record_curves.py --merge /tmp/part0.parquet /tmp/part1.parquet
 """
 
 from __future__ import annotations
@@ -52,12 +56,14 @@ GRID: dict[str, tuple] = {
     "lambda_lsa": (0.0, 0.1, 0.5),
     "lr": (5e-5, 1e-4),
 }
-DEFAULT_EVAL_AT = "3,6,12,24"
-# The quickstart rung evaluation (calibration 500 prompts, bootstrap intervals), lighter where it
-# costs most on one shared CPU thread: 6 of the 50 minimal-pair groups per TIFA category (264
-# prompts), 64 prompts per attack set, 64 geometry prompts (about 450 prompts per evaluation).
-TEXT_EVAL = {"util_groups": 6, "attack_samples": 64}
-DIAG_SAMPLES = 64
+# 96 steps (between the quickstart spec's 60 and the preset's 200), a doubling ladder of evaluations:
+# the rungs a real sweep would use (the spec's rungs sit at 1/3 and 2/3; these at 1/8, 1/4, 1/2).
+DEFAULT_EVAL_AT = "6,12,24,48,96"
+# The quickstart preset's own rung evaluation (calibration 500 prompts, 96 prompts per attack set,
+# 10 minimal-pair groups per TIFA category, bootstrap intervals) and the quickstart spec's 128
+# geometry prompts: what a real sweep on this encoder reports at each rung.
+TEXT_EVAL: dict = {}
+DIAG_SAMPLES = 128
 
 
 def grid_configs() -> list[dict]:
@@ -181,6 +187,44 @@ def read_rows(path: Path) -> tuple[list[dict], dict]:
     return table.to_pylist(), meta
 
 
+def merge_tables(parts: list[Path], out: Path) -> int:
+    """One table from shard tables recorded with the same settings (each config from one shard)."""
+    rows: list[dict] = []
+    metas = []
+    for part in parts:
+        part_rows, meta = read_rows(part)
+        rows.extend(part_rows)
+        metas.append(meta)
+    settings = [json.dumps({k: v for k, v in m.get("settings", {}).items() if k != "shard"}, sort_keys=True)
+                for m in metas]
+    if len(set(settings)) != 1:
+        print(f"error: {', '.join(map(str, parts))} were recorded with different settings", file=sys.stderr)
+        return 2
+    keys = [(r["config_id"], r["step"]) for r in rows]
+    if len(keys) != len(set(keys)):
+        print("error: the parts share configurations; merge disjoint shards", file=sys.stderr)
+        return 2
+    meta = dict(metas[0])
+    meta["settings"] = {k: v for k, v in meta["settings"].items() if k != "shard"}
+    meta["shards"] = [{k: m.get(k) for k in ("command", "commit", "started_utc", "finished_utc", "load_at_start",
+                                             "load_at_end", "configs_recorded")} for m in metas]
+    meta["command"] = " && ".join(m.get("command", "?") for m in metas)
+    meta["configs_recorded"] = len({r["config_id"] for r in rows})
+    write_table(rows, out, meta)
+    print(f"merged {len(parts)} parts: {len(rows)} rows ({meta['configs_recorded']} configurations) into {out}")
+    return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N, e.g. 0/2") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 0 <= K < N")
+    return k, n
+
+
 def _steps_list(text: str) -> list[int]:
     try:
         values = sorted({int(x) for x in text.split(",") if x.strip()})
@@ -198,13 +242,19 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"steps to evaluate at; the last is the run length (default {DEFAULT_EVAL_AT})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", type=int, default=None, help="record only the first N configurations (timing)")
+    p.add_argument("--shard", type=_shard, default=(0, 1),
+                   help="K/N: record only the configurations whose id is K modulo N (one process per core)")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PART",
+                   help="write one table to --out from shard tables, then stop")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sage-sweeps")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge_tables(args.merge, args.out)
     steps = args.eval_at[-1]
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     configs = grid_configs()[: args.only]
     settings = {"eval_at": args.eval_at, "seed": args.seed, "grid": GRID, "preset": "quickstart",
-                "diag_samples": DIAG_SAMPLES, "text_eval": TEXT_EVAL}
+                "diag_samples": DIAG_SAMPLES, "text_eval": TEXT_EVAL, "shard": list(args.shard)}
     rows: list[dict] = []
     if args.out.is_file():
         rows, old = read_rows(args.out)
@@ -223,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["evaluator"] = evaluator.describe()
     print(f"text evaluator ready in {time.perf_counter() - t_all:.0f} s", flush=True)
     for cid, params in enumerate(configs):
-        if cid in done:
+        if cid in done or cid % args.shard[1] != args.shard[0]:
             continue
         print(f"config {cid + 1}/{len(configs)}: {params}", flush=True)
         rows.extend(record_one(cid, params, evaluator=evaluator, steps=steps, eval_at=set(args.eval_at),
