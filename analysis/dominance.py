@@ -4,7 +4,8 @@ Every function here works on minimisation vectors ``[n, k]``. :func:`objective_s
 objective's direction from the metric registry (:mod:`analysis.metrics`) and :func:`minimised`
 turns metric values into ``sign * value`` first, as Optuna does; a missing or NaN value becomes
 ``+inf``, the worst. Point ``p`` is dominated iff some ``q`` has ``q_j <= p_j`` for every ``j``
-and ``q_j < p_j`` for one: equal points do not dominate each other, so duplicates share a rank.
+and ``q_j < p_j`` for one: equal points do not dominate each other, so duplicates share a rank,
+and a crowding distance (nothing can tell them apart, so no order between them may be invented).
 
 The scheduler's rung decisions, the image stage's survivors, ``sage sweep status``, ``sage
 pareto`` and the report all rank with these functions (``analysis.pareto`` adds the SQL and
@@ -163,8 +164,23 @@ def crowding_distance(points: Any) -> np.ndarray:
     For each objective, sort the front; the two ends get ``inf``; an inner point gets
     ``(x_next - x_prev) / (x_max - x_min)``; the distance is the sum over objectives (an
     objective with no finite positive span adds nothing). Fronts of one or two rows: all ``inf``.
+    Equal rows are one point: the distance is computed over the distinct rows and each copy gets
+    its point's (a stable sort would otherwise rank twins by their row order, e.g. arrival order at
+    a scheduler's rung, when their reports are identical).
     """
     pts = _check(points)
+    if len(pts) < 2:
+        return _crowding_distinct(pts)
+    uniq, inverse = _unique_rows(pts)
+    first = np.full(len(uniq), len(pts))
+    np.minimum.at(first, inverse, np.arange(len(pts)))
+    order = np.argsort(first)  # distinct rows in order of first appearance: ties in one objective
+    rank = np.empty_like(order)  # break as they did before copies were merged
+    rank[order] = np.arange(len(order))
+    return _crowding_distinct(uniq[order])[rank[inverse]]
+
+
+def _crowding_distinct(pts: np.ndarray) -> np.ndarray:
     n, k = pts.shape
     if n <= 2:
         return np.full(n, math.inf)

@@ -47,7 +47,15 @@ def brute_ranks(vals: np.ndarray, signs) -> np.ndarray:
 def brute_crowding(front: np.ndarray) -> list[float]:
     """NSGA-II crowding distance within one front (minimised rows), by plain loops: per objective,
     the rows in stable value order; the ends get inf, an inner row (next - prev) / (max - min)
-    when that span is finite and positive. Fronts of one or two rows: all inf."""
+    when that span is finite and positive. Fronts of one or two rows: all inf. Equal rows are one
+    point: the loops run over the distinct rows and every copy gets its point's distance."""
+    distinct: list[tuple] = []
+    for row in front:
+        if tuple(row) not in distinct:
+            distinct.append(tuple(row))
+    if len(distinct) < len(front):
+        dist_of = dict(zip(distinct, brute_crowding(np.asarray(distinct, dtype=float))))
+        return [dist_of[tuple(row)] for row in front]
     n = len(front)
     if n <= 2:
         return [math.inf] * n

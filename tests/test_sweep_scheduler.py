@@ -37,6 +37,20 @@ def test_keeps_top_fraction_with_ties_to_the_trial_being_decided():
     assert keeps_at_rung(np.array([[0.1, 0.1]]), 0, eta=3)
 
 
+def test_twins_at_a_rung_are_ties_whatever_their_arrival_order():
+    # Configurations that differ only in a regularizer that has not acted yet report identical
+    # objectives (the recorded MiniLM curves: four lambda_esp values per group at step 6). Nothing
+    # tells them apart, so they get one crowding distance and the same decision in either order.
+    pts = np.array([[0.0, 1.0], [0.5, 0.5], [0.5, 0.5], [1.0, 0.0]])
+    assert crowding_distance(pts).tolist() == [math.inf, 2.0, 2.0, math.inf]
+    assert crowding_distance(pts[[0, 1, 3, 2]]).tolist() == [math.inf, 2.0, math.inf, 2.0]
+    assert crowding_distance(np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])).tolist() == [math.inf] * 3
+    # twins at the end of one objective: a stable sort gave the first copy 0 and the second inf
+    rung = np.array([[0.75, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    assert strictly_ahead(rung, 2) == strictly_ahead(rung, 3) == 2
+    assert keeps_at_rung(rung, 2, eta=2) == keeps_at_rung(rung, 3, eta=2)
+
+
 def test_state_survives_a_new_scheduler(tmp_path):
     path = tmp_path / "state.json"
     a = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
