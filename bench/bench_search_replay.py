@@ -12,8 +12,8 @@ spends n_configs x T). Every method runs over ``--orders`` seeded arrival orders
   pareto_sh       our ParetoSuccessiveHalving (sweeps/pareto_scheduler.py), driven through Tune's
                   TrialScheduler calls (on_trial_add, choose_trial_to_run, on_trial_result ->
                   CONTINUE/STOP, on_trial_complete with the last result), rungs = every
-                  evaluation but the last, over the grid in the seeded order
-  mo_asha         syne-tune's MOASHA (the real class), grace period = the first evaluation,
+                  evaluation but the last (or --rungs), over the grid in the seeded order
+  mo_asha         syne-tune's MOASHA (the real class), grace period = the first rung,
                   reduction factor eta, same order and reports, called as syne-tune's Tuner calls it
   mo_asha_ranked  the same with its within-rung ranking repaired (see _rank_priority)
   nsga2, tpe      real Optuna samplers (ask/tell, asynchronous with the same workers), each trial
@@ -333,7 +333,8 @@ class SyneTuneScheduled(Method):
     """Trials in ``order``, stopped by syne-tune's MOASHA as syne-tune's Tuner calls it: every result
     -> on_trial_result; STOP -> on_trial_remove; a trial that ends without a STOP -> on_trial_complete."""
 
-    def __init__(self, table: CurveTable, order: list[int], *, eta: int, seed: int, ranked: bool = False):
+    def __init__(self, table: CurveTable, order: list[int], *, eta: int, seed: int, ranked: bool = False,
+                 grace: int | None = None):
         from syne_tune.backend.trial_status import Trial
         from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
 
@@ -342,7 +343,7 @@ class SyneTuneScheduled(Method):
         self.signs = dominance.objective_signs(list(table.objectives))
         self.names = [f"{m}_minimised" for m in table.objectives]  # MOASHA minimises every metric
         self.sched = MOASHA(config_space={}, metrics=self.names, do_minimize=True, time_attr="step",
-                            max_t=table.total, grace_period=table.steps[0], reduction_factor=eta, random_seed=seed,
+                            max_t=table.total, grace_period=grace or table.steps[0], reduction_factor=eta, random_seed=seed,
                             multiobjective_priority=_rank_priority() if ranked else None)
         self.trials: dict[str, Any] = {}
         self.stopped: set[str] = set()
@@ -427,24 +428,30 @@ def optuna_sampler(kind: str, *, seed: int, n: int) -> Any:
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, n // 2)))
 
 
-def our_scheduler(table: CurveTable, *, eta: int, noise_aware: bool = False) -> Any:
+def our_scheduler(table: CurveTable, *, eta: int, noise_aware: bool = False,
+                  rungs: tuple[int, ...] | None = None) -> Any:
     from sweeps.pareto_scheduler import ParetoSuccessiveHalving
 
     return ParetoSuccessiveHalving(metrics=list(table.objectives),
                                    modes=["min" if direction(m) == "minimize" else "max" for m in table.objectives],
-                                   rungs=list(table.steps[:-1]), eta=eta, noise_aware=noise_aware)
+                                   rungs=list(rungs or table.steps[:-1]), eta=eta, noise_aware=noise_aware)
 
 
-def methods(table: CurveTable, *, etas: tuple[int, ...] = (2, 3)) -> dict[str, Callable[[int], Method]]:
+def methods(table: CurveTable, *, etas: tuple[int, ...] = (2, 3),
+            rungs: tuple[int, ...] | None = None) -> dict[str, Callable[[int], Method]]:
     """Name -> factory(seed). The seed picks the arrival order (or the sampler's seed). Our scheduler
-    and MO-ASHA run at every ``eta``; the samplers with our pruning at the first."""
+    and MO-ASHA run at every ``eta``; the samplers with our pruning at the first. ``rungs``: the
+    steps where our scheduler decides (default: every evaluation but the last); MO-ASHA's grace
+    period is the first of them."""
     n = len(table.params)
+    grace = rungs[0] if rungs else None
 
     def order(seed: int) -> list[int]:
         return [int(i) for i in np.random.default_rng(seed).permutation(n)]
 
     def pruned(inner: Method, eta: int, noise_aware: bool = False) -> Method:
-        return TuneScheduled(inner, our_scheduler(table, eta=eta, noise_aware=noise_aware), total=table.total)
+        return TuneScheduled(inner, our_scheduler(table, eta=eta, noise_aware=noise_aware, rungs=rungs),
+                             total=table.total)
 
     def sampler(kind: str, seed: int) -> Method:
         return OptunaAsk(table, optuna_sampler(kind, seed=seed, n=n))
@@ -455,9 +462,9 @@ def methods(table: CurveTable, *, etas: tuple[int, ...] = (2, 3)) -> dict[str, C
         out[f"pareto_sh_noise(eta={eta})"] = lambda s, eta=eta: pruned(Grid(order(s)), eta, True)
         if not HAVE_SYNE_TUNE:
             continue
-        out[f"mo_asha(eta={eta})"] = lambda s, eta=eta: SyneTuneScheduled(table, order(s), eta=eta, seed=s)
+        out[f"mo_asha(eta={eta})"] = lambda s, eta=eta: SyneTuneScheduled(table, order(s), eta=eta, seed=s, grace=grace)
         out[f"mo_asha_ranked(eta={eta})"] = lambda s, eta=eta: SyneTuneScheduled(table, order(s), eta=eta, seed=s,
-                                                                                  ranked=True)
+                                                                                  ranked=True, grace=grace)
     for kind in ("nsga2", "tpe"):
         out[kind] = lambda s, kind=kind: sampler(kind, s)
         out[f"{kind}+pareto_sh(eta={etas[0]})"] = lambda s, kind=kind: pruned(sampler(kind, s), etas[0])
@@ -472,11 +479,12 @@ class MethodResult:
 
 
 def run_all(table: CurveTable, *, orders: int, workers: int, etas: tuple[int, ...] = (2, 3),
-            budgets: tuple[float, ...] = BUDGETS, only: list[str] | None = None) -> Iterator[MethodResult]:
+            budgets: tuple[float, ...] = BUDGETS, only: list[str] | None = None,
+            rungs: tuple[int, ...] | None = None) -> Iterator[MethodResult]:
     """Every method (or those named in ``only``) over seeds ``0 .. orders-1``."""
     scorer = Scorer(table)
     grid_steps = float(len(table.params) * table.total)
-    for name, make in methods(table, etas=etas).items():
+    for name, make in methods(table, etas=etas, rungs=rungs).items():
         if only and name not in only:
             continue
         traces = [replay(table, make(seed), workers=workers, cap=grid_steps) for seed in range(orders)]
@@ -537,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "data" / "search_replay.json")
     p.add_argument("--only", default="", help="comma-separated method names to run (default: all; "
                                                 "the target lines need pareto_sh and mo_asha)")
+    p.add_argument("--rungs", default="", help="comma-separated steps where our scheduler decides (recorded "
+                                                 "evaluation steps before the last; default: all of them); "
+                                                 "MO-ASHA's grace period is the first")
     p.add_argument("--objectives", default=",".join(OBJECTIVES),
                    help=f"two recorded metrics with a min/max direction in the registry (default {','.join(OBJECTIVES)})")
     args = p.parse_args(argv)
@@ -557,13 +568,21 @@ def main(argv: list[str] | None = None) -> int:
     except SageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        rungs = tuple(sorted({int(x) for x in args.rungs.split(",") if x.strip()})) or None
+    except ValueError:
+        rungs = ()
+    if rungs is not None and (not rungs or not set(rungs) <= set(table.steps[:-1])):
+        print(f"error: --rungs={args.rungs!r}: expected recorded evaluation steps before the last, from "
+              f"{list(table.steps[:-1])}", file=sys.stderr)
+        return 2
     scorer = Scorer(table)
     n, total = len(table.params), table.total
     print(f"objectives: {', '.join(f'{direction(m)} {m}' for m in objectives)}")
     print(f"table {args.table.name}: {n} configurations x evaluations at steps {list(table.steps)}; "
           f"grid compute {n * total} trial-steps; grid hypervolume {scorer.grid_hv:.6g} "
           f"(ref {', '.join(f'{m}={v:.4f}' for m, v in zip(table.objectives, scorer.ref))}); "
-          f"{args.orders} orders, {args.workers} workers")
+          f"{args.orders} orders, {args.workers} workers; rungs {list(rungs or table.steps[:-1])}")
     bounds = lower_bounds(table)
     how = "exact, by enumeration of the front" if bounds.exact else "greedy"
     print(f"lower bounds (oracle that knows the table; {how}"
@@ -578,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
           + f"{'spent':>10}")
     results = []
     only = [m.strip() for m in args.only.split(",") if m.strip()] or None
-    for r in run_all(table, orders=args.orders, workers=args.workers, only=only):
+    for r in run_all(table, orders=args.orders, workers=args.workers, only=only, rungs=rungs):
         results.append(r)
         print(summary(r, BUDGETS, shown), flush=True)
     by = {r.name: r for r in results}
@@ -606,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(order, budget) pairs where ours >= it: {paired:.0%}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"table": args.table.name, "objectives": list(objectives), "orders": args.orders, "workers": args.workers,
+                                     "rungs": list(rungs or table.steps[:-1]),
                                      "budgets": list(BUDGETS), "grid_hv": scorer.grid_hv, "ref": list(scorer.ref),
                                      "lower_bounds": {"target": bounds.target,
                                                       "best_by_count": list(bounds.best_by_count),

@@ -215,6 +215,32 @@ def merge_tables(parts: list[Path], out: Path) -> int:
     return 0
 
 
+def run_jobs(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--jobs N``: N shard processes of this script side by side, then :func:`merge_tables`."""
+    rest, skip = [], False
+    for a in argv:  # the same arguments without --jobs/--out (each shard gets its own part file)
+        if skip:
+            skip = False
+            continue
+        if a in ("--jobs", "--out"):
+            skip = True
+            continue
+        if not a.startswith(("--jobs=", "--out=")):
+            rest.append(a)
+    parts = [args.out.with_name(f"{args.out.name}.part{k}") for k in range(args.jobs)]
+    procs = [subprocess.Popen([sys.executable, __file__, *rest, "--shard", f"{k}/{args.jobs}", "--out", str(part)])
+             for k, part in enumerate(parts)]
+    codes = [proc.wait() for proc in procs]
+    if any(codes):
+        print(f"error: shard exit codes {codes}; rerun the same command to resume", file=sys.stderr)
+        return 1
+    code = merge_tables(parts, args.out)
+    if code == 0:
+        for part in parts:
+            part.unlink()
+    return code
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in text.split("/"))
@@ -246,15 +272,25 @@ def main(argv: list[str] | None = None) -> int:
                    help="K/N: record only the configurations whose id is K modulo N (one process per core)")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PART",
                    help="write one table to --out from shard tables, then stop")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes to run side by side (one per core; each takes every N-th configuration), then "
+                        "one table")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sage-sweeps")
     args = p.parse_args(argv)
     if args.merge:
         return merge_tables(args.merge, args.out)
+    if args.jobs < 1 or (args.jobs > 1 and args.shard != (0, 1)):
+        print(f"error: --jobs={args.jobs}: expected >= 1, and not with --shard", file=sys.stderr)
+        return 2
+    if args.jobs > 1:
+        return run_jobs(args, argv if argv is not None else sys.argv[1:])
     steps = args.eval_at[-1]
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     configs = grid_configs()[: args.only]
     settings = {"eval_at": args.eval_at, "seed": args.seed, "grid": GRID, "preset": "quickstart",
-                "diag_samples": DIAG_SAMPLES, "text_eval": TEXT_EVAL, "shard": list(args.shard)}
+                "diag_samples": DIAG_SAMPLES, "text_eval": TEXT_EVAL}
+    if args.shard != (0, 1):  # a merged table drops it, so it compares equal to an unsharded recording
+        settings["shard"] = list(args.shard)
     rows: list[dict] = []
     if args.out.is_file():
         rows, old = read_rows(args.out)
