@@ -19,8 +19,9 @@ objective and better in one, however much their intervals overlap. What that imp
 - trials whose intervals overlap are ordered by noise in the prompt sample (another
   ``sample_seed`` could swap them); with ``eta`` = 2 a trial whose interval overlaps a survivor's
   can be pruned, so a pruned trial is "not ahead at this rung", not "shown worse";
-- ties are not special: equal estimates do not dominate each other, and crowding distance then
-  prefers the ends of a front;
+- equal estimates do not dominate each other and share one crowding distance, so trials that
+  report identical values at a rung (configurations whose only difference has not acted yet) get
+  the same decision whatever their arrival order; crowding distance prefers the ends of a front;
 - the image stage ranks survivors the same way, so ``sage sweep status``, ``sage pareto`` and
   the report print each objective as ``value [lo, hi]``: read a front whose members' intervals
   overlap as one group, not as an order. Use a larger ``text_eval`` sample (or ``eta`` closer to
