@@ -2,9 +2,9 @@
 
 Every configuration of the grid below trains with the real DeepSpeed trainer (``sage_core.Trainer``,
 quickstart preset: MiniLM at 32 tokens, batch 16) and is evaluated by the real text evaluator
-(``sage_core.evaluation.TextEvaluator``, the quickstart rung settings) every ``--every`` steps up to
-``--steps``. Every numeric metric of every evaluation (objectives, diagnostics, their ``_lo``/``_hi``
-intervals, the training losses) becomes one row of a Parquet table keyed by (config_id, step); the
+(``sage_core.evaluation.TextEvaluator``, the quickstart rung settings) at the steps of ``--eval-at``
+(the last is the run length). Every numeric metric of every evaluation (objectives, diagnostics,
+their ``_lo``/``_hi`` intervals, the training losses) becomes one row of a Parquet table keyed by (config_id, step); the
 file's metadata says how it was made (command, commit, machine, time, threads, load).
 
 All configurations share one cache folder, so the base embeddings, codebook and the evaluator's base
@@ -12,14 +12,13 @@ data are built once (by the first configuration) and read by the others. The tab
 after each configuration, and a rerun with the same arguments skips the configurations already in it,
 so an interrupted recording resumes where it stopped.
 
-Run (46 min on the shared 2-core CPU, one torch thread; bench/data/README.md):
-    OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py
+Run (31 min on the 2-core CPU with --jobs 2, one torch thread per process; bench/data/README.md):
+    OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --jobs 2 [--seed 1 --out PATH]
 Time one configuration first (writes nothing under bench/data):
     OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --only 1 --out /tmp/curves-trial.parquet
-On several cores, one process per core, each recording every N-th configuration, then one table:
-    for k in 0 1; do OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --shard $k/2 \
-        --out /tmp/part$k.parquet & done; wait
-    .venv/bin/python bench/record_curves.py --merge /tmp/part0.parquet /tmp/part1.parquet
+``--jobs N`` runs N processes side by side, each recording every N-th configuration (``--shard K/N``
+into ``<out>.partK``, each resumable), then merges them into ``--out`` (``--merge PART...`` does
+only that step).
 """
 
 from __future__ import annotations
