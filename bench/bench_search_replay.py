@@ -568,10 +568,12 @@ def main(argv: list[str] | None = None) -> int:
     except SageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        rungs = tuple(sorted({int(x) for x in args.rungs.split(",") if x.strip()})) or None
-    except ValueError:
-        rungs = ()
+    rungs: tuple[int, ...] | None = None
+    if args.rungs.strip():
+        try:
+            rungs = tuple(sorted({int(x) for x in args.rungs.split(",") if x.strip()}))
+        except ValueError:
+            rungs = ()
     if rungs is not None and (not rungs or not set(rungs) <= set(table.steps[:-1])):
         print(f"error: --rungs={args.rungs!r}: expected recorded evaluation steps before the last, from "
               f"{list(table.steps[:-1])}", file=sys.stderr)

@@ -203,36 +203,52 @@ def merge_tables(parts: list[Path], out: Path) -> int:
     if len(keys) != len(set(keys)):
         print("error: the parts share configurations; merge disjoint shards", file=sys.stderr)
         return 2
-    meta = dict(metas[0])
-    meta["settings"] = {k: v for k, v in meta["settings"].items() if k != "shard"}
-    meta["shards"] = [{k: m.get(k) for k in ("command", "commit", "started_utc", "finished_utc", "load_at_start",
-                                             "load_at_end", "configs_recorded")} for m in metas]
-    meta["command"] = " && ".join(m.get("command", "?") for m in metas)
-    meta["configs_recorded"] = len({r["config_id"] for r in rows})
+    first = min(metas, key=lambda m: m.get("started_utc", ""))
+    last = max(metas, key=lambda m: m.get("finished_utc", ""))
+    meta = {**metas[0], "settings": json.loads(settings[0]),
+            "started_utc": first.get("started_utc"), "load_at_start": first.get("load_at_start"),
+            "finished_utc": last.get("finished_utc"), "load_at_end": last.get("load_at_end"),
+            "command": " && ".join(m.get("command", "?") for m in metas),
+            "configs_recorded": len({r["config_id"] for r in rows}),
+            "shards": [{k: m.get(k) for k in ("command", "commit", "started_utc", "finished_utc", "load_at_start",
+                                              "load_at_end", "configs_recorded")} for m in metas]}
     write_table(rows, out, meta)
     print(f"merged {len(parts)} parts: {len(rows)} rows ({meta['configs_recorded']} configurations) into {out}")
     return 0
 
 
-def run_jobs(args: argparse.Namespace, argv: list[str]) -> int:
-    """``--jobs N``: N shard processes of this script side by side, then :func:`merge_tables`."""
-    rest, skip = [], False
-    for a in argv:  # the same arguments without --jobs/--out (each shard gets its own part file)
-        if skip:
-            skip = False
-            continue
-        if a in ("--jobs", "--out"):
-            skip = True
-            continue
-        if not a.startswith(("--jobs=", "--out=")):
-            rest.append(a)
-    parts = [args.out.with_name(f"{args.out.name}.part{k}") for k in range(args.jobs)]
-    procs = [subprocess.Popen([sys.executable, __file__, *rest, "--shard", f"{k}/{args.jobs}", "--out", str(part)])
-             for k, part in enumerate(parts)]
-    codes = [proc.wait() for proc in procs]
+def shard_commands(args: argparse.Namespace, *, jobs: int) -> list[tuple[list[str], Path]]:
+    """The command line and part file of each of ``jobs`` shard processes, from the parsed arguments."""
+    common = ["--eval-at", ",".join(map(str, args.eval_at)), "--seed", str(args.seed),
+              "--cache-dir", str(args.cache_dir)] + (["--only", str(args.only)] if args.only is not None else [])
+    out = []
+    for k in range(jobs):
+        part = args.out.with_name(f"{args.out.name}.part{k}")
+        out.append(([sys.executable, __file__, *common, "--shard", f"{k}/{jobs}", "--out", str(part)], part))
+    return out
+
+
+def run_jobs(args: argparse.Namespace, *, n_configs: int) -> int:
+    """``--jobs N``: N shard processes of this script side by side (at most one per configuration),
+    then :func:`merge_tables`. A rerun resumes each shard from its part file."""
+    if args.out.exists():
+        print(f"error: --out={args.out} exists; --jobs writes a new table (move it away, or rerun without "
+              "--jobs to resume it in one process)", file=sys.stderr)
+        return 2
+    shards = shard_commands(args, jobs=min(args.jobs, n_configs))
+    procs: list[subprocess.Popen] = []
+    try:
+        procs = [subprocess.Popen(cmd) for cmd, _ in shards]
+        codes = [proc.wait() for proc in procs]
+    finally:  # interrupted: take the shards down too (their part files keep what they finished)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
     if any(codes):
         print(f"error: shard exit codes {codes}; rerun the same command to resume", file=sys.stderr)
         return 1
+    parts = [part for _, part in shards]
     code = merge_tables(parts, args.out)
     if code == 0:
         for part in parts:
@@ -261,7 +277,7 @@ def _steps_list(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--eval-at", type=_steps_list, default=_steps_list(DEFAULT_EVAL_AT),
                    help=f"steps to evaluate at; the last is the run length (default {DEFAULT_EVAL_AT})")
@@ -282,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs={args.jobs}: expected >= 1, and not with --shard", file=sys.stderr)
         return 2
     if args.jobs > 1:
-        return run_jobs(args, argv if argv is not None else sys.argv[1:])
+        return run_jobs(args, n_configs=len(grid_configs()[: args.only]))
     steps = args.eval_at[-1]
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     configs = grid_configs()[: args.only]

@@ -58,3 +58,22 @@ def test_overlapping_or_mismatched_shards_are_refused(rec, tmp_path, capsys):
     assert rec.merge_tables([a, c], out) == 2
     assert "different settings" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_shard_commands_carry_the_parsed_settings_and_refuse_an_existing_table(rec, tmp_path, capsys):
+    import argparse
+
+    out = tmp_path / "curves.parquet"
+    args = argparse.Namespace(eval_at=[6, 12, 24], seed=1, cache_dir=tmp_path / "cache", only=3, out=out, jobs=2)
+    shards = rec.shard_commands(args, jobs=2)
+    assert [part.name for _, part in shards] == ["curves.parquet.part0", "curves.parquet.part1"]
+    for k, (cmd, part) in enumerate(shards):
+        flags = dict(zip(cmd[2::2], cmd[3::2]))
+        assert flags == {"--eval-at": "6,12,24", "--seed": "1", "--cache-dir": str(tmp_path / "cache"),
+                         "--only": "3", "--shard": f"{k}/2", "--out": str(part)}
+    out.write_bytes(b"an earlier table")
+    assert rec.run_jobs(args, n_configs=3) == 2
+    assert "exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier table"
+    with pytest.raises(SystemExit):  # no abbreviations: --job is not --jobs
+        rec.main(["--job", "2", "--out", str(tmp_path / "x.parquet")])

@@ -45,10 +45,12 @@ def test_twins_at_a_rung_are_ties_whatever_their_arrival_order():
     assert crowding_distance(pts).tolist() == [math.inf, 2.0, 2.0, math.inf]
     assert crowding_distance(pts[[0, 1, 3, 2]]).tolist() == [math.inf, 2.0, math.inf, 2.0]
     assert crowding_distance(np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])).tolist() == [math.inf] * 3
-    # twins at the end of one objective: a stable sort gave the first copy 0 and the second inf
-    rung = np.array([[0.75, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
-    assert strictly_ahead(rung, 2) == strictly_ahead(rung, 3) == 2
-    assert keeps_at_rung(rung, 2, eta=2) == keeps_at_rung(rung, 3, eta=2)
+    # inner twins whose neighbours sit at different gaps: a stable sort gave the first copy
+    # 0.75 and the second 1.25, so one was strictly ahead of the other
+    rung = np.array([[0.0, 1.0], [0.25, 0.5], [0.25, 0.5], [1.0, 0.0]])
+    assert crowding_distance(rung).tolist() == [math.inf, 2.0, 2.0, math.inf]
+    assert strictly_ahead(rung, 1) == strictly_ahead(rung, 2) == 2
+    assert keeps_at_rung(rung, 1, eta=3) == keeps_at_rung(rung, 2, eta=3)
 
 
 def test_state_survives_a_new_scheduler(tmp_path):
