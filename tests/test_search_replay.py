@@ -136,3 +136,23 @@ def test_noise_aware_arm_reads_the_table_intervals(bench, table):
     assert (noise.spent < 1.0).any() and (noise.spent >= plain.spent - 1e-12).all()
     # The default arm ignores the intervals.
     np.testing.assert_array_equal(runs["wide"]["pareto_sh(eta=2)"].fractions, plain.fractions)
+
+
+@pytest.mark.parametrize("eta", [2, 3])
+def test_synchronous_halving_keeps_the_nsga2_top_of_each_rung(bench, table, eta: int):
+    import math
+
+    from tests.pareto_oracle import brute_rank_crowding
+
+    finished, spent = bench.synchronous_halving(table, rungs=(1, 2), eta=eta)
+    alive, cost, prev = list(range(6)), 0, 0
+    for r in (1, 2):  # by the definition, with the brute-force ranks and crowding
+        cost += len(alive) * (r - prev)
+        prev = r
+        vals = table.values[alive, table.steps.index(r)] * np.array([1.0, -1.0])  # concept_auc min, util_sib max
+        ranks, crowd = brute_rank_crowding(vals)
+        alive = [alive[i] for i in sorted(range(len(alive)), key=lambda i: (ranks[i], -crowd[i], alive[i]))]
+        alive = alive[: math.ceil(len(alive) / eta)]
+    cost += len(alive) * (4 - prev)
+    assert finished == alive and len(finished) == math.ceil(math.ceil(6 / eta) / eta)
+    assert spent == pytest.approx(cost / 24)
