@@ -597,13 +597,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --rungs={args.rungs!r}: expected recorded evaluation steps before the last, from "
               f"{list(table.steps[:-1])}", file=sys.stderr)
         return 2
+    rungs = rungs or tuple(table.steps[:-1])
     scorer = Scorer(table)
     n, total = len(table.params), table.total
     print(f"objectives: {', '.join(f'{direction(m)} {m}' for m in objectives)}")
     print(f"table {args.table.name}: {n} configurations x evaluations at steps {list(table.steps)}; "
           f"grid compute {n * total} trial-steps; grid hypervolume {scorer.grid_hv:.6g} "
           f"(ref {', '.join(f'{m}={v:.4f}' for m, v in zip(table.objectives, scorer.ref))}); "
-          f"{args.orders} orders, {args.workers} workers; rungs {list(rungs or table.steps[:-1])}")
+          f"{args.orders} orders, {args.workers} workers; rungs {list(rungs)}")
     bounds = lower_bounds(table)
     how = "exact, by enumeration of the front" if bounds.exact else "greedy"
     print(f"lower bounds (oracle that knows the table; {how}"
@@ -614,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
           f"compute if configurations may be skipped; {bounds.first_rung:.1%} if every configuration runs to the "
           f"first evaluation (step {table.steps[0]})")
     for eta in (2, 3):
-        finished, spent = synchronous_halving(table, rungs=rungs or table.steps[:-1], eta=eta)
+        finished, spent = synchronous_halving(table, rungs=rungs, eta=eta)
         print(f"synchronous halving (all configurations at a rung before deciding; eta={eta}): HV/grid "
               f"{scorer.fraction(finished):.3f} at {spent:.1%} compute ({len(finished)} finish)")
     shown = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0)
@@ -650,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(order, budget) pairs where ours >= it: {paired:.0%}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"table": args.table.name, "objectives": list(objectives), "orders": args.orders, "workers": args.workers,
-                                     "rungs": list(rungs or table.steps[:-1]),
+                                     "rungs": list(rungs),
                                      "budgets": list(BUDGETS), "grid_hv": scorer.grid_hv, "ref": list(scorer.ref),
                                      "lower_bounds": {"target": bounds.target,
                                                       "best_by_count": list(bounds.best_by_count),

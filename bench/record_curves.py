@@ -4,8 +4,9 @@ Every configuration of the grid below trains with the real DeepSpeed trainer (``
 quickstart preset: MiniLM at 32 tokens, batch 16) and is evaluated by the real text evaluator
 (``sage_core.evaluation.TextEvaluator``, the quickstart rung settings) at the steps of ``--eval-at``
 (the last is the run length). Every numeric metric of every evaluation (objectives, diagnostics,
-their ``_lo``/``_hi`` intervals, the training losses) becomes one row of a Parquet table keyed by (config_id, step); the
-file's metadata says how it was made (command, commit, machine, time, threads, load).
+their ``_lo``/``_hi`` intervals, the training losses) becomes one row of a Parquet table keyed by
+(config_id, step); the file's metadata says how it was made (command, commit, machine, time,
+threads, load).
 
 All configurations share one cache folder, so the base embeddings, codebook and the evaluator's base
 data are built once (by the first configuration) and read by the others. The table is rewritten
