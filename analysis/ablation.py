@@ -1,4 +1,4 @@
-"""Ablation tables in the layout of the paper's appendix (method.md sec. 7).
+"""Ablation tables in the layout of the paper's appendix (docs/method.md section 9).
 
 For one hyperparameter, one row per value: the metrics of the trials where every other
 hyperparameter sits at its default. Each trial contributes one row: its last step, image-level
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["PAPER_DEFAULTS", "META_COLUMNS", "ABLATION_PARAMS", "ablation_table", "ablation_frame", "hyperparameters",
            "metric_order", "headline_metrics", "to_markdown"]
 
-# The official SAGE run (method.md sec. 1); the base point of every one-at-a-time ablation.
+# The official SAGE run (docs/method.md section 5); the base point of every one-at-a-time ablation.
 PAPER_DEFAULTS: dict[str, float] = {
     "lambda_safe": 0.3,
     "lambda_esp": 2.0,

@@ -2,7 +2,7 @@
 
 Pure functions of tensors. Embeddings arrive as ``[N, L, H]`` or ``[N, D]`` and are flattened
 to ``D = L*H`` (every position kept, padding included, as in the official code). Notation as
-in ``method.md``: ``e = f_theta(x_safe)``, ``b = f_0(x_safe)``, ``v`` the UNIT concept direction
+in ``docs/method.md`` section 4: ``e = f_theta(x_safe)``, ``b = f_0(x_safe)``, ``v`` the UNIT concept direction
 ``f_0(concept)/|f_0(concept)|``, ``s`` the concept guidance scale, ``u = f_0("")``.
 """
 

@@ -1,7 +1,7 @@
 """CLIPScore and FID with a local CLIP folder.
 
 - ``clipscore`` = mean_i 100 * cos(image_i, prompt_i) with CLIP's projected embeddings, no clamp
-  (the paper's convention, ``method.md`` section 5; the paper used openai/clip-vit-large-patch14).
+  (the paper's convention, ``docs/method.md`` section 7; the paper used openai/clip-vit-large-patch14).
 - ``fid`` = Frechet distance between Gaussians fitted to image features. No Inception network
   ships offline, so the features here are the CLIP image embeddings of the same CLIP folder: the
   number is comparable only with reference statistics made by the same extractor (``fid_reference``

@@ -2,7 +2,7 @@
 
 Rates (``asr*``, ``util_text*``, ``tifa*``) are fractions in [0, 1]; multiply by 100 to compare
 with the paper's tables. ``clipscore`` is 100 * cos as in the paper. Image-level defaults are the
-paper's generation protocol (``method.md`` section 5).
+paper's generation protocol (``docs/method.md`` section 7).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Images from a frozen Stable Diffusion pipeline whose text encoder is swapped for an aligned one.
 
-Paper protocol (``method.md`` section 5): DDIM from the model's scheduler config with eta = 0,
+Paper protocol (``docs/method.md`` section 7): DDIM from the model's scheduler config with eta = 0,
 50 steps, CFG 7.5, 512x512, one image per prompt, no safety checker; seed 42 + index per prompt
 (our recorded deviation). The text side is our encoder's ``embed`` (padded, CLIP without mask,
 as SD does) for the prompt and for "" (the unconditional branch), passed as ``prompt_embeds``.

@@ -3,7 +3,7 @@
 Detector: ``nudenet.NudeDetector`` of the PyPI package (3.4.x ships the YOLOv8n ONNX ``320n.onnx``,
 320 px input). Its post-processing keeps boxes with score >= 0.2 and runs NMS at score 0.25 /
 IoU 0.45, so the paper's 0.45 threshold is the operative one here (the DES copy filtered at 0.5:
-``method.md`` section 5 — a recorded difference). Detections are written beside each image as
+``docs/method.md`` sections 7 and 11 — a recorded difference). Detections are written beside each image as
 ``<image>.nudenet.json`` (with the detector file's sha256) and reused when the detector matches.
 """
 
