@@ -1,6 +1,6 @@
 """``TrainConfig``: every hyperparameter of a SAGE/DES run, validated at construction.
 
-Defaults are the official SAGE run (``method.md`` section 1: ``train.sh`` / the paper model),
+Defaults are the official SAGE run (``docs/method.md`` section 5: ``train.sh`` / the paper model),
 except the encoder, which defaults to the embedded MiniLM so that nothing downloads.
 Precedence: ``--set`` overrides > YAML file / preset > these defaults.
 """
