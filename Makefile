@@ -12,13 +12,14 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: env demo test test-fast bench gpu-check clean help
+.PHONY: env demo test test-fast bench gpu-check cli-docs clean help
 
 help:
 	@echo "make demo   create the environment, run the quickstart sweep, print the Pareto front, write a plot"
 	@echo "make test   create the environment and run the whole test suite (what CI runs)"
 	@echo "make bench  run the benchmarks in bench/ (prints ratios; see bench/RESULTS.md)"
 	@echo "make gpu-check  one GPU, < 8 min: paper-scale step, image generation, NudeNet, shared-GPU sweep (tiny on CPU)"
+	@echo "make cli-docs   regenerate docs/cli.md from the --help of every sage command"
 
 env: $(STAMP)
 
@@ -57,6 +58,10 @@ bench: env
 # the same parts at tiny size on CPU.
 gpu-check: env
 	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
+
+# docs/cli.md is generated from --help; tests/test_docs.py fails when it is stale.
+cli-docs: env
+	$(BIN)/python -m sweeps.cli.reference --write docs/cli.md
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache

@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import typer
 
+from analysis.ablation import PAPER_DEFAULTS
+
 RESULTS_HELP = (
     "Results dataset: its root (holding sweep_id=... folders), a sweep folder that contains "
     "results/, or a URI such as s3://bucket/prefix. Example: runs/demo"
@@ -20,6 +22,22 @@ RESULTS_HELP = (
 SKIP_BAD_HELP = ("Skip bad Parquet files (corrupt, foreign, wrong column types, links out of the store; each "
                  "is named in a warning) instead of failing.")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+ABLATION_HELP = f"""Print the appendix-style ablation table of one hyperparameter: one row per value, the
+objectives (the sweep's, read from its spec.yaml when RESULTS is a sweep folder) and the paper's
+geometry diagnostics, as value [95% interval] where the rows carry one.
+
+The other hyperparameters are held at the sweep's own base configuration: the values its
+schema.json records (in a quickstart sweep, the quickstart preset's local_k=10, not the paper's
+15). A hyperparameter that takes one value in every trial is never used to filter; it is named
+under the table when that value is not the base one. Results written before sweeps recorded
+schema.json are held at the official SAGE run instead
+({", ".join(f"{name}={value:g}" for name, value in PAPER_DEFAULTS.items())}). --default overrides
+either.
+
+\b
+Example: sage ablation runs/demo --param lambda_esp --format md
+Example: sage ablation runs/ablation-components-cpu --param variant --all-columns
+"""
 
 
 @contextmanager
@@ -168,9 +186,8 @@ def ablation(
     param: str = typer.Option(..., "--param", help="Hyperparameter to vary. Example: --param lambda_esp"),
     fmt: str = typer.Option("md", "--format", help="md (Markdown table) or csv. Example: --format csv"),
     default: list[str] = typer.Option(
-        [], "--default", help="Override a default the other hyperparameters must sit at (paper: lambda_safe=0.3, "
-        "lambda_esp=2, lambda_lsa=0.1, local_k=15, alpha=1, concept_guidance_scale=205). Repeatable. "
-        "Example: --default local_k=10"
+        [], "--default", help="Hold another hyperparameter at NAME=VALUE instead of at the sweep's base "
+        "configuration (see above). Repeatable. Example: --default local_k=10"
     ),
     all_columns: bool = typer.Option(
         False, "--all-columns", help="Every metric column of the store, after the objectives and the geometry "
@@ -178,13 +195,7 @@ def ablation(
     ),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
-    """Print the appendix-style ablation table of one hyperparameter (others at their defaults): the
-    objectives (the sweep's, read from its spec.yaml when RESULTS is a sweep folder) and the paper's
-    geometry diagnostics, as value [95% interval] where the rows carry one.
-
-    Example: sage ablation runs/demo --param lambda_esp --format md
-    Example: sage ablation runs/ablation-components-cpu --param variant --all-columns
-    """
+    """``sage ablation``; what the user reads is ABLATION_HELP."""
     import analysis
     from analysis.errors import QueryError
 
@@ -284,6 +295,6 @@ def report(
 
 def register(app: typer.Typer) -> None:
     app.command("pareto")(pareto)
-    app.command("ablation")(ablation)
+    app.command("ablation", help=ABLATION_HELP)(ablation)
     app.command("sql")(sql)
     app.command("report")(report)

@@ -20,6 +20,7 @@ the UNet reads; attack_auc, asr_text_selfcal, and the old asr_text), graded util
 category (util_sib: do minimal-pair differences keep direction and length; util_mrr retrieval;
 fidelity_abs; the old util_text), spread ratio, Jaccard@K, distance distortion, each overall
 figure with a 95% bootstrap interval. `sage metrics` explains every column.
+
 --fidelity image (GPU; needs --set sd_model=FOLDER): asr per attack set with NudeNet, and
 tifa / clipscore / fid when their inputs are set (tifa_questions + vqa_model, clip_model,
 fid_reference). Images are cached, so a second run is free.
@@ -29,12 +30,10 @@ under OUT (Parquet; one row per checkpoint and fidelity).
 
 Examples:
 
+\b
   sage eval runs/q/checkpoints/step_000200
-
   sage eval runs/q/checkpoints/step_000200 --attack ringabell=data/ringabell.csv --set attack_samples=null
-
   sage eval ckpt/ --fidelity image --set sd_model=/models/sd-v1-4 --set clip_model=/models/clip-l14
-
   sage eval --calibrate ckptA ckptB ckptC --set sd_model=/models/sd-v1-4
 """
 

@@ -7,10 +7,14 @@ from typing import Optional
 
 import typer
 
+from analysis.metrics import Fidelity
+
+FIDELITIES = typing.get_args(Fidelity)  # the registry's own list: the help can never miss one
+
 
 def metrics(
     fidelity: Optional[str] = typer.Option(
-        None, "--fidelity", help="Only text, geometry, image, train, robust or proximal metrics. Example: --fidelity robust"),
+        None, "--fidelity", help=f"Only the metrics of one fidelity: {', '.join(FIDELITIES)}. Example: --fidelity robust"),
     objectives: bool = typer.Option(False, "--objectives", help="Only the graded metrics a sweep may rank by."),
 ) -> None:
     """List every metric the store can hold: direction, fidelity, range and meaning.

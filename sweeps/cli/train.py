@@ -18,10 +18,9 @@ Precedence: --set > --config/--preset > TrainConfig defaults (the official SAGE 
 
 Examples:
 
+\b
   sage train
-
   sage train --preset paper --set encoder=/models/sd-v1-4 --out runs/paper
-
   sage train --config my.yaml --set lambda_esp=1.0 --set local_k=10
 
 Writes OUT/checkpoints/step_NNNNNN/ (text_encoder/ + tokenizer/ loadable with
