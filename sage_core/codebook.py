@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from .cache import build_once, cache_key, cached_embeddings
 from .encoders import TextEncoder
 from .losses import flat
+from .precision import widen
 
 __all__ = ["BaseData", "codebook_search", "build_base_data"]
 
@@ -51,10 +52,10 @@ def codebook_search(unsafe: torch.Tensor, safe: torch.Tensor, *, chunk: int = 51
 
     Returns (nearest, farthest) safe indices for each unsafe row.
     """
-    s = F.normalize(flat(safe).float(), dim=1)
+    s = F.normalize(widen(flat(safe)), dim=1)
     nearest, farthest = [], []
     for i in range(0, unsafe.shape[0], chunk):
-        q = F.normalize(flat(unsafe[i:i + chunk]).float(), dim=1)
+        q = F.normalize(widen(flat(unsafe[i:i + chunk])), dim=1)
         sim = q @ s.T
         nearest.append(sim.argmax(dim=1))
         farthest.append(sim.argmin(dim=1))

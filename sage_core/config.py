@@ -79,8 +79,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     # --- engine ----------------------------------------------------------------------------
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto = bf16 on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16", "fp64"] = Field(
+        "auto", description="auto = bf16 on GPU, fp32 on CPU; fp64 = a float64 reference run (slow)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # --- bookkeeping -----------------------------------------------------------------------
     checkpoint_every: int | None = Field(None, ge=1, description="steps; default once per epoch")

@@ -19,6 +19,7 @@ import torch
 
 from .clip_init import SD14_INIT
 from .errors import ModelError
+from .precision import widen
 
 __all__ = ["TextEncoder", "EncoderModule", "load_encoder", "resolve_encoder_path", "weights_fingerprint",
            "EMBEDDED_ENCODER"]
@@ -113,7 +114,7 @@ class TextEncoder:
     @torch.no_grad()
     def embed(self, prompts: Sequence[str], *, batch_size: int = 256, progress: bool = False,
               desc: str = "embedding") -> torch.Tensor:
-        """Embeddings ``[N, L, H]`` (float32, CPU) without gradients, in batches."""
+        """Embeddings ``[N, L, H]`` (float32, or float64 for an fp64 encoder; CPU) without gradients, in batches."""
         tokens = self.tokenize(prompts)
         return self.embed_tokens(tokens, batch_size=batch_size, progress=progress, desc=desc)
 
@@ -129,8 +130,8 @@ class TextEncoder:
             from tqdm.auto import tqdm
             chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
         dev = self.device
-        outs = [mod(tokens["input_ids"][i:i + batch_size].to(dev),
-                    tokens["attention_mask"][i:i + batch_size].to(dev)).float().cpu() for i in chunks]
+        outs = [widen(mod(tokens["input_ids"][i:i + batch_size].to(dev),
+                    tokens["attention_mask"][i:i + batch_size].to(dev))).cpu() for i in chunks]
         self.model.train(was_training)
         return torch.cat(outs) if outs else torch.empty(0, self.max_length, self.hidden_size)
 

@@ -17,14 +17,15 @@ import torch
 
 from .distributed import all_gather_rows, split_tokens
 from .losses import LossWeights, sage_loss
+from .precision import widen
 
 __all__ = ["forward", "backward_full_batch"]
 
 
 def forward(engine, tokens: dict[str, torch.Tensor], *, autocast: bool) -> torch.Tensor:
-    """Token embeddings in fp32 (bf16 forwards under autocast when ``autocast``)."""
+    """Token embeddings in fp32 (bf16 forwards under autocast when ``autocast``; fp64 for an fp64 encoder)."""
     with torch.autocast(device_type=engine.device.type, dtype=torch.bfloat16, enabled=autocast):
-        return engine(tokens["input_ids"], tokens["attention_mask"]).float()
+        return widen(engine(tokens["input_ids"], tokens["attention_mask"]))
 
 
 def backward_full_batch(engine, batch: dict[str, Any], *, v: torch.Tensor, u: torch.Tensor, w: LossWeights,

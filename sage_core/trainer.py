@@ -42,6 +42,7 @@ from .encoders import TextEncoder, load_encoder
 from .errors import ConfigError, NonFiniteLossError, StorageError
 from .exact_step import backward_full_batch
 from .losses import LossWeights, unsafe_targets
+from .precision import uses_autocast, weights_dtype
 from .run_log import RunLog
 from .version import code_version
 
@@ -93,7 +94,7 @@ class TrainerCallback:
 
 
 def _base_encoder(cfg: TrainConfig, device: torch.device | str = "cpu") -> TextEncoder:
-    return load_encoder(cfg.encoder, max_length=cfg.max_length, device=device)
+    return load_encoder(cfg.encoder, max_length=cfg.max_length, device=device, dtype=weights_dtype(cfg.precision))
 
 
 def _load_training_prompts(cfg: TrainConfig) -> tuple[list[str], list[str]]:
@@ -230,7 +231,7 @@ class Trainer:
                               f"this run's {self.plan.total} steps")
         lead = self._rank == 0
         device = resolve_device(cfg)
-        self._autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+        self._autocast = uses_autocast(cfg.precision, device)
         torch.manual_seed(cfg.seed)
         base_enc = _base_encoder(cfg, device)
         base = _base_data(cfg, base_enc, progress=self.progress)

@@ -161,6 +161,7 @@ def _pinned_frame(seed: int, k: int) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed", sorted(PINNED_ANALYSIS))
 def test_fronts_ranks_and_hypervolumes_stay_as_recorded(seed: int) -> None:
     k = 3 if seed == 22 else 2

@@ -14,6 +14,8 @@ from sweeps.image_stage import final_text_rows, select_survivors
 from sweeps.status import current_front
 from tests.pareto_oracle import brute_rank_crowding, minimise
 
+pytestmark = pytest.mark.numerics
+
 METRICS, MODES = ["asr_text", "util_text"], ["min", "max"]
 
 # seed -> ([(trial, step, rank, crowding)] of the 8 survivors, status front). One deliberate change

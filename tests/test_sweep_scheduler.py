@@ -104,6 +104,7 @@ def _oracle_decisions(seed: int, eta: int) -> str:
     return "".join(out)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("seed,eta", sorted(PINNED_DECISIONS))
 def test_rung_decisions_stay_as_recorded_and_match_the_definition(seed: int, eta: int):
     sched = ParetoSuccessiveHalving(metrics=["asr", "tifa"], modes=["min", "max"], rungs=[1, 2, 3], eta=eta)

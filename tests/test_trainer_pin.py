@@ -1,10 +1,21 @@
-"""The trainer's outputs pinned to values recorded from the code before it was split into stages.
+"""The trainer's outputs pinned to a float64 reference run, and the fp32 run checked against it.
 
-``tests/pins/trainer_pin.json`` was written by ``record()`` below on the single-function trainer
-(commit 70a09fa): per-step losses, evaluation metrics, which checkpoints stay on disk, the log, the
-weight updates, and the batch plan (or the refusal) for a grid of batch shapes. The staged trainer
-must reproduce them. Regenerate only when a behaviour change is intended:
-``.venv/bin/python -c "from tests.test_trainer_pin import record; record()"``.
+``tests/pins/trainer_pin.json`` holds, per scenario: per-step losses, evaluation metrics, which
+checkpoints stay on disk, the log, the weight updates; and the batch plan (or the refusal) for a
+grid of batch shapes. The runs were first recorded from the single-function trainer (commit 70a09fa)
+and the staged trainer reproduced them; they are now recorded with ``precision='fp64'`` on the
+tiny CLIP of ``tests/tiny_models.py``, whose weights are drawn from numpy's portable stream.
+
+Why float64: an fp32 run is not a number the mathematics fixes. Another CPU, kernel path or thread
+count sums in another order, AdamW turns rounding-level gradients into lr-sized steps, and the
+differences compound (one AVX-512 machine disagreed with an fp32 pin by 1.4e-4 in a loss). In float64
+the same scenarios agree to 1e-13 across kernel paths and thread counts (measured: AVX2 with 1 thread
+vs ``ATEN_CPU_CAPABILITY=default`` with 2), so the pin holds at 1e-9 on any machine. ``make test``
+runs this module a second time under the other kernel path (the ``numerics`` marker).
+
+Regenerate only when a behaviour change is intended:
+``.venv/bin/python -c "from tests.test_trainer_pin import record; record()"``. The plans are the
+old trainer's decisions, kept as recorded (that code is gone; ``plan_batches`` must reproduce them).
 """
 
 from __future__ import annotations
@@ -20,6 +31,8 @@ import pytest
 from tests import conftest  # noqa: F401 - record() under the thread settings pytest runs with
 
 PIN = Path(__file__).parent / "pins" / "trainer_pin.json"
+
+pytestmark = pytest.mark.numerics
 
 #: name -> (TrainConfig overrides on the tiny setup, evaluate?, stop at this eval step or None)
 SCENARIOS: dict[str, tuple[dict, bool, int | None]] = {
@@ -45,13 +58,13 @@ def _tiny_setup(root: Path) -> tuple[Path, dict[str, str]]:
     return clip, data
 
 
-def _config(clip: Path, data: dict[str, str], cache: Path, overrides: dict):
+def _config(clip: Path, data: dict[str, str], cache: Path, overrides: dict, precision: str):
     from sage_core.config import load_config
     from tests.conftest import TINY_TEXT_EVAL
 
     values = dict(encoder=str(clip), max_length=16, batch_size=8, local_k=3, lr=1e-3, epochs=1, max_steps=4,
                   eval_every=2, diag_samples=16, diag_k=4, concept_guidance_scale=None, concept_guidance_ratio=0.8,
-                  cache_dir=str(cache), text_eval=TINY_TEXT_EVAL, seed=5, **data)
+                  cache_dir=str(cache), text_eval=TINY_TEXT_EVAL, seed=5, precision=precision, **data)
     values.update(overrides)
     return load_config(overrides=values)
 
@@ -68,8 +81,8 @@ def _update_stats(ckpt: Path, clip: Path) -> dict[str, list[float]]:
             for k in sorted(w)}
 
 
-def observe(name: str, root: Path, clip: Path, data: dict[str, str]) -> dict:
-    """Run one scenario and return everything the pin compares."""
+def observe(name: str, root: Path, clip: Path, data: dict[str, str], *, precision: str = "fp64") -> dict:
+    """Run one scenario and return everything the pin compares (JSON types)."""
     from sage_core.checkpoint import list_checkpoints, read_meta
     from sage_core.trainer import Trainer, TrainerCallback
 
@@ -91,16 +104,17 @@ def observe(name: str, root: Path, clip: Path, data: dict[str, str]) -> dict:
         def on_checkpoint(self, path, step):
             self.ckpts.append([path.name, step])
 
-    cfg = _config(clip, data, root / "cache", overrides)
+    cfg = _config(clip, data, root / "cache", overrides, precision)
     rec = Record()
-    out = root / name
+    out = root / f"{name}-{precision}"
     res = Trainer(cfg, out_dir=out, callbacks=[rec], progress=False, evaluate=evaluate).fit()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text(encoding="utf-8").splitlines()]
-    return {"steps": rec.steps, "evals": rec.evals, "on_checkpoint": rec.ckpts, "log": log,
-            "result": {"step": res.step, "stopped_early": res.stopped_early, "metrics": res.metrics,
-                       "final_checkpoint": res.final_checkpoint.name, "scale": res.concept_guidance_scale},
-            "kept": [[p.name, read_meta(p)["step"], read_meta(p)["epoch"]] for p in list_checkpoints(out)],
-            "final_update": _update_stats(res.final_checkpoint, clip)}
+    return json.loads(json.dumps({
+        "steps": rec.steps, "evals": rec.evals, "on_checkpoint": rec.ckpts, "log": log,
+        "result": {"step": res.step, "stopped_early": res.stopped_early, "metrics": res.metrics,
+                   "final_checkpoint": res.final_checkpoint.name, "scale": res.concept_guidance_scale},
+        "kept": [[p.name, read_meta(p)["step"], read_meta(p)["epoch"]] for p in list_checkpoints(out)],
+        "final_update": _update_stats(res.final_checkpoint, clip)}))
 
 
 #: Batch shapes for the plan pin: (pairs, batch_size, micro_batch_size, workers, max_steps, regularizers)
@@ -120,54 +134,72 @@ def plan_config(*, batch: int, micro: int | None, max_steps: int | None, regular
                                   "epochs": 2, **_REGULARIZERS[regularizers]})
 
 
-def _old_plan(pairs: int, batch: int, micro: int | None, world: int, max_steps: int | None, reg: str) -> list:
-    """The plan as the single-function trainer made it: ``_plan`` then ``_micro_plan``."""
-    from sage_core.errors import ConfigError
-    from sage_core.trainer import Trainer
+def record(path: Path = PIN) -> dict:
+    """Run every scenario in float64 and write the pin to ``path`` (see the module docstring).
 
-    trainer = Trainer(plan_config(batch=batch, micro=micro, max_steps=max_steps, regularizers=reg), out_dir="unused")
-    try:
-        per_epoch, total = trainer._plan(pairs)
-        micro_size, accumulation = trainer._micro_plan(pairs, world, reaches_last_batch=total >= per_epoch)
-    except ConfigError as e:
-        return ["error", str(e)]
-    return ["ok", per_epoch, total, micro_size, accumulation]
-
-
-def record() -> None:
-    """Write the pin from the code as it is now (see the module docstring)."""
+    The plans section is carried over from ``PIN`` unchanged. Returns what was written.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip, data = _tiny_setup(root)
         runs = {name: observe(name, root, clip, data) for name in SCENARIOS}
-    plans = [[list(case), _old_plan(*case)] for case in PLAN_GRID]
-    PIN.parent.mkdir(exist_ok=True)
+    plans = json.loads(PIN.read_text(encoding="utf-8"))["plans"]
+    path.parent.mkdir(parents=True, exist_ok=True)
     lines = ",\n  ".join(json.dumps(p) for p in plans)  # one line per case: readable diffs
-    PIN.write_text(f'{{"plans": [\n  {lines}\n ],\n "runs": {json.dumps(runs, sort_keys=True)}\n}}\n',
-                   encoding="utf-8")
+    path.write_text(f'{{"plans": [\n  {lines}\n ],\n "runs": {json.dumps(runs, sort_keys=True)}\n}}\n',
+                    encoding="utf-8")
+    return {"plans": plans, "runs": runs}
 
 
 # --------------------------------------------------------------------------------------------------
-#: Rank statistics of a 32-d model's neighbours: one-ulp changes (thread count, CPU) reorder near-ties.
+#: Rank statistics of the tiny model's neighbourhoods. Its full-sequence embeddings of the 16
+#: template prompts are nearly parallel, so the k-NN sets sit on near-ties that even float64
+#: rounding reorders: J@4 read 0.28 and 0.90 on two kernel paths whose losses agreed to 1e-13.
+#: Only their range is checked here; tests/test_diagnostics.py checks them on real geometry.
 _RANKING = re.compile(r"\.(jaccard\w*|distortion_spearman)$")
 
+#: The key bias of an attention layer has a true gradient of exactly zero (it adds the same q.b to
+#: every key logit of a query, which the softmax cancels), so its update is rounding noise that
+#: AdamW scales up; its value is not a property of the method. What the maths says is checked: it
+#: stays negligible in float64 (measured ~1e-11 summed over the tensor; an lr-sized step is ~1e-2).
+_ZERO_GRADIENT = re.compile(r"self_attn\.k_proj\.bias$")
 
-def _assert_close(got, want, path: str = "") -> None:
-    """Same structure; floats within float32 noise of the recorded ones (the run is deterministic)."""
+
+def _assert_close(got, want, *, rel: float, abs_: float, path: str = "") -> None:
+    """Same structure and discrete values; floats within ``rel``/``abs_`` (ranking statistics in [0, 1])."""
     if isinstance(want, dict):
         assert sorted(got) == sorted(want), path
         for k in want:
-            _assert_close(got[k], want[k], f"{path}.{k}")
+            _assert_close(got[k], want[k], rel=rel, abs_=abs_, path=f"{path}.{k}")
     elif isinstance(want, list):
         assert len(got) == len(want), path
         for i, (g, w) in enumerate(zip(got, want)):
-            _assert_close(g, w, f"{path}[{i}]")
+            _assert_close(g, w, rel=rel, abs_=abs_, path=f"{path}[{i}]")
     elif isinstance(want, float) and _RANKING.search(path):
-        assert isinstance(got, float), path  # counts over near-ties: float noise flips them
+        assert isinstance(got, float) and -1.0 - 1e-9 <= got <= 1.0 + 1e-9, path
     elif isinstance(want, float):
-        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), path
+        assert got == pytest.approx(want, rel=rel, abs=abs_), path
     else:
         assert got == want, path
+
+
+def _assert_updates(got: dict, want: dict, *, rel: float, zero_gradient_bound: float | None = 1e-6) -> None:
+    """Per weight tensor: |update| summed within ``rel`` and the signed sum within ``rel`` of it;
+    tensors with a zero true gradient below ``zero_gradient_bound`` (None: not compared)."""
+    assert sorted(got) == sorted(want)
+    for k, (total, magnitude) in want.items():
+        if _ZERO_GRADIENT.search(k):
+            if zero_gradient_bound is not None:
+                assert got[k][1] < zero_gradient_bound and magnitude < zero_gradient_bound, (k, got[k], magnitude)
+            continue
+        assert got[k][1] == pytest.approx(magnitude, rel=rel), k
+        assert abs(got[k][0] - total) <= rel * magnitude, k
+
+
+def _assert_same_run(got: dict, want: dict, *, rel: float, abs_: float) -> None:
+    _assert_close({k: v for k, v in got.items() if k != "final_update"},
+                  {k: v for k, v in want.items() if k != "final_update"}, rel=rel, abs_=abs_)
+    _assert_updates(got["final_update"], want["final_update"], rel=rel)
 
 
 @pytest.fixture(scope="module")
@@ -176,23 +208,45 @@ def pinned() -> dict:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pin")
-    return root, *_tiny_setup(root)
+def recorded(tmp_path_factory) -> tuple[dict, dict]:
+    """The regeneration path run into a temporary file: (what record() returned, the file it wrote)."""
+    path = tmp_path_factory.mktemp("repin") / "trainer_pin.json"
+    return record(path), json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_record_writes_a_pin_in_the_committed_format(recorded, pinned):
+    returned, written = recorded
+    assert written == returned  # the file holds what the runs produced, nothing lost in formatting
+    assert written["plans"] == pinned["plans"] and sorted(written["runs"]) == sorted(SCENARIOS)
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_training_reproduces_the_recorded_run(name, pinned, setup):
-    root, clip, data = setup
-    got = json.loads(json.dumps(observe(name, root, clip, data)))
-    want = pinned["runs"][name]
-    update = got.pop("final_update")
-    _assert_close(got, {k: v for k, v in want.items() if k != "final_update"})
-    # Weight updates: each tensor's summed update within 1e-4 of its summed magnitude.
-    assert sorted(update) == sorted(want["final_update"])
-    for k, (total, magnitude) in want["final_update"].items():
-        assert update[k][1] == pytest.approx(magnitude, rel=1e-4), k
-        assert abs(update[k][0] - total) <= 1e-4 * magnitude + 1e-9, k
+def test_fp64_training_reproduces_the_pinned_run(name, recorded, pinned):
+    # float64 rounding is 1e-16; the scenarios' losses, metrics and updates agreed to 1e-13 across
+    # kernel paths and thread counts. 1e-9 leaves four orders of margin and still fails on any
+    # change to the method (those move losses at 1e-3 or more). abs 1e-12 covers terms that are
+    # exactly zero (loss_sp before the first update: 1e-16 either way).
+    _assert_same_run(recorded[0]["runs"][name], pinned["runs"][name], rel=1e-9, abs_=1e-12)
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_fp32_training_agrees_with_the_fp64_reference(name, recorded, tmp_path):
+    """The product's CPU precision against the reference: same decisions, values near it.
+
+    fp32 rounding (6e-8 per operation) grows through AdamW's normalisation; measured over these
+    scenarios on two kernel paths: losses within 2.2e-4, metrics within 1.8e-3, summed updates
+    within 2.3e-3 of float64, relative; the ESP hinge (a difference of two O(1) spreads, 5e-4 when
+    active) off by 6e-6 absolute. Tolerances of 1e-2 relative or 1e-4 absolute (the total loss is
+    0.3-0.9; 2e-2 on updates) hold on any CPU and still catch a method change, a lost cast or a
+    wrong loss term, which move these by far more.
+    """
+    clip, data = _tiny_setup(tmp_path)
+    got = observe(name, tmp_path, clip, data, precision="fp32")
+    want = recorded[0]["runs"][name]
+    _assert_close({k: v for k, v in got.items() if k != "final_update"},
+                  {k: v for k, v in want.items() if k != "final_update"}, rel=1e-2, abs_=1e-4)
+    # fp32 noise on the zero-gradient key biases is lr-sized after AdamW: not compared.
+    _assert_updates(got["final_update"], want["final_update"], rel=2e-2, zero_gradient_bound=None)
 
 
 def _same_refusal(new: str, old: str, *, batch: int, pairs: int) -> bool:

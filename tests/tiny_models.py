@@ -6,6 +6,33 @@ import json
 from pathlib import Path
 
 
+def portable_weights(model, seed: int):
+    """Re-draw every randomly initialised parameter of ``model`` from numpy's PCG64 stream.
+
+    A model built after ``torch.manual_seed`` is not the same on every CPU: torch's ``normal_`` and
+    ``uniform_`` take vectorised kernels on some CPUs (AVX2/AVX-512) and scalar ones on others, and the
+    draws differ in the last bits, so every number computed from a tiny model differed between
+    machines before training even started. numpy's generator is the same stream on every platform.
+    Constant tensors (LayerNorm weights and biases, zero biases) are kept; each random one is drawn
+    from N(0, s), s = torch's own scale for that tensor rounded to a power of two (so the scale does
+    not depend on the CPU either, unless a tensor's std sits within 1e-7 of a power-of-two midpoint).
+    """
+    import math
+
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for _, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            flat = p.detach().reshape(-1)
+            if flat.numel() < 2 or bool((flat == flat[0]).all()):
+                continue
+            scale = 2.0 ** round(math.log2(float(flat.double().std())))
+            p.copy_(torch.from_numpy(rng.standard_normal(tuple(p.shape)) * scale).to(p.dtype))
+    return model
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     # GPT-2/CLIP byte-level alphabet, so every byte of any prompt maps to a vocabulary entry.
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -56,7 +83,7 @@ def make_tiny_clip_encoder(path: str | Path, *, hidden: int = 32, layers: int = 
     tok_dir = write_tiny_clip_tokenizer(path / "tokenizer")
     tok = CLIPTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(seed)
-    model = CLIPTextModel(tiny_clip_config(len(tok), hidden=hidden, layers=layers))
+    model = portable_weights(CLIPTextModel(tiny_clip_config(len(tok), hidden=hidden, layers=layers)), seed)
     model.save_pretrained(path / "text_encoder", safe_serialization=True)
     return path
 
@@ -80,6 +107,8 @@ def make_tiny_sd_pipeline(path: str | Path, *, hidden: int = 32, seed: int = 0) 
                         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4,
                         sample_size=32)
+    portable_weights(unet, seed)
+    portable_weights(vae, seed + 1)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(
@@ -107,7 +136,7 @@ def make_tiny_blip_vqa(path: str | Path, *, image_size: int = 32, seed: int = 0)
                        "num_attention_heads": 2, "intermediate_size": 37},
         projection_dim=32)
     torch.manual_seed(seed)
-    model = BlipForQuestionAnswering(config)
+    model = portable_weights(BlipForQuestionAnswering(config), seed)
     model.save_pretrained(path, safe_serialization=True)
     proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": image_size, "width": image_size}),
                          tokenizer=tok)
@@ -129,7 +158,7 @@ def make_tiny_clip_model(path: str | Path, *, image_size: int = 32, seed: int = 
                                        "intermediate_size": 37, "projection_dim": 32},
                         projection_dim=32)
     torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(path, safe_serialization=True)
+    portable_weights(CLIPModel(config), seed).save_pretrained(path, safe_serialization=True)
     proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image_size},
                                                             crop_size={"height": image_size, "width": image_size}),
                          tokenizer=tok)
