@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,9 @@ from tests.test_trainer import _weights
 
 
 def _rank_main(rank: int, world: int, port: int, values: dict, out: str) -> None:
+    # The rendezvous store is the parent's (as torchrun's agent holds it): every rank connects as a client.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+                      MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True", OMP_NUM_THREADS="1")
     if values.get("micro_batch_size") is None:
         # As under Ray Train: the group exists before the trainer starts. (Otherwise the trainer
         # starts it from the environment, as under the deepspeed/torchrun launchers.)
@@ -38,15 +38,13 @@ def _rank_main(rank: int, world: int, port: int, values: dict, out: str) -> None
     os._exit(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_ranks(cfg, out: Path, world: int = 2) -> list[dict]:
     values = json.loads(json.dumps(cfg.to_dict()))
-    torch.multiprocessing.spawn(_rank_main, args=(world, _free_port(), values, str(out)), nprocs=world, join=True)
+    # The store binds port 0 and keeps it for the whole run: no free-port-then-release race with
+    # anything else on the machine picking the same port in between.
+    store = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+    torch.multiprocessing.spawn(_rank_main, args=(world, store.port, values, str(out)), nprocs=world, join=True)
+    del store
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
 
 
