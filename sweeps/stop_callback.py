@@ -6,6 +6,7 @@ import os
 import signal
 from typing import Any
 
+from .spec import is_uri
 from .storage_io import read_text
 
 __all__ = ["StopFileCallback"]
@@ -19,12 +20,16 @@ except ImportError:  # pragma: no cover
 class StopFileCallback(_TuneCallback):  # type: ignore[misc,valid-type]
     """Polls the stop file; when present, interrupts Tune the way Ctrl+C does (resumable)."""
 
-    def __init__(self, *, stop_path: str):
+    def __init__(self, *, stop_path: str, every: int | None = None):
         self.stop_path = stop_path
+        # A local stat costs nothing, so look at every step of Tune's loop: a stop written while a
+        # result is handled takes effect before the next one. On object storage a look is a request:
+        # every 5th step.
+        self.every = every or (5 if is_uri(stop_path) else 1)
         self.requested = False
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.requested or iteration % 5:
+        if self.requested or iteration % self.every:
             return
         if read_text(self.stop_path) is not None:
             self.requested = True

@@ -15,28 +15,29 @@ from tests.test_sweep_run import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The driver: a sweep that runs `sage sweep stop` on its own folder right after the results store
-#: wrote its first rows (a known point, not a time), leaving the command's exit code and output.
+#: The driver: a sweep that runs `sage sweep stop` on its own folder while Tune's loop hands the
+#: store its first result (a known point, not a time), leaving the command's exit code and output.
+#: The stop callback looks at the stop file at every loop step, so the sweep stops before the next
+#: trial's results: the stop lands mid-sweep however fast the machine is.
 DRIVER = """
 import json, sys
 from typer.testing import CliRunner
-from analysis.store import ResultStore
 import sweeps
 from sweeps.cli import app
+from sweeps.store_callback import StoreCallback
 
 spec, storage, note = sys.argv[1], sys.argv[2], sys.argv[3]
-write, asked = ResultStore.write, []
+on_result, asked = StoreCallback.on_trial_result, []
 
-def write_then_stop(self, rows):
-    n = write(self, rows)
+def result_then_stop(self, *args, **kwargs):
+    on_result(self, *args, **kwargs)
     if not asked:
         asked.append(True)
         result = CliRunner().invoke(app, ["sweep", "stop", storage])
         with open(note, "w") as fh:
             json.dump({"code": result.exit_code, "output": result.output}, fh)
-    return n
 
-ResultStore.write = write_then_stop
+StoreCallback.on_trial_result = result_then_stop
 outcome = sweeps.run(spec, progress=False)
 print(outcome.summary())
 sys.exit(0 if outcome.state == "finished" else 1)
@@ -61,8 +62,8 @@ def _meta(storage: Path) -> dict:
 @pytest.mark.slow
 def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, capsys):
     storage = tmp_path / "sweep"
-    # 4 grid points, one trial at a time, 32 steps with text metrics every 16: 4 trials x 2 evaluations
-    # (trials reuse their actor, so they must be long enough for the stop to land mid-sweep).
+    # 4 grid points, one trial at a time, 32 steps with text metrics every 16: 4 trials x 2 evaluations;
+    # the stop is asked at the first of those 8 results and lands before the next trial's.
     spec = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 1.0, 2.0, 3.0]}},
                      search={"algorithm": "grid", "max_concurrent": 1}, fidelity={"text_every": 16},
                      train={"max_steps": 32, "epochs": 8})  # 32 pairs / batch 8 = 4 steps an epoch
