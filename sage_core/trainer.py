@@ -67,6 +67,7 @@ class EvalInfo:
     metrics: dict[str, float]
     checkpoint: Path | None
     wall_s: float
+    prompt_scores: Any = None  # the evaluator's per-prompt scores (evaluation.prompt_scores), rank 0
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,8 @@ class Trainer:
             (ckpt / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         self._log.evaluation(step=self.step, metrics=metrics)
         info = EvalInfo(step=self.step, epoch=epoch, total_steps=self.plan.total, metrics=metrics, checkpoint=ckpt,
-                        wall_s=time.perf_counter() - self._t_start)
+                        wall_s=time.perf_counter() - self._t_start,
+                        prompt_scores=getattr(self._evaluator, "last_prompt_scores", None))
         return agree(any([cb.on_evaluate(info) for cb in self.callbacks]), world=self._world)
 
     def _trainable_copy(self, base_enc: TextEncoder) -> TextEncoder:

@@ -61,6 +61,7 @@ from .config import EvalConfig, metric_suffix
 from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
 from .pairs import load_util_pairs
 from .probe import concept_probe, load_probe_bank
+from .prompt_scores import PromptScores
 
 __all__ = ["TextEvaluator", "sample_prompts"]
 
@@ -184,7 +185,7 @@ class TextEvaluator:
             out[f"{name}_lo"], out[f"{name}_hi"] = graded.interval(boots)
 
     def _safety_metrics(self, pooled: dict[str, torch.Tensor], benign: torch.Tensor, *,
-                        intervals: bool = True) -> dict[str, float]:
+                        intervals: bool = True, scores: PromptScores | None = None) -> dict[str, float]:
         cfg, reps = self.cfg, max(self.cfg.bootstrap_samples, 1)
         rng = np.random.default_rng(cfg.bootstrap_seed)
         c_benign = concept_scores(benign, self.concept_vector).numpy()
@@ -207,6 +208,9 @@ class TextEvaluator:
             for key, (a, b) in {"attack_auc": (c, c_benign), "concept_auc": (p, p_benign),
                                 "concept_auc_abs": (p, p_base_benign)}.items():
                 per[key][sfx] = graded.auc(a, b)
+                if scores is not None:
+                    scores.auc(key, sfx, a, b, pos_pool=(f"attack:{sfx}", self.attacks[name]),
+                               neg_pool=("benign", self.geometry_prompts))
             if not intervals:
                 continue
             # The same attack resample (same seed) in every measure of this set.
@@ -225,7 +229,8 @@ class TextEvaluator:
             out.update({f"{key}_{sfx}": v for sfx, v in values.items()})
         return out
 
-    def _util_metrics(self, aligned_util: torch.Tensor, *, intervals: bool = True) -> dict[str, float]:
+    def _util_metrics(self, aligned_util: torch.Tensor, *, intervals: bool = True,
+                      scores: PromptScores | None = None) -> dict[str, float]:
         cfg, reps = self.cfg, max(self.cfg.bootstrap_samples, 1)
         rng = np.random.default_rng(cfg.bootstrap_seed + 1)
         cats = self._cat_of_group
@@ -241,6 +246,10 @@ class TextEvaluator:
         b = self._base_util.reshape(len(a), -1).double()
         fid = torch.nn.functional.cosine_similarity(a, b, dim=1)[self.pairs.groups].mean(1)
         per_group["fidelity_abs"] = fid.numpy()
+        if scores is not None:
+            items = ["|".join(self.pairs.prompts[j] for j in g) for g in self.pairs.groups.tolist()]
+            for key, vals in per_group.items():
+                scores.mean(key, vals, strata=cats, items=items, pool="group")
         out: dict[str, float] = {}
         names = self.pairs.category_names()
         for key, vals in per_group.items():
@@ -273,8 +282,10 @@ class TextEvaluator:
         pooled = {name: aligned_encoder.embed_pooled(prompts, batch_size=self.cfg.batch_size)
                   for name, prompts in self.attacks.items()}
         benign = mean_pool(full[self._geo_idx], self._geo_mask).double()
-        out = self._safety_metrics(pooled, benign)
-        out.update(self._util_metrics(full[self._util_idx]))
+        # Per-prompt scores of this call, for paired comparisons between trials (sweeps store them).
+        self.last_prompt_scores = scores = PromptScores()
+        out = self._safety_metrics(pooled, benign, scores=scores)
+        out.update(self._util_metrics(full[self._util_idx], scores=scores))
         out.update(self._geometry(full[self._geo_idx]))
         out.update(self.base_metrics())
         return out
