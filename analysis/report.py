@@ -8,7 +8,9 @@ paper's reported rows as stars where they have the same fidelity's metrics) and 
 objective (a spec with ``fidelity.robust``), the 3-objective front of safety, utility and safety
 after the benign fine-tune (pairwise projections, and a table with the fine-tune's paired deltas
 and the proximal-disruption objectives beside it); learning curves of every graded text
-objective per trial (a pruned trial's line stops at its rung, marked X); the calibration of the
+objective per trial (a pruned trial's line stops at its rung, marked X); the reliability of each
+objective (``analysis.reliability``: signal share over training seeds, rung-to-final tau, the
+smallest difference it resolves); the calibration of the
 text proxies against the image metrics (the stored ``calibration`` table, else computed from the
 rows when trials have image rows); per varied hyperparameter the ablation table and its plots.
 Metrics with bootstrap intervals show as ``0.612 [0.581, 0.640]`` (error bars in the plots).
@@ -119,6 +121,7 @@ def write_report(
                 parts += _pareto_section(con, cols, fidelity=fidelity, x=x, y=y, out=out)
             parts += _robust_front_sections(con, cols, out=out)
             parts += _curves_section(con, cols, out=out)
+            parts += _reliability_section(con)
             parts += _calibration_section(con, cols)
             parts += _ablation_sections(con, cols, out=out, defaults=defaults)
     finally:
@@ -264,6 +267,21 @@ def _curves_section(con, cols: list[str], *, out: Path) -> list[str]:
         parts += [f"<h3>sweep {html.escape(str(sweep_id))}</h3>",
                   f'<img src="{image.name}" alt="learning curves of sweep {html.escape(str(sweep_id))}">', note]
     return parts
+
+
+def _reliability_section(con) -> list[str]:
+    """Per objective: signal share over training seeds, rung-to-final agreement, resolution."""
+    from analysis.reliability import COLUMNS_NOTE, low_signal_lines, reliability_table
+
+    table = reliability_table(con)
+    if table.empty:
+        return []
+    notes = [*low_signal_lines(table), *table.attrs.get("notes", [])]
+    intro = ("<p class=note>Each trial's value at its final step, grouped by configuration (the seeds of a spec's "
+             "<code>seeds: N</code> are repeats): how far a ranking by each objective can be trusted. "
+             f"{html.escape(COLUMNS_NOTE)}.</p>")
+    return ["<h2>Reliability of the objectives</h2>", intro, _table(table),
+            *(f"<p class=note>{html.escape(n)}</p>" for n in notes)]
 
 
 def _calibration_section(con, cols: list[str]) -> list[str]:
