@@ -33,6 +33,12 @@ objective and better in one, however much their intervals overlap. What that imp
 half-widths added (``(hi - lo) / 2`` of ``<metric>_lo``/``<metric>_hi`` in the result; 0 where a
 result lacks them, which falls back to the point estimates), so their intervals are disjoint in
 every objective. See :func:`dominated_beyond_noise`.
+
+Seed noise. When the spec asks for ``seeds: N``, trials that share a configuration and differ in
+``seed`` are repeats; :class:`SeedNoiseWatch` estimates each objective's signal share at every step
+where at least three configurations have two seeds reported (``analysis.reliability``), and prints
+one warning line per objective the first time it is below 0.5: the rungs are then ranking mostly
+seed noise.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -48,7 +56,7 @@ import numpy as np
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 
 __all__ = ["strictly_ahead", "keeps_at_rung", "dominated_beyond_noise", "half_widths", "ParetoSuccessiveHalving",
-           "read_state", "SCHEDULERS", "build_scheduler"]
+           "SeedNoiseWatch", "read_state", "SCHEDULERS", "build_scheduler"]
 
 
 def strictly_ahead(points: np.ndarray, index: int) -> int:
@@ -87,6 +95,51 @@ def half_widths(result: Mapping[str, Any], *, metrics: Sequence[str]) -> list[fl
         ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
         out.append(abs(float(hi) - float(lo)) / 2 if ok else 0.0)
     return out
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class SeedNoiseWatch:
+    """Warns once per objective when the repeats of ``seeds: N`` show its signal share below 0.5.
+
+    ``observe`` takes each result with its trial's config (Tune's sampled params): trials whose
+    configs are equal apart from ``seed`` are seeds of one configuration.
+    """
+
+    MIN_CONFIGS = 3  # configurations with two or more seeds at one step before an estimate is made
+
+    def __init__(self, metrics: Sequence[str], *, warn: Callable[[str], None] | None = None):
+        self.metrics = list(metrics)
+        self.seen: dict[int, dict[str, tuple[str, list[float]]]] = {}  # step -> trial -> (config, values)
+        self.warned: set[str] = set()
+        self.warn = warn
+
+    def observe(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any] | None) -> list[str]:
+        """Record one result; the warning lines it triggers (also printed)."""
+        from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, signal_share
+        from sweeps.spec_model import SEED
+
+        if not config or SEED not in config or result.get("step") is None:
+            return []
+        key = json.dumps({k: v for k, v in config.items() if k != SEED}, sort_keys=True, default=str)
+        rows = self.seen.setdefault(int(result["step"]), {})
+        rows[str(trial_id)] = (key, [float(result.get(m, math.nan)) for m in self.metrics])
+        seeds = Counter(k for k, _ in rows.values())
+        if sum(n >= 2 for n in seeds.values()) < self.MIN_CONFIGS:
+            return []
+        lines = []
+        for j, metric in enumerate(self.metrics):
+            ok = [(k, v[j]) for k, v in rows.values() if math.isfinite(v[j])]
+            share = signal_share([v for _, v in ok], [k for k, _ in ok])
+            if metric not in self.warned and math.isfinite(share) and share < SIGNAL_THRESHOLD:
+                self.warned.add(metric)
+                lo, hi = min(seeds.values()), max(seeds.values())
+                lines.append(low_signal_line(metric, share=share, seeds=f"{lo}" if lo == hi else f"{lo}-{hi}",
+                                             configs=len(seeds), where=f" at step {int(result['step'])}"))
+                (self.warn or _print_line)(lines[-1])
+        return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,6 +193,7 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
         # rung step -> trial id -> interval half-widths (noise_aware only), as ``recorded``
         self.widths: dict[int, dict[str, list[float]]] = {}
         self._loaded = False
+        self.seed_noise = SeedNoiseWatch(self.metrics)
 
     # -- persistence --------------------------------------------------------------------
     def _load(self) -> None:
@@ -212,6 +266,9 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
         return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        # setdefault: a scheduler restored from an older sweep's tuner.pkl has no watch yet
+        watch = self.__dict__.setdefault("seed_noise", SeedNoiseWatch(self.metrics))
+        watch.observe(trial.trial_id, result, getattr(trial, "config", None))
         return self.decide(trial.trial_id, result)
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:

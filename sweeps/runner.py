@@ -161,7 +161,8 @@ def _trial_context(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, base: di
                         objectives=tuple(spec.objective_metrics()),
                         device_share=(res.gpus if res.gpus else res.cpus) * res.workers, workers=res.workers,
                         worker_resources=worker_resources, train_storage=folder.train,
-                        robust=spec.fidelity.robust, proximal=spec.fidelity.proximal)
+                        robust=spec.fidelity.robust, proximal=spec.fidelity.proximal,
+                        scores_root=folder.prompt_scores)
 
 
 def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str) -> TuneParts:

@@ -23,10 +23,12 @@ from sage_core.strict_values import check_value
 from .space import Dimension, Grid, SpaceDimension, grid_size
 
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage", "Resources",
-           "Tracking", "VARIANT", "DEFAULT_MAX_TRIALS", "TEXT_METRICS", "IMAGE_METRICS", "DEFER_CROSS_FIELD_CHECKS",
+           "Tracking", "VARIANT", "SEED", "DEFAULT_MAX_TRIALS", "TEXT_METRICS", "IMAGE_METRICS",
+           "DEFER_CROSS_FIELD_CHECKS",
            "is_uri", "trial_count", "base_train_config", "trial_values", "trial_config"]
 
 VARIANT = "variant"
+SEED = "seed"  # the TrainConfig field that ``seeds: N`` varies
 DEFAULT_MAX_TRIALS = 100_000
 
 # Metrics each evaluator produces; '*' = any suffix (per attack set / per category).
@@ -210,6 +212,9 @@ class SweepSpec(_Strict):
     variants: dict[str, dict[VariedField, Any]] = Field(
         default_factory=dict, description="named sets of TrainConfig overrides (e.g. DES, DES+ESP, SAGE), "
         "crossed with the space as one more grid dimension called 'variant'")
+    seeds: int = Field(1, ge=1, description="train every configuration N times, with training seeds seed, "
+                       "seed + 1, ... (seed: train.seed, default 0), all evaluated on the same prompts; the "
+                       "repeats tell an objective's signal from seed noise (`sage reliability`); grid search only")
     search: SearchConfig = SearchConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     objectives: list[Objective] = Field(min_length=1, examples=["[{metric: concept_auc}, {metric: util_sib}]"])
@@ -238,7 +243,19 @@ class SweepSpec(_Strict):
             elif stage in ("robust", "proximal") and getattr(self.fidelity, stage) is None:
                 problems.append(f"objectives[{i}].metric={metric!r}: measured by the {stage} stage; add "
                                 f"fidelity.{stage}: {{}} (defaults) to the spec")
-        return problems + self._search_problems()
+        return problems + self._seed_problems() + self._search_problems()
+
+    def _seed_problems(self) -> list[str]:
+        if self.seeds == 1:
+            return []
+        places = {"space": self.space, **{f"variants.{v}": o for v, o in self.variants.items()}}
+        problems = [f"{where}.{SEED}: also set by seeds={self.seeds}; vary the seed in one place"
+                    for where, keys in places.items() if SEED in keys]
+        if self.search.algorithm != "grid":
+            problems.append(f"seeds={self.seeds} with search.algorithm={self.search.algorithm!r}: repeated seeds "
+                            "need algorithm 'grid' (every grid point is trained once per seed); for sampled "
+                            "searches run the sweep once per train.seed")
+        return problems
 
     def _search_problems(self) -> list[str]:
         algorithm, dims, problems = self.search.algorithm, self.dimensions(), []
@@ -263,7 +280,19 @@ class SweepSpec(_Strict):
         """The search dimensions, with ``variant`` first when the spec names variants."""
         dims: dict[str, Dimension] = {VARIANT: Grid(grid=list(self.variants))} if self.variants else {}
         dims.update(self.space)
+        if self.seeds > 1 and SEED not in dims:
+            dims[SEED] = Grid(grid=self.training_seeds())
         return dims
+
+    def training_seeds(self) -> list[int]:
+        """The training seeds of every configuration: ``seed .. seed + seeds - 1`` from the base seed
+        (``train.seed``, else the preset's, else TrainConfig's default)."""
+        base = self.train.get(SEED)
+        if base is None and self.preset:
+            base = read_yaml_mapping(preset_path(self.preset), what="preset").get(SEED)
+        if isinstance(base, bool) or not isinstance(base, int):  # a bad train.seed is reported by TrainConfig
+            base = TrainConfig.model_fields[SEED].default
+        return [base + i for i in range(self.seeds)]
 
     def objective_metrics(self) -> list[str]:
         return [o.metric for o in self.objectives]
@@ -273,7 +302,9 @@ class SweepSpec(_Strict):
         return [o.resolved_mode for o in self.objectives]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        # ``seeds`` only when it repeats: a spec lists what it varies (and saved specs stay as they were).
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"seeds"} if self.seeds == 1 else None),
+                              sort_keys=False)
 
 
 def is_uri(storage: str) -> bool:

@@ -7,6 +7,7 @@
     ray/tune/              the Tune experiment (trial checkpoints, experiment state)
     ray/train/<trial_id>/  Ray Train runs of multi-worker trials (their checkpoints)
     results/               analysis.ResultStore: one row per (sweep_id, trial_id, step, fidelity)
+    prompt_scores/         per-prompt scores of every text evaluation (analysis.prompt_scores)
     scheduler_state.json   rung records of the Pareto scheduler (survive a resumed driver)
     STOP                   written by `sage sweep stop`; the driver stops gracefully when it sees it
 
@@ -95,6 +96,12 @@ class SweepDir:
     @property
     def results(self) -> str:
         return f"{self.root}/results"
+
+    @property
+    def prompt_scores(self) -> str:
+        from analysis.prompt_scores import FOLDER
+
+        return f"{self.root}/{FOLDER}"
 
     @property
     def scheduler_state(self) -> str | None:

@@ -45,6 +45,7 @@ class TrialContext:
     train_storage: str | None = None  # where multi-worker trials keep their Ray Train runs
     robust: dict[str, Any] | None = None  # fidelity.robust: benign fine-tune stage (sweeps.robust_stage)
     proximal: dict[str, Any] | None = None  # fidelity.proximal: proximal-disruption stage
+    scores_root: str | None = None  # where evaluations' per-prompt scores go (analysis.prompt_scores)
 
 
 def reported_metrics(metrics: dict[str, Any], *, step: int, total_steps: int, epoch: int, wall_s: float,
@@ -66,8 +67,9 @@ except ImportError:  # pragma: no cover - the trainer is part of sage_core
 class TuneReportCallback(_Base):  # type: ignore[misc,valid-type]
     """Trainer callback: every evaluation -> ``tune.report(metrics, checkpoint=...)``."""
 
-    def __init__(self, *, context: TrialContext):
+    def __init__(self, *, context: TrialContext, trial_id: str = ""):
         self.context = context
+        self.trial_id = trial_id
         self.stages: Any = None  # sweeps.robust_stage.TrialStages when the spec names fidelity.robust/proximal
 
     def _checked(self, info: Any) -> dict[str, float]:
@@ -79,12 +81,24 @@ class TuneReportCallback(_Base):  # type: ignore[misc,valid-type]
                              f"({', '.join(sorted(info.metrics))}); check the spec's objectives")
         metrics = reported_metrics(info.metrics, step=info.step, total_steps=info.total_steps, epoch=info.epoch,
                                    wall_s=info.wall_s, device_share=self.context.device_share)
+        self._write_prompt_scores(info)
         bad = [m for m in self.context.objectives if not math.isfinite(metrics[m])]
         if bad:
             from sage_core.errors import NonFiniteLossError
 
             raise NonFiniteLossError(f"objective(s) {bad} are not finite at step {info.step}")
         return metrics
+
+    def _write_prompt_scores(self, info: Any) -> None:
+        """The evaluation's per-prompt scores beside the results, for paired comparisons (``sage pareto``)."""
+        scores = getattr(info, "prompt_scores", None)
+        if self.context.scores_root and self.trial_id and scores is not None:
+            from analysis.metrics import objective_metrics
+            from analysis.prompt_scores import write_prompt_scores
+
+            write_prompt_scores(self.context.scores_root, sweep_id=self.context.sweep_id, trial_id=self.trial_id,
+                                step=int(info.step), columns=scores.columns(), pools=scores.pools,
+                                metrics={*objective_metrics(), *self.context.objectives})  # graded ones only
 
     def on_evaluate(self, info: Any) -> bool | None:
         from ray import tune
@@ -138,7 +152,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     context: TrialContext = loop_config["context"]
     ctx = ray.train.get_context()
     _run_trainer(loop_config["params"], context, checkpoint=ray.train.get_checkpoint(),
-                 callback=TrainWorkerReportCallback(context=context),
+                 callback=TrainWorkerReportCallback(context=context, trial_id=loop_config["trial_id"]),
                  name=f"{loop_config['trial_id']}-rank{ctx.get_world_rank()}")
 
 
@@ -172,5 +186,6 @@ def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     if context.workers > 1:
         _train_with_workers(config, context)
         return
-    _run_trainer(config, context, checkpoint=tune.get_checkpoint(), callback=TuneReportCallback(context=context),
-                 name=tune.get_context().get_trial_id())
+    trial_id = tune.get_context().get_trial_id()
+    _run_trainer(config, context, checkpoint=tune.get_checkpoint(),
+                 callback=TuneReportCallback(context=context, trial_id=trial_id), name=trial_id)

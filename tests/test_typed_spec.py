@@ -85,7 +85,7 @@ def test_bad_kinds_bounds_and_keys_are_one_error_listing_every_problem(tmp_path)
         "search.seed=True: a boolean (true/false) is not a number; write a number",
         "unknown key 'tracking.experimnt' (did you mean 'experiment'?); allowed: kind, uri, experiment",
         "unknown key 'schedular' (did you mean 'scheduler'?); allowed: name, description, preset, train, space, "
-        "variants, search, scheduler, objectives, fidelity, resources, storage, max_failures, tracking",
+        "variants, seeds, search, scheduler, objectives, fidelity, resources, storage, max_failures, tracking",
     ]
     assert problems[0] == f"spec 'spec.yaml' has {len(expected)} problems"
     assert sorted(problems[1:]) == sorted(expected)

@@ -29,7 +29,7 @@ app = typer.Typer(
 def _register_all() -> None:
     import importlib
 
-    for name in ("train", "doctor", "evaluate", "sweep", "analysis_cmds", "metrics_cmd"):
+    for name in ("train", "doctor", "evaluate", "sweep", "analysis_cmds", "metrics_cmd", "reliability_cmd"):
         try:
             module = importlib.import_module(f"sweeps.cli.{name}")
         except ModuleNotFoundError as exc:

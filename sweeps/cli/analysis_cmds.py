@@ -135,7 +135,11 @@ def pareto(
     varied = got.varied
     shown_objs = [c for o in objs for c in (o, f"{o}_lo", f"{o}_hi") if c in front.columns]
     show = list(dict.fromkeys(show + shown_objs + varied))
-    _print_frame(front[show], title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""), intervals=True)
+    from sweeps.cli.reliability_cmd import front_checks
+
+    checks = front_checks(results, ranked=ranked, objectives=objs, group=group, skip_bad=skip_bad)
+    _print_frame(checks.mark(front[show]), title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""),
+                 intervals=True)
     from analysis.pareto import nadir
 
     hv = analysis.hypervolume(front, x=x, y=y, extra=extra, ref=nadir(ranked, x=x, y=y, extra=extra))
@@ -143,6 +147,7 @@ def pareto(
     if any(f"{o}_lo" in front.columns for o in objs):
         typer.echo("[lo, hi]: 95% bootstrap intervals; the front ranks point estimates, so trials whose intervals "
                    "overlap may swap places under another draw of prompts")
+    checks.echo()
     if plot is not None:
         from analysis.plots import pareto_plot
 
