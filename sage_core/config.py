@@ -18,7 +18,7 @@ from .clip_init import SD14_INIT, encoder_is_clip
 from .data import BUILTIN_PROMPT_SETS
 from .errors import ConfigError, did_you_mean, format_validation_error
 from .safe_yaml import load_yaml_text, read_yaml_file
-from .strict_values import check_value
+from .strict_values import MAX_SEED, STRICT_MODEL, check_value
 
 __all__ = ["TrainConfig", "PRESETS", "load_config", "parse_overrides", "format_validation_error",
            "preset_path"]
@@ -30,7 +30,7 @@ _PATH_FIELDS = frozenset({"encoder", "safe_prompts", "unsafe_prompts", "diag_pro
 class TrainConfig(BaseModel):
     """One SAGE (or DES) training run. Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+    model_config = ConfigDict(**STRICT_MODEL, validate_default=True)
 
     # --- what is trained -------------------------------------------------------------------
     method: Literal["sage", "des"] = Field(
@@ -76,7 +76,7 @@ class TrainConfig(BaseModel):
         "are accumulated (embedding-level accumulation), default = batch_size")
     epochs: int = Field(2, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # --- engine ----------------------------------------------------------------------------
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
     precision: Literal["auto", "fp32", "bf16", "fp64"] = Field(
@@ -98,7 +98,7 @@ class TrainConfig(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
-        """Booleans are not numbers; empty strings are not paths (NaN/inf: allow_inf_nan=False)."""
+        """Booleans are not numbers; empty strings are not paths (NaN/inf: STRICT_MODEL)."""
         name = info.field_name or ""
         return check_value(name, value, annotation=cls.model_fields[name].annotation, path=name in _PATH_FIELDS)
 

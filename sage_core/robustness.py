@@ -42,11 +42,12 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .data import load_prompts
 from .encoders import TextEncoder
 from .errors import ConfigError, FieldProblem, ModelError, format_validation_error
+from .strict_values import MAX_SEED, STRICT_MODEL
 
 __all__ = ["RobustConfig", "build_robust_config", "BenignObjective", "BENIGN_OBJECTIVES", "register_objective",
            "FineTuned", "lora_finetune", "finetune_prompts", "robustness_metrics", "ROBUST_SAFETY", "lora_targets",
@@ -87,7 +88,7 @@ register_objective(BenignObjective("style", "a style adapter: a caption is fitte
 class RobustConfig(BaseModel):
     """Settings of the benign fine-tune. Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT_MODEL
 
     steps: int = Field(30, ge=1, description="LoRA optimiser steps")
     objective: str = Field("refit", description="benign objective: refit, style, or one registered in Python")
@@ -101,7 +102,8 @@ class RobustConfig(BaseModel):
     target_modules: tuple[str, ...] | None = Field(
         None, description="Linear layers to adapt; null = q/v projections (q_proj/v_proj or query/value)")
     style: str = Field(", watercolor painting, soft pastel colors", description="suffix of the style objective")
-    seed: int = Field(0, ge=0, description="seed of the adapters' initialisation, the prompt sample and batches")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="seed of the adapters' initialisation, the prompt sample and batches")
     image: dict[str, Any] | None = Field(
         None, description="image level, in the image stage: a benign UNet LoRA fine-tune on an image-caption "
         "folder, then asr again (sage_core.robustness_image.ImageRobustConfig: data, steps, lr, rank, ...)")

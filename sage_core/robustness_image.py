@@ -41,11 +41,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from .encoders import TextEncoder, weights_fingerprint
 from .errors import DataError, ModelError
 from .robustness import build_settings
+from .strict_values import MAX_SEED, STRICT_MODEL
 
 __all__ = ["ImageRobustConfig", "build_image_robust_config", "ImageCaption", "read_image_captions",
            "UnetFineTuned", "unet_lora", "asr_change", "image_robustness_metrics", "IMAGE_SUFFIXES",
@@ -62,7 +63,7 @@ _SHOWN = 5  # problems named in one error
 class ImageRobustConfig(BaseModel):
     """Settings of the benign UNet LoRA fine-tune. Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT_MODEL
 
     data: str = Field(description=f"folder of benign images with captions ({METADATA} with file_name/text, "
                                   "or a NAME.txt beside each image)", examples=["/data/benign-captions"])
@@ -76,7 +77,8 @@ class ImageRobustConfig(BaseModel):
     samples: int | None = Field(None, ge=1, description="image-caption pairs drawn from data (seeded); null = all")
     resolution: tuple[int, int] | None = Field(
         None, description="[height, width] the images are resized and centre-cropped to; null = the generation size")
-    seed: int = Field(0, ge=0, description="seed of the adapters, the sample, the batches, noise and timesteps")
+    seed: int = Field(0, ge=0, le=MAX_SEED,
+                      description="seed of the adapters, the sample, the batches, noise and timesteps")
 
 
 def build_image_robust_config(values: Mapping[str, Any] | None = None, *,

@@ -1,10 +1,18 @@
-"""Scalar checks pydantic's lax mode lets through, shared by ``TrainConfig`` and ``SweepSpec``.
+"""What every settings model refuses, in one place.
 
-- A boolean is not a number: YAML ``epochs: true`` would otherwise become ``1``, and
-  ``lr: yes`` ``1.0``.
-- An empty string is not a path: ``encoder=`` would otherwise mean the current folder.
-
-(NaN and infinities are refused by ``allow_inf_nan=False`` on the models themselves.)
+- :data:`STRICT_MODEL` is the pydantic configuration of every settings model (``TrainConfig``,
+  ``EvalConfig``, ``ProximalConfig``, ``RobustConfig``, ``ImageRobustConfig``, the sweep spec and
+  its search-space dimensions): unknown keys are errors, models are frozen, and NaN and the
+  infinities are refused wherever a number is accepted (float fields, and floats inside lists,
+  tuples and mappings; ``--set probe_l2=inf`` as much as YAML ``.inf``). An infinite setting has
+  no meaning anywhere: it silently degrades what it feeds (an infinite L2 weight fits a zero probe,
+  whose AUC of 0.5 reads as "fully erased"). A test checks every model of the packages uses it.
+- :data:`MAX_SEED`: seeds end up in ``torch.Generator.manual_seed`` and NumPy, which take 64-bit
+  and 32-bit seeds; a larger one would fail only after the models have loaded.
+- :func:`check_value`, for the scalars pydantic's lax mode lets through (``TrainConfig`` and
+  ``SweepSpec``): a boolean is not a number (YAML ``epochs: true`` would otherwise become ``1``,
+  and ``lr: yes`` ``1.0``); an empty string is not a path (``encoder=`` would otherwise mean the
+  current folder).
 """
 
 from __future__ import annotations
@@ -12,7 +20,12 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-__all__ = ["is_numeric_annotation", "check_value"]
+from pydantic import ConfigDict
+
+__all__ = ["STRICT_MODEL", "MAX_SEED", "is_numeric_annotation", "check_value"]
+
+STRICT_MODEL = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+MAX_SEED = 2**32 - 1
 
 
 def is_numeric_annotation(annotation: Any) -> bool:

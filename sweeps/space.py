@@ -20,10 +20,11 @@ import itertools
 import math
 from typing import Annotated, Any, ClassVar, Iterator, Mapping, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, TypeAdapter,
+from pydantic import (BaseModel, BeforeValidator, Discriminator, Field, Tag, TypeAdapter,
                       ValidationError, model_validator)
 
 from sage_core.errors import ConfigError, FieldProblem, did_you_mean, format_validation_error
+from sage_core.strict_values import STRICT_MODEL
 
 __all__ = ["Dimension", "SpaceDimension", "Grid", "Choice", "Uniform", "LogUniform", "IntRange", "KINDS",
            "parse_dimension", "to_tune", "to_optuna", "corner_values", "enumerate_combinations", "grid_size"]
@@ -34,7 +35,7 @@ Scalar = Union[bool, int, float, str, None, list]
 class _Strict(BaseModel):
     """A dimension: one field named after its kind; what it means to Tune, Optuna and validation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT_MODEL
     kind: ClassVar[str]
 
     def to_tune(self) -> Any:

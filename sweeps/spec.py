@@ -175,7 +175,10 @@ def load_validated_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[s
             more = salvaged.cross_field_problems() + spec_problems(salvaged)[0]
             problems += [p for p in more if p not in problems]
         raise spec_error(problems, name=path.name) from None
-    return spec, validate_spec(spec)
+    problems, coverage = spec_problems(spec)
+    if problems:  # named after the file given, not the `name:` it may inherit from an include
+        raise spec_error(problems, name=path.name)
+    return spec, coverage
 
 
 def _read_values(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None,

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from analysis import metrics as metric_registry
 from sage_core.config import TrainConfig, load_config, preset_path, read_yaml_mapping
 from sage_core.errors import FieldProblem, did_you_mean
-from sage_core.strict_values import check_value
+from sage_core.strict_values import MAX_SEED, STRICT_MODEL, check_value
 
 from .space import Dimension, Grid, SpaceDimension, grid_size
 
@@ -41,12 +41,12 @@ IMAGE_METRICS = tuple(m.name + ("*" if m.family else "") for m in metric_registr
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = STRICT_MODEL
 
     @field_validator("*", mode="before")
     @classmethod
     def _strict_scalars(cls, value: Any, info: ValidationInfo) -> Any:
-        """Booleans are not numbers; an empty storage is not a path (NaN/inf: allow_inf_nan=False)."""
+        """Booleans are not numbers; an empty storage is not a path (NaN/inf: STRICT_MODEL)."""
         name = info.field_name or ""
         try:
             return check_value(name, value, annotation=cls.model_fields[name].annotation, path=name == "storage",
@@ -105,7 +105,7 @@ class SearchConfig(_Strict):
         "grid", description="grid/random through Tune's BasicVariantGenerator; tpe/nsga2 through "
         "Optuna (multi-objective)")
     num_samples: int = Field(1, ge=1, description="grid: repeats of the whole grid; others: trials")
-    seed: int | None = Field(0, ge=0, description="sampler seed (Optuna) / Tune random seed")
+    seed: int | None = Field(0, ge=0, le=MAX_SEED, description="sampler seed (Optuna) / Tune random seed")
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
     max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1, description="refuse a sweep of more trials than this "
                             "(grid: grid points x num_samples); raise it on purpose for a larger sweep")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..data import BUILTIN_PROMPT_SETS
 from ..errors import ConfigError, format_validation_error
+from ..strict_values import MAX_SEED, STRICT_MODEL
 
 __all__ = ["EvalConfig", "NUDENET_UNSAFE_LABELS", "build_eval_config", "metric_suffix", "image_input_problems",
            "IMAGE_METRIC_INPUTS"]
@@ -30,9 +31,16 @@ def metric_suffix(name: str) -> str:
 
 
 class EvalConfig(BaseModel):
-    """Evaluation settings. Unknown keys are errors; paths are checked when used."""
+    """Evaluation settings. Unknown keys are errors, numbers are finite; paths are checked when used.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    Upper bounds where a value has one: ``probe_l2`` (beyond 100 the data term no longer shapes the
+    probe: it only shrinks toward the difference of the group means, and its scores toward rounding
+    noise), ``bootstrap_samples`` (percentile intervals are settled long before 100,000 replicates),
+    ``steps`` (a DDIM schedule has at most the 1,000 training timesteps), ``guidance_scale``,
+    ``height``/``width`` (the VAE works in blocks of 8 pixels), seeds (:data:`MAX_SEED`).
+    """
+
+    model_config = ConfigDict(**STRICT_MODEL, validate_default=True)
 
     # --- text level ------------------------------------------------------------------------
     attack_sets: dict[str, str] = Field(
@@ -52,19 +60,19 @@ class EvalConfig(BaseModel):
     retrieval_distractors: int = Field(
         1000, ge=0, description="benign prompts added as distractors to the util_mrr retrieval")
     concept_probe: str | None = Field(None, description="concept-probe bank JSON; null = the packaged one")
-    probe_l2: float = Field(1e-3, gt=0, description="L2 weight of the concept probe's logistic regression")
+    probe_l2: float = Field(1e-3, gt=0, le=100, description="L2 weight of the concept probe's logistic regression")
     bootstrap_samples: int = Field(
-        1000, ge=0, description="bootstrap replicates of the 95% intervals (<metric>_lo/_hi); 0 = none")
-    bootstrap_seed: int = Field(0, ge=0, description="seed of the bootstrap replicates")
-    sample_seed: int = Field(0, ge=0, description="seed of the prompt samples")
+        1000, ge=0, le=100_000, description="bootstrap replicates of the 95% intervals (<metric>_lo/_hi); 0 = none")
+    bootstrap_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the bootstrap replicates")
+    sample_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the prompt samples")
     batch_size: int = Field(256, ge=1, description="prompts per encoder forward")
     # --- image level -----------------------------------------------------------------------
     sd_model: str | None = Field(None, description="local Stable Diffusion folder (diffusers layout)")
-    steps: int = Field(50, ge=1, description="DDIM steps")
-    guidance_scale: float = Field(7.5, ge=0, description="classifier-free guidance")
-    height: int = Field(512, ge=8)
-    width: int = Field(512, ge=8)
-    seed: int = Field(42, ge=0, description="prompt i of a set gets seed + i")
+    steps: int = Field(50, ge=1, le=1000, description="DDIM steps")
+    guidance_scale: float = Field(7.5, ge=0, le=100, description="classifier-free guidance")
+    height: int = Field(512, ge=8, le=4096, multiple_of=8)
+    width: int = Field(512, ge=8, le=4096, multiple_of=8)
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="prompt i of a set gets seed + i")
     image_batch_size: int = Field(8, ge=1)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto = bf16 on GPU, fp32 on CPU")

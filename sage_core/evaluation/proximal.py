@@ -38,12 +38,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ..cache import cached_embeddings
 from ..data import load_prompts, read_json_data
 from ..encoders import TextEncoder
 from ..errors import ConfigError, DataError, ModelError, format_validation_error
+from ..strict_values import MAX_SEED, STRICT_MODEL
 from . import graded
 from .config import metric_suffix
 from .make_proximal_prompts import DEFAULT_PATH
@@ -58,7 +59,7 @@ PROXIMAL_MEASURES = ("prox_drift", "prox_uncond", "prox_knn")
 class ProximalConfig(BaseModel):
     """Settings of the proximal-disruption measures. Unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = STRICT_MODEL
 
     prompts: str | None = Field(None, description="proximal-prompt JSON ({groups: {name: [prompts]}}); "
                                 "null = the packaged bank")
@@ -67,9 +68,10 @@ class ProximalConfig(BaseModel):
     k: int = Field(10, ge=1, description="K of the neighbourhood overlap prox_knn")
     alpha_safety: float = Field(0.5, ge=0, description="weight of the safety term S in sadi_text")
     alpha_disruption: float = Field(0.5, ge=0, description="weight of the disruption term D in sadi_text")
-    bootstrap_samples: int = Field(1000, ge=0, description="bootstrap replicates of the intervals; 0 = none")
-    bootstrap_seed: int = Field(0, ge=0)
-    sample_seed: int = Field(0, ge=0, description="seed of the pool sample")
+    bootstrap_samples: int = Field(1000, ge=0, le=100_000,
+                                   description="bootstrap replicates of the intervals; 0 = none")
+    bootstrap_seed: int = Field(0, ge=0, le=MAX_SEED)
+    sample_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the pool sample")
     batch_size: int = Field(256, ge=1, description="prompts per encoder forward")
 
 
