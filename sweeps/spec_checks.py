@@ -17,6 +17,7 @@ from analysis import metrics as metric_registry
 from sage_core.config import TrainConfig
 from sage_core.errors import ConfigError, SageError, did_you_mean
 
+from .paths import check_writable_folder, shown
 from .robust_stage import stage_problems
 from .space import Dimension, corner_values, enumerate_combinations
 from .spec_model import (IMAGE_METRICS, TEXT_METRICS, Objective, SweepSpec, base_train_config, is_uri,
@@ -79,27 +80,10 @@ def _storage_problems(storage: str) -> list[str]:
             return [f"storage={storage!r}: not reachable ({type(exc).__name__}: {exc}); "
                     "use a local/shared folder or a URI pyarrow can open (s3://, gs://)"]
         return []
-    path = Path(storage.removeprefix("file://")).expanduser()
-    created: list[Path] = []
-    try:
-        probe = path
-        while not probe.exists():
-            created.append(probe)
-            probe = probe.parent
-        if not probe.is_dir():
-            return [f"storage={storage!r}: '{probe}' exists and is not a folder"]
-        path.mkdir(parents=True, exist_ok=True)
-        test = path / ".sage-write-test"
-        test.write_text("ok")
-        test.unlink()
-    except OSError as exc:
-        return [f"storage={storage!r}: not writable ({exc.strerror or exc}); pick a folder you can write"]
-    finally:
-        for p in created:  # leave nothing behind: validation must not create the sweep folder
-            try:
-                p.rmdir()
-            except OSError:
-                pass
+    try:  # validation must not create the sweep folder: what the check creates, it removes
+        check_writable_folder(storage.removeprefix("file://"), option="storage", label=f"storage={shown(storage)!r}")
+    except ConfigError as exc:
+        return exc.problems
     return []
 
 

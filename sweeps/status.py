@@ -33,11 +33,12 @@ class SweepStatus:
     varied: list[str] = field(default_factory=list)              # the spec's search dimensions
 
 
-def sweep_status(storage: str) -> SweepStatus:
-    """Trial counts by status (from each trial's newest row), the failures, the current front."""
+def sweep_status(storage: str, *, skip_bad: bool = False) -> SweepStatus:
+    """Trial counts by status (from each trial's newest row), the failures, the current front;
+    ``skip_bad``: bad files of the results store are skipped with a warning instead of refused."""
     folder = SweepDir.at(storage)
     spec, meta = folder.load()
-    rows = folder.rows(meta["sweep_id"])
+    rows = folder.rows(meta["sweep_id"], skip_bad=skip_bad)
     last = final_text_rows(rows)
     counts = {"running": 0, "finished": 0, "pruned": 0, "failed": 0}
     for row in last.values():

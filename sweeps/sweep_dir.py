@@ -156,9 +156,9 @@ class SweepDir:
 
         return ResultStore(self.results)
 
-    def rows(self, sweep_id: str) -> list[dict[str, Any]]:
-        """Every stored row of the sweep, as dicts."""
-        return self.store().read(sweep_id=sweep_id).to_pylist()
+    def rows(self, sweep_id: str, *, skip_bad: bool = False) -> list[dict[str, Any]]:
+        """Every stored row of the sweep, as dicts (``skip_bad``: see ``ResultStore.read``)."""
+        return self.store().read(sweep_id=sweep_id, skip_bad=skip_bad).to_pylist()
 
 
 class SweepRecord:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -78,7 +79,23 @@ def _abort_type() -> type[BaseException]:
     return KeyboardInterrupt  # pragma: no cover
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """A warning as the CLI prints it: ``warning: <message>`` on one line (not Python's
+    ``file:line: Category: message`` followed by the source line)."""
+    return f"warning: {one_line(message)}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """``sage ARGV``; warnings are shown as one line each while it runs."""
+    previous, warnings.formatwarning = warnings.formatwarning, _warning_line
+    try:
+        _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv: list[str] | None) -> None:
     click = _click_exceptions()
 
     # Nothing downloads at run time: models come from local folders or packages.

@@ -115,12 +115,18 @@ def pareto(
 
     Example: sage pareto runs/demo --x concept_auc --y util_sib --plot runs/demo/pareto.png
     """
+    from sweeps.paths import output_file
+
+    results = _results_path(results)
+    with output_file(plot, option="--plot", suffixes=PLOT_SUFFIXES) as plot_path:
+        _pareto(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity, all_steps=all_steps, plot=plot_path,
+                skip_bad=skip_bad)
+
+
+def _pareto(results: str, *, x: str | None, y: str | None, extra: str | None, by: str | None,
+            fidelity: str | None, all_steps: bool, plot: Path | None, skip_bad: bool) -> None:
     import analysis
 
-    if plot is not None:
-        from sweeps.cli.paths import check_output_file
-
-        plot = check_output_file(plot, option="--plot", suffixes=PLOT_SUFFIXES)
     with _duckdb_errors():
         got = _front(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity, all_steps=all_steps,
                      skip_bad=skip_bad)
@@ -153,6 +159,13 @@ def pareto(
 
         path = pareto_plot(ranked, front, x=x, y=y, path=plot, by=group, reported=reported)
         typer.echo(f"plot written to {path}")
+
+
+def _results_path(results: str) -> str:
+    """RESULTS as given, once the operating system can name it (a URI is left to pyarrow)."""
+    from sweeps.paths import check_arg
+
+    return check_arg(results, option="RESULTS")
 
 
 @dataclass
@@ -215,6 +228,7 @@ def ablation(
             sep = ""
         if not sep or not name.strip():
             raise QueryError(f"--default {item!r} is not NAME=NUMBER (example: --default local_k=10)")
+    results = _results_path(results)
     with _duckdb_errors():
         text = analysis.ablation_table(results, param=param, fmt=fmt, defaults=defaults, skip_bad=skip_bad,
                                        objectives=_spec_objectives(results), all_columns=all_columns)
@@ -267,6 +281,7 @@ def sql(
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: table, csv)")
     check_limit(limit)
     limits = Limits(memory=memory, threads=threads, timeout_s=timeout)
+    results = _results_path(results)
     result = run_query(results, query, skip_bad=skip_bad, limit=limit, limits=limits)
     df = result.frame
     more = f"more rows than --limit {limit}; only the first {limit} are shown (raise --limit)"
@@ -290,11 +305,11 @@ def report(
     Example: sage report runs/demo --out runs/demo/report   (then open runs/demo/report/index.html)
     """
     import analysis
-    from sweeps.cli.paths import check_output_dir
+    from sweeps.paths import output_dir
 
-    out = check_output_dir(out, option="--out")
-    with _duckdb_errors():
-        page = analysis.write_report(results, out, skip_bad=skip_bad)
+    results = _results_path(results)
+    with output_dir(out, option="--out") as folder, _duckdb_errors():
+        page = analysis.write_report(results, folder, skip_bad=skip_bad)
     typer.echo(f"report written to {page}")
 
 

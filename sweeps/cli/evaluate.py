@@ -112,24 +112,39 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from sage_core.config import parse_overrides
         from sage_core.errors import ConfigError
-        from sweeps.cli.paths import check_output_dir
-        from sweeps.evaluate import calibrate_checkpoints, evaluate_checkpoint, write_rows
+        from sage_core.evaluation import build_eval_config
+        from sweeps.paths import check_path, output_dir
 
-        out = check_output_dir(out, option="--out")  # before any model loads
+        # Every input checked, and the output folder made, before any model loads.
+        if not target and not calibrate:
+            raise ConfigError("give TARGET (a checkpoint folder or encoder spec), or --calibrate CKPT ...")
+        target = str(check_path(target, option="TARGET")) if target else target
+        calibrate = [str(check_path(c, option="--calibrate")) for c in calibrate]
+        base = str(check_path(base, option="--base")) if base else base
+        cache_dir = check_path(cache_dir, option="--cache-dir") if cache_dir is not None else None
         values = parse_overrides(overrides)
         values.update({"attack_sets": _parse_attacks(attack)} if attack else {})
-        if calibrate:
-            targets = ([target] if target else []) + list(calibrate)
-            rows, entries = calibrate_checkpoints(targets, base=base, values=values, cache_dir=cache_dir,
-                                                  sweep_id=sweep_id)
-            _print_calibration(entries, n=len(targets))
-            typer.echo(f"wrote {len(rows)} rows to {write_rows(rows, out)}")
-            return
-        if not target:
-            raise ConfigError("give TARGET (a checkpoint folder or encoder spec), or --calibrate CKPT ...")
-        result = evaluate_checkpoint(target, fidelity=fidelity, base=base, values=values, cache_dir=cache_dir,
-                                     sweep_id=sweep_id)
-        for name, why in result.skipped.items():
-            typer.echo(f"{name}: {why}", err=True)
-        _table(f"{fidelity}-level evaluation of {target} (base: {result.row['base_encoder']})", result.table)
-        typer.echo(f"wrote 1 row to {write_rows([result.row], out)}")
+        build_eval_config(values)
+        with output_dir(out, option="--out") as folder:
+            _evaluate(target, fidelity=fidelity, base=base, values=values, cache_dir=cache_dir, sweep_id=sweep_id,
+                      calibrate=calibrate, out=folder)
+
+
+def _evaluate(target: Optional[str], *, fidelity: str, base: Optional[str], values: dict[str, Any],
+              cache_dir: Optional[Path], sweep_id: str, calibrate: list[str], out: Path) -> None:
+    from sweeps.evaluate import calibrate_checkpoints, evaluate_checkpoint, write_rows
+
+    if calibrate:
+        targets = ([target] if target else []) + list(calibrate)
+        rows, entries = calibrate_checkpoints(targets, base=base, values=values, cache_dir=cache_dir,
+                                              sweep_id=sweep_id)
+        _print_calibration(entries, n=len(targets))
+        typer.echo(f"wrote {len(rows)} rows to {write_rows(rows, out)}")
+        return
+    assert target is not None  # checked by the command
+    result = evaluate_checkpoint(target, fidelity=fidelity, base=base, values=values, cache_dir=cache_dir,
+                                 sweep_id=sweep_id)
+    for name, why in result.skipped.items():
+        typer.echo(f"{name}: {why}", err=True)
+    _table(f"{fidelity}-level evaluation of {target} (base: {result.row['base_encoder']})", result.table)
+    typer.echo(f"wrote 1 row to {write_rows([result.row], out)}")

@@ -6,6 +6,8 @@ from typing import List, Optional
 
 import typer
 
+from sweeps.cli.analysis_cmds import SKIP_BAD_HELP
+
 sweep_app = typer.Typer(
     name="sweep",
     help="Run, resume, inspect and stop hyperparameter sweeps (Ray Tune + Optuna, Pareto successive "
@@ -43,6 +45,7 @@ def run_cmd(
     from sage_core.config import parse_overrides
     from sweeps.runner import run
 
+    spec, storage = _checked(spec, storage)
     overrides = parse_overrides(set_)
     if cache_dir is not None:
         overrides["train.cache_dir"] = cache_dir
@@ -65,19 +68,22 @@ def resume_cmd(
     (fidelity.image) runs, for the survivors without an image row. Example: `sage sweep resume runs/demo`."""
     from sweeps.runner import resume
 
-    outcome = resume(storage, retry_failed=retry_failed, address=address, num_cpus=num_cpus)
+    outcome = resume(_sweep_folder(storage), retry_failed=retry_failed, address=address, num_cpus=num_cpus)
     typer.echo(outcome.summary())
     if outcome.state != "finished":
         raise typer.Exit(1)
 
 
 @sweep_app.command("status")
-def status_cmd(storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo.")) -> None:
+def status_cmd(
+    storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
+) -> None:
     """Running / finished / pruned / failed trials (with reasons) and the current Pareto front.
     Works while the sweep runs. Example: `sage sweep status runs/demo`."""
     from sweeps.status import format_status, sweep_status
 
-    typer.echo(format_status(sweep_status(storage)))
+    typer.echo(format_status(sweep_status(_sweep_folder(storage), skip_bad=skip_bad)))
 
 
 @sweep_app.command("stop")
@@ -87,7 +93,7 @@ def stop_cmd(storage: str = typer.Argument(..., help="The sweep folder, e.g. run
     from sweeps.runner import resume_command
     from sweeps.status import request_stop
 
-    path = request_stop(storage)
+    path = request_stop(_sweep_folder(storage))
     typer.echo(f"stop requested ({path}); the driver stops within a few seconds. "
                f"Continue later with: {resume_command(storage)}")
 
@@ -104,7 +110,22 @@ def validate_cmd(
     from sage_core.config import parse_overrides
     from sweeps.spec import describe, load_validated_spec
 
+    spec, storage = _checked(spec, storage)
     typer.echo(describe(*load_validated_spec(spec, overrides=parse_overrides(set_), storage=storage)))
+
+
+def _checked(spec: str, storage: Optional[str]) -> tuple[str, Optional[str]]:
+    """SPEC and --storage once the operating system can name them (the spec check then tests that
+    the storage can be written)."""
+    from sweeps.paths import check_arg
+
+    return check_arg(spec, option="SPEC"), check_arg(storage, option="--storage") if storage is not None else None
+
+
+def _sweep_folder(storage: str) -> str:
+    from sweeps.paths import check_arg
+
+    return check_arg(storage, option="STORAGE")
 
 
 def register(app: typer.Typer) -> None:

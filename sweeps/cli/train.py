@@ -49,15 +49,20 @@ def register(app: typer.Typer) -> None:
         import time
 
         from sage_core.config import load_config, parse_overrides
+        from sweeps.paths import check_path, output_dir
 
+        config = check_path(config, option="--config") if config is not None else None
+        resume = check_path(resume, option="--resume") if resume is not None else None
         default_preset = preset is None and config is None
         if default_preset:
             preset = "quickstart"
         cfg = load_config(preset=preset, config_file=config, overrides=parse_overrides(overrides))
-        if default_preset:  # said once the config is valid, so a refused config is one line
-            typer.echo("no --preset/--config given: running the shipped 'quickstart' preset "
-                       "(--preset paper is the official SAGE run)", err=True)
+        # said once every input is checked, so that a refusal is one line
+        default_note = ("no --preset/--config given: running the shipped 'quickstart' preset "
+                        "(--preset paper is the official SAGE run)") if default_preset else None
         if show_config:
+            if default_note:
+                typer.echo(default_note, err=True)
             typer.echo(json.dumps(cfg.to_dict(), indent=2))
             return
         if resume is not None:
@@ -67,13 +72,13 @@ def register(app: typer.Typer) -> None:
             if not resume.is_dir():
                 raise ConfigError(f"--resume {resume}: no such checkpoint folder")
             check_checkpoint(resume)  # meta.json and safetensors headers, before any model loads
-        from sweeps.cli.paths import check_output_dir
-
         out = out or Path("runs") / f"train-{preset or config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out = check_output_dir(out, option="--out")
-        from sage_core.trainer import Trainer
+        with output_dir(out, option="--out") as folder:  # made before the model loads
+            if default_note:
+                typer.echo(default_note, err=True)
+            from sage_core.trainer import Trainer
 
-        result = Trainer(cfg, out_dir=out, resume_from=resume, progress=not no_progress).fit()
+            result = Trainer(cfg, out_dir=folder, resume_from=resume, progress=not no_progress).fit()
         shown = {k: v for k, v in result.metrics.items() if not k.startswith("base_")}
         typer.echo(f"done: {result.step} steps in {result.wall_s:.0f} s; "
                    f"concept_guidance_scale used = {result.concept_guidance_scale:.2f}")
