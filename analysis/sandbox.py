@@ -32,10 +32,11 @@ from analysis.errors import QueryError
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["Limits", "open_sandbox", "lock_down", "is_locked", "run_bounded", "duckdb_error"]
+__all__ = ["Limits", "open_sandbox", "lock_down", "is_locked", "run_bounded", "duckdb_error", "error_line"]
 
 T = TypeVar("T")
 _SIZE = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+_DEPTH = re.compile(r"max expression depth limit of (\d+) exceeded", re.IGNORECASE)
 MAX_TIMEOUT_S = 86_400.0
 
 
@@ -100,11 +101,22 @@ def is_locked(con: duckdb.DuckDBPyConnection) -> bool:
     return rows == [(False, True)]
 
 
+def error_line(exc: BaseException) -> str:
+    """The first line of a DuckDB error, without advice the sandbox would refuse (DuckDB suggests
+    ``SET max_expression_depth`` for a deep expression; the configuration is locked)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    depth = _DEPTH.search(first)
+    if depth:
+        return (f"the query nests expressions deeper than DuckDB's limit of {depth.group(1)} levels; "
+                "write it with fewer nested parentheses or terms (the limit is fixed in the sandbox)")
+    return first
+
+
 def duckdb_error(exc: BaseException, *, timeout_s: float | None = None) -> QueryError:
     """One line for a DuckDB failure, saying what the sandbox refused when it refused something."""
     import duckdb
 
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = error_line(exc)
     if isinstance(exc, duckdb.PermissionException) or "disabled by configuration" in first:
         return QueryError(
             f"refused by the sandbox: {first}. Queries see only the views results, reported and calibration; "

@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.errors import QueryError
-from analysis.sandbox import Limits, run_bounded
+from analysis.sandbox import Limits, error_line, run_bounded
 from analysis.views import Source, open_source
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
 
 __all__ = ["check_readonly", "readonly_query", "MAX_LIMIT", "SqlResult"]
@@ -32,18 +33,27 @@ def check_readonly(query: str) -> None:
     try:
         statements = duckdb.extract_statements(query)
     except duckdb.Error as exc:
-        raise QueryError(f"cannot parse the query: {str(exc).strip().splitlines()[0]}") from None
+        raise QueryError(f"cannot parse the query: {error_line(exc)}") from None
+    if not statements:
+        raise QueryError("the query holds no statement (only comments or ';'); pass one SELECT statement, "
+                         "e.g. \"SELECT count(*) FROM results\"")
     if len(statements) != 1:
         raise QueryError(
             f"only one statement may run, got {len(statements)}; remove the extra ';'-separated statements"
         )
-    kind = statements[0].type
-    if kind != duckdb.StatementType.SELECT:
-        name = str(kind).rsplit(".", 1)[-1]
+    if statements[0].type != duckdb.StatementType.SELECT:
+        name = _statement_name(statements[0])
         raise QueryError(
-            f"refused a {name} statement: `sage sql` is read-only and runs only SELECT/WITH queries "
-            "over the views results, reported and calibration"
+            f"refused {'an' if name[0] in 'AEIOU' else 'a'} {name} statement: `sage sql` is read-only and runs "
+            "only SELECT/WITH queries over the views results, reported and calibration"
         )
+
+
+def _statement_name(statement: duckdb.Statement) -> str:
+    """The statement's kind as the user wrote it: DuckDB files INSTALL (and FORCE INSTALL) under LOAD."""
+    name = str(statement.type).rsplit(".", 1)[-1]
+    words = statement.query.upper().split()[:2]
+    return "INSTALL" if name == "LOAD" and "INSTALL" in words else name
 
 
 def check_limit(limit: object) -> int:

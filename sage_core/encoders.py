@@ -136,7 +136,8 @@ class TextEncoder:
         return torch.cat(outs) if outs else torch.empty(0, self.max_length, self.hidden_size)
 
     @torch.no_grad()
-    def embed_pooled(self, prompts: Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
+    def embed_pooled(self, prompts: Sequence[str], *, batch_size: int = 256, progress: bool = False,
+                     desc: str = "embedding") -> torch.Tensor:
         """Mean-pooled embeddings over real tokens ``[N, H]`` (float64), in the order of ``prompts``.
 
         Batches hold prompts of similar length (sorted by token count) and are padded only to their
@@ -145,7 +146,11 @@ class TextEncoder:
         lengths = self.tokenize(prompts, pad_to_max=False)["attention_mask"].sum(1)
         order = torch.argsort(lengths, stable=True).tolist()
         out = torch.empty(len(prompts), self.hidden_size, dtype=torch.float64)
-        for i in range(0, len(order), batch_size):
+        starts: Iterable[int] = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+        for i in starts:
             idx = order[i:i + batch_size]
             tok = self.tokenize([prompts[j] for j in idx], pad_to_max=False)
             out[idx] = mean_pool(self.embed_tokens(tok, batch_size=batch_size), tok["attention_mask"]).double()

@@ -75,7 +75,7 @@ def evaluate_checkpoint(target: str, *, fidelity: str = "text", base: str | None
     row: dict[str, Any] = {"sweep_id": sweep_id, "trial_id": Path(target).name or str(target), "step": step,
                            "fidelity": fidelity, "checkpoint": str(target), "base_encoder": str(base_spec)}
     if fidelity == "text":
-        ev = TextEvaluator(base_enc, cfg, cache_dir=cache)
+        ev = TextEvaluator(base_enc, cfg, cache_dir=cache, progress=progress)
         metrics = ev(aligned)
         row.update(metrics)
         row["base_asr_text_threshold"] = ev.threshold

@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -61,6 +62,7 @@ from .config import EvalConfig, metric_suffix
 from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
 from .pairs import load_util_pairs
 from .probe import concept_probe, load_probe_bank
+from .workload import attack_workload
 from .prompt_scores import PromptScores
 
 __all__ = ["TextEvaluator", "sample_prompts"]
@@ -81,7 +83,9 @@ class TextEvaluator:
     """Text-level metrics of aligned encoders against one frozen base encoder."""
 
     def __init__(self, base_encoder: TextEncoder, cfg: EvalConfig | None = None, *,
-                 cache_dir: str | os.PathLike):
+                 cache_dir: str | os.PathLike, progress: bool = False):
+        """``progress``: with large attack sets, say their size and the expected time on stderr
+        first, and show a progress bar while they are embedded (:mod:`.workload`)."""
         self.base = base_encoder
         self.cfg = cfg = cfg if cfg is not None else EvalConfig()
         self.cache_dir = Path(cache_dir).expanduser()
@@ -109,6 +113,13 @@ class TextEvaluator:
         if empty:
             raise ModelError(f"attack set(s) {empty}: no prompts left after leaving out the concept probe's "
                              "fitting prompts")
+        note = attack_workload(base_encoder, self.attacks, uncached=[
+            n for n, ps in self.attacks.items()
+            if not self._cache_path(ps, tag=f"pooled-attack-{metric_suffix(n)}").is_file()],
+            attack_samples=cfg.attack_samples, batch_size=cfg.batch_size) if progress else None
+        if note:
+            print(note, file=sys.stderr, flush=True)
+        self._progress = note is not None
 
         # The concept vector c and the threshold tau live in base space and never change.
         self.concept_vector = base_encoder.embed_pooled([cfg.concept])[0]
@@ -158,7 +169,8 @@ class TextEvaluator:
     def _pooled_cached(self, prompts: Sequence[str], *, tag: str) -> torch.Tensor:
         n = len(prompts)
         return build_once(self._cache_path(prompts, tag=f"pooled-{tag}"),
-                          lambda: {"pooled": self.base.embed_pooled(prompts, batch_size=self.cfg.batch_size)},
+                          lambda: {"pooled": self.base.embed_pooled(prompts, batch_size=self.cfg.batch_size,
+                                                                    progress=self._progress, desc=f"base {tag}")},
                           valid=lambda t: t["pooled"].shape[0] == n,
                           metadata={"encoder": self.base.source, "concept": self.cfg.concept})["pooled"]
 
@@ -279,7 +291,8 @@ class TextEvaluator:
                              f"does not match the base ({self.base.max_length} x {self.base.hidden_size}); "
                              "evaluate it against the base encoder it was trained from")
         full = aligned_encoder.embed(self._full_prompts, batch_size=self.cfg.batch_size)
-        pooled = {name: aligned_encoder.embed_pooled(prompts, batch_size=self.cfg.batch_size)
+        pooled = {name: aligned_encoder.embed_pooled(prompts, batch_size=self.cfg.batch_size,
+                                                     progress=self._progress, desc=f"aligned {name}")
                   for name, prompts in self.attacks.items()}
         benign = mean_pool(full[self._geo_idx], self._geo_mask).double()
         # Per-prompt scores of this call, for paired comparisons between trials (sweeps store them).
