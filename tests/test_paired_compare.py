@@ -193,3 +193,40 @@ def test_pareto_marks_members_that_are_not_separable(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "separable" in out and "Pairs that decide the front" in out and "not separable" in out
     assert pd.notna(ranked["concept_auc"]).all()
+
+
+# --- a real sweep ------------------------------------------------------------------------------------
+def test_real_sweep_with_seeds_writes_scores_that_reproduce_its_rows(tmp_path, capsys):
+    """Real Ray and DeepSpeed on the tiny CLIP: `seeds: 2` trains each grid point twice, every text
+    evaluation leaves per-prompt scores that recompute the row's objectives, and `sage reliability`
+    and `sage pareto` read the sweep folder."""
+    import ray
+
+    import sweeps
+    from analysis.prompt_scores import scores_root_for
+    from tests.test_sweep_run import tiny_spec
+
+    spec = tiny_spec(tmp_path, train={"cache_dir": str(tmp_path / "cache")}, seeds=2,
+                     space={"lambda_esp": {"grid": [0.0, 2.0]}},
+                     objectives=[{"metric": "concept_auc"}, {"metric": "util_sib"}])
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        outcome = sweeps.run(str(spec), progress=False)
+    finally:
+        ray.shutdown()
+    assert outcome.state == "finished" and outcome.counts["finished"] == 4
+    rows = ResultStore(tmp_path / "sweep" / "results").read().to_pylist()
+    assert sorted((r["lambda_esp"], r["seed"]) for r in rows if r["step"] == 4) == [(0.0, 0), (0.0, 1), (2.0, 0),
+                                                                                      (2.0, 1)]
+    root = scores_root_for(str(tmp_path / "sweep" / "results"))
+    for r in rows:
+        back = read_prompt_scores(root, sweep_id=r["sweep_id"], trial_id=r["trial_id"], step=r["step"])
+        for m in ("concept_auc", "util_sib"):
+            assert objective_value(back, m) == pytest.approx(r[m], abs=1e-12)
+    with pytest.raises(SystemExit):
+        main(["reliability", str(tmp_path / "sweep")])
+    out = capsys.readouterr().out
+    assert "concept_auc" in out and "tau@2" in out
+    with pytest.raises(SystemExit):
+        main(["pareto", str(tmp_path / "sweep"), "--x", "concept_auc", "--y", "util_sib"])
+    assert "Pareto front" in capsys.readouterr().out
