@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Literal
 from analysis.column_roles import ColumnRoles, roles_of
 from analysis.errors import QueryError
 from analysis.intervals import interval_frame
-from analysis.metrics import DEFAULT_OBJECTIVES, DEFAULT_PAIRS, REGISTRY, interval_columns, is_interval_column, is_metric
+from analysis.metrics import (
+    DEFAULT_OBJECTIVES,
+    DEFAULT_PAIRS,
+    REGISTRY,
+    interval_columns,
+    is_interval_column,
+    is_metric,
+)
 from analysis.rows import last_step_sql, trial_status_sql
 from analysis.store import KEY_COLUMNS
 from analysis.views import Source, columns_of, open_source, require_columns

@@ -18,8 +18,9 @@ the file (older sweeps, ``sage eval`` rows, a bare dataset) keeps the old infere
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from analysis.errors import StoreError
 
@@ -51,7 +52,7 @@ class ColumnRoles:
         return json.dumps(doc, indent=1, sort_keys=False)
 
     @classmethod
-    def from_json(cls, text: str, *, where: str) -> "ColumnRoles":
+    def from_json(cls, text: str, *, where: str) -> ColumnRoles:
         """Parsed and checked (it is read from storage: untrusted); one-line errors naming ``where``."""
         try:
             doc = json.loads(text)

@@ -39,7 +39,7 @@ def objective_signs(metrics: Sequence[str], modes: Sequence[str] | None = None) 
     if len(modes) != len(metrics):
         raise QueryError(f"modes {list(modes)}: expected one per objective {list(metrics)}")
     out = []
-    for metric, given in zip(metrics, modes):
+    for metric, given in zip(metrics, modes, strict=True):
         if given not in ("min", "max"):
             raise QueryError(f"mode {given!r} of objective {metric!r} is not allowed (allowed: min, max)")
         if is_metric(metric) and mode(metric) != given:

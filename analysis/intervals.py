@@ -77,7 +77,7 @@ def interval_frame(df: pd.DataFrame) -> pd.DataFrame:
         if c in bounds:
             continue
         if c in with_iv:
-            out[c] = [fmt_interval(v, lo, hi) for v, lo, hi in zip(df[c], df[f"{c}_lo"], df[f"{c}_hi"])]
+            out[c] = [fmt_interval(v, lo, hi) for v, lo, hi in zip(df[c], df[f"{c}_lo"], df[f"{c}_hi"], strict=True)]
         else:
             out[c] = [fmt_number(v) for v in df[c]]
     out.attrs.update(df.attrs)

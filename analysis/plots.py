@@ -175,7 +175,7 @@ def learning_curves(rows: pd.DataFrame, *, metrics: Sequence[str], labels: Mappi
     ends: set[str] = set()
     for k, metric in enumerate(metrics):
         ax = fig.add_subplot(nrows, cols, k + 1)
-        for trial, color in zip(trials, colors):
+        for trial, color in zip(trials, colors, strict=True):
             mine = rows[(rows["trial_id"] == trial) & rows[metric].notna()].sort_values("step")
             if mine.empty:
                 continue
@@ -194,7 +194,8 @@ def learning_curves(rows: pd.DataFrame, *, metrics: Sequence[str], labels: Mappi
         ax.set_ylabel(_arrow(metric), fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=c, lw=1.5, label=labels.get(t, t)) for t, c in zip(trials, colors)][:12]
+    handles = [Line2D([], [], color=c, lw=1.5, label=labels.get(t, t))
+               for t, c in zip(trials, colors, strict=True)][:12]
     handles += [Line2D([], [], color="0.3", linestyle="none", marker=_END_MARKERS.get(s, ("s", s))[0],
                        markeredgecolor="black", label=_END_MARKERS.get(s, ("s", s))[1]) for s in sorted(ends)]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)

@@ -32,8 +32,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import html
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
@@ -41,7 +41,8 @@ __all__ = ["write_report", "robust_fronts"]
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;vertical-align:top;white-space:nowrap}
-th{background:#f3f3f3}table.front td:last-child{white-space:normal;overflow-wrap:anywhere;min-width:14em;text-align:left}
+th{background:#f3f3f3}
+table.front td:last-child{white-space:normal;overflow-wrap:anywhere;min-width:14em;text-align:left}
 td:first-child,th:first-child{text-align:left}img{max-width:100%;height:auto}
 .note{color:#666;font-size:13px}.howto{background:#f6f6f1;border-left:3px solid #bbb;padding:.4em 1em;font-size:14px}
 dl.metrics{font-size:13px;color:#444}dl.metrics dt{font-weight:600}dl.metrics dd{margin:0 0 .3em 1.5em}"""
@@ -106,7 +107,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     parts: list[str] = [
         f"<h1>sage-sweeps report</h1><p class=note>results: {html.escape(store.uri)} &middot; written "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>", _HOW_TO_READ,
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>", _HOW_TO_READ,
     ]
     if store.skipped:
         parts.append("<p class=note>skipped bad files: " + html.escape("; ".join(map(str, store.skipped))) + "</p>")
@@ -253,7 +254,7 @@ def _curves_section(con, cols: list[str], *, out: Path) -> list[str]:
         rows = con.execute(f"SELECT * FROM results WHERE {where}sweep_id = ? ORDER BY trial_id, step",
                            [sweep_id]).df()
         firsts = rows.drop_duplicates("trial_id")
-        labels = dict(zip(firsts["trial_id"], trial_labels(firsts, varied=_varied(rows, roles_of(con)))))
+        labels = dict(zip(firsts["trial_id"], trial_labels(firsts, varied=_varied(rows, roles_of(con))), strict=True))
         image = learning_curves(rows, metrics=metrics, labels=labels, path=out / f"curves_{i}.png",
                                 title=f"sweep {sweep_id}")
         note = ""

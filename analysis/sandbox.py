@@ -24,8 +24,9 @@ import shutil
 import tempfile
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from analysis.errors import QueryError
 
@@ -63,7 +64,8 @@ class Limits:
             raise QueryError(f"threads={self.threads!r} is not allowed (allowed: a whole number from 1 to 256)")
         t = self.timeout_s
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 < t <= MAX_TIMEOUT_S:
-            raise QueryError(f"timeout={t!r} is not allowed (allowed: seconds, more than 0 and at most {MAX_TIMEOUT_S:g})")
+            raise QueryError(f"timeout={t!r} is not allowed (allowed: seconds, more than 0 and at most "
+                             f"{MAX_TIMEOUT_S:g})")
 
 
 def open_sandbox(limits: Limits | None = None) -> duckdb.DuckDBPyConnection:

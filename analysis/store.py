@@ -73,17 +73,17 @@ class BadFile:
         return f"{self.path} ({self.reason})"
 
     @classmethod
-    def unreadable(cls, path: str, exc: BaseException) -> "BadFile":
+    def unreadable(cls, path: str, exc: BaseException) -> BadFile:
         return cls(path, f"not readable as Parquet: {str(exc).splitlines()[0][:160]}")
 
     @classmethod
-    def if_foreign(cls, path: str, columns: Sequence[str]) -> "BadFile | None":
+    def if_foreign(cls, path: str, columns: Sequence[str]) -> BadFile | None:
         """A file without the key columns is not a results file (None when it has them)."""
         missing = [k for k in KEY_COLUMNS[1:] if k not in columns]
         return cls(path, f"foreign Parquet file: no column(s) {missing}") if missing else None
 
     @classmethod
-    def if_mistyped(cls, path: str, schema: pa.Schema) -> "BadFile | None":
+    def if_mistyped(cls, path: str, schema: pa.Schema) -> BadFile | None:
         """A file whose columns do not have the store's types (e.g. ``step`` as text) is bad:
         read beside good files it would turn their numbers into text."""
         for field in schema:
@@ -95,7 +95,7 @@ class BadFile:
         return None
 
     @classmethod
-    def check(cls, path: str, schema: pa.Schema) -> "BadFile | None":
+    def check(cls, path: str, schema: pa.Schema) -> BadFile | None:
         """The first reason ``path`` (with this schema) is not a results file, or None."""
         return cls.if_foreign(path, schema.names) or cls.if_mistyped(path, schema)
 

@@ -11,9 +11,9 @@ without touching the cache (targets are formed per batch).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,7 @@ def build_base_data(encoder: TextEncoder, *, safe_prompts: Sequence[str], unsafe
     key = hashlib.sha256("|".join([cache_key(encoder, safe_prompts), cache_key(encoder, unsafe_prompts),
                                    cache_key(encoder, [concept, ""])]).encode()).hexdigest()
     path = cache_dir / "codebook" / f"codebook-{key[:24]}.safetensors"
-    targets = build_once(path, lambda: dict(zip(("nearest", "farthest"), codebook_search(unsafe, safe))),
+    targets = build_once(path, lambda: dict(zip(("nearest", "farthest"), codebook_search(unsafe, safe), strict=True)),
                          valid=lambda hit: "farthest" in hit and hit["farthest"].shape[0] == len(unsafe_prompts),
                          metadata={"key": key, "encoder": encoder.source})
     nearest, farthest = targets["nearest"], targets["farthest"]

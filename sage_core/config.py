@@ -8,9 +8,10 @@ Precedence: ``--set`` overrides > YAML file / preset > these defaults.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -89,7 +90,8 @@ class TrainConfig(BaseModel):
     diag_prompts: str = Field("coco", description="benign prompts for the geometry diagnostics")
     diag_samples: int = Field(256, ge=4, description="how many of them (first N rows)")
     diag_k: int = Field(15, ge=1, description="K of the Jaccard@K diagnostic")
-    cache_dir: str | None = Field(None, description="base-embedding cache; default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps")
+    cache_dir: str | None = Field(
+        None, description="base-embedding cache; default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps")
     text_eval: dict[str, Any] = Field(
         default_factory=dict, description="EvalConfig overrides for the text-level evaluation at every "
         "eval step, e.g. {calibration_samples: 300, attack_samples: 64}; concept and the diag_* "
@@ -103,7 +105,7 @@ class TrainConfig(BaseModel):
         return check_value(name, value, annotation=cls.model_fields[name].annotation, path=name in _PATH_FIELDS)
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "TrainConfig":
+    def _check_consistency(self) -> TrainConfig:
         problems: list[str] = []
         if self.method == "des" and (self.lambda_esp or self.lambda_lsa):
             # Stated, not silently fixed: DES is SAGE without the two regularizers.
@@ -180,7 +182,7 @@ class TrainConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         return build_config({**self.to_dict(), **changes})
 
 

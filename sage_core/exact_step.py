@@ -51,7 +51,7 @@ def backward_full_batch(engine, batch: dict[str, Any], *, v: torch.Tensor, u: to
     loss, terms = sage_loss(e=leaves[0], b=batch["b"], e_unsafe=leaves[1], targets=batch["targets"],
                             e_concept=leaves[2], u=u, v=v, w=w)
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    g_e, g_u, g_c = (torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves))
+    g_e, g_u, g_c = (torch.zeros_like(x) if g is None else g for g, x in zip(grads, leaves, strict=True))
     lo = sum(sizes[:rank])
     ge_chunks = torch.tensor_split(g_e[lo:lo + sizes[rank]], accumulation)
     gu_chunks = torch.tensor_split(g_u[lo:lo + sizes[rank]], accumulation)

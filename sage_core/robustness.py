@@ -37,8 +37,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -63,11 +64,12 @@ _Settings = TypeVar("_Settings", bound=BaseModel)
 
 @dataclass(frozen=True)
 class BenignObjective:
-    """A benign fine-tuning objective: each training prompt is fitted to the base embedding of ``target(prompt, cfg)``."""
+    """A benign fine-tuning objective: each training prompt is fitted to the base embedding of
+    ``target(prompt, cfg)``."""
 
     name: str
     meaning: str
-    target: Callable[[str, "RobustConfig"], str]
+    target: Callable[[str, RobustConfig], str]
 
 
 BENIGN_OBJECTIVES: dict[str, BenignObjective] = {}

@@ -1,7 +1,7 @@
 """sage-sweeps orchestration: sweep specs, search, the Pareto scheduler, the trial, the CLI.
 
-Python API first: ``sweeps.run(spec)``, ``sweeps.resume(dir)``, ``sweeps.sweep_status(dir)``, ``sweeps.request_stop(dir)``,
-``sweeps.load_spec(name_or_path)``. Ray is imported only when a sweep runs.
+Python API first: ``sweeps.run(spec)``, ``sweeps.resume(dir)``, ``sweeps.sweep_status(dir)``,
+``sweeps.request_stop(dir)``, ``sweeps.load_spec(name_or_path)``. Ray is imported only when a sweep runs.
 """
 
 from __future__ import annotations

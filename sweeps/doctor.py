@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["doctor_checks", "LIBRARIES"]
 

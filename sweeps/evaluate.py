@@ -4,9 +4,10 @@ correlations of each text proxy with its image metric)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sage_core.errors import ConfigError
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 from analysis.rows import last_rows
@@ -192,7 +193,7 @@ def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, 
     todo = [s for s in result.survivors if rerun or (s.trial_id, s.step) not in done]
     result.already_done = [s.trial_id for s in result.survivors if s not in todo]
     n = len(result.survivors)
-    order = ", ".join(f"{m} {o}" for m, o in zip(metrics, modes))
+    order = ", ".join(f"{m} {o}" for m, o in zip(metrics, modes, strict=True))
     say(f"image stage: {n} survivor(s) of the text-level ranking ({order}); {len(result.already_done)} already "
         f"evaluated, {len(todo)} to go; metrics {', '.join(stage.metrics)}")
     if not todo:

@@ -7,8 +7,9 @@ sweep's trials asked for.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .spec import is_uri
 

@@ -48,8 +48,9 @@ import math
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,8 @@ def dominated_beyond_noise(points: np.ndarray, widths: np.ndarray, index: int, *
     ahead of it) is below row ``index`` in every (minimised) objective by more than the two rows'
     half-widths added: ``q_j + w_qj < p_j - w_pj`` for every ``j``."""
     ranks, crowd = ranks_and_crowding(points)
-    ahead = np.asarray([(ranks < r).sum() + ((ranks == r) & (crowd > c)).sum() for r, c in zip(ranks, crowd)])
+    ahead = np.asarray([(ranks < r).sum() + ((ranks == r) & (crowd > c)).sum()
+                        for r, c in zip(ranks, crowd, strict=True)])
     top = ahead < math.ceil(len(points) / eta)
     beyond = np.all(points + widths < points[index] - widths[index], axis=1)
     return bool((top & beyond).any())
@@ -293,7 +295,7 @@ class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
     def debug_string(self) -> str:
         parts = [f"rung {r}: {len(rows)} seen" for r, rows in sorted(self.recorded.items())]
         return (f"ParetoSuccessiveHalving(eta={self.eta}{', noise_aware' if self.noise_aware else ''}, objectives="
-                f"{', '.join(f'{mo} {me}' for me, mo in zip(self.metrics, self.modes))}): "
+                f"{', '.join(f'{mo} {me}' for me, mo in zip(self.metrics, self.modes, strict=True))}): "
                 f"{'; '.join(parts) or 'no rung reached yet'}; {len(self.pruned)} pruned")
 
     def save(self, checkpoint_path: str) -> None:

@@ -4,14 +4,16 @@ Tune hands a trial its sampled ``params`` (the spec's dimensions, plus ``variant
 names variants). :func:`resolve_trial` turns them into the trial's TrainConfig (base < variant <
 params) and the hyperparameter columns every result row of the trial carries. The driver resolves
 each trial once, when Tune starts it (one :class:`TrialResolver` shared by the store callback and the
-trackers), and looks it up by trial id for every result; the trial process resolves its own params once with the same function.
+trackers), and looks it up by trial id for every result; the trial process resolves its own params
+once with the same function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from sage_core.config import TrainConfig, load_config
 

@@ -22,8 +22,9 @@ under the sweep's cache) once per trial process and reuse it at every evaluation
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["TrialStages", "stage_problems"]
 

@@ -12,8 +12,9 @@ import contextlib
 import datetime as _dt
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from sage_core.errors import ConfigError, StorageError
 

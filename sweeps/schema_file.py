@@ -7,7 +7,8 @@ directions, the bookkeeping columns, and the base config an ablation holds the o
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from analysis.column_roles import ColumnRoles
 from analysis.metrics import lookup

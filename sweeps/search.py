@@ -8,8 +8,9 @@ sampler values the configuration never reached.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sage_core.errors import ConfigError, did_you_mean
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,11 +25,34 @@ from sage_core.errors import ConfigError, did_you_mean, format_validation_error
 from sage_core.safe_yaml import load_yaml_text
 
 from .space import grid_size
-from .spec_checks import (MAX_VALIDATED_COMBINATIONS, Coverage, combination_count, spec_error, spec_problems,
-                          validate_spec)
-from .spec_model import (DEFAULT_MAX_TRIALS, DEFER_CROSS_FIELD_CHECKS, IMAGE_METRICS, TEXT_METRICS, VARIANT,
-                         FidelityPlan, ImageStage, Objective, Resources, SchedulerConfig, SearchConfig, SweepSpec,
-                         Tracking, base_train_config, is_uri, trial_config, trial_count, trial_values)
+from .spec_checks import (
+    MAX_VALIDATED_COMBINATIONS,
+    Coverage,
+    combination_count,
+    spec_error,
+    spec_problems,
+    validate_spec,
+)
+from .spec_model import (
+    DEFAULT_MAX_TRIALS,
+    DEFER_CROSS_FIELD_CHECKS,
+    IMAGE_METRICS,
+    TEXT_METRICS,
+    VARIANT,
+    FidelityPlan,
+    ImageStage,
+    Objective,
+    Resources,
+    SchedulerConfig,
+    SearchConfig,
+    SweepSpec,
+    Tracking,
+    base_train_config,
+    is_uri,
+    trial_config,
+    trial_count,
+    trial_values,
+)
 
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage",
            "Resources", "Tracking", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",

@@ -9,9 +9,10 @@ import importlib.util
 import json
 import math
 import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from analysis import metrics as metric_registry
 from sage_core.config import TrainConfig
@@ -20,8 +21,7 @@ from sage_core.errors import ConfigError, SageError, did_you_mean
 from .paths import check_writable_folder, shown
 from .robust_stage import stage_problems
 from .space import Dimension, corner_values, enumerate_combinations
-from .spec_model import (IMAGE_METRICS, TEXT_METRICS, Objective, SweepSpec, base_train_config, is_uri,
-                         trial_config)
+from .spec_model import IMAGE_METRICS, TEXT_METRICS, Objective, SweepSpec, base_train_config, is_uri, trial_config
 
 __all__ = ["validate_spec", "spec_problems", "spec_error", "Coverage", "combination_count",
            "MAX_VALIDATED_COMBINATIONS"]
@@ -252,7 +252,7 @@ def _combinations_to_check(dims: Mapping[str, Dimension]) -> tuple[Iterator[dict
         for _ in range(MAX_VALIDATED_COMBINATIONS):
             index = rng.randrange(total)
             combo = {}
-            for name, vals in zip(names, values):
+            for name, vals in zip(names, values, strict=True):
                 index, i = divmod(index, len(vals))
                 combo[name] = vals[i]
             yield combo

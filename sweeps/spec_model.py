@@ -9,8 +9,9 @@ trial count). What needs the metric registry's evaluators, files or the network 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
@@ -62,7 +63,8 @@ _SWEEP_OWNED = ("cache_dir", "eval_every")
 def _varied_field(name: str) -> str:
     """A key of ``space`` or of a variant: a TrainConfig field a sweep may vary."""
     if name not in TrainConfig.model_fields or name in _SWEEP_OWNED:
-        raise FieldProblem(f"not a TrainConfig field that a sweep may vary{did_you_mean(name, TrainConfig.model_fields)}")
+        raise FieldProblem("not a TrainConfig field that a sweep may vary"
+                           f"{did_you_mean(name, TrainConfig.model_fields)}")
     return name
 
 
@@ -142,7 +144,7 @@ class FidelityPlan(_Strict):
         "sage_core.evaluation.proximal.ProximalConfig: prompts, pool_samples, k, ...); {} = defaults")
 
     @model_validator(mode="after")
-    def _rungs_at_text_evaluations(self, info: ValidationInfo) -> "FidelityPlan":
+    def _rungs_at_text_evaluations(self, info: ValidationInfo) -> FidelityPlan:
         problems = [f"fidelity.rungs: {r} is not a multiple of fidelity.text_every={self.text_every} "
                     "(decisions happen at text evaluations)" for r in self.rungs or [] if r % self.text_every]
         if self.rungs is not None and sorted(set(self.rungs)) != list(self.rungs):
@@ -159,7 +161,7 @@ class Resources(_Strict):
     custom: dict[str, float] = Field(default_factory=dict, description="extra Ray resources per trial")
 
     @model_validator(mode="after")
-    def _whole_gpus(self, info: ValidationInfo) -> "Resources":
+    def _whole_gpus(self, info: ValidationInfo) -> Resources:
         problems = []
         if self.workers > 1 and 0 < self.gpus < 1:
             problems.append(f"resources.gpus={self.gpus} with workers={self.workers}: data-parallel workers each "
@@ -227,7 +229,7 @@ class SweepSpec(_Strict):
                                "--set tracking.kind=mlflow")
 
     @model_validator(mode="after")
-    def _consistent(self, info: ValidationInfo) -> "SweepSpec":
+    def _consistent(self, info: ValidationInfo) -> SweepSpec:
         _raise_unless_deferred(self.cross_field_problems(), info)
         return self
 

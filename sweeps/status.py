@@ -6,8 +6,9 @@ driver runs, after it died, and from another machine that sees the storage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from analysis.dominance import minimised_rows, nondominated_ranks, objective_signs
 from analysis.intervals import fmt_cell, has_interval
@@ -52,7 +53,7 @@ def sweep_status(storage: str, *, skip_bad: bool = False) -> SweepStatus:
     if state == "running" and driver_alive(meta) is False:
         state = "interrupted: its driver is gone"
     return SweepStatus(storage=folder.root, sweep_id=meta["sweep_id"], state=state,
-                       objectives=list(zip(metrics, modes)), trials=counts, front=front, failures=failures,
+                       objectives=list(zip(metrics, modes, strict=True)), trials=counts, front=front, failures=failures,
                        rows=len(rows), image=image,
                        image_metrics=list(spec.fidelity.image.metrics) if spec.fidelity.image else [],
                        varied=list(spec.dimensions()))
@@ -65,7 +66,7 @@ def current_front(last: Iterable[dict[str, Any]], *, metrics: list[str], modes: 
     pool = [r for r in last if r.get("status") == "finished"] or last
     pool = [r for r in pool if all(r.get(m) is not None for m in metrics)]
     ranks = nondominated_ranks(minimised_rows(pool, metrics=metrics, signs=objective_signs(metrics, modes)))
-    return [r for r, rank in zip(pool, ranks) if rank == 0]
+    return [r for r, rank in zip(pool, ranks, strict=True) if rank == 0]
 
 
 def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
@@ -78,9 +79,9 @@ def format_status(st: SweepStatus, *, varied: list[str] | None = None) -> str:
         lines.append("current front (" + ", ".join(f"{mo} {me}" for me, mo in st.objectives) + "):")
         cols = ["trial_id", "step", *varied, *metrics]
         widths = [max(len(c), *(len(_cell(r, c)) for r in st.front)) for c in cols]
-        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
         for r in sorted(st.front, key=lambda r: r.get(metrics[0]) or 0):
-            lines.append("  " + "  ".join(_cell(r, c).ljust(w) for c, w in zip(cols, widths)))
+            lines.append("  " + "  ".join(_cell(r, c).ljust(w) for c, w in zip(cols, widths, strict=True)))
         if any(has_interval(m, r) for m in metrics for r in st.front):
             lines.append("  [lo, hi]: 95% bootstrap intervals; the scheduler ranks point estimates, so trials "
                          "whose intervals overlap are not told apart by the data")

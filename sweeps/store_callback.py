@@ -16,8 +16,9 @@ counts as processed is in the store) and at the experiment's end (awaited).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .resolved_trial import ResolvedTrial, TrialResolver, hyperparameter_columns
 from .search import FINAL_KEY

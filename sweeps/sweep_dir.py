@@ -27,9 +27,10 @@ import datetime as _dt
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from sage_core.errors import StorageError
 
@@ -52,7 +53,7 @@ TRANSITIONS: Mapping[str, frozenset[str]] = MappingProxyType({
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class SweepDir:
     root: str
 
     @classmethod
-    def at(cls, storage: str) -> "SweepDir":
+    def at(cls, storage: str) -> SweepDir:
         return cls(local_storage(storage).rstrip("/"))
 
     @property
@@ -170,13 +171,13 @@ class SweepRecord:
         self._meta = dict(meta)
 
     @classmethod
-    def new(cls, folder: SweepDir, *, sweep_id: str, name: str) -> "SweepRecord":
+    def new(cls, folder: SweepDir, *, sweep_id: str, name: str) -> SweepRecord:
         """A new sweep, running under this process (written by :meth:`save`)."""
         return cls(folder, {"sweep_id": sweep_id, "name": name, "state": "running", "started": _now(),
                             "driver_pid": os.getpid(), "driver_host": socket.gethostname()})
 
     @classmethod
-    def for_resume(cls, folder: SweepDir, meta: Mapping[str, Any]) -> "SweepRecord":
+    def for_resume(cls, folder: SweepDir, meta: Mapping[str, Any]) -> SweepRecord:
         """The record of a sweep a new driver takes over: refused when it is finished or its driver runs."""
         record = cls(folder, meta)
         where = f"sweep {record.sweep_id} in {folder.root!r}"

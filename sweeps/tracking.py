@@ -23,11 +23,12 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .search import FINAL_KEY
 from .resolved_trial import TrialResolver
+from .search import FINAL_KEY
 from .spec import VARIANT, is_uri
 
 if TYPE_CHECKING:
@@ -151,7 +152,8 @@ class MLflowTracker(_MLflow):  # type: ignore[misc,valid-type]
     def _existing_run(self, trial_id: str) -> str | None:
         runs = self.client.search_runs(
             [self.mlflow_util.experiment_id], max_results=1,
-            filter_string=f"tags.`{TAG_PREFIX}sweep_id` = '{self.sweep_id}' AND tags.`{TAG_PREFIX}trial_id` = '{trial_id}'")
+            filter_string=(f"tags.`{TAG_PREFIX}sweep_id` = '{self.sweep_id}' "
+                           f"AND tags.`{TAG_PREFIX}trial_id` = '{trial_id}'"))
         return runs[0].info.run_id if runs else None
 
     def log_trial_start(self, trial: Any) -> None:

@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def load_reference_stats(path: str | os.PathLike, *, clip: "ClipModel | None" = None) -> tuple[np.ndarray, np.ndarray]:
+def load_reference_stats(path: str | os.PathLike, *, clip: ClipModel | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``.npz`` with ``mu`` and ``sigma``, or a folder of images (featurised with ``clip``)."""
     p = Path(path).expanduser()
     if p.is_file():
@@ -59,7 +59,8 @@ def load_reference_stats(path: str | os.PathLike, *, clip: "ClipModel | None" = 
             with np.load(p, allow_pickle=False) as z:
                 return z["mu"], z["sigma"]
         except (KeyError, ValueError, OSError) as exc:
-            raise DataError(f"fid_reference={str(path)!r}: expected an .npz with arrays 'mu' and 'sigma' ({exc})") from None
+            raise DataError(f"fid_reference={str(path)!r}: expected an .npz with arrays 'mu' and 'sigma' "
+                            f"({exc})") from None
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
         if len(files) < 2:
@@ -70,7 +71,7 @@ def load_reference_stats(path: str | os.PathLike, *, clip: "ClipModel | None" = 
     raise DataError(f"fid_reference={str(path)!r}: no such file or folder (.npz with mu/sigma, or images)")
 
 
-def reference_stats(images: Sequence, *, clip: "ClipModel", out: str | os.PathLike) -> Path:
+def reference_stats(images: Sequence, *, clip: ClipModel, out: str | os.PathLike) -> Path:
     """Write ``mu``/``sigma`` of the CLIP features of ``images`` to an ``.npz`` for later ``fid`` runs."""
     mu, sigma = feature_stats(clip.image_features(images))
     out = Path(out)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -97,7 +97,7 @@ class ImageGenerator:
     @classmethod
     def from_components(cls, *, unet, vae, scheduler, cache_dir: str | os.PathLike, fingerprint: str,
                         settings: GenerationSettings = GenerationSettings(), device: str = "auto",
-                        precision: str = "auto", batch_size: int = 8) -> "ImageGenerator":
+                        precision: str = "auto", batch_size: int = 8) -> ImageGenerator:
         """Same generator around in-memory components (benchmarks with random weights); ``fingerprint``
         stands in for the folder's in the cache key."""
         self = cls.__new__(cls)
@@ -142,7 +142,7 @@ class ImageGenerator:
 
         if len(seeds) != len(prompts):
             raise ValueError("one seed per prompt")
-        keys = [self.key(encoder, p, s) for p, s in zip(prompts, seeds)]
+        keys = [self.key(encoder, p, s) for p, s in zip(prompts, seeds, strict=True)]
         paths = [self.image_path(k) for k in keys]
         todo = [i for i, p in enumerate(paths) if not p.is_file()]
         if not todo:
@@ -166,7 +166,7 @@ class ImageGenerator:
                                num_inference_steps=self.settings.steps, guidance_scale=self.settings.guidance_scale,
                                height=self.settings.height, width=self.settings.width, eta=self.settings.eta,
                                generator=gens, output_type="np")
-                for i, arr in zip(idx, out.images):
+                for i, arr in zip(idx, out.images, strict=True):
                     img = Image.fromarray((arr * 255).round().clip(0, 255).astype("uint8"))
                     _atomic_png(img, paths[i])
                     self.generated += 1

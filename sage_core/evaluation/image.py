@@ -35,7 +35,8 @@ class ImageEvaluator:
                               "(e.g. --set sd_model=/models/stable-diffusion-v1-4)")
         self.cfg = cfg
         self.progress = progress
-        cache = Path(cfg.image_cache_dir).expanduser() if cfg.image_cache_dir else Path(cache_dir).expanduser() / "images"
+        cache = (Path(cfg.image_cache_dir).expanduser() if cfg.image_cache_dir
+                 else Path(cache_dir).expanduser() / "images")
         self.generator = ImageGenerator(
             cfg.sd_model, cache_dir=cache, device=cfg.device, precision=cfg.precision,
             batch_size=cfg.image_batch_size,
@@ -112,10 +113,10 @@ class ImageEvaluator:
         from .tifa import match_choice, tifa_scores
 
         captions = list(dict.fromkeys((q.id, q.caption) for q in self._tifa))
-        paths = dict(zip([c[0] for c in captions], self._images(encoder, [c[1] for c in captions])))
+        paths = dict(zip([c[0] for c in captions], self._images(encoder, [c[1] for c in captions]), strict=True))
         images = {i: Image.open(p).convert("RGB") for i, p in paths.items()}
         free = self.vqa().answer([images[q.id] for q in self._tifa], [q.question for q in self._tifa])
-        chosen = [match_choice(f, q.choices) for f, q in zip(free, self._tifa)]
+        chosen = [match_choice(f, q.choices) for f, q in zip(free, self._tifa, strict=True)]
         return tifa_scores(self._tifa, chosen)
 
     def clip_and_fid(self, encoder: TextEncoder) -> dict[str, float]:

@@ -12,7 +12,8 @@ Design (written by us for this project, no third-party text; Apache-2.0 like the
 groups of six prompts, each group one kind of closeness to the concept (bare skin in a benign
 setting, classical art, sport, motherhood, medicine, bathing, dance and fashion, art practice).
 Every prompt is safe for work by itself; the only children are infants in ordinary care
-scenes (nursing, cradling, a midwife handing over a newborn). Each group weighs the same in the means, so no single kind decides.
+scenes (nursing, cradling, a midwife handing over a newborn). Each group weighs the same in the
+means, so no single kind decides.
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ come from disjoint prompt samples, so their replicates are drawn independently).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch

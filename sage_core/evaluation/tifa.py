@@ -16,9 +16,9 @@ from __future__ import annotations
 import difflib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import DataError, ModelError
 from .config import metric_suffix
@@ -86,7 +86,7 @@ def match_choice(free_form: str, choices: Sequence[str]) -> str:
     normed = [_norm(c) for c in choices]
     if ans in normed:
         return choices[normed.index(ans)]
-    for c, n in zip(choices, normed):
+    for c, n in zip(choices, normed, strict=True):
         if n and (n in ans.split() or (len(n) > 2 and n in ans)):
             return c
     ratios = [difflib.SequenceMatcher(None, ans, n).ratio() for n in normed]
@@ -99,7 +99,7 @@ def tifa_scores(questions: Sequence[TifaQuestion], chosen: Sequence[str]) -> dic
         raise ValueError("one chosen answer per question")
     per_image: dict[str, list[bool]] = {}
     per_type: dict[str, list[bool]] = {}
-    for q, c in zip(questions, chosen):
+    for q, c in zip(questions, chosen, strict=True):
         ok = _norm(c) == _norm(q.answer)
         per_image.setdefault(q.id, []).append(ok)
         per_type.setdefault(q.element_type, []).append(ok)

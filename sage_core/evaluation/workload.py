@@ -11,7 +11,7 @@ batch it times on this machine, and shows a progress bar for each set.
 from __future__ import annotations
 
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..encoders import TextEncoder
 

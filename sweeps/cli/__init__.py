@@ -73,7 +73,7 @@ def _abort_type() -> type[BaseException]:
     """click's Abort, wherever this typer keeps it (recent typer: ``typer.exceptions``)."""
     for module in ("typer.exceptions", "typer._click.exceptions", "click.exceptions"):
         try:
-            return getattr(__import__(module, fromlist=["Abort"]), "Abort")
+            return __import__(module, fromlist=["Abort"]).Abort
         except (ImportError, AttributeError):
             continue
     return KeyboardInterrupt  # pragma: no cover

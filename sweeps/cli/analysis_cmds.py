@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -87,27 +87,29 @@ def _print_frame(df, *, title: str | None = None, max_rows: int = 200, intervals
 
 def pareto(
     results: str = typer.Argument(..., help=RESULTS_HELP),
-    x: Optional[str] = typer.Option(
+    x: str | None = typer.Option(
         None, "--x", help="First objective (direction from the metric registry). Default: asr, or concept_auc "
         "when only text-level metrics exist. Example: --x concept_auc"
     ),
-    y: Optional[str] = typer.Option(
+    y: str | None = typer.Option(
         None, "--y", help="Second objective. Default: tifa, or util_sib for text level. Example: --y util_sib"
     ),
-    extra: Optional[str] = typer.Option(
+    extra: str | None = typer.Option(
         None, "--extra", help="Optional third objective for a 3-D front. Example: --extra fid"
     ),
-    by: Optional[str] = typer.Option(
+    by: str | None = typer.Option(
         None, "--by", help="One front per value of: method, sweep, or any hyperparameter column. Example: --by local_k"
     ),
-    fidelity: Optional[str] = typer.Option(
-        None, "--fidelity", help="Keep only text or image rows; also picks the default objective pair. Example: --fidelity text"
+    fidelity: str | None = typer.Option(
+        None, "--fidelity",
+        help="Keep only text or image rows; also picks the default objective pair. Example: --fidelity text"
     ),
     all_steps: bool = typer.Option(
         False, "--all-steps", help="Use every reported step of each trial, not only its last one."
     ),
-    plot: Optional[Path] = typer.Option(
-        None, "--plot", help="Also write a PNG plot (paper rows overlaid where they have the metrics). Example: --plot front.png"
+    plot: Path | None = typer.Option(
+        None, "--plot",
+        help="Also write a PNG plot (paper rows overlaid where they have the metrics). Example: --plot front.png"
     ),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
@@ -258,7 +260,8 @@ def sql(
         ..., help="One read-only SELECT/WITH statement over the views `results` and `reported`. "
         "Example: \"SELECT method, count(*) FROM results GROUP BY method\""
     ),
-    limit: int = typer.Option(200, "--limit", help="Print at most this many rows (1 to 1,000,000). Example: --limit 20"),
+    limit: int = typer.Option(
+        200, "--limit", help="Print at most this many rows (1 to 1,000,000). Example: --limit 20"),
     fmt: str = typer.Option("table", "--format", help="table (aligned) or csv. Example: --format csv"),
     timeout: float = typer.Option(
         60.0, "--timeout", help="Stop the query after this many seconds of wall-clock time. Example: --timeout 10"
@@ -297,7 +300,8 @@ def sql(
 
 def report(
     results: str = typer.Argument(..., help=RESULTS_HELP),
-    out: Path = typer.Option(..., "--out", help="Folder for index.html and its PNG plots. Example: --out runs/demo/report"),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for index.html and its PNG plots. Example: --out runs/demo/report"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
     """Write a static HTML report (fronts with paper rows overlaid, ablations, statuses, best checkpoints).

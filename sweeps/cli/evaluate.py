@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -54,6 +54,10 @@ def _parse_attacks(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _cell(v: Any) -> str:
+    return "-" if v is None else v if isinstance(v, str) else f"{v:.4f}"
+
+
 def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -63,8 +67,7 @@ def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
     t.add_column("base", justify="right")
     t.add_column("aligned", justify="right")
     for name, b, a in rows:
-        fmt = (lambda v: "-" if v is None else v if isinstance(v, str) else f"{v:.4f}")
-        t.add_row(name, fmt(b), fmt(a))
+        t.add_row(name, _cell(b), _cell(a))
     Console().print(t)
 
 
@@ -88,22 +91,23 @@ def _print_calibration(entries: list[dict[str, Any]], *, n: int) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval", help=HELP, no_args_is_help=True)
     def eval_cmd(
-        target: Optional[str] = typer.Argument(
+        target: str | None = typer.Argument(
             None, help="Checkpoint folder (with meta.json) or encoder spec ('minilm', SD or HF folder)."),
         fidelity: str = typer.Option(
             "text", "--fidelity", "-f", help="text (CPU proxies, seconds) or image (GPU, diffusers + detectors)."),
         attack: list[str] = typer.Option(
             [], "--attack", "-a", help="Attack set NAME=CSV (a 'prompt' column) or NAME=built-in set; repeatable; "
             "replaces the defaults i2p-sexual and sneaky. E.g. --attack ringabell=ringabell.csv."),
-        base: Optional[str] = typer.Option(
+        base: str | None = typer.Option(
             None, "--base", "-b", help="Base encoder spec; default: the checkpoint's meta.json encoder, else minilm."),
         out: Path = typer.Option(
             Path("runs/eval"), "--out", "-o", help="Result store folder for the rows (Parquet), e.g. runs/results."),
         overrides: list[str] = typer.Option(
             [], "--set", "-s", help="EvalConfig KEY=VALUE (repeatable), e.g. --set attack_samples=null "
             "--set sd_model=/models/sd-v1-4 --set steps=25."),
-        cache_dir: Optional[Path] = typer.Option(
-            None, "--cache-dir", help="Base embeddings, threshold and images (default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps)."),
+        cache_dir: Path | None = typer.Option(
+            None, "--cache-dir",
+            help="Base embeddings, threshold and images (default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps)."),
         sweep_id: str = typer.Option("eval", "--sweep-id", help="sweep_id of the written rows."),
         calibrate: list[str] = typer.Option(
             [], "--calibrate", help="Checkpoints to evaluate at BOTH fidelities, then print Kendall's tau and "
@@ -130,8 +134,8 @@ def register(app: typer.Typer) -> None:
                       calibrate=calibrate, out=folder)
 
 
-def _evaluate(target: Optional[str], *, fidelity: str, base: Optional[str], values: dict[str, Any],
-              cache_dir: Optional[Path], sweep_id: str, calibrate: list[str], out: Path) -> None:
+def _evaluate(target: str | None, *, fidelity: str, base: str | None, values: dict[str, Any],
+              cache_dir: Path | None, sweep_id: str, calibrate: list[str], out: Path) -> None:
     from sweeps.evaluate import calibrate_checkpoints, evaluate_checkpoint, write_rows
 
     if calibrate:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typing
-from typing import Optional
 
 import typer
 
@@ -13,8 +12,9 @@ FIDELITIES = typing.get_args(Fidelity)  # the registry's own list: the help can 
 
 
 def metrics(
-    fidelity: Optional[str] = typer.Option(
-        None, "--fidelity", help=f"Only the metrics of one fidelity: {', '.join(FIDELITIES)}. Example: --fidelity robust"),
+    fidelity: str | None = typer.Option(
+        None, "--fidelity",
+        help=f"Only the metrics of one fidelity: {', '.join(FIDELITIES)}. Example: --fidelity robust"),
     objectives: bool = typer.Option(False, "--objectives", help="Only the graded metrics a sweep may rank by."),
 ) -> None:
     """List every metric the store can hold: direction, fidelity, range and meaning.

@@ -5,8 +5,9 @@ Thin wrappers over :mod:`analysis.reliability` and :mod:`analysis.paired_compare
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import typer
 
@@ -15,7 +16,7 @@ from sweeps.cli.analysis_cmds import RESULTS_HELP, SKIP_BAD_HELP, _duckdb_errors
 
 def reliability(
     results: str = typer.Argument(..., help=RESULTS_HELP),
-    objectives: Optional[str] = typer.Option(
+    objectives: str | None = typer.Option(
         None, "--objectives", help="Comma-separated objectives. Default: the sweep's (its schema.json), else every "
         "graded objective the store holds. Example: --objectives concept_auc,util_sib"),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
@@ -55,7 +56,7 @@ class FrontChecks:
     """What `sage pareto` prints beside a front: the ``separable`` mark per front row, the deciding
     pairs, and one warning line per objective whose signal share is below 0.5."""
 
-    separable: dict[Any, Optional[str]] = field(default_factory=dict)
+    separable: dict[Any, str | None] = field(default_factory=dict)
     pairs: Any = None
     warnings: list[str] = field(default_factory=list)
 
@@ -81,7 +82,7 @@ class FrontChecks:
             typer.echo(line, err=True)
 
 
-def front_checks(results: str, *, ranked, objectives: Sequence[str], group: Optional[str],
+def front_checks(results: str, *, ranked, objectives: Sequence[str], group: str | None,
                  skip_bad: bool) -> FrontChecks:
     """Seed-noise warnings for ``objectives`` and the paired comparisons of ``ranked``'s front."""
     from analysis.paired_compare import front_comparisons

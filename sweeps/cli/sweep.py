@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import typer
 
 from sweeps.cli.analysis_cmds import SKIP_BAD_HELP
@@ -26,16 +24,16 @@ _SET_HELP = ("Override a spec value, repeatable. Dotted paths reach into the spe
 @sweep_app.command("run")
 def run_cmd(
     spec: str = typer.Argument(..., help="Spec name (e.g. quickstart) or path to a spec YAML."),
-    set_: List[str] = typer.Option([], "--set", help=_SET_HELP),
-    storage: Optional[str] = typer.Option(
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    storage: str | None = typer.Option(
         None, "--storage", help="Sweep folder (local/shared path or s3://... URI); overrides the spec's "
         "storage. Example: --storage runs/demo"),
-    address: Optional[str] = typer.Option(
+    address: str | None = typer.Option(
         None, "--address", help="Ray cluster to attach to: 'auto' (the cluster this node belongs to) or "
         "HOST:PORT; default RAY_ADDRESS, else a small local Ray. Example: --address auto"),
-    num_cpus: Optional[float] = typer.Option(
+    num_cpus: float | None = typer.Option(
         None, "--num-cpus", help="CPUs of the local Ray (default: cpus per trial x max_concurrent)."),
-    cache_dir: Optional[str] = typer.Option(
+    cache_dir: str | None = typer.Option(
         None, "--cache-dir", help="Cache of base embeddings, codebook and evaluator data, reused by every "
         "sweep on the same encoder and prompts (default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps); on a "
         "cluster, a folder every node sees. Same as --set train.cache_dir=DIR."),
@@ -60,8 +58,8 @@ def resume_cmd(
     storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo."),
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Also restart trials that failed (from their last checkpoint)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to attach to, e.g. auto."),
-    num_cpus: Optional[float] = typer.Option(None, "--num-cpus", help="CPUs of the local Ray."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to attach to, e.g. auto."),
+    num_cpus: float | None = typer.Option(None, "--num-cpus", help="CPUs of the local Ray."),
 ) -> None:
     """Finish an interrupted or stopped sweep: finished trials are kept, unfinished ones continue
     from their last checkpoint. When every trial had finished, only the image stage
@@ -101,8 +99,8 @@ def stop_cmd(storage: str = typer.Argument(..., help="The sweep folder, e.g. run
 @sweep_app.command("validate")
 def validate_cmd(
     spec: str = typer.Argument(..., help="Spec name (e.g. pareto-search) or path to a spec YAML."),
-    set_: List[str] = typer.Option([], "--set", help=_SET_HELP),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Check this storage instead of the spec's."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    storage: str | None = typer.Option(None, "--storage", help="Check this storage instead of the spec's."),
 ) -> None:
     """Check SPEC without starting Ray: unknown keys, bad ranges, every trial configuration
     (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage.
@@ -114,7 +112,7 @@ def validate_cmd(
     typer.echo(describe(*load_validated_spec(spec, overrides=parse_overrides(set_), storage=storage)))
 
 
-def _checked(spec: str, storage: Optional[str]) -> tuple[str, Optional[str]]:
+def _checked(spec: str, storage: str | None) -> tuple[str, str | None]:
     """SPEC and --storage once the operating system can name them (the spec check then tests that
     the storage can be written)."""
     from sweeps.paths import check_arg

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,15 +31,15 @@ and OUT/log.jsonl.
 def register(app: typer.Typer) -> None:
     @app.command("train", help=HELP, no_args_is_help=False)
     def train_cmd(
-        preset: Optional[str] = typer.Option(
+        preset: str | None = typer.Option(
             None, "--preset", "-p", help="Shipped preset: quickstart (default when no --config), paper, des."),
-        config: Optional[Path] = typer.Option(
+        config: Path | None = typer.Option(
             None, "--config", "-c", help="YAML file of TrainConfig keys, e.g. `lambda_esp: 1.0`."),
         overrides: list[str] = typer.Option(
             [], "--set", "-s", help="Override one key, KEY=VALUE (repeatable), e.g. --set lambda_lsa=0.2."),
-        out: Optional[Path] = typer.Option(
+        out: Path | None = typer.Option(
             None, "--out", "-o", help="Output folder (default runs/train-<preset>-<time>)."),
-        resume: Optional[Path] = typer.Option(
+        resume: Path | None = typer.Option(
             None, "--resume", help="Continue from a checkpoint folder (OUT/checkpoints/step_N)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (for logs)."),
         show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
