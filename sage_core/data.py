@@ -19,6 +19,11 @@ BUILTIN_PROMPT_SETS: dict[str, str] = {
     "coco": "coco_prompts.csv",
     "i2p-sexual": "i2p_sexual_prompts.csv",
     "sneaky": "sneaky_prompts.csv",
+    # written by this project (Apache-2.0; see the folder's README)
+    "sd-controls": "sd_controls.csv",
+    "sd-other-harm": "sd_other_harm.csv",
+    "sd-nudity-check": "sd_nudity_check.csv",
+    "sd-benign-check": "sd_benign_check.csv",
 }
 
 

@@ -1,7 +1,7 @@
 """Graded text-level measures and their seeded bootstrap intervals (pure functions of tensors).
 
 Safety: ``auc`` (Mann-Whitney: the chance that a random attack prompt scores above a random
-benign prompt), ``selfcal_rate`` (a rate whose threshold is re-estimated on the aligned encoder's
+benign prompt), ``paired_wins`` (does each attack prompt score above its own matched control?), ``selfcal_rate`` (a rate whose threshold is re-estimated on the aligned encoder's
 own benign scores) and a linear concept ``Probe`` fitted in base space.
 Utility: ``sibling_agreement`` (do the differences between minimal-pair siblings keep their
 direction and length?) and ``retrieval_ranks`` (does an aligned prompt still find its own base
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["auc", "auc_boots", "rate_boots", "selfcal_rate", "mean_boots", "counts", "interval",
+__all__ = ["auc", "auc_boots", "paired_wins", "rate_boots", "selfcal_rate", "mean_boots", "counts", "interval",
            "sibling_agreement", "retrieval_ranks", "Probe", "fit_probe", "kth_largest_threshold"]
 
 _Q = (2.5, 97.5)
@@ -36,6 +36,13 @@ def auc(pos, neg) -> float:
     ns = np.sort(n)
     lt, le = np.searchsorted(ns, p, "left"), np.searchsorted(ns, p, "right")
     return float((lt + 0.5 * (le - lt)).sum() / (len(p) * len(n)))
+
+
+def paired_wins(pos, ctrl) -> np.ndarray:
+    """1 where ``pos[i] > ctrl[i]``, 1/2 on a tie, 0 below: their mean is the paired AUC
+    P(pos > its own control) of the matched-control objective."""
+    p, c = _np(pos), _np(ctrl)
+    return (p > c) + 0.5 * (p == c)
 
 
 def counts(n: int, *, reps: int, rng: np.random.Generator) -> np.ndarray:
@@ -159,14 +166,22 @@ class Probe:
         return x @ self.weight.double() + self.bias
 
 
-def fit_probe(groups_pos: list[torch.Tensor], groups_neg: list[torch.Tensor], *, l2: float = 1e-3) -> Probe:
-    """L2-regularised logistic regression (L-BFGS, float64, deterministic); every group of prompts
-    weighs the same, whatever its size, so no single source decides the direction."""
+def fit_probe(groups_pos: list[torch.Tensor], groups_neg: list[torch.Tensor], *, l2: float = 1e-3,
+              weights: list[float] | None = None) -> Probe:
+    """L2-regularised logistic regression (L-BFGS, float64, deterministic). A group of prompts weighs
+    ``weights[i]`` (default 1) whatever its size, so no single source decides the direction, and the
+    two classes weigh the same in total."""
     groups = [torch.nn.functional.normalize(g.double(), dim=1) for g in (*groups_pos, *groups_neg)]
+    w_group = [1.0] * len(groups) if weights is None else [float(w) for w in weights]
+    if len(w_group) != len(groups):
+        raise ValueError(f"weights: {len(w_group)} given for {len(groups)} groups")
+    n_pos = len(groups_pos)
+    totals = (sum(w_group[:n_pos]), sum(w_group[n_pos:]))
     x = torch.cat(groups)
-    y = torch.cat([torch.full((len(g),), 1.0 if i < len(groups_pos) else 0.0, dtype=torch.float64)
+    y = torch.cat([torch.full((len(g),), 1.0 if i < n_pos else 0.0, dtype=torch.float64)
                    for i, g in enumerate(groups)])
-    wts = torch.cat([torch.full((len(g),), 1.0 / len(g), dtype=torch.float64) for g in groups])
+    wts = torch.cat([torch.full((len(g),), w / len(g) / totals[i >= n_pos], dtype=torch.float64)
+                     for i, (w, g) in enumerate(zip(w_group, groups))])
     wts = wts / wts.sum()
     w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)

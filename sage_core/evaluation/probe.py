@@ -1,8 +1,9 @@
 """The concept probe: a second concept detector, fitted in base space on prompts of its own.
 
-The bank (``sage_core/data/concept_probe.json``, made by ``make_concept_probe``) gives positives
-(written minimal contrasts + half of each packaged attack set) and negatives (their clothed
-twins, style-matched benign prompts, other harms such as violence, 1,000 COCO captions). The
+The bank (``sage_core/data/concept_probe.json``, made by ``make_concept_probe``, which says why each
+group is there) gives named groups of positives (written nudity prompts in SD, sentence and prose
+style + half of each packaged attack set at weight 0.5) and negatives (their clothed minimal
+contrasts, safe look-alikes, other harms such as violence, near-empty prompts, 1,000 COCO captions). The
 evaluator never scores a prompt the probe was fitted on, and checks the probe's specificity on
 hand-written violence prompts it never saw.
 
@@ -16,7 +17,7 @@ checks that a fresh fit equals the shipped one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -38,29 +39,31 @@ PACKAGED_PROBES = Path(str(resources.files("sage_core") / "data" / "probes"))
 
 @dataclass(frozen=True)
 class ProbeBank:
-    """Named groups of fitting prompts (each group weighs the same) and the held-out other harm."""
+    """Named groups of fitting prompts (each weighs ``weights.get(name, 1)``) and the held-out other harm."""
 
     positive: dict[str, list[str]]
     negative: dict[str, list[str]]
     other_harm_name: str
     other_harm: list[str]
+    weights: dict[str, float] = field(default_factory=dict)
 
     def fit_prompts(self) -> set[str]:
         """Every prompt the probe is fitted on (the evaluator scores none of them)."""
         return {p for g in (*self.positive.values(), *self.negative.values()) for p in g}
 
 
-def _strings(value: object, where: str, path: Path) -> list[str]:
-    if not isinstance(value, list) or not value or not all(isinstance(p, str) and p.strip() for p in value):
-        raise DataError(f"{path}: {where} must be a non-empty list of non-empty strings")
+def _strings(value: object, where: str, path: Path, *, empty_ok: bool = False) -> list[str]:
+    ok = isinstance(value, list) and value and all(isinstance(p, str) and (empty_ok or p.strip()) for p in value)
+    if not ok:
+        raise DataError(f"{path}: {where} must be a non-empty list of {'' if empty_ok else 'non-empty '}strings")
     return value
 
 
-def _neutral(value: object, path: Path) -> list[str]:
-    """The unconditioned prompt and near-empty captions: strings, the empty one included."""
-    if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
-        raise DataError(f"{path}: negative_neutral must be a non-empty list of strings")
-    return value
+def _named_groups(value: object, where: str, path: Path) -> dict[str, list[str]]:
+    if not isinstance(value, dict) or not value:
+        raise DataError(f"{path}: {where} must map group names to lists of prompts")
+    # the neutral group holds the empty prompt on purpose
+    return {name: _strings(g, f"{where}.{name}", path, empty_ok=name == "neutral") for name, g in value.items()}
 
 
 def _rows(spec: object, where: str, path: Path) -> dict[str, list[str]]:
@@ -85,28 +88,37 @@ def load_probe_bank(path: str | Path | None = None) -> ProbeBank:
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with positive/negative/other_harm_test")
     fit = data.get("fit_from_sets") or {}
-    positive = {"written": _strings(data.get("positive"), "positive", path),
+    positive = {**_named_groups(data.get("positive"), "positive", path),
                 **_rows(fit.get("positive", {}), "fit_from_sets.positive", path)}
-    negative = {"written": _strings(data.get("negative"), "negative", path),
-                "other-harm": _strings(data.get("negative_other_harm"), "negative_other_harm", path),
-                **({"neutral": _neutral(data["negative_neutral"], path)} if "negative_neutral" in data else {}),
+    negative = {**_named_groups(data.get("negative"), "negative", path),
                 **_rows(fit.get("negative", {}), "fit_from_sets.negative", path)}
+    weights = data.get("group_weights") or {}
+    groups = {*positive, *negative}
+    if not isinstance(weights, dict) or not all(
+            k in groups and isinstance(w, (int, float)) and 0 < w < float("inf") for k, w in weights.items()):
+        raise DataError(f"{path}: group_weights must map group names ({', '.join(sorted(groups))}) to positive numbers")
     harm = data.get("other_harm_test")
     if not isinstance(harm, dict) or not isinstance(harm.get("name"), str):
         raise DataError(f"{path}: other_harm_test must be {{\"name\": ..., \"prompts\": [...]}}")
     return ProbeBank(positive=positive, negative=negative, other_harm_name=harm["name"],
-                     other_harm=_strings(harm.get("prompts"), "other_harm_test.prompts", path))
+                     other_harm=_strings(harm.get("prompts"), "other_harm_test.prompts", path),
+                     weights={k: float(w) for k, w in weights.items()})
 
 
 def _groups(bank: ProbeBank) -> list[list[str]]:
     return [*bank.positive.values(), *bank.negative.values()]
 
 
+def _group_weights(bank: ProbeBank) -> list[float]:
+    return [bank.weights.get(name, 1.0) for name in (*bank.positive, *bank.negative)]
+
+
 def probe_file_name(base: TextEncoder, bank: ProbeBank, *, l2: float, concept: str) -> str:
-    """``probe-<key>.safetensors``: the key covers the weights, the bank's token ids and groups, l2."""
+    """``probe-<key>.safetensors``: the key covers the weights, the bank's token ids, groups and
+    group weights, l2."""
     groups = _groups(bank)
     key = cache_key(base, [p for g in groups for p in g], concept=concept, kind="probe", l2=l2,
-                    sizes=[len(g) for g in groups])
+                    sizes=[len(g) for g in groups], group_weights=_group_weights(bank))
     return f"probe-{key[:24]}.safetensors"
 
 
@@ -114,7 +126,8 @@ def _fit(base: TextEncoder, bank: ProbeBank, *, l2: float, batch_size: int) -> d
     groups = _groups(bank)
     pooled = base.embed_pooled([p for g in groups for p in g], batch_size=batch_size)
     parts = list(torch.split(pooled, [len(g) for g in groups]))
-    probe = graded.fit_probe(parts[:len(bank.positive)], parts[len(bank.positive):], l2=l2)
+    probe = graded.fit_probe(parts[:len(bank.positive)], parts[len(bank.positive):], l2=l2,
+                             weights=_group_weights(bank))
     return {"weight": probe.weight, "bias": torch.tensor(probe.bias, dtype=torch.float64)}
 
 
