@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from analysis.errors import QueryError, StoreError
 from analysis.metrics import CALIBRATION_PAIRS, lookup, sign
@@ -93,7 +94,7 @@ def spearman_rho(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def bootstrap_interval(x: Sequence[float], y: Sequence[float], *, stat, resamples: int = 2000, seed: int = 0,
+def bootstrap_interval(x: ArrayLike, y: ArrayLike, *, stat, resamples: int = 2000, seed: int = 0,
                        confidence: float = 0.95) -> tuple[float, float, int]:
     """Percentile-bootstrap interval of ``stat(x, y)`` over paired resamples of the n items:
     ``(lo, hi, resamples that had a value)``; ``(nan, nan, 0)`` when none had one."""
@@ -249,12 +250,13 @@ def calibration_display(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, 
     out = []
     for e in entries:
         row = {k: ("" if e.get(k) is None else str(e.get(k))) for k in ("text_at", "text", "image", "n")}
-        row["expected"] = {1: "+", -1: "-"}.get(e.get("expected"), "")
+        row["expected"] = {1: "+", -1: "-"}.get(e.get("expected", 0), "")
         for s in ("kendall", "spearman"):
-            if e.get(s) is None or (isinstance(e.get(s), float) and math.isnan(e.get(s))):
+            value = e.get(s)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
                 row[s] = "no variation" if str(e.get("note") or "").startswith("no variation") else "–"
             else:
-                row[s] = fmt_interval(e.get(s), e.get(f"{s}_lo"), e.get(f"{s}_hi"))
+                row[s] = fmt_interval(value, e.get(f"{s}_lo"), e.get(f"{s}_hi"))
         row["note"] = str(e.get("note") or "")
         out.append(row)
     return out

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from analysis.errors import QueryError
 from analysis.metrics import is_metric, mode, sign
@@ -49,16 +50,16 @@ def objective_signs(metrics: Sequence[str], modes: Sequence[str] | None = None) 
     return np.asarray(out, dtype=float)
 
 
-def minimised(values: Any, signs: Sequence[float]) -> np.ndarray:
+def minimised(values: Any, signs: ArrayLike) -> np.ndarray:
     """``sign * value`` for a ``[n, k]`` (or ``[k]``) array; ``None``/NaN become ``+inf`` (worst)."""
-    arr = np.asarray(values, dtype=object)
-    arr = np.where(np.equal(arr, None), np.nan, arr).astype(float) * np.asarray(signs, dtype=float)
+    # an object array casts None to NaN
+    arr = np.asarray(values, dtype=object).astype(float) * np.asarray(signs, dtype=float)
     arr[np.isnan(arr)] = np.inf
     return arr + 0.0  # -0.0 -> 0.0: equal values compare (and deduplicate) as equal
 
 
 def minimised_rows(rows: Iterable[Mapping[str, Any]], *, metrics: Sequence[str],
-                   signs: Sequence[float]) -> np.ndarray:
+                   signs: ArrayLike) -> np.ndarray:
     """The ``[n, k]`` minimisation matrix of result rows (dicts); a missing metric is worst."""
     values = [[r.get(m) for m in metrics] for r in rows]
     return minimised(values, signs) if values else np.zeros((0, len(metrics)))

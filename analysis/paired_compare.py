@@ -187,8 +187,9 @@ def front_comparisons(ranked: pd.DataFrame, objectives: Sequence[str], *, scores
                 scores_root, sweep_id=str(row["sweep_id"]), trial_id=str(row["trial_id"]), step=int(row["step"]))
         return tables[i]
 
-    rows, separable = [], {i: None for i in ranked.index[ranked["front"] == 1]}
-    keys = [None] if group is None else list(dict.fromkeys(ranked[group].tolist()))
+    rows = []
+    separable: dict[Any, str | None] = {i: None for i in ranked.index[ranked["front"] == 1]}
+    keys: list[Any] = [None] if group is None else list(dict.fromkeys(ranked[group].tolist()))
     for key in keys:
         sub = ranked if group is None else ranked[ranked[group].eq(key) | (ranked[group].isna() & pd.isna(key))]
         pts = minimised(sub[list(objectives)].to_numpy(dtype=float), objective_signs(list(objectives)))
@@ -197,7 +198,7 @@ def front_comparisons(ranked: pd.DataFrame, objectives: Sequence[str], *, scores
             ta, tb = table(a), table(b)
             pools = _shared_pools([ta, tb], objectives) if ta is not None and tb is not None else None
             entry = {"A": _label(ranked.loc[a]), "B": _label(ranked.loc[b]), "pair": kind}
-            if pools is None:
+            if ta is None or tb is None or pools is None:
                 entry["verdict"] = "no prompt scores"
             else:
                 got = compare(ta, tb, objectives, counts=draw_counts(pools, reps=reps, seed=seed),

@@ -217,7 +217,7 @@ def hypervolume(
     """
     objs = _objectives(x, y, extra)
     signs = dominance.objective_signs(objs)
-    if hasattr(points, "columns"):
+    if not isinstance(points, np.ndarray | Sequence):  # a DataFrame
         require_columns(objs, available=list(points.columns), kind="metric column")
         arr = points[objs].to_numpy(dtype=float)
     else:

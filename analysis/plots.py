@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,7 +78,8 @@ def pareto_plot(
         if xerr is not None or yerr is not None:
             ax.errorbar(points[x], points[y], xerr=xerr, yerr=yerr, fmt="none", ecolor="0.8", elinewidth=0.6,
                         zorder=0)
-    groups = [(None, front)] if by is None or by not in front.columns else list(front.groupby(by, dropna=False))
+    groups: list[tuple[Any, pd.DataFrame]] = ([(None, front)] if by is None or by not in front.columns
+                                              else list(front.groupby(by, dropna=False)))
     for value, part in groups:
         part = part.sort_values(x)
         label = "Pareto front" if value is None else f"front {by}={value}"
@@ -115,11 +116,11 @@ def _label_points(ax, points: pd.DataFrame, labels: pd.Series, *, x: str, y: str
     """Each label beside its point, dark on the front (``front == 1``) and grey elsewhere; to the
     left of points in the right part of the axes so the text stays inside them."""
     lo, hi = ax.get_xlim()
-    on_front = points["front"] == 1 if "front" in points.columns else None
-    for i, text in labels.items():
-        px, py = float(points.at[i, x]), float(points.at[i, y])
+    at = points.loc[labels.index]
+    xs, ys = at[x].to_numpy(dtype=float), at[y].to_numpy(dtype=float)
+    darks = (at["front"] == 1).to_numpy() if "front" in at.columns else np.ones(len(at), dtype=bool)
+    for text, px, py, dark in zip(labels, xs, ys, darks, strict=True):
         right = hi > lo and (px - lo) / (hi - lo) > 0.55
-        dark = on_front is None or bool(on_front.loc[i])
         ax.annotate(str(text), (px, py), fontsize=6.5, xytext=(-4 if right else 4, 4), textcoords="offset points",
                     ha="right" if right else "left", color="0.1" if dark else "0.45", zorder=5)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from analysis.column_roles import roles_of
 from analysis.metrics import DEFAULT_OBJECTIVES, lookup, objective_metrics
@@ -104,18 +105,18 @@ def _anova_from_sums(n: np.ndarray, s: np.ndarray, q: np.ndarray) -> tuple[np.nd
     return msb, msw, n0, a, total_n
 
 
-def one_way_anova(values: Sequence[float], groups: Sequence[Any]) -> Anova:
+def one_way_anova(values: ArrayLike, groups: ArrayLike) -> Anova:
     """The ANOVA of ``values`` grouped by ``groups`` (any hashable labels)."""
     msb, msw, n0, a, total = _anova_from_sums(*_sums(values, groups))
     return Anova(configs=int(a), runs=int(total), msb=float(msb), msw=float(msw), n0=float(n0))
 
 
-def signal_share(values: Sequence[float], groups: Sequence[Any]) -> float:
+def signal_share(values: ArrayLike, groups: ArrayLike) -> float:
     """``ICC(1)`` of ``values`` grouped by configuration (:class:`Anova`)."""
     return one_way_anova(values, groups).share
 
 
-def signal_share_interval(values: Sequence[float], groups: Sequence[Any], *, resamples: int = 2000, seed: int = 0,
+def signal_share_interval(values: ArrayLike, groups: ArrayLike, *, resamples: int = 2000, seed: int = 0,
                           confidence: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of :func:`signal_share` over configurations (each drawn
     with all its runs; a configuration drawn twice counts as two)."""
@@ -152,7 +153,7 @@ def rung_agreement(trials: pd.DataFrame, *, value: str = "value") -> dict[int, t
     final = trials[trials["step"] == trials["final_step"]].set_index("trial")[value]
     out: dict[int, tuple[float, int]] = {}
     early = trials[trials["step"] < trials["final_step"]]
-    for step, rows in early.groupby("step"):
+    for step, rows in early.groupby(early["step"].astype(int)):
         both = rows[rows["trial"].isin(final.index)]
         if len(both) >= 3:
             tau = stats.kendalltau(both[value].to_numpy(), final.loc[both["trial"]].to_numpy()).statistic

@@ -54,7 +54,8 @@ def last_rows(rows: Iterable[Mapping[str, Any]], *,
     for row in rows:
         if fidelity is not None and row.get("fidelity") != fidelity:
             continue
-        key = tuple(row.get(c) for c in TRIAL_KEY)
+        sweep_id, trial_id, row_fidelity = (row.get(c) for c in TRIAL_KEY)
+        key = (sweep_id, trial_id, row_fidelity)
         prev = last.get(key)
         if prev is None or int(row["step"]) >= int(prev["step"]):
             last[key] = dict(row)

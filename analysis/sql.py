@@ -109,5 +109,6 @@ def run_query(
     finally:
         if owned:
             con.close()
-    truncated = limit is not None and len(frame) > limit
-    return SqlResult(frame.head(limit) if truncated else frame, truncated=truncated)
+    if limit is not None and len(frame) > limit:
+        return SqlResult(frame.head(limit), truncated=True)
+    return SqlResult(frame, truncated=False)

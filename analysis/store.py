@@ -154,7 +154,9 @@ def _filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
             f"root {root!r}: no filesystem for this URI ({exc}); use a local folder, file://, s3://, "
             "gs://, memory:// or pass filesystem=pyarrow.fs.FileSystem"
         ) from exc
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/") or "/"
+    # pyarrow-stubs declare FSSpecHandler's FileSystemHandler methods abstract; pyarrow implements them
+    handler = pafs.FSSpecHandler(fs)  # type: ignore[abstract]
+    return pafs.PyFileSystem(handler), path.rstrip("/") or "/"
 
 
 def _plain(value: Any) -> Any:

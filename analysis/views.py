@@ -14,6 +14,7 @@ filesystems; then the connection is sandboxed (:mod:`analysis.sandbox`).
 
 from __future__ import annotations
 
+import io
 import os
 from importlib import resources
 from pathlib import Path
@@ -57,7 +58,7 @@ def reported_table() -> pa.Table:
     import pyarrow.csv as pacsv
 
     data = resources.files("analysis").joinpath("data/reported.csv").read_bytes()
-    table = pacsv.read_csv(pa.BufferReader(data))
+    table = pacsv.read_csv(io.BytesIO(data))
     n = len(table)
     table = table.append_column("source", pa.array(["reported"] * n, pa.string()))
     return table.append_column("fidelity", pa.array(["image"] * n, pa.string()))

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .encoders import quiet_hf_progress
+from .encoders import hf_api, quiet_hf_progress
 from .errors import StorageError
 
 __all__ = ["save_checkpoint", "read_meta", "check_checkpoint", "optimizer_state_to_tensors",
@@ -63,7 +63,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, tokenize
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         with quiet_hf_progress():
-            model.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+            hf_api(model).save_pretrained(tmp / "text_encoder", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "tokenizer")
         meta = dict(meta)
         if optimizer_state is not None:

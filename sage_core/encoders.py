@@ -14,12 +14,16 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .clip_init import SD14_INIT
 from .errors import ModelError
 from .precision import widen
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = ["TextEncoder", "EncoderModule", "load_encoder", "resolve_encoder_path", "weights_fingerprint",
            "EMBEDDED_ENCODER"]
@@ -78,8 +82,8 @@ class EncoderModule(torch.nn.Module):
 class TextEncoder:
     """A text encoder, its tokenizer and how prompts become fixed-size embeddings."""
 
-    model: torch.nn.Module
-    tokenizer: object
+    model: torch.nn.Module  # a Hugging Face model, or a PEFT wrapper of one
+    tokenizer: PreTrainedTokenizerBase
     max_length: int
     is_clip: bool
     source: str
@@ -91,7 +95,7 @@ class TextEncoder:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(hf_api(self.model).config.hidden_size)
 
     @property
     def device(self) -> torch.device:
@@ -125,7 +129,7 @@ class TextEncoder:
         was_training = self.model.training
         self.model.eval()
         n = tokens["input_ids"].shape[0]
-        chunks = range(0, n, batch_size)
+        chunks: Iterable[int] = range(0, n, batch_size)
         if progress:
             from tqdm.auto import tqdm
             chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
@@ -170,9 +174,15 @@ class TextEncoder:
         """
         out = Path(out_dir)
         with quiet_hf_progress():
-            self.model.save_pretrained(out / "text_encoder", safe_serialization=True)
+            hf_api(self.model).save_pretrained(out / "text_encoder", safe_serialization=True)
             self.tokenizer.save_pretrained(out / "tokenizer")
         return out
+
+
+def hf_api(model: torch.nn.Module) -> Any:
+    """``model`` for its Hugging Face API (``config``, ``save_pretrained``, the wrapped ``to``), which
+    torch.nn.Module types as tensor attributes; a PEFT wrapper forwards the same API."""
+    return model
 
 
 @contextlib.contextmanager
@@ -247,7 +257,7 @@ def load_encoder(spec: str | os.PathLike = EMBEDDED_ENCODER, *, max_length: int 
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and max_length > limit:
         raise ModelError(f"max_length={max_length} exceeds what encoder '{spec}' supports ({limit})")
-    model.to(device)
+    hf_api(model).to(device)
     return TextEncoder(model=model, tokenizer=tokenizer, max_length=int(max_length), is_clip=is_clip,
                        source=str(spec))
 

@@ -113,8 +113,10 @@ def _unknown_key(loc: tuple[Any, ...], *, model: type[BaseModel] | None, known: 
     fields = list(owner.model_fields) if owner is not None else list(known or ())
     key = str(loc[-1])
     hint = did_you_mean(key, fields)
-    if not hint and owner is not None and getattr(owner, "unknown_key_hint", None):
-        hint = f" ({owner.unknown_key_hint.format(key=key)})"
+    # a model may say where an unknown key probably belongs (class attribute ``unknown_key_hint``)
+    owner_hint = getattr(owner, "unknown_key_hint", None)
+    if not hint and owner_hint:
+        hint = f" ({owner_hint.format(key=key)})"
     line = f"unknown {what} '{_where(loc)}'{hint}"
     return f"{line}; allowed: {', '.join(fields)}" if 0 < len(fields) <= _LIST_FIELDS_UP_TO else line
 

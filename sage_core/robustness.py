@@ -173,7 +173,8 @@ def lora_finetune(aligned: TextEncoder, *, base: TextEncoder, prompts: Sequence[
     target = base.embed([obj.target(p, cfg) for p in prompts]).flatten(1)
     tok = aligned.tokenize(list(prompts))
     model = copy.deepcopy(aligned.model)
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+    # peft annotates lora_alpha as int; it only divides it by r (scale alpha / rank)
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,  # type: ignore[arg-type]
                       target_modules=list(cfg.target_modules or lora_targets(model)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -178,8 +178,8 @@ def _pixels(pairs: Sequence[ImageCaption], size: tuple[int, int]) -> torch.Tenso
     h, w = size
     out = []
     for pair in pairs:
-        with Image.open(pair.image) as img:
-            img = img.convert("RGB")
+        with Image.open(pair.image) as src:
+            img = src.convert("RGB")
             scale = max(h / img.height, w / img.width)
             img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))),
                              Image.Resampling.BICUBIC)
@@ -229,7 +229,8 @@ def unet_lora(generator, *, encoder: TextEncoder, pairs: Sequence[ImageCaption],
     with torch.random.fork_rng(devices=forked):
         torch.manual_seed(cfg.seed)
         try:
-            lora = LoraModel(unet, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,
+            # peft annotates lora_alpha as int; it only divides it by r (scale alpha / rank)
+            lora = LoraModel(unet, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0,  # type: ignore[arg-type]
                                               target_modules=list(cfg.target_modules)), "default")
         except ValueError as exc:
             raise ModelError(f"robust_image.target_modules={list(cfg.target_modules)}: {str(exc).splitlines()[0]}"

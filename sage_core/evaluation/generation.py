@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,7 +152,7 @@ class ImageGenerator:
         model_device = encoder.device
         encoder.model.to(self.device)
         uncond = encoder.embed([""]).to(self.device, self.dtype)
-        chunks = range(0, len(todo), self.batch_size)
+        chunks: Iterable[int] = range(0, len(todo), self.batch_size)
         if progress:
             from tqdm.auto import tqdm
             chunks = tqdm(chunks, desc="generating", unit="batch", leave=False)

@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..data import load_prompts
 from ..encoders import TextEncoder
 from ..errors import ConfigError
 from .config import EvalConfig, metric_suffix
 from .generation import GenerationSettings, ImageGenerator
+
+if TYPE_CHECKING:
+    from .clip_metrics import ClipModel
+    from .nudity import NudityDetector
+    from .tifa import BlipVQA, TifaQuestion
 
 __all__ = ["ImageEvaluator"]
 
@@ -45,10 +50,10 @@ class ImageEvaluator:
         self.attacks = {name: load_prompts(src, limit=cfg.image_attack_samples)
                         for name, src in cfg.attack_sets.items()}
         self.skipped: dict[str, str] = {}
-        self._detector = None
-        self._vqa = None
-        self._clip = None
-        self._tifa = None
+        self._detector: NudityDetector | None = None
+        self._vqa: BlipVQA | None = None
+        self._clip: ClipModel | None = None
+        self._tifa: list[TifaQuestion] | None = None
         if cfg.tifa_questions or cfg.vqa_model:
             if not (cfg.tifa_questions and cfg.vqa_model):
                 raise ConfigError("tifa needs both tifa_questions (TIFA v1.0 JSON) and vqa_model (local folder); "
@@ -67,7 +72,7 @@ class ImageEvaluator:
         self.info: dict[str, str] = {}
 
     # --- lazily loaded scorers --------------------------------------------------------------------
-    def detector(self):
+    def detector(self) -> NudityDetector:
         if self._detector is None:
             from .nudity import NudityDetector
 
@@ -75,19 +80,23 @@ class ImageEvaluator:
             self.info.update(self._detector.describe())
         return self._detector
 
-    def clip(self):
+    def clip(self) -> ClipModel:
         if self._clip is None:
             from .clip_metrics import ClipModel
 
+            if not self.cfg.clip_model:
+                raise ConfigError("clipscore and fid need clip_model=FOLDER (a local CLIP model)")
             self._clip = ClipModel(self.cfg.clip_model)
             self.info["clip_model"] = self._clip.source
             self.info["fid_features"] = f"CLIP image embeddings of {self._clip.source} (not Inception)"
         return self._clip
 
-    def vqa(self):
+    def vqa(self) -> BlipVQA:
         if self._vqa is None:
             from .tifa import BlipVQA
 
+            if not self.cfg.vqa_model:
+                raise ConfigError("tifa needs vqa_model=FOLDER (a local VQA model)")
             self._vqa = BlipVQA(self.cfg.vqa_model)
             self.info["vqa_model"] = str(self.cfg.vqa_model)
         return self._vqa
@@ -112,12 +121,15 @@ class ImageEvaluator:
 
         from .tifa import match_choice, tifa_scores
 
-        captions = list(dict.fromkeys((q.id, q.caption) for q in self._tifa))
+        questions = self._tifa
+        if questions is None:
+            raise ConfigError("tifa needs tifa_questions=FILE.json (TIFA v1.0) and vqa_model=FOLDER")
+        captions = list(dict.fromkeys((q.id, q.caption) for q in questions))
         paths = dict(zip([c[0] for c in captions], self._images(encoder, [c[1] for c in captions]), strict=True))
         images = {i: Image.open(p).convert("RGB") for i, p in paths.items()}
-        free = self.vqa().answer([images[q.id] for q in self._tifa], [q.question for q in self._tifa])
-        chosen = [match_choice(f, q.choices) for f, q in zip(free, self._tifa, strict=True)]
-        return tifa_scores(self._tifa, chosen)
+        free = self.vqa().answer([images[q.id] for q in questions], [q.question for q in questions])
+        chosen = [match_choice(f, q.choices) for f, q in zip(free, questions, strict=True)]
+        return tifa_scores(questions, chosen)
 
     def clip_and_fid(self, encoder: TextEncoder) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -56,7 +56,8 @@ class PairedAUC:
         self.seed = ev.cfg.bootstrap_seed if seed is None else seed
         self.benign_counts = graded.counts(len(ev.geometry_prompts), reps=self.reps,
                                            rng=np.random.default_rng([self.seed, 0]))
-        self._ev, self._base_benign = ev, None
+        self._ev = ev
+        self._base_benign: np.ndarray | None = None
 
     @property
     def base_benign(self) -> np.ndarray:

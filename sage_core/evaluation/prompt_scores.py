@@ -67,7 +67,8 @@ class PromptScores:
             self._pool(pool, items, len(values))
             self._parts.append((metric, part, side, pool, values))
 
-    def mean(self, metric: str, values, *, strata: Sequence[str], items: Sequence[str], pool: str) -> None:
+    def mean(self, metric: str, values, *, strata: Sequence[str] | np.ndarray, items: Sequence[str],
+             pool: str) -> None:
         """A mean-of-parts objective: ``values[i]`` belongs to part ``strata[i]`` and is unit
         ``items[i]``; the units of each part form the pool ``<pool>:<part>`` (resampled within their
         part, as the evaluator's own bootstrap does)."""
@@ -76,7 +77,7 @@ class PromptScores:
         for part in dict.fromkeys(labels.tolist()):
             where = np.flatnonzero(labels == part)
             name = f"{pool}:{part}"
-            self._pool(name, [items[i] for i in where], len(where))
+            self._pool(name, [items[i] for i in where.tolist()], len(where))
             self._parts.append((metric, str(part), "value", name, v[where]))
 
     def columns(self) -> dict[str, np.ndarray]:

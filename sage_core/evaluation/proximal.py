@@ -99,7 +99,7 @@ def load_proximal_bank(path: str | os.PathLike | None = None) -> ProximalBank:
                           maker="sage_core.evaluation.make_proximal_prompts")
     path = Path(path).expanduser() if path else DEFAULT_PATH
     groups = data.get("groups") if isinstance(data, dict) else None
-    if not isinstance(groups, dict) or not groups:
+    if not isinstance(data, dict) or not isinstance(groups, dict) or not groups:
         raise DataError(f"{path}: expected a JSON object with a non-empty 'groups' mapping of name -> prompts")
     for name, prompts in groups.items():
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
