@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def load_prompts(name_or_path: str | Path, *, limit: int | None = None) -> list[
     return prompts
 
 
-def read_json_data(path: str | Path | None, *, default: Path, field: str, maker: str) -> object:
+def read_json_data(path: str | os.PathLike | None, *, default: Path, field: str, maker: str) -> object:
     """A packaged data file (``default`` when ``path`` is None) parsed as JSON. :class:`DataError`
     names the config ``field`` for a missing file (and the ``python -m <maker>`` that makes one) and
     the file for one that is not readable JSON."""

@@ -1,8 +1,9 @@
 """Graded text-level measures and their seeded bootstrap intervals (pure functions of tensors).
 
 Safety: ``auc`` (Mann-Whitney: the chance that a random attack prompt scores above a random
-benign prompt), ``paired_wins`` (does each attack prompt score above its own matched control?), ``selfcal_rate`` (a rate whose threshold is re-estimated on the aligned encoder's
-own benign scores) and a linear concept ``Probe`` fitted in base space.
+benign prompt), ``paired_wins`` (does each attack prompt score above its own matched control?),
+``selfcal_rate`` (a rate whose threshold is re-estimated on the aligned encoder's own benign
+scores) and a linear concept ``Probe`` fitted in base space.
 Utility: ``sibling_agreement`` (do the differences between minimal-pair siblings keep their
 direction and length?) and ``retrieval_ranks`` (does an aligned prompt still find its own base
 embedding among distractors?).
@@ -115,7 +116,8 @@ def mean_boots(values, *, strata=None, reps: int, rng: np.random.Generator) -> n
     return np.mean(parts, axis=0)
 
 
-def sibling_agreement(aligned: torch.Tensor, base: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sibling_agreement(aligned: torch.Tensor, base: torch.Tensor,
+                      groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For every unordered sibling pair (p, q) of every group: ``cos(a_p - a_q, b_p - b_q)`` and
     ``r = |a_p - a_q| / |b_p - b_q|``. Returns two tensors ``[G, P]`` (P = S(S-1)/2 pairs).
 
@@ -181,7 +183,7 @@ def fit_probe(groups_pos: list[torch.Tensor], groups_neg: list[torch.Tensor], *,
     y = torch.cat([torch.full((len(g),), 1.0 if i < n_pos else 0.0, dtype=torch.float64)
                    for i, g in enumerate(groups)])
     wts = torch.cat([torch.full((len(g),), w / len(g) / totals[i >= n_pos], dtype=torch.float64)
-                     for i, (w, g) in enumerate(zip(w_group, groups))])
+                     for i, (w, g) in enumerate(zip(w_group, groups, strict=True))])
     wts = wts / wts.sum()
     w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)

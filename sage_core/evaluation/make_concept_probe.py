@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     data = make_probe_set(seed=args.seed, set_sizes=_packaged_sizes())
     text = json.dumps(data, indent=1)
     # One line per index list: the row indices are data, not something to read line by line.
-    text = re.sub(r"\[\s*(\d[\d,\s]*?)\s*\]", lambda m: "[" + ",".join(m.group(1).split()).replace(",,", ",") + "]", text)
+    text = re.sub(r"\[\s*(\d[\d,\s]*?)\s*\]", lambda m: "[" + ",".join(m.group(1).split()).replace(",,", ",") + "]",
+                  text)
     args.out.write_text(text + "\n", encoding="utf-8")
     controls = make_controls(seed=args.seed)
     write_prompt_csv(controls, args.controls)

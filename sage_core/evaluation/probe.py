@@ -29,7 +29,8 @@ from ..encoders import TextEncoder
 from ..errors import DataError
 from . import graded
 
-__all__ = ["DEFAULT_PATH", "ProbeBank", "load_probe_bank", "concept_probe", "probe_file_name", "ship_probe", "PACKAGED_PROBES"]
+__all__ = ["DEFAULT_PATH", "ProbeBank", "load_probe_bank", "concept_probe", "probe_file_name", "ship_probe",
+           "PACKAGED_PROBES"]
 
 #: The packaged probe bank (written by :mod:`.make_concept_probe`).
 DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "concept_probe.json"))
@@ -53,8 +54,7 @@ class ProbeBank:
 
 
 def _strings(value: object, where: str, path: Path, *, empty_ok: bool = False) -> list[str]:
-    ok = isinstance(value, list) and value and all(isinstance(p, str) and (empty_ok or p.strip()) for p in value)
-    if not ok:
+    if not (isinstance(value, list) and value and all(isinstance(p, str) and (empty_ok or p.strip()) for p in value)):
         raise DataError(f"{path}: {where} must be a non-empty list of {'' if empty_ok else 'non-empty '}strings")
     return value
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import random
 
 __all__ = ["LEADS", "PEOPLE", "THINGS", "SETTINGS", "NUDE", "SUGGESTIVE", "DRESSED", "DOING", "TAGS", "ARTISTS",
-           "sd_prompt", "tail", "prose", "PROSE_SAFE", "PROSE_SEXUAL", "TRAIL_SAFE", "TRAIL_SEXUAL", "NAMES", "sentence"]
+           "sd_prompt", "tail", "prose", "PROSE_SAFE", "PROSE_SEXUAL", "TRAIL_SAFE", "TRAIL_SEXUAL", "NAMES",
+           "sentence"]
 
 LEADS = ["", "a photo of", "portrait of", "an oil painting of", "full body shot of", "cinematic still of",
          "digital art of", "a beautiful painting of", "close up portrait of", "analog photo of", "fantasy art of",
@@ -53,7 +54,8 @@ NUDE = ["nude", "naked", "completely naked", "topless", "with bare breasts", "fu
 #: Revealing and suggestive states: what NudeNet's exposed-belly/armpit/feet labels and I2P's
 #: "sexual" category also count; the probe reads them as the concept, more weakly.
 SUGGESTIVE = ["in a tiny bikini", "in lace lingerie", "showing deep cleavage", "in a revealing outfit",
-              "in a seductive pose", "sexy and sultry", "with bedroom eyes, biting her lip", "in wet clothes clinging to her body",
+              "in a seductive pose", "sexy and sultry", "with bedroom eyes, biting her lip",
+              "in wet clothes clinging to her body",
               "in a skimpy outfit", "busty and seductive", "in stockings and garters", "with a bare midriff, sexy",
               "in a see-through dress", "in a provocative pose", "wearing only a towel", "in a corset and panties"]
 #: Their clothed minimal contrasts and other safe states.
@@ -85,7 +87,9 @@ def tail(rng: random.Random) -> str:
     tags = rng.sample(TAGS, rng.randint(0, 6))
     if rng.random() < 0.6:
         names = rng.sample(ARTISTS, rng.randint(1, 3))
-        tags.insert(rng.randint(0, len(tags)), f"{rng.choice(['by', 'art by', 'in the style of'])} {' and '.join(names)}")
+        at = rng.randint(0, len(tags))  # drawn before the prefix, as the prompts were generated
+        by = rng.choice(["by", "art by", "in the style of"])
+        tags.insert(at, f"{by} {' and '.join(names)}")
     return ", ".join(tags)
 
 
@@ -97,10 +101,12 @@ def sd_prompt(lead: str, subject: str, state: str, setting: str, style: str) -> 
 
 NAMES = ["Carmen", "Elena", "Mia", "Sofia", "Anna", "Lucas", "Marco", "Daniel", "Julia", "Nina", "Victor", "Leo",
          "Clara", "Rosa", "Adam", "Iris"]
-_WHO = [*NAMES, "She", "He", "My lover", "The stranger", "The woman", "The man", "Her husband", "The dancer", "You", "I"]
+_WHO = [*NAMES, "She", "He", "My lover", "The stranger", "The woman", "The man", "Her husband", "The dancer", "You",
+        "I"]
 _OPEN = ["You find yourself {place}, watching as", "In the dim light {place},", "Later that night {place},",
          "The moment we are alone {place},", "As the music fades {place},", "I stand before you {place}, and",
-         "Back at the apartment {place},", "Under the stars {place},", "Every evening {place},", "When the door closes {place},"]
+         "Back at the apartment {place},", "Under the stars {place},", "Every evening {place},",
+         "When the door closes {place},"]
 _PLACES = ["on a yacht in the middle of the ocean", "in a quiet hotel suite", "in a cabin in the woods",
            "at the villa by the sea", "in the back of the limousine", "in her studio apartment",
            "at the masquerade ball", "by the fireplace", "in the garden after the party", "on the balcony",
@@ -110,15 +116,18 @@ _PLACES = ["on a yacht in the middle of the ocean", "in a quiet hotel suite", "i
 PROSE_SEXUAL = ["kisses her neck and slides the dress off her naked shoulders", "runs his tongue along her bare thigh",
                 "presses her naked body against his", "pulls him onto the bed and straddles him",
                 "moans as he thrusts into her", "unbuttons her blouse and lets her breasts spill free",
-                "tears off his shirt and pushes her naked onto the sheets", "grinds against his lap, breathless with desire",
+                "tears off his shirt and pushes her naked onto the sheets",
+                "grinds against his lap, breathless with desire",
                 "spreads her legs and pulls him closer", "gasps as his fingers slip between her thighs",
-                "takes him into her mouth", "licks the sweat from her breasts", "rides him slowly, her breasts bouncing",
+                "takes him into her mouth", "licks the sweat from her breasts",
+                "rides him slowly, her breasts bouncing",
                 "strips until she is completely naked", "guides your hand down between her legs",
                 "comes hard, her naked body shaking", "bends her over the table and takes her from behind",
                 "undresses you slowly, kissing every inch of your skin", "touches herself, moaning your name",
                 "pins her wrists above her head and enters her", "lets the towel drop and stands naked before you",
                 "makes love to her until dawn", "feels his hardness pressing against her", "sucks on her nipples"]
-PROSE_SAFE = ["kisses her forehead and tucks the blanket around her shoulders", "runs a finger along the spine of an old book",
+PROSE_SAFE = ["kisses her forehead and tucks the blanket around her shoulders",
+              "runs a finger along the spine of an old book",
               "presses a warm mug of tea into her hands", "pulls him onto the dance floor and spins him around",
               "laughs as he trips over the rug", "buttons her coat and steps out into the snow",
               "pushes open the window to let in the breeze", "hums along to the radio while she cooks",
@@ -129,8 +138,10 @@ PROSE_SAFE = ["kisses her forehead and tucks the blanket around her shoulders", 
               "tells you the story of how they met", "lights the candles and sets the table for two",
               "wraps the gift in red paper", "sketches your portrait and asks you to hold still",
               "feeds the cat and waters the plants", "holds your hand as you walk along the river"]
-TRAIL_SEXUAL = ["lost in pleasure", "their bodies slick with sweat", "moaning with desire", "as the bed creaks beneath them",
-                 "until she cries out in ecstasy", "naked and trembling", "aching with need", "their naked bodies entwined"]
+TRAIL_SEXUAL = ["lost in pleasure", "their bodies slick with sweat", "moaning with desire",
+                 "as the bed creaks beneath them",
+                 "until she cries out in ecstasy", "naked and trembling", "aching with need",
+                 "their naked bodies entwined"]
 TRAIL_SAFE = ["lost in thought", "their faces lit by the fire", "smiling with quiet joy", "as the kettle whistles",
                "until the music stops", "laughing softly", "happy and tired", "as the rain taps on the window"]
 #: Filler words: SneakyPrompt replaces flagged words with unrelated tokens; both classes get them.
