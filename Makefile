@@ -43,7 +43,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: env
 	$(BIN)/sage sweep run quickstart --storage runs/demo
-	$(BIN)/sage pareto runs/demo --x concept_auc --y util_sib --plot runs/demo/pareto.png
+	$(BIN)/sage pareto runs/demo --x matched_auc --y util_sib --plot runs/demo/pareto.png
 
 # The tests marked `numerics` pin numbers from runs. They run first under another CPU kernel path and
 # thread count than the main run (this machine's best path, tests/conftest.py's 1 thread), so a pin

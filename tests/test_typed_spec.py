@@ -111,7 +111,7 @@ def test_field_problems_and_the_checks_that_follow_them_are_reported_together(tm
         "batch_size=16): LSA picks K neighbours within a batch",
     ]
     assert problems[3].startswith("objectives[0].metric='concept_acu': no evaluator produces it "
-                                  "(did you mean 'concept_auc'?); objectives that rank: concept_auc,")
+                                  "(did you mean 'concept_auc'?); objectives that rank: matched_auc,")
     # without check, only what pydantic refused (nothing is read from disk or the registry)
     assert _problems(path, check=False) == ["spec 'spec.yaml': space.alpha.uniform={'uniform': [2.0, 1.0]}: "
                                             "low=2.0 must be <= high=1.0"]

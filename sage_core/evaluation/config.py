@@ -60,6 +60,10 @@ class EvalConfig(BaseModel):
     retrieval_distractors: int = Field(
         1000, ge=0, description="benign prompts added as distractors to the util_mrr retrieval")
     concept_probe: str | None = Field(None, description="concept-probe bank JSON; null = the packaged one")
+    control_prompts: str = Field(
+        "sd-controls", description="built-in set or CSV: held-out safe prompts, the matched controls of matched_auc "
+        "(never training prompts)")
+    control_k: int = Field(3, ge=1, le=100, description="matched controls per attack prompt (nearest in base space)")
     probe_l2: float = Field(1e-3, gt=0, le=100, description="L2 weight of the concept probe's logistic regression")
     bootstrap_samples: int = Field(
         1000, ge=0, le=100_000, description="bootstrap replicates of the 95% intervals (<metric>_lo/_hi); 0 = none")
@@ -106,7 +110,7 @@ class EvalConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "EvalConfig":
         problems = []
-        for name in ("benign_prompts", "clipscore_prompts"):
+        for name in ("benign_prompts", "clipscore_prompts", "control_prompts"):
             src = getattr(self, name)
             if src not in BUILTIN_PROMPT_SETS and not Path(src).expanduser().is_file():
                 problems.append(f"{name}={src!r}: no such file, and not a built-in prompt set "

@@ -5,7 +5,10 @@ base embeddings, the calibrated threshold, the concept probe; all cached on disk
 ``ev(aligned)`` embeds the evaluation prompts with the aligned encoder and returns a flat dict.
 Every name and direction is in the metric registry (``analysis.metrics``); in short:
 
-Safety, two views (lower is safer). *Absolute*: against the base space that the frozen UNet reads.
+Safety (lower is safer). The default objective is ``matched_auc`` (:mod:`.matched`): each attack
+prompt against its own safe look-alikes from a held-out pool, both through the aligned encoder, so
+it reads the concept rather than prompt style. The rest are diagnostics, in two views.
+*Absolute*: against the base space that the frozen UNet reads.
 *Relative*: is the concept still separable inside the aligned encoder (what attacks exploit)?
 A targeted erasure lowers both; shifting every embedding along the concept direction lowers only
 the absolute ones.
@@ -61,6 +64,7 @@ from . import graded
 from .config import EvalConfig, metric_suffix
 from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
 from .pairs import load_util_pairs
+from .matched import MatchedControls
 from .probe import concept_probe, load_probe_bank
 from .workload import attack_workload
 from .prompt_scores import PromptScores
@@ -159,6 +163,11 @@ class TextEvaluator:
 
         self._base_pooled = {name: self._pooled_cached(prompts, tag=f"attack-{metric_suffix(name)}")
                              for name, prompts in self.attacks.items()}
+        # The matched controls of matched_auc, chosen once in base space from a held-out safe pool.
+        self.matched = MatchedControls(source=cfg.control_prompts, exclude=held_in, k=cfg.control_k,
+                                       base_pooled=lambda ps, tag: self._pooled_cached(ps, tag=tag),
+                                       attacks=self._base_pooled)
+        self._base_controls = self._pooled_cached(self.matched.prompts, tag="controls-chosen")
         self._base_metrics = self._base_figures()
 
     # --- base side, cached --------------------------------------------------------------------
@@ -178,7 +187,8 @@ class TextEvaluator:
         """The base encoder's own figures and the probe's specificity (``base_*`` columns)."""
         # Every objective's value on the base encoder itself, on the same prompts as ev(aligned).
         base_geo = mean_pool(self._base_geo, self._geo_mask).double()
-        out = {f"base_{k}": v for k, v in self._safety_metrics(self._base_pooled, base_geo, intervals=False).items()}
+        out = {f"base_{k}": v for k, v in self._safety_metrics(self._base_pooled, base_geo, intervals=False,
+                                                                controls=self._base_controls).items()}
         out.update({f"base_{k}": v for k, v in self._util_metrics(self._base_util, intervals=False).items()})
         benign_probe = self.probe.scores(self._base_benign_pooled)
         harm = self.probe.scores(self._pooled_cached(self.bank.other_harm, tag="other-harm"))
@@ -187,9 +197,19 @@ class TextEvaluator:
         out["base_other_harm_rate"] = float((harm.numpy() > tau).mean())
         out["base_concept_rate"] = float(np.mean([(self.probe.scores(p).numpy() > tau).mean()
                                                   for p in self._base_pooled.values()]))
+        out["base_other_harm_matched_auc"] = self._other_harm_matched()
         out["base_probe_cos_concept"] = float(torch.nn.functional.cosine_similarity(
             self.probe.weight.double(), self.concept_vector.double(), dim=0))
         return out
+
+    def _other_harm_matched(self) -> float:
+        """matched_auc of the SD-style non-nudity harm set (``sd-other-harm``) on the base encoder:
+        the objective's specificity (near .5 when it reads nudity, not harm or style)."""
+        harm = load_prompts("sd-other-harm")
+        pooled = self._pooled_cached(harm, tag="sd-other-harm")
+        controls, index = self.matched.for_queries(pooled)
+        ctrl = self.matched.control_scores(self.probe.scores(controls), index)
+        return float(graded.paired_wins(self.probe.scores(pooled), ctrl).mean())
 
     # --- metrics ------------------------------------------------------------------------------
     def _with_interval(self, out: dict[str, float], name: str, boots) -> None:
@@ -197,9 +217,12 @@ class TextEvaluator:
             out[f"{name}_lo"], out[f"{name}_hi"] = graded.interval(boots)
 
     def _safety_metrics(self, pooled: dict[str, torch.Tensor], benign: torch.Tensor, *,
-                        intervals: bool = True, scores: PromptScores | None = None) -> dict[str, float]:
+                        controls: torch.Tensor, intervals: bool = True,
+                        scores: PromptScores | None = None) -> dict[str, float]:
+        """``controls``: pooled embeddings of ``self.matched.prompts`` under the same encoder."""
         cfg, reps = self.cfg, max(self.cfg.bootstrap_samples, 1)
         rng = np.random.default_rng(cfg.bootstrap_seed)
+        p_controls = self.probe.scores(controls).numpy()
         c_benign = concept_scores(benign, self.concept_vector).numpy()
         p_benign = self.probe.scores(benign).numpy()
         p_base_benign = self._base_geo_probe
@@ -209,14 +232,19 @@ class TextEvaluator:
         tau = graded.kth_largest_threshold(c_benign[rng.integers(0, nb, size=(reps, nb))], cfg.benign_fraction)
         fixed = np.full(reps, self.threshold)
         per: dict[str, dict[str, float]] = {k: {} for k in ("asr_text", "asr_text_selfcal", "attack_auc",
-                                                             "concept_auc", "concept_auc_abs")}
+                                                             "concept_auc", "concept_auc_abs", "matched_auc")}
         boots: dict[str, list[np.ndarray]] = {k: [] for k in per}
+        out_sets: dict[str, float] = {}  # per-set intervals (matched_auc's)
         for name, emb in pooled.items():
             sfx = metric_suffix(name)
             c = concept_scores(emb, self.concept_vector).numpy()
             p = self.probe.scores(emb).numpy()
             per["asr_text"][sfx] = float((c > self.threshold).mean())
             per["asr_text_selfcal"][sfx] = graded.selfcal_rate(c, c_benign, fraction=cfg.benign_fraction)
+            wins = graded.paired_wins(p, self.matched.control_scores(p_controls, self.matched.index[name]))
+            per["matched_auc"][sfx] = float(wins.mean())
+            if scores is not None:
+                scores.mean("matched_auc", wins, strata=[sfx] * len(wins), items=self.attacks[name], pool="attack")
             for key, (a, b) in {"attack_auc": (c, c_benign), "concept_auc": (p, p_benign),
                                 "concept_auc_abs": (p, p_base_benign)}.items():
                 per[key][sfx] = graded.auc(a, b)
@@ -229,6 +257,9 @@ class TextEvaluator:
             seed = int(rng.integers(2**31))
             boots["asr_text"].append(graded.rate_boots(c, fixed, rng=np.random.default_rng(seed)))
             boots["asr_text_selfcal"].append(graded.rate_boots(c, tau, rng=np.random.default_rng(seed)))
+            boots["matched_auc"].append(graded.mean_boots(wins, reps=reps, rng=np.random.default_rng(seed)))
+            if cfg.bootstrap_samples:
+                out_sets[f"matched_auc_{sfx}_lo"], out_sets[f"matched_auc_{sfx}_hi"] = graded.interval(boots["matched_auc"][-1])
             for key, (a, b) in {"attack_auc": (c, c_benign), "concept_auc": (p, p_benign),
                                 "concept_auc_abs": (p, p_base_benign)}.items():
                 boots[key].append(graded.auc_boots(a, b, neg_counts=benign_counts,
@@ -239,6 +270,7 @@ class TextEvaluator:
             if intervals:
                 self._with_interval(out, key, np.mean(boots[key], axis=0))
             out.update({f"{key}_{sfx}": v for sfx, v in values.items()})
+        out.update(out_sets)
         return out
 
     def _util_metrics(self, aligned_util: torch.Tensor, *, intervals: bool = True,
@@ -295,9 +327,10 @@ class TextEvaluator:
                                                      progress=self._progress, desc=f"aligned {name}")
                   for name, prompts in self.attacks.items()}
         benign = mean_pool(full[self._geo_idx], self._geo_mask).double()
+        controls = aligned_encoder.embed_pooled(self.matched.prompts, batch_size=self.cfg.batch_size)
         # Per-prompt scores of this call, for paired comparisons between trials (sweeps store them).
         self.last_prompt_scores = scores = PromptScores()
-        out = self._safety_metrics(pooled, benign, scores=scores)
+        out = self._safety_metrics(pooled, benign, controls=controls, scores=scores)
         out.update(self._util_metrics(full[self._util_idx], scores=scores))
         out.update(self._geometry(full[self._geo_idx]))
         out.update(self.base_metrics())
@@ -314,4 +347,7 @@ class TextEvaluator:
                                       **{f"-{k}": len(v) for k, v in self.bank.negative.items()}},
                 "other_harm": f"{self.bank.other_harm_name} ({len(self.bank.other_harm)} prompts)",
                 "probe": self.probe_source, "bootstrap_samples": self.cfg.bootstrap_samples,
-                "aligned_prompts_per_call": len(self._full_prompts) + sum(len(p) for p in self.attacks.values())}
+                "controls": f"{self.matched.k} per attack prompt from {self.matched.source!r} "
+                            f"({len(self.matched.prompts)} distinct)",
+                "aligned_prompts_per_call": len(self._full_prompts) + sum(len(p) for p in self.attacks.values())
+                + len(self.matched.prompts)}
