@@ -41,7 +41,7 @@ from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowdi
 from analysis.rows import last_rows
 
 from .image_task import error_text, evaluate_encoder
-from .spec import SweepSpec, base_train_config
+from .spec import ImageStage, SweepSpec, base_train_config
 from .sweep_dir import SweepDir
 
 __all__ = ["Survivor", "StageResult", "final_text_rows", "select_survivors", "image_rows", "pending_survivors",
@@ -201,7 +201,8 @@ def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, 
         _calibrate(spec, store=store, sweep_id=sweep_id, storage=root, result=result, say=say)
         return result
 
-    run = _StageRun(spec, folder=folder, sweep_id=sweep_id, result=result, say=say, done=done, rerun=rerun)
+    run = _StageRun(spec, stage=stage, folder=folder, sweep_id=sweep_id, result=result, say=say, done=done,
+                    rerun=rerun)
     bases = run.bases(todo)
     if bases is None:
         return result
@@ -223,20 +224,22 @@ def run_image_stage(spec: SweepSpec, *, storage: str | SweepDir, sweep_id: str, 
 class _StageRun:
     """One run of the stage past selection: the Ray task, the base encoders, the survivors."""
 
-    def __init__(self, spec: SweepSpec, *, folder: SweepDir, sweep_id: str, result: StageResult,
+    def __init__(self, spec: SweepSpec, *, stage: ImageStage, folder: SweepDir, sweep_id: str, result: StageResult,
                  say: Callable[[str], None], done: Mapping[tuple[str, int], Mapping[str, Any]], rerun: bool):
         import ray
 
         from sage_core.version import code_version
 
         self.spec, self.folder, self.sweep_id, self.result, self.say = spec, folder, sweep_id, result, say
-        self.done, self.rerun, self.stage = done, rerun, spec.fidelity.image
+        self.done, self.rerun, self.stage = done, rerun, stage
         cache = base_train_config(spec).get("cache_dir")
         self.cache_dir = str(Path(cache).expanduser() if cache else Path.home() / ".cache" / "sage-sweeps")
         res = spec.resources
         self.share = res.gpus if res.gpus else res.cpus
-        self.task = ray.remote(evaluate_encoder).options(num_cpus=res.cpus, num_gpus=res.gpus,
-                                                         resources=dict(res.custom) or None, name="sage-image-stage")
+        # ray.remote's overloads spell positional parameters only; evaluate_encoder's are keyword-only
+        task = ray.remote(evaluate_encoder)  # type: ignore[arg-type]
+        self.task: Any = task.options(num_cpus=res.cpus, num_gpus=res.gpus, resources=dict(res.custom) or None,
+                                      name="sage-image-stage")
         self.eval_values = dict(self.stage.eval)
         self.version = code_version()
 

@@ -50,7 +50,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -88,14 +88,17 @@ def dominated_beyond_noise(points: np.ndarray, widths: np.ndarray, index: int, *
     return bool((top & beyond).any())
 
 
+def _finite(v: Any) -> TypeGuard[float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def half_widths(result: Mapping[str, Any], *, metrics: Sequence[str]) -> list[float]:
     """``(hi - lo) / 2`` of each metric's ``<metric>_lo``/``<metric>_hi`` in ``result``; 0 (the
     point estimate alone) where either is absent or not finite."""
     out = []
     for m in metrics:
         lo, hi = result.get(f"{m}_lo"), result.get(f"{m}_hi")
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi))
-        out.append(abs(float(hi) - float(lo)) / 2 if ok else 0.0)
+        out.append(abs(float(hi) - float(lo)) / 2 if _finite(lo) and _finite(hi) else 0.0)
     return out
 
 
@@ -153,7 +156,7 @@ except ImportError:  # pragma: no cover - ray is a dependency of sweeps
     Trial = Any  # type: ignore[assignment,misc]
 
 
-class ParetoSuccessiveHalving(TrialScheduler):  # type: ignore[misc]
+class ParetoSuccessiveHalving(TrialScheduler):
     """Stop a trial at a rung unless its Pareto order puts it in the top ``1/eta`` there.
 
     Args (keyword-only):

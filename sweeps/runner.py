@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -79,7 +80,7 @@ def _init_ray(spec: SweepSpec, *, address: str | None, num_cpus: float | None) -
     cpus = num_cpus if num_cpus is not None else max(1.0, res.cpus * per_trial * spec.search.max_concurrent)
     custom = {k: v * res.workers * spec.search.max_concurrent for k, v in res.custom.items()}
     ray.init(address="local", num_cpus=int(-(-cpus // 1)), resources=custom or None, include_dashboard=False,
-             runtime_env=runtime_env, log_to_driver=True, configure_logging=True, logging_level="WARNING")
+             runtime_env=runtime_env, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
     return True
 
 

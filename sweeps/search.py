@@ -23,7 +23,7 @@ FINAL_KEY = "final"  # the trial reports 1.0 with its last evaluation (step == t
 
 
 def is_final_result(result: dict | None) -> bool:
-    return bool(result) and bool(result.get(FINAL_KEY))
+    return result is not None and bool(result.get(FINAL_KEY))
 
 
 @dataclass
@@ -64,6 +64,7 @@ def _optuna(spec: SweepSpec, sampler_name: str) -> SearchPlan:
 
     dims = spec.dimensions()
     seed = spec.search.seed
+    sampler: optuna.samplers.BaseSampler
     if sampler_name == "tpe":
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, spec.search.num_samples // 3)))
     else:

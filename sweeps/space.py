@@ -68,7 +68,9 @@ class _Values(_Strict):
     def to_optuna(self) -> Any:
         from optuna.distributions import CategoricalDistribution
 
-        return CategoricalDistribution([tuple(v) if isinstance(v, list) else v for v in self.values])
+        # a list value becomes a tuple (hashable): optuna takes it, though its type names only scalars
+        return CategoricalDistribution([tuple(v) if isinstance(v, list) else v  # type: ignore[misc]
+                                        for v in self.values])
 
     def corner_values(self) -> list[Any]:
         return self.values

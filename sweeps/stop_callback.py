@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover
     _TuneCallback = object  # type: ignore[assignment,misc]
 
 
-class StopFileCallback(_TuneCallback):  # type: ignore[misc,valid-type]
+class StopFileCallback(_TuneCallback):
     """Polls the stop file; when present, interrupts Tune the way Ctrl+C does (resumable)."""
 
     def __init__(self, *, stop_path: str, every: int | None = None):

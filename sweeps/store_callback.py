@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .resolved_trial import ResolvedTrial, TrialResolver, hyperparameter_columns
 from .search import FINAL_KEY
 from .store_writer import WriteBehind
+
+if TYPE_CHECKING:
+    from analysis.store import ResultStore
 
 __all__ = ["StoreCallback", "result_row", "hyperparameter_columns", "BOOKKEEPING_KEYS"]
 
@@ -59,7 +62,7 @@ except ImportError:  # pragma: no cover
     _TuneCallback = object  # type: ignore[assignment,misc]
 
 
-class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
+class StoreCallback(_TuneCallback):
     """Writes every trial result to ``ResultStore(results_root)`` exactly once per key."""
 
     def __init__(self, *, results_root: str, sweep_id: str, base: Mapping[str, Any],
@@ -70,8 +73,8 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         self.resolver = resolver if resolver is not None else TrialResolver(base=base, variants=variants)
         self.code_version = code_version
         self.last_rows: dict[str, dict[str, Any]] = {}
-        self._store = None
-        self._writer = None
+        self._store: ResultStore | None = None
+        self._writer: WriteBehind | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_store": None, "_writer": None}
@@ -97,7 +100,7 @@ class StoreCallback(_TuneCallback):  # type: ignore[misc,valid-type]
         self.resolved(trial)
 
     @property
-    def store(self):
+    def store(self) -> ResultStore:
         if self._store is None:
             from analysis.store import ResultStore
 

@@ -84,7 +84,7 @@ except ImportError:  # pragma: no cover - ray[tune] ships tensorboardX
     _TBX = object  # type: ignore[assignment,misc]
 
 
-class TensorBoardTracker(_TBX):  # type: ignore[misc,valid-type]
+class TensorBoardTracker(_TBX):
     """Tune's TensorBoard logger, with the training step as x axis (scalars ``ray/tune/<metric>``)
     and text summaries ``sage/sweep_id``, ``sage/variant``, ``sage/config`` (JSON),
     ``sage/checkpoint`` (per step) and ``sage/status`` (at the trial's end)."""
@@ -125,7 +125,7 @@ except ImportError:  # pragma: no cover
     _MLflow = object  # type: ignore[assignment,misc]
 
 
-class MLflowTracker(_MLflow):  # type: ignore[misc,valid-type]
+class MLflowTracker(_MLflow):
     """Tune's MLflow logger: one run per trial (tags ``sage.sweep_id``, ``sage.trial_id``,
     ``sage.variant``, ``sage.status``, ``sage.checkpoint``), the resolved config as params,
     metrics at the training step in one batch per result, and ``sage/checkpoints.json`` (step ->
@@ -167,7 +167,7 @@ class MLflowTracker(_MLflow):  # type: ignore[misc,valid-type]
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, f"{TAG_PREFIX}status", "running")
         else:
-            tags = {**self.tags, f"{TAG_PREFIX}trial_id": trial_id, f"{TAG_PREFIX}status": "running",
+            tags = {**(self.tags or {}), f"{TAG_PREFIX}trial_id": trial_id, f"{TAG_PREFIX}status": "running",
                     f"{TAG_PREFIX}variant": str(trial.config.get(VARIANT, "")), "trial_name": str(trial)}
             run_id = self.mlflow_util.start_run(tags=tags, run_name=str(trial)).info.run_id
             params = [Param(k, str(v)) for k, v in trial_params(trial, resolver=_resolver(self)).items()]
@@ -216,7 +216,7 @@ except ImportError:  # pragma: no cover
     _Wandb = object  # type: ignore[assignment,misc]
 
 
-class WandbOfflineTracker(_Wandb):  # type: ignore[misc,valid-type]
+class WandbOfflineTracker(_Wandb):
     """Tune's W&B logger, always offline (Tune asks for an API key unless ``WANDB_MODE`` says offline)."""
 
     def setup(self, *args: Any, **kwargs: Any) -> None:

@@ -9,9 +9,11 @@ value of the wrong type), with the command's ``--help`` named.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
+from types import ModuleType
 
 import typer
 
@@ -60,13 +62,12 @@ def one_line(text: object) -> str:
     return "; ".join(parts) or type(text).__name__
 
 
-def _click_exceptions():
+def _click_exceptions() -> ModuleType:
     """The exception module of the click that typer runs on (recent typer vendors its own)."""
     try:
-        from typer._click import exceptions
+        return importlib.import_module("typer._click.exceptions")
     except ImportError:  # pragma: no cover - typer on the click package
-        from click import exceptions
-    return exceptions
+        return importlib.import_module("click.exceptions")
 
 
 def _abort_type() -> type[BaseException]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -191,7 +191,7 @@ def _front(results, *, x, y, extra, by, fidelity, all_steps, skip_bad) -> _Front
         if x is None or y is None:
             dx, dy = default_objectives(con, fidelity)
             x, y = x or dx, y or dy
-        steps = "all" if all_steps else "last"
+        steps: Literal["last", "all"] = "all" if all_steps else "last"
         ranked = analysis.pareto_ranks(con, x=x, y=y, by=by, fidelity=fidelity, extra=extra, steps=steps)
         reported = con.sql("SELECT * FROM reported").df()
         varied = [h for h in hyperparameters(list(ranked.columns), roles_of(con)) if ranked[h].nunique(dropna=True) > 1]
@@ -232,7 +232,8 @@ def ablation(
             raise QueryError(f"--default {item!r} is not NAME=NUMBER (example: --default local_k=10)")
     results = _results_path(results)
     with _duckdb_errors():
-        text = analysis.ablation_table(results, param=param, fmt=fmt, defaults=defaults, skip_bad=skip_bad,
+        table_fmt: Literal["md", "csv"] = "csv" if fmt == "csv" else "md"  # fmt was checked above
+        text = analysis.ablation_table(results, param=param, fmt=table_fmt, defaults=defaults, skip_bad=skip_bad,
                                        objectives=_spec_objectives(results), all_columns=all_columns)
     typer.echo(text, nl=False)
 
@@ -243,9 +244,9 @@ def _spec_objectives(results: str) -> list[str] | None:
     if "://" in results:
         return None
     path = Path(results).expanduser()
-    for folder in (path, path.parent if path.name == "results" else None):
-        spec_file = folder / "spec.yaml" if folder is not None else None
-        if spec_file is not None and spec_file.is_file() and (folder / "results").is_dir():
+    for folder in (path, path.parent) if path.name == "results" else (path,):
+        spec_file = folder / "spec.yaml"
+        if spec_file.is_file() and (folder / "results").is_dir():
             from sweeps.spec import spec_from_text
             from sweeps.sweep_files import read_small_text
 

@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
             if not resume.is_dir():
                 raise ConfigError(f"--resume {resume}: no such checkpoint folder")
             check_checkpoint(resume)  # meta.json and safetensors headers, before any model loads
-        out = out or Path("runs") / f"train-{preset or config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = preset if preset is not None else config.stem if config is not None else "train"
+        out = out or Path("runs") / f"train-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         with output_dir(out, option="--out") as folder:  # made before the model loads
             if default_note:
                 typer.echo(default_note, err=True)
