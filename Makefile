@@ -12,11 +12,12 @@ export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: env demo test test-fast bench gpu-check cli-docs clean help
+.PHONY: env demo lint test test-fast bench gpu-check cli-docs clean help
 
 help:
 	@echo "make demo   create the environment, run the quickstart sweep, print the Pareto front, write a plot"
-	@echo "make test   create the environment and run the whole test suite (what CI runs)"
+	@echo "make test   create the environment, lint (ruff, mypy) and run the whole test suite (what CI runs)"
+	@echo "make lint   ruff and mypy over sage_core, sweeps and analysis (settings in pyproject.toml)"
 	@echo "make bench  run the benchmarks in bench/ (prints ratios; see bench/RESULTS.md)"
 	@echo "make gpu-check  one GPU, < 8 min: paper-scale step, image generation, NudeNet, shared-GPU sweep (tiny on CPU)"
 	@echo "make cli-docs   regenerate docs/cli.md from the --help of every sage command"
@@ -50,7 +51,12 @@ demo: env
 # that holds only on one machine's kernels fails here, not on a user's machine.
 NUMERICS_ENV := ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 
-test: env
+# ruff, then mypy (incremental: its cache lives in .mypy_cache); both read their settings from pyproject.toml.
+lint: env
+	$(BIN)/ruff check sage_core sweeps analysis
+	$(BIN)/mypy sage_core sweeps analysis
+
+test: env lint
 	$(NUMERICS_ENV) $(BIN)/python -m pytest -q -m numerics $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
@@ -70,4 +76,4 @@ cli-docs: env
 	$(BIN)/python -m sweeps.cli.reference --write docs/cli.md
 
 clean:
-	rm -rf $(VENV) .cache runs .pytest_cache
+	rm -rf $(VENV) .cache runs .pytest_cache .mypy_cache .ruff_cache
