@@ -7,8 +7,9 @@ paper's generation protocol (``docs/method.md`` section 7).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -108,7 +109,7 @@ class EvalConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "EvalConfig":
+    def _check(self) -> EvalConfig:
         problems = []
         for name in ("benign_prompts", "clipscore_prompts", "control_prompts"):
             src = getattr(self, name)
@@ -194,7 +195,7 @@ def image_input_problems(cfg: EvalConfig, metrics: list[str] | tuple[str, ...]) 
     needed: dict[str, str] = {"sd_model": "image-level evaluation"}
     for metric in metrics:
         root = next((r for r in IMAGE_METRIC_INPUTS if metric == r or metric.startswith(r + "_")), None)
-        for name in IMAGE_METRIC_INPUTS.get(root, ()):
+        for name in IMAGE_METRIC_INPUTS[root] if root is not None else ():
             needed.setdefault(name, f"metric {metric!r}")
         if root == "asr" and metric != "asr":
             sets = {metric_suffix(s): s for s in cfg.attack_sets}
