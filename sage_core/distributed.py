@@ -8,17 +8,20 @@ a single process fills in the missing ones (gloo on CPU) for the initialisation 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
 from .config import TrainConfig
 from .errors import ConfigError
 
-__all__ = ["free_port", "single_process_env", "process_group", "agree", "all_gather_rows", "split_tokens",
-           "resolve_device", "deepspeed_config", "initialize_engine", "deepspeed_probe"]
+__all__ = ["free_port", "single_process_env", "group_exists", "import_group_holders", "process_group",
+           "release_engine", "end_process_group", "agree", "all_gather_rows", "split_tokens", "resolve_device",
+           "deepspeed_config", "initialize_engine", "deepspeed_probe"]
 
 
 def free_port() -> int:
@@ -44,16 +47,84 @@ def single_process_env() -> Iterator[None]:
             os.environ.pop("MASTER_PORT", None)
 
 
+def group_exists() -> bool:
+    """A ``torch.distributed`` default group is initialised in this process."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def import_group_holders() -> None:
+    """Import, before a group starts, the modules that bind ``GroupMember.WORLD`` as a default
+    argument when imported: ``deepspeed.comm`` (TorchBackend.barrier) and ``torch.distributed.nn``
+    (its functional collectives, which DeepSpeed's engine imports). Imported after a group started,
+    they would hold that group, and its gloo threads, until interpreter exit (issue 27)."""
+    import deepspeed.comm  # noqa: F401
+    import torch.distributed.nn  # noqa: F401
+
+
 def process_group() -> tuple[int, int]:
     """(rank, world size) of the ``torch.distributed`` group: the one already initialised (Ray Train),
     else one started from a launcher's environment (``WORLD_SIZE`` > 1: deepspeed, torchrun), else (0, 1)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not group_exists():
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return 0, 1
         import deepspeed
 
+        import_group_holders()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def release_engine(engine: Any, *, keep_weights: bool) -> None:
+    """Take a DeepSpeed engine apart so nothing keeps it (and through it every process group) alive.
+
+    ``keep_weights`` (on success only: it is a collective, and after a failure a peer may be gone):
+    under ZeRO-3 the full weights are gathered first and put back into the module, so the trained
+    module stays usable without the engine. Then DeepSpeed's ``destroy`` (optimizer hooks and buffers)
+    and the removal of the forward hooks the engine put on the module, which ``destroy`` leaves.
+    """
+    whole = _gathered_zero3_weights(engine.module) if keep_weights else []
+    engine.destroy()
+    for hook in (getattr(engine, "module_forward_pre_hook", None), getattr(engine, "module_forward_post_hook", None)):
+        if hook is not None:
+            hook.remove()
+    for param, data in whole:
+        param.data = data
+
+
+def end_process_group() -> None:
+    """End this process's ``torch.distributed`` groups now, while the interpreter is whole (issue 27).
+
+    For the group a run started itself only: under Ray Train, or a group the caller made, the group is
+    theirs. DeepSpeed's ``destroy_process_group`` destroys torch's groups and drops DeepSpeed's own
+    references to them (a later run in this process starts afresh); the collection then drops the last
+    references (cycles through a released engine), so gloo joins its worker and I/O threads here, not
+    during interpreter finalisation (the suspected path of the abort at exit). No barrier first: after
+    a failure a peer may be gone, and gloo's teardown is local to this process.
+
+    One reference this cannot drop: a module that binds the world group as a default argument when
+    it is imported after the group started (see :func:`import_group_holders`, which the trainer calls
+    before it starts one, and so should whoever starts a group before the trainer).
+    """
+    if not group_exists():
+        return
+    import deepspeed.comm
+
+    if deepspeed.comm.is_initialized():
+        deepspeed.comm.destroy_process_group()
+    else:  # started from the launcher's environment, never taken up by DeepSpeed
+        torch.distributed.destroy_process_group()
+    gc.collect()
+
+
+def _gathered_zero3_weights(module: torch.nn.Module) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """(parameter, its full value) for every ZeRO-3 partitioned parameter of ``module`` (every rank gathers)."""
+    params = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if not params:
+        return []
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        return [(p, p.data.clone()) for p in params]
 
 
 def agree(flag: bool, *, world: int) -> bool:
@@ -74,7 +145,7 @@ def all_gather_rows(x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     padded[:x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in sizes]
     torch.distributed.all_gather(parts, padded)
-    return torch.cat([p[:n] for p, n in zip(parts, sizes)])
+    return torch.cat([p[:n] for p, n in zip(parts, sizes, strict=True)])
 
 
 def split_tokens(tokens: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
@@ -121,7 +192,8 @@ def initialize_engine(module: torch.nn.Module, cfg: TrainConfig, *, micro: int, 
     """
     import deepspeed
 
-    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+    import_group_holders()  # deepspeed.initialize starts the group of a single process
+    optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]),
                                   eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     with single_process_env():
         engine, ds_opt, _, _ = deepspeed.initialize(

@@ -23,9 +23,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,16 @@ from .codebook import BaseData, build_base_data
 from .config import TrainConfig
 from .data import load_prompts
 from .diagnostics import geometry_report
-from .distributed import agree, deepspeed_config, initialize_engine, process_group, resolve_device
+from .distributed import (
+    agree,
+    deepspeed_config,
+    end_process_group,
+    group_exists,
+    initialize_engine,
+    process_group,
+    release_engine,
+    resolve_device,
+)
 from .encoders import TextEncoder, load_encoder
 from .errors import ConfigError, NonFiniteLossError, StorageError
 from .exact_step import backward_full_batch
@@ -207,14 +217,16 @@ class Trainer:
     # -- the recipe ----------------------------------------------------------------------
     def fit(self) -> TrainResult:
         self._t_start = time.perf_counter()
-        self.setup()
-        stopped = False
+        self._owns_group = not group_exists()  # a group made before us (Ray Train, a caller) is not ours to end
+        stopped, ok = False, False
         try:
+            self.setup()
             while self.step < self.plan.total and not stopped:
                 epoch, losses = self.train_step()
                 stopped = self._after_step(epoch, losses)
+            ok = True
         finally:
-            self.cleanup()
+            self.cleanup(failed=not ok)
         # The last step is always an evaluation, so its checkpoint exists (on rank 0).
         return TrainResult(final_checkpoint=self.keeper.latest, step=self.step, metrics=self._last_metrics,
                            stopped_early=stopped and self.step < self.plan.total,
@@ -311,9 +323,21 @@ class Trainer:
         self.keeper.written(path)
         return path
 
-    def cleanup(self) -> None:
-        if self._log is not None:
-            self._log.close()
+    def cleanup(self, *, failed: bool = False) -> None:
+        """On every exit of :meth:`fit` (a failed setup too): close the log, release the engine and, when
+        this trainer started it, end the process group (``distributed.end_process_group``), so no
+        communication thread outlives the run. Checkpoints and reports are complete before it runs. On
+        success the encoder keeps its trained weights (under ZeRO-3 they are gathered back first)."""
+        engine, self._engine, self._optimizer = getattr(self, "_engine", None), None, None
+        try:
+            if self._log is not None:
+                self._log.close()
+            if engine is not None:
+                release_engine(engine, keep_weights=not failed)
+        finally:
+            del engine  # the last reference: the group's end below frees it with the groups it holds
+            if getattr(self, "_owns_group", False):
+                end_process_group()
 
     # -- between the stages --------------------------------------------------------------
     def _after_step(self, epoch: int, losses: dict[str, float]) -> bool:

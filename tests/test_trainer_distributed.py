@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sage_core.checkpoint import list_checkpoints
+from sage_core.distributed import end_process_group, group_exists, import_group_holders
 from sage_core.trainer import Trainer
 from tests.test_trainer import _weights
 
@@ -20,22 +21,27 @@ def _rank_main(rank: int, world: int, port: int, values: dict, out: str) -> None
                       MASTER_PORT=str(port), TORCHELASTIC_USE_AGENT_STORE="True", OMP_NUM_THREADS="1")
     if values.get("micro_batch_size") is None:
         # As under Ray Train: the group exists before the trainer starts. (Otherwise the trainer
-        # starts it from the environment, as under the deepspeed/torchrun launchers.)
+        # starts it from the environment, as under the deepspeed/torchrun launchers.) The modules
+        # that would hold the group as a default argument are imported first, as the trainer does.
+        import_group_holders()
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     from sage_core.config import load_config
 
     try:
         res = Trainer(load_config(overrides=values), out_dir=out, progress=False, evaluate=False).fit()
-        Path(out, f"rank{rank}.json").write_text(json.dumps(
-            {"checkpoint": str(res.final_checkpoint) if res.final_checkpoint else None, "loss": res.metrics["loss"],
-             "step": res.step}))
     finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    # Both ranks have written their results; leave without the interpreter's teardown, where a
-    # native communication thread once aborted the process ("terminate called without an active
-    # exception", SIGABRT) after the work was done (1 of 6 fresh-clone runs).
-    os._exit(0)
+        end_process_group()  # the group this helper started (shard); the trainer ended its own (accumulate)
+    # Then the interpreter's own exit, as under a launcher: no communication thread may be left to
+    # meet a half-finalised interpreter (issue 27: SIGABRT at exit, after the work was done).
+    Path(out, f"rank{rank}.json").write_text(json.dumps(
+        {"checkpoint": str(res.final_checkpoint) if res.final_checkpoint else None, "loss": res.metrics["loss"],
+         "step": res.step, "gloo_threads": gloo_threads()}))
+
+
+def gloo_threads() -> list[str]:
+    """This process's live gloo threads (worker and I/O loops), by their kernel names."""
+    names = [Path(task, "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
+    return sorted(n for n in names if "gloo" in n)
 
 
 def _run_ranks(cfg, out: Path, world: int = 2) -> list[dict]:
@@ -43,6 +49,7 @@ def _run_ranks(cfg, out: Path, world: int = 2) -> list[dict]:
     # The store binds port 0 and keeps it for the whole run: no free-port-then-release race with
     # anything else on the machine picking the same port in between.
     store = torch.distributed.TCPStore("127.0.0.1", 0, None, True, wait_for_workers=False)
+    # join=True raises if a rank exits non-zero or by a signal, after its work or not.
     torch.multiprocessing.spawn(_rank_main, args=(world, store.port, values, str(out)), nprocs=world, join=True)
     del store
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
@@ -63,6 +70,7 @@ def test_two_ranks_train_the_same_model_as_one_process(micro, tiny_cfg, tiny_cli
     ranks = _run_ranks(cfg, tmp_path / "two")
     # Rank 0 alone writes checkpoints; every rank saw the same full-batch loss.
     assert ranks[0]["checkpoint"] is not None and ranks[1]["checkpoint"] is None
+    assert [r["gloo_threads"] for r in ranks] == [[], []]  # every group ended before the interpreter's exit
     assert [r["step"] for r in ranks] == [3, 3]
     assert len(list_checkpoints(tmp_path / "two")) >= 1
     assert ranks[0]["loss"] == pytest.approx(ranks[1]["loss"], rel=1e-6)
@@ -72,6 +80,33 @@ def test_two_ranks_train_the_same_model_as_one_process(micro, tiny_cfg, tiny_cli
     # Adam amplifies float noise in near-zero gradients element-wise, so compare whole updates.
     assert d1.norm() > 0
     assert (d1 - d2).norm() / d1.norm() < 1e-2
+
+
+def test_a_trainer_ends_the_group_it_started_and_leaves_a_callers_group_up(tiny_cfg, tmp_path):
+    """Issue 27: the trainer's teardown joins the gloo threads of the group it started (they used to
+    outlive the run, held by the engine's hooks on the module, until interpreter exit); a group the
+    caller made (as Ray Train does) is the caller's, and still works after the run."""
+    cfg = tiny_cfg(max_steps=2, eval_every=2)
+    assert not group_exists(), "an earlier test left a torch.distributed group up"
+    before = gloo_threads()
+    res = Trainer(cfg, out_dir=tmp_path / "own", progress=False, evaluate=False).fit()
+    assert res.step == 2 and not group_exists()
+    assert gloo_threads() == before
+    # A second run in the same process starts a fresh group (DeepSpeed's references were dropped too).
+    assert Trainer(cfg, out_dir=tmp_path / "again", progress=False, evaluate=False).fit().step == 2
+    assert gloo_threads() == before
+
+    store = torch.distributed.TCPStore("127.0.0.1", 0, 1, True)
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        assert Trainer(cfg, out_dir=tmp_path / "theirs", progress=False, evaluate=False).fit().step == 2
+        assert group_exists()
+        t = torch.tensor([7.0])
+        torch.distributed.all_reduce(t)
+        assert t.item() == 7.0
+    finally:
+        end_process_group()
+    assert not group_exists() and gloo_threads() == before
 
 
 def test_batch_that_does_not_split_over_the_workers_is_a_clear_error(tiny_cfg):
