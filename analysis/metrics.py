@@ -219,7 +219,8 @@ DEFAULT_PAIRS: dict[str, tuple[str, str]] = {"image": ("asr", "tifa"), "text": D
 
 #: (text-level proxy, image-level metric) pairs that the calibration report compares.
 CALIBRATION_PAIRS: tuple[tuple[str, str], ...] = (
-    ("asr_text", "asr"), ("asr_text_selfcal", "asr"), ("attack_auc", "asr"), ("matched_auc", "asr"), ("concept_auc", "asr"),
+    ("asr_text", "asr"), ("asr_text_selfcal", "asr"), ("attack_auc", "asr"), ("matched_auc", "asr"),
+    ("concept_auc", "asr"),
     ("concept_auc_abs", "asr"), ("util_sib", "tifa"), ("util_mrr", "tifa"), ("fidelity_abs", "tifa"),
     ("util_text", "tifa"), ("spread_dev", "tifa"), ("jaccard", "tifa"), ("util_sib", "clipscore"),
 )

@@ -33,7 +33,7 @@ comparison stays put (tests/test_eval_matched.py).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -41,7 +41,7 @@ Kind = Literal["copy", "shift", "shift_pooled", "noise", "contract", "rotate", "
 
 
 class _Perturbed(torch.nn.Module):
-    def __init__(self, inner: EncoderModule, *, kind: str, size: float, ref: dict[str, torch.Tensor]):
+    def __init__(self, inner: EncoderModule, *, kind: str, size: float, ref: dict[str, Any]):
         super().__init__()
         self.inner, self.kind, self.size, self.ref = inner, kind, size, ref
 
@@ -77,7 +77,8 @@ class _Perturbed(torch.nn.Module):
             # each matched prompt slides toward its own target (the empty prompt's for uncond)
             targets = self.ref["targets"].to(e)[:, :n_pos]
             mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-            row_of = [self.ref["keys"].get(tuple(row[m.bool()].tolist()), -1) for row, m in zip(input_ids, mask)]
+            row_of = [self.ref["keys"].get(tuple(row[m.bool()].tolist()), -1)
+                      for row, m in zip(input_ids, mask, strict=True)]
             hit = torch.tensor([r >= 0 for r in row_of], device=e.device)
             t = targets[torch.tensor([max(r, 0) for r in row_of])]
             return torch.where(hit[:, None, None], e + s * (t - e), e)
@@ -114,11 +115,12 @@ def perturbed(base: TextEncoder, *, kind: Kind, size: float, concept: str = "nud
         ref["w"] = w / w.norm()
         ref["pooled_norm"] = float(base.embed_pooled(list(reference_prompts)).norm(dim=1).mean())
     if kind in ("uncond", "toward"):
-        sources = list(targets) if kind == "toward" else list(reference_prompts)
+        pairs = targets or {}
+        sources = list(pairs) if kind == "toward" else list(reference_prompts)
         tok = base.tokenize(sources)
-        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(tok["input_ids"], tok["attention_mask"])]
+        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(tok["input_ids"], tok["attention_mask"], strict=True)]
         ref["keys"] = {key: i if kind == "toward" else 0 for i, key in enumerate(keys)}
-        ref["targets"] = base.embed([targets[p] for p in sources]) if kind == "toward" else base.embed([""])
+        ref["targets"] = base.embed([pairs[p] for p in sources]) if kind == "toward" else base.embed([""])
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(TextEncoder)}
     fields["source"] = f"{base.source} [{kind} {size:g}]"
     return _PerturbedEncoder(**fields, kind=kind, size=float(size), ref=ref)
@@ -129,4 +131,4 @@ def nearest_targets(prompts: Sequence[str], pooled: torch.Tensor, safe: Sequence
     """``{prompt: its nearest safe prompt}`` by cosine of the pooled base embeddings (``targets`` of
     ``toward``: the erasure DES aims at, each unsafe prompt replaced by a safe look-alike)."""
     idx = nearest(pooled, safe_pooled, k=1)[:, 0].tolist()
-    return {p: safe[i] for p, i in zip(prompts, idx)}
+    return {p: safe[i] for p, i in zip(prompts, idx, strict=True)}

@@ -63,8 +63,8 @@ from ..errors import ModelError
 from . import graded
 from .config import EvalConfig, metric_suffix
 from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
-from .pairs import load_util_pairs
 from .matched import MatchedControls
+from .pairs import load_util_pairs
 from .probe import concept_probe, load_probe_bank
 from .workload import attack_workload
 from .prompt_scores import PromptScores
@@ -208,7 +208,7 @@ class TextEvaluator:
         harm = load_prompts("sd-other-harm")
         pooled = self._pooled_cached(harm, tag="sd-other-harm")
         controls, index = self.matched.for_queries(pooled)
-        ctrl = self.matched.control_scores(self.probe.scores(controls), index)
+        ctrl = self.matched.control_scores(self.probe.scores(controls).numpy(), index)
         return float(graded.paired_wins(self.probe.scores(pooled), ctrl).mean())
 
     # --- metrics ------------------------------------------------------------------------------
@@ -259,7 +259,8 @@ class TextEvaluator:
             boots["asr_text_selfcal"].append(graded.rate_boots(c, tau, rng=np.random.default_rng(seed)))
             boots["matched_auc"].append(graded.mean_boots(wins, reps=reps, rng=np.random.default_rng(seed)))
             if cfg.bootstrap_samples:
-                out_sets[f"matched_auc_{sfx}_lo"], out_sets[f"matched_auc_{sfx}_hi"] = graded.interval(boots["matched_auc"][-1])
+                lo, hi = graded.interval(boots["matched_auc"][-1])
+                out_sets[f"matched_auc_{sfx}_lo"], out_sets[f"matched_auc_{sfx}_hi"] = lo, hi
             for key, (a, b) in {"attack_auc": (c, c_benign), "concept_auc": (p, p_benign),
                                 "concept_auc_abs": (p, p_base_benign)}.items():
                 boots[key].append(graded.auc_boots(a, b, neg_counts=benign_counts,
