@@ -16,6 +16,7 @@ reports reach Tune through Ray Train's ``TuneReportCallback``; checkpoints live 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import tempfile
@@ -28,7 +29,12 @@ from sage_core.errors import TrialError
 from .resolved_trial import resolve_trial
 from .search import FINAL_KEY
 
-__all__ = ["TrialContext", "train_trial", "TuneReportCallback", "TrainWorkerReportCallback", "reported_metrics"]
+__all__ = ["TrialContext", "train_trial", "TuneReportCallback", "TrainWorkerReportCallback", "reported_metrics",
+           "REPORT_FILE"]
+
+#: The metrics a checkpoint was reported with, saved inside it: a trial resumed from its final
+#: checkpoint reports them again instead of training (a finished run does not depend on its teardown).
+REPORT_FILE = "tune_report.json"
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,7 @@ except ImportError:  # pragma: no cover - the trainer is part of sage_core
     _Base = object  # type: ignore[assignment,misc]
 
 
-class TuneReportCallback(_Base):  # type: ignore[misc,valid-type]
+class TuneReportCallback(_Base):
     """Trainer callback: every evaluation -> ``tune.report(metrics, checkpoint=...)``."""
 
     def __init__(self, *, context: TrialContext, trial_id: str = ""):
@@ -101,26 +107,75 @@ class TuneReportCallback(_Base):  # type: ignore[misc,valid-type]
                                 metrics={*objective_metrics(), *self.context.objectives})  # graded ones only
 
     def on_evaluate(self, info: Any) -> bool | None:
+        metrics = self._checked(info) if self._lead() else {"step": int(info.step)}  # rank 0 holds the metrics
+        if info.checkpoint is not None:  # the report travels with its checkpoint (see report_again)
+            (Path(info.checkpoint) / REPORT_FILE).write_text(json.dumps(metrics), encoding="utf-8")
+        self.send(metrics, checkpoint=info.checkpoint, step=int(info.step))
+        return None
+
+    def _lead(self) -> bool:
+        """This process reports the metrics (in-process trials: always)."""
+        return True
+
+    def send(self, metrics: dict[str, Any], *, checkpoint: Path | None, step: int) -> None:
         from ray import tune
 
-        metrics = self._checked(info)
-        checkpoint = tune.Checkpoint.from_directory(str(info.checkpoint)) if info.checkpoint else None
-        tune.report(metrics, checkpoint=checkpoint)
-        return None
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
+
+    def report_again(self, checkpoint: Path) -> bool:
+        """Resumed from the trial's final checkpoint (its run had finished, then a rank died in teardown):
+        send that checkpoint's report again, so the sweep records the trial as finished, and return
+        True; nothing is trained again. False for any earlier checkpoint."""
+        saved = checkpoint / REPORT_FILE
+        report = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+        if not report.get(FINAL_KEY):
+            return False
+        lead = self._lead()
+        self.send(report if lead else {"step": int(report["step"])}, checkpoint=checkpoint if lead else None,
+                  step=int(report["step"]))
+        return True
 
 
 class TrainWorkerReportCallback(TuneReportCallback):
     """The same report from a Ray Train worker: every rank calls ``ray.train.report`` (a collective);
     rank 0 holds the metrics and the checkpoint."""
 
-    def on_evaluate(self, info: Any) -> bool | None:
+    def _lead(self) -> bool:
         import ray.train
 
-        lead = ray.train.get_context().get_world_rank() == 0
-        metrics = self._checked(info) if lead else {"step": int(info.step)}
-        checkpoint = ray.train.Checkpoint.from_directory(str(info.checkpoint)) if info.checkpoint else None
-        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"step_{int(info.step):06d}")
+        return ray.train.get_context().get_world_rank() == 0
+
+    def send(self, metrics: dict[str, Any], *, checkpoint: Path | None, step: int) -> None:
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint
+                         else None, checkpoint_dir_name=f"step_{step:06d}")
+
+    def on_evaluate(self, info: Any) -> bool | None:
+        super().on_evaluate(info)
+        if info.step == info.total_steps:
+            _wait_until_taken()
         return None
+
+    def report_again(self, checkpoint: Path) -> bool:
+        again = super().report_again(checkpoint)
+        if again:
+            _wait_until_taken()
+        return again
+
+
+def _wait_until_taken() -> None:
+    """Return once Ray Train's controller has taken this worker's reports.
+
+    ``ray.train.report`` returns with the report still queued in the worker, and the controller
+    consolidates a round only once it has polled every rank's report: a rank that died before its
+    poll (a native abort in teardown, issue 27) lost the final report of a finished run. Waiting here,
+    before the trainer's teardown, commits it first. The queue is Ray Train's own (one report deep,
+    emptied by each poll); Ray has no public call for this yet.
+    """
+    from ray.train.v2._internal.execution.context import get_train_context
+
+    get_train_context().get_result_queue().join()
 
 
 def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: Any, callback: TuneReportCallback,
@@ -139,8 +194,13 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
     work = Path(tempfile.mkdtemp(prefix=f"sage-trial-{name}-"))
     try:
         resume_from = Path(checkpoint.to_directory(str(work / "restored"))) if checkpoint is not None else None
-        Trainer(cfg, out_dir=work / "run", callbacks=[callback, *fault_callbacks()], resume_from=resume_from,
+        if resume_from is not None and callback.report_again(resume_from):
+            return
+        faults = fault_callbacks()  # tests only; after the report callback, so they see its report gone out
+        Trainer(cfg, out_dir=work / "run", callbacks=[callback, *faults], resume_from=resume_from,
                 progress=False).fit()
+        for fault in faults:
+            fault.after_run()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

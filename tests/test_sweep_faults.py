@@ -1,6 +1,8 @@
-"""Fault tolerance: driver SIGKILL + resume, and a node lost mid-sweep (real Ray clusters).
+"""Fault tolerance: driver SIGKILL + resume, a node lost mid-sweep, a trial process that dies after
+its final report (real Ray clusters).
 
-Both faults strike at a known point (right after the results store writes), not at a time.
+Every fault strikes at a known point (right after the results store writes, or right after the
+trainer returned from a run whose final report went out), not at a time.
 """
 
 from __future__ import annotations
@@ -150,3 +152,40 @@ def test_lost_node_reschedules_its_trials_from_checkpoints(tmp_path, monkeypatch
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_a_trial_process_that_dies_after_its_final_report_leaves_the_trial_finished(tmp_path):
+    """Issue 27, in-process trials: the trial's process aborts (SIGABRT) once the trainer returned from
+    a run whose final report and checkpoint reached Tune. Tune sees the trial fail; the retry reports
+    the final checkpoint again instead of training, so the trial is finished, every row once."""
+    import ray
+
+    import sweeps
+    from sage_core.checkpoint import read_meta
+    from sweeps.fault_injection import ABORT_AFTER_FINAL_ENV
+
+    switch = tmp_path / "armed"
+    switch.touch()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
+             runtime_env={"env_vars": {ABORT_AFTER_FINAL_ENV: f"0:{switch}"}})
+    try:
+        spec = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [2.0]}},
+                         search={"algorithm": "grid", "max_concurrent": 1})
+        outcome = sweeps.run(str(spec), progress=False)
+    finally:
+        ray.shutdown()
+    assert not switch.exists(), "the trial never reached the injected abort"
+    assert outcome.state == "finished"
+    assert outcome.counts == {"finished": 1, "pruned": 0, "failed": 0, "unfinished": 0}
+    rows = sorted(_rows(tmp_path / "sweep"), key=lambda r: r["step"])
+    assert [(r["step"], r["status"]) for r in rows] == [(2, "running"), (4, "finished")]
+    assert read_meta(Path(rows[-1]["checkpoint"]))["step"] == 4
+    tune_dir = tmp_path / "sweep" / "ray" / "tune"
+    assert len(list(tune_dir.glob("*/error.txt"))) == 1
+    (result_file,) = tune_dir.glob("*/result.json")
+    reported = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in reported] == [2, 4, 4]
+    # The same report again (the first run's wall time): nothing was retrained.
+    assert reported[2]["trial_wall_s"] == reported[1]["trial_wall_s"]
+    assert reported[2]["loss"] == reported[1]["loss"] == rows[-1]["loss"]

@@ -17,14 +17,21 @@ def fault_switch(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_three_cpus(fault_switch):
+def abort_switch(tmp_path_factory) -> Path:
+    """While this file exists, rank 1 of a trial aborts (SIGABRT) right after its final report (once)."""
+    return tmp_path_factory.mktemp("abort") / "armed"
+
+
+@pytest.fixture(scope="module")
+def ray_three_cpus(fault_switch, abort_switch):
     import ray
 
-    from sweeps.fault_injection import FAULT_ENV
+    from sweeps.fault_injection import ABORT_AFTER_FINAL_ENV, FAULT_ENV
 
     # One 2-worker trial at a time (2 CPUs for the workers + a sliver for the trial's driver).
     ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {FAULT_ENV: f"{KILL_STEP}:1:{fault_switch}"}})
+             runtime_env={"env_vars": {FAULT_ENV: f"{KILL_STEP}:1:{fault_switch}",
+                                       ABORT_AFTER_FINAL_ENV: f"1:{abort_switch}"}})
     yield
     ray.shutdown()
 
@@ -99,3 +106,38 @@ def test_a_killed_worker_fails_the_trial_and_the_retry_resumes_its_ray_train_run
     assert reported.count(2) == 1 and set(reported) == set(range(2, 17, 2))
     errors = list((storage / "ray" / "tune").glob("*/error.txt"))
     assert errors and "WorkerGroupError" in errors[0].read_text()
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_after_the_final_report_leaves_the_trial_finished(ray_three_cpus, abort_switch, tmp_path):
+    """Issue 27: the work is done once the final report and its checkpoint are committed. Rank 1 then
+    aborts (SIGABRT, as the native abort at interpreter exit did) after the trainer returned: Tune
+    sees the trial fail once, and the retry reports the final checkpoint again instead of training,
+    so the trial is finished with every row exactly once."""
+    import sweeps
+    from sage_core.checkpoint import read_meta
+    from sweeps.trial import REPORT_FILE
+
+    storage = tmp_path / "sweep"
+    spec_path = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [2.0]}},
+                          search={"algorithm": "grid", "max_concurrent": 1}, resources={"cpus": 1, "workers": 2})
+    abort_switch.touch()
+    outcome = sweeps.run(str(spec_path), progress=False)
+    assert not abort_switch.exists(), "no Ray Train worker reached the injected abort"
+    assert outcome.state == "finished"
+    assert outcome.counts == {"finished": 1, "pruned": 0, "failed": 0, "unfinished": 0}
+    rows = sorted(_rows(storage), key=lambda r: r["step"])
+    assert [(r["step"], r["status"]) for r in rows] == [(2, "running"), (4, "finished")]
+    final = rows[-1]
+    assert read_meta(Path(final["checkpoint"]))["step"] == 4
+    # The abort struck after the final report had reached Tune: one failure, then the same final
+    # report once more, from the checkpoint (its wall time is the first run's: nothing was retrained).
+    assert len(list((storage / "ray" / "tune").glob("*/error.txt"))) == 1
+    (result_file,) = (storage / "ray" / "tune").glob("*/result.json")
+    reported = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+    assert [r["step"] for r in reported] == [2, 4, 4]
+    first, again = reported[1], reported[2]
+    assert again["trial_wall_s"] == first["trial_wall_s"] and again["loss"] == first["loss"] == final["loss"]
+    saved = json.loads((Path(final["checkpoint"]) / REPORT_FILE).read_text())
+    assert saved["final"] == 1.0 and saved["trial_wall_s"] == first["trial_wall_s"]
+    assert json.loads((storage / "sweep.json").read_text())["state"] == "finished"
