@@ -249,15 +249,18 @@ class Trainer:
         base_enc = _base_encoder(cfg, device)
         base = _base_data(cfg, base_enc, progress=self.progress)
         self._evaluator = _evaluator(base_enc, cfg, text=self.evaluate_enabled) if lead else None
-        scale = (cfg.concept_guidance_ratio * base.mean_safe_norm() if cfg.concept_guidance_ratio
-                 else float(cfg.concept_guidance_scale))
+        if cfg.concept_guidance_ratio is not None:
+            scale = cfg.concept_guidance_ratio * base.mean_safe_norm()
+        else:
+            assert cfg.concept_guidance_scale is not None  # TrainConfig requires one of the two
+            scale = float(cfg.concept_guidance_scale)
         self._weights = LossWeights(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp,
                                     lambda_lsa=cfg.lambda_lsa, local_k=cfg.local_k, alpha=cfg.alpha, scale=scale,
                                     des_terms=tuple(cfg.des_terms))
         self.encoder = self._trainable_copy(base_enc)
         self._engine, self._optimizer = self._init_engine(self.encoder, micro=self.plan.micro,
                                                           accumulation=self.plan.accumulation)
-        if self._resume_meta is not None:
+        if self.resume_from is not None and self._resume_meta is not None:
             opt_state = load_optimizer_state(self.resume_from, self._resume_meta)
             if opt_state is not None and cfg.zero_stage == 0:
                 self._optimizer.load_state_dict(opt_state)
@@ -342,9 +345,11 @@ class Trainer:
     # -- between the stages --------------------------------------------------------------
     def _after_step(self, epoch: int, losses: dict[str, float]) -> bool:
         """Log and report the step, checkpoint and evaluate on schedule; True when a callback stops the run."""
+        log = self._log
+        assert log is not None  # made by setup(), before the first step
         for k, x in losses.items():
             self._window.setdefault(k, []).append(x)
-        self._log.step(step=self.step, epoch=epoch, losses=losses)
+        log.step(step=self.step, epoch=epoch, losses=losses)
         info = StepInfo(step=self.step, epoch=epoch, total_steps=self.plan.total, losses=losses,
                         wall_s=time.perf_counter() - self._t_start)
         for cb in self.callbacks:
@@ -362,11 +367,11 @@ class Trainer:
         metrics = self.evaluate()
         if ckpt is not None:
             (ckpt / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        self._log.evaluation(step=self.step, metrics=metrics)
-        info = EvalInfo(step=self.step, epoch=epoch, total_steps=self.plan.total, metrics=metrics, checkpoint=ckpt,
+        log.evaluation(step=self.step, metrics=metrics)
+        eval_info = EvalInfo(step=self.step, epoch=epoch, total_steps=self.plan.total, metrics=metrics, checkpoint=ckpt,
                         wall_s=time.perf_counter() - self._t_start,
                         prompt_scores=getattr(self._evaluator, "last_prompt_scores", None))
-        return agree(any([cb.on_evaluate(info) for cb in self.callbacks]), world=self._world)
+        return agree(any([cb.on_evaluate(eval_info) for cb in self.callbacks]), world=self._world)
 
     def _trainable_copy(self, base_enc: TextEncoder) -> TextEncoder:
         """A trainable deep copy of E0 (resumed weights loaded); E0 stays untouched, its outputs are cached."""
