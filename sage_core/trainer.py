@@ -369,8 +369,8 @@ class Trainer:
             (ckpt / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         log.evaluation(step=self.step, metrics=metrics)
         eval_info = EvalInfo(step=self.step, epoch=epoch, total_steps=self.plan.total, metrics=metrics, checkpoint=ckpt,
-                        wall_s=time.perf_counter() - self._t_start,
-                        prompt_scores=getattr(self._evaluator, "last_prompt_scores", None))
+                             wall_s=time.perf_counter() - self._t_start,
+                             prompt_scores=getattr(self._evaluator, "last_prompt_scores", None))
         return agree(any([cb.on_evaluate(eval_info) for cb in self.callbacks]), world=self._world)
 
     def _trainable_copy(self, base_enc: TextEncoder) -> TextEncoder:
