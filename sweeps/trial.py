@@ -231,7 +231,8 @@ def _train_with_workers(config: dict[str, Any], context: TrialContext) -> None:
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=context.workers, use_gpu=gpu, resources_per_worker=res),
         # Same name on a retry: Ray Train restores the run's latest checkpoint into every worker.
-        run_config=ray.train.RunConfig(name=trial_id, storage_path=context.train_storage, callbacks=[TrainToTune()],
+        # ray.train picks its v2 RunConfig (logging_config, Train callbacks) at import; mypy reads the v1 class.
+        run_config=ray.train.RunConfig(name=trial_id, storage_path=context.train_storage, callbacks=[TrainToTune()],  # type: ignore[call-arg,list-item]
                                        failure_config=ray.train.FailureConfig(max_failures=0),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        # INFO would echo every report's full metrics dict to the console.
