@@ -101,7 +101,8 @@ class TextEncoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def module(self) -> EncoderModule:
+    def module(self) -> torch.nn.Module:
+        """``input_ids [N, L] (+ mask) -> [N, L, H]`` (an :class:`EncoderModule`; a subclass may wrap it)."""
         return EncoderModule(self.model, use_attention_mask=self.use_attention_mask)
 
     def tokenize(self, prompts: Sequence[str], *, pad_to_max: bool = True) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from ..encoders import EncoderModule, TextEncoder
+from ..encoders import TextEncoder
 from .matched import nearest
 
 __all__ = ["perturbed", "PERTURBATIONS", "nearest_targets"]
@@ -41,7 +41,7 @@ Kind = Literal["copy", "shift", "shift_pooled", "noise", "contract", "rotate", "
 
 
 class _Perturbed(torch.nn.Module):
-    def __init__(self, inner: EncoderModule, *, kind: str, size: float, ref: dict[str, Any]):
+    def __init__(self, inner: torch.nn.Module, *, kind: str, size: float, ref: dict[str, Any]):
         super().__init__()
         self.inner, self.kind, self.size, self.ref = inner, kind, size, ref
 
