@@ -128,7 +128,8 @@ _ENTRIES: tuple[Metric, ...] = (
        _TEXT, objective=True),
     # --- geometry diagnostics (paper section 3-4, appendix B) ---------------------------------
     _m("spread_ratio", "target", "geometry", (0, _INF), "R_s = spread(aligned) / spread(base) over benign "
-       "prompts; the base is 1, and both collapse (< 1) and noise (> 1) are damage", _TEXT, target=1.0, deviation="spread_dev"),
+       "prompts; the base is 1, and both collapse (< 1) and noise (> 1) are damage", _TEXT, target=1.0,
+       deviation="spread_dev"),
     _m("spread_dev", "minimize", "geometry", (0, _INF), "|log R_s|: the spread ratio's distance from 1",
        _TEXT, objective=True),
     _m("jaccard", "maximize", "geometry", (0, 1), "kNN Jaccard overlap at K = 15 (base vs aligned)", _TEXT,

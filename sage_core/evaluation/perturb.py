@@ -27,7 +27,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 
@@ -71,7 +72,7 @@ class _Perturbed(torch.nn.Module):
             mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
             noise = torch.stack([torch.randn(full, generator=torch.Generator().manual_seed(
                 int.from_bytes(hashlib.sha256(row[m.bool()].cpu().numpy().tobytes()).digest()[:8], "little") >> 1)
-            )[:n_pos] for row, m in zip(input_ids, mask)])
+            )[:n_pos] for row, m in zip(input_ids, mask, strict=True)])
             return e + scale * noise.to(e)
         if self.kind in ("uncond", "toward"):
             # each matched prompt slides toward its own target (the empty prompt's for uncond)

@@ -49,8 +49,8 @@ import math
 import os
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -62,12 +62,12 @@ from ..encoders import TextEncoder
 from ..errors import ModelError
 from . import graded
 from .config import EvalConfig, metric_suffix
-from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
 from .matched import MatchedControls
+from .metrics import calibrate_threshold, concept_scores, mean_pool, minimal_pairs_kept
 from .pairs import load_util_pairs
 from .probe import concept_probe, load_probe_bank
-from .workload import attack_workload
 from .prompt_scores import PromptScores
+from .workload import attack_workload
 
 __all__ = ["TextEvaluator", "sample_prompts"]
 
@@ -138,8 +138,8 @@ class TextEvaluator:
         base_full = cached_embeddings(base_encoder, base_prompts, cache_dir=self.cache_dir,
                                       tag="eval-text", batch_size=cfg.batch_size)
 
-        def rows(prompts: Sequence[str]) -> torch.Tensor:
-            return base_full[torch.tensor([where[p] for p in prompts], dtype=torch.long)]
+        def rows(prompts: Sequence[str], table: torch.Tensor = base_full) -> torch.Tensor:
+            return table[torch.tensor([where[p] for p in prompts], dtype=torch.long)]
 
         self._base_benign_pooled = mean_pool(rows(self.benign),
                                              base_encoder.tokenize(self.benign)["attention_mask"]).double()
@@ -159,7 +159,7 @@ class TextEvaluator:
         self._candidates = torch.cat([self._base_util.reshape(len(self._base_util), -1),
                                       distract.reshape(len(distract), -1)])
         self._cat_of_group = np.asarray(self.pairs.categories)
-        del base_full
+        del rows, base_full  # the full base embeddings: only the rows kept above stay in memory
 
         self._base_pooled = {name: self._pooled_cached(prompts, tag=f"attack-{metric_suffix(name)}")
                              for name, prompts in self.attacks.items()}
