@@ -36,7 +36,7 @@ def _rows(repeats: int = 1, crossed: tuple[float, ...] = (0.3,)) -> list[dict]:
                 for step in (40, 80):
                     rows.append({"sweep_id": "abl", "trial_id": trial, "step": step, "fidelity": "text",
                                  "status": "finished" if step == 80 else "running", **hp,
-                                 **_iv("concept_auc", 0.6 - i / 50), **_iv("util_sib", util + step / 1000),
+                                 **_iv("matched_auc", 0.6 - i / 50), **_iv("util_sib", util + step / 1000),
                                  **_iv("attack_auc", 0.7), "spread_ratio": 1.0 + i / 10, "spread_dev": i / 10,
                                  "jaccard": 0.3 + i / 20, "asr_text": 0.0, "util_text": 0.99, "loss": 1.0 + i,
                                  "checkpoint": f"/ckpt/{trial}"})
@@ -75,13 +75,13 @@ def test_variant_table_lists_every_variant_with_what_it_sets(components: Path):
 def test_headline_columns_first_and_the_rest_on_request(components: Path):
     head = list(ablation_frame(components, param="variant").columns)
     metrics = [c for c in head if c not in ("variant", "n", "method", "lambda_esp", "lambda_lsa", "alpha")]
-    assert metrics == ["concept_auc", "concept_auc_lo", "concept_auc_hi", "util_sib", "util_sib_lo", "util_sib_hi",
+    assert metrics == ["matched_auc", "matched_auc_lo", "matched_auc_hi", "util_sib", "util_sib_lo", "util_sib_hi",
                        "spread_ratio", "spread_dev", "jaccard"]
     full = list(ablation_frame(components, param="variant", all_columns=True).columns)
     assert full[:len(head)] == head and {"asr_text", "util_text", "loss", "attack_auc"} <= set(full[len(head):])
     # the sweep's own objectives replace the registry's defaults at the front
     other = list(ablation_frame(components, param="variant", objectives=["attack_auc", "util_sib"]).columns)
-    assert [c for c in other if c in ("attack_auc", "util_sib", "concept_auc")] == ["attack_auc", "util_sib"]
+    assert [c for c in other if c in ("attack_auc", "util_sib", "matched_auc")] == ["attack_auc", "util_sib"]
 
 
 def test_markdown_folds_intervals_and_csv_keeps_them(components: Path):
@@ -119,7 +119,7 @@ def test_cli_ablation_reads_the_sweeps_objectives_and_all_columns(components: Pa
     (components / "spec.yaml").write_text(yaml.safe_dump(spec))
     code, out, _ = _sage(capsys, "ablation", str(components), "--param", "variant")
     header = out.splitlines()[0]
-    assert code == 0 and "attack_auc" in header and "concept_auc" not in header
+    assert code == 0 and "attack_auc" in header and "matched_auc" not in header
     assert "0.700 [0.670, 0.730]" in out
     (components / "spec.yaml").write_text("objectives: [")
     code, _, err = _sage(capsys, "ablation", str(components), "--param", "variant")
@@ -127,9 +127,9 @@ def test_cli_ablation_reads_the_sweeps_objectives_and_all_columns(components: Pa
 
 
 def test_pareto_cli_and_report_show_intervals(components: Path, tmp_path: Path, capsys):
-    code, out, err = _sage(capsys, "pareto", str(components), "--x", "concept_auc", "--y", "util_sib")
+    code, out, err = _sage(capsys, "pareto", str(components), "--x", "matched_auc", "--y", "util_sib")
     assert code == 0, err
-    front = analysis.pareto_front(components, x="concept_auc", y="util_sib")
+    front = analysis.pareto_front(components, x="matched_auc", y="util_sib")
     for _, row in front.iterrows():
         assert fmt_interval(row["util_sib"], row["util_sib_lo"], row["util_sib_hi"]) in out
     assert "95% bootstrap intervals; the front ranks point estimates" in out

@@ -33,7 +33,7 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          "asr_text": rng.random(), "util_text": rng.random(), "util_text_color": rng.random(),
                          "spread_ratio": 0.5 + esp / 10, "jaccard": rng.random(), "loss": rng.random(),
                          # the default text objectives, with intervals: safety and utility trade off in esp
-                         **_with_interval("concept_auc", 0.9 - esp / 10 + step / 1000),
+                         **_with_interval("matched_auc", 0.9 - esp / 10 + step / 1000),
                          **_with_interval("util_sib", 0.5 + esp / 10 - k / 1000)})
         rows.append({**base, "step": 20, "fidelity": "image", "status": "finished", "asr": rng.random() / 10,
                      "asr_sneaky": rng.random(), "tifa": 0.6 + rng.random() / 5, "tifa_color": rng.random()})
@@ -115,13 +115,13 @@ def test_ablation_layout_defaults_and_statuses(sweep_dir: Path, capsys) -> None:
     assert list(df["n"]) == [1, 1, 1, 1, 1]  # the pruned trial is not counted
     cols = list(df.columns)
     # headline first (image objectives, geometry diagnostics), then the rest in the appendix order
-    order = ["asr", "tifa", "concept_auc", "util_sib", "spread_ratio", "jaccard", "asr_sneaky", "asr_text",
+    order = ["asr", "tifa", "matched_auc", "util_sib", "spread_ratio", "jaccard", "asr_sneaky", "asr_text",
              "tifa_color", "util_text", "util_text_color", "loss"]
     assert [c for c in cols if c in order] == order
     # image metrics come from the image row, text ones from the last text step of the same trial
     assert df.loc[df["lambda_esp"] == 4.0, "spread_ratio"].item() == pytest.approx(0.9)
     code, out, _ = _sage(capsys, "ablation", str(sweep_dir), "--param", "local_k", "--format", "csv")
-    assert code == 0 and out.splitlines()[0] == ("local_k,n,method,asr,tifa,concept_auc,concept_auc_lo,concept_auc_hi,"
+    assert code == 0 and out.splitlines()[0] == ("local_k,n,method,asr,tifa,matched_auc,matched_auc_lo,matched_auc_hi,"
                                                  "util_sib,util_sib_lo,util_sib_hi,spread_ratio,jaccard")
     assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["5", "10", "15", "20"]
     code, out, _ = _sage(capsys, "ablation", str(sweep_dir), "--param", "local_k")

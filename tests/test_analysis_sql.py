@@ -18,7 +18,7 @@ from analysis.store import ResultStore
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     rows = [{"sweep_id": "s1", "trial_id": f"t{i}", "step": 10, "fidelity": "text", "asr_text": i / 10,
-             "util_text": 0.5 + i / 10, "concept_auc": 0.5 + i / 10, "util_sib": 0.4 + i / 10,
+             "util_text": 0.5 + i / 10, "matched_auc": 0.5 + i / 10, "util_sib": 0.4 + i / 10,
              "lambda_esp": float(i)} for i in range(5)]
     ResultStore(tmp_path / "results").write(rows)
     return tmp_path / "results"

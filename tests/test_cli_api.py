@@ -62,10 +62,10 @@ def _row(trial: str, **metrics) -> dict:
 
 def test_default_objectives_prefer_image_level_when_measured(tmp_path):
     store = ResultStore(tmp_path / "results")
-    store.write([_row("t0", concept_auc=0.9, util_sib=0.8), _row("t1", concept_auc=0.8, util_sib=0.7)])
+    store.write([_row("t0", matched_auc=0.9, util_sib=0.8), _row("t1", matched_auc=0.8, util_sib=0.7)])
     con = analysis.connect(tmp_path)
     try:
-        assert default_objectives(con) == ("concept_auc", "util_sib")
+        assert default_objectives(con) == ("matched_auc", "util_sib")
         assert default_objectives(con, "image") == ("asr", "tifa")
         with pytest.raises(QueryError, match="--fidelity 'video' is not allowed"):
             default_objectives(con, "video")
@@ -83,10 +83,10 @@ def test_sweep_status_shows_the_spec_dimensions_beside_the_front(tmp_path, capsy
     spec = load_spec("quickstart", storage=str(tmp_path), check=False)
     (tmp_path / "spec.yaml").write_text(spec.to_yaml(), encoding="utf-8")
     (tmp_path / "sweep.json").write_text(json.dumps({"sweep_id": "s1", "state": "finished"}), encoding="utf-8")
-    ResultStore(tmp_path / "results").write([_row("t0", concept_auc=0.9, util_sib=0.9),
-                                             _row("t2", concept_auc=0.8, util_sib=0.7)])
+    ResultStore(tmp_path / "results").write([_row("t0", matched_auc=0.9, util_sib=0.9),
+                                             _row("t2", matched_auc=0.8, util_sib=0.7)])
     code, out, _ = _sage(capsys, "sweep", "status", str(tmp_path))
     assert code == 0
     header = next(ln for ln in out.splitlines() if ln.strip().startswith("trial_id"))
-    assert header.split() == ["trial_id", "step", "lambda_esp", "lambda_lsa", "concept_auc", "util_sib"]
+    assert header.split() == ["trial_id", "step", "lambda_esp", "lambda_lsa", "matched_auc", "util_sib"]
     assert "2 finished" in out

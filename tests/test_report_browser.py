@@ -37,7 +37,7 @@ def _rows() -> list[dict]:
             status = "pruned" if step == last and i in PRUNED_AT else "finished" if step == 60 else "running"
             rows.append({"sweep_id": "quickstart-browser", "trial_id": trial, "step": step, "fidelity": "text",
                          "status": status, "method": "sage", "lambda_esp": esp, "lambda_lsa": lsa, "local_k": 15,
-                         "concept_auc": auc, "concept_auc_lo": auc - 0.015, "concept_auc_hi": auc + 0.01,
+                         "matched_auc": auc, "matched_auc_lo": auc - 0.015, "matched_auc_hi": auc + 0.01,
                          "util_sib": sib, "util_sib_lo": sib - 0.008, "util_sib_hi": sib + 0.008,
                          "jaccard": 0.55 - 0.1 * step / 60 + 0.05 * esp / 4, "spread_dev": 0.05 + 0.001 * step,
                          "asr_text": 0.0, "util_text": 0.98, "checkpoint": f"{ckpt}/checkpoint_{step // 20 - 1:06d}"})
@@ -113,7 +113,7 @@ def test_report_in_headless_chromium(report: Path, tmp_path: Path):
         table = by_fidelity[fidelity]
         col = {name: k for k, name in enumerate(table["head"])}
         assert sorted(json.loads(image["labels"])) == sorted(r[col["label"]] for r in table["rows"])
-        x, y, signs = ("concept_auc", "util_sib", (1, -1)) if fidelity == "text" else ("asr", "tifa", (1, -1))
+        x, y, signs = ("matched_auc", "util_sib", (1, -1)) if fidelity == "text" else ("asr", "tifa", (1, -1))
         last = {}
         for r in rows:
             if r["fidelity"] == fidelity and (r["trial_id"] not in last or r["step"] > last[r["trial_id"]]["step"]):

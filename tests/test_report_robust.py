@@ -34,7 +34,10 @@ def _rows(with_robust: bool) -> list[dict]:
                    "status": "finished" if step == 60 else "running", "lambda_esp": esp, "lambda_lsa": lsa,
                    "concept_auc": auc + shift, "concept_auc_lo": auc + shift - 0.05,
                    "concept_auc_hi": auc + shift + 0.04, "util_sib": sib, "util_sib_lo": sib - 0.01,
-                   "util_sib_hi": sib + 0.01}
+                   "util_sib_hi": sib + 0.01,
+                   # the default safety objective (the text-level front); the robust fronts pair concept_auc
+                   "matched_auc": auc + shift, "matched_auc_lo": auc + shift - 0.05,
+                   "matched_auc_hi": auc + shift + 0.04}
             if with_robust:
                 row.update({"robust_concept_auc": rob, "robust_concept_auc_lo": rob - 0.03,
                             "robust_concept_auc_hi": rob + 0.02, "robust_concept_auc_delta": rob - auc - shift,

@@ -26,8 +26,8 @@ def test_quickstart_roles_match_its_spec_and_preset(tmp_path):
     roles = write_schema(folder, spec=spec, sweep_id="q-1", base=base_train_config(spec))
     assert ColumnRoles.from_json((tmp_path / "sw" / "schema.json").read_text(), where="x") == roles
     assert roles.varied == ("lambda_esp", "lambda_lsa")  # quickstart's two dimensions (README)
-    assert roles.objectives == ("concept_auc", "util_sib")
-    assert roles.metrics == {"concept_auc": "minimize", "util_sib": "maximize"}
+    assert roles.objectives == ("matched_auc", "util_sib")
+    assert roles.metrics == {"matched_auc": "minimize", "util_sib": "maximize"}
     assert {"lambda_esp", "lambda_lsa", "local_k", "alpha", "lambda_safe", "method"} <= set(roles.hyperparameters)
     assert not set(roles.hyperparameters) & ({"cache_dir"} | set(BOOKKEEPING_COLUMNS))
     # defaults: the preset's values where it sets them, TrainConfig's own defaults elsewhere
