@@ -11,6 +11,11 @@ With ``resources.workers > 1`` the trial function is only the driver of a Ray Tr
 run the trainer data-parallel (exact full-batch gradients, see ``sage_core.trainer``). Rank 0's
 reports reach Tune through Ray Train's ``TuneReportCallback``; checkpoints live in the Ray Train run
 ``<storage>/ray/train/<trial_id>``, which a retried trial resumes from.
+
+A finished run does not depend on its teardown (issue 27): the final report is committed before the
+trainer's teardown (Ray Train workers wait until the controller has taken it), and a trial restored
+from its final checkpoint, because a process died after the work was done, reports that checkpoint's
+saved metrics again instead of training.
 """
 
 from __future__ import annotations
@@ -184,7 +189,7 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
     (a Ray checkpoint) if any."""
     from sage_core.trainer import Trainer
 
-    from .fault_injection import fault_callbacks  # tests inject a fault at a step through the environment
+    from .fault_injection import fault_callbacks  # tests inject faults through the environment
 
     cfg = resolve_trial(name, config, base=context.base, variants=context.variants).config
     if context.robust is not None or context.proximal is not None:
