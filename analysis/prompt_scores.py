@@ -45,7 +45,7 @@ __all__ = ["FOLDER", "METADATA_KEY", "ScoreTable", "scores_root_for", "write_pro
 FOLDER = "prompt_scores"
 METADATA_KEY = b"sage_prompt_scores"
 MAX_BYTES = 64 << 20
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 _COLUMNS = {"metric": "string", "part": "string", "side": "string", "pool": "string", "index": "int64",
             "score": "double"}
 _SIDES = frozenset({"pos", "neg", "value"})
@@ -73,7 +73,7 @@ def _path(root: str, *, sweep_id: str, trial_id: str, step: int) -> str:
     for what, value in (("sweep_id", sweep_id), ("trial_id", trial_id)):
         if not isinstance(value, str) or not _ID.match(value) or ".." in value:
             raise StoreError(f"{what} {value!r} is not allowed in a prompt-score path (allowed: letters, digits, "
-                             "'.', '_', '-', at most 200 characters)")
+                             "'.', '_', '+', '-', at most 200 characters)")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise StoreError(f"step {step!r} must be a whole number >= 0")
     return f"{root.rstrip('/')}/sweep_id={sweep_id}/trial_id={trial_id}/step={int(step):08d}.parquet"
@@ -116,13 +116,17 @@ def write_prompt_scores(root: str, *, sweep_id: str, trial_id: str, step: int, c
 
 
 def read_prompt_scores(root: str, *, sweep_id: str, trial_id: str, step: int) -> ScoreTable | None:
-    """One evaluation's scores, checked (the folder is storage: untrusted); None when not written."""
+    """One evaluation's scores, checked (the folder is storage: untrusted); None when not written
+    (also for ids no prompt-score path can hold, e.g. rows that a sweep did not write)."""
     import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     fs, base = _filesystem(root)
-    path = _path(base, sweep_id=sweep_id, trial_id=trial_id, step=step)
+    try:
+        path = _path(base, sweep_id=sweep_id, trial_id=trial_id, step=step)
+    except StoreError:
+        return None
     try:
         info = fs.get_file_info(path)
         if info.type != pafs.FileType.File:

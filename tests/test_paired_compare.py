@@ -112,8 +112,17 @@ def test_side_table_round_trip_and_hostile_files(tmp_path):
     for m in ("concept_auc", "util_sib"):
         assert objective_value(back, m) == objective_value(table_of(rec), m)
     assert read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="t1", step=5) is None
+    # an id no path may hold: writing refuses it, reading finds no scores (and builds no path)
     with pytest.raises(StoreError, match="trial_id '../x' is not allowed"):
-        read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="../x", step=4)
+        write_prompt_scores(str(tmp_path), sweep_id="s", trial_id="../x", step=4, columns=rec.columns(),
+                            pools=rec.pools)
+    assert read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="../x", step=4) is None
+    assert not (tmp_path / "x").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["sweep_id=s"]
+    # variant names make trial ids such as DES+LSA-0-0.3 (tests/test_analysis_ablation.py)
+    write_prompt_scores(str(tmp_path), sweep_id="s", trial_id="DES+LSA-0-0.3", step=4, columns=rec.columns(),
+                        pools=rec.pools)
+    plus = read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="DES+LSA-0-0.3", step=4)
+    assert objective_value(plus, "util_sib") == objective_value(table_of(rec), "util_sib")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
