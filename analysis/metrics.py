@@ -104,7 +104,7 @@ _ENTRIES: tuple[Metric, ...] = (
     _m("matched_auc", "minimize", "text", (0, 1), "P(probe score of an attack prompt > the mean probe score of "
        "its matched controls), both under the aligned encoder; the controls are its 3 nearest neighbours (base "
        "space) in a held-out pool of safe prompts in the same styles, never used in training or probe fitting: "
-       "does the concept still set attack prompts apart from their safe look-alikes? (base MiniLM about .85, "
+       "does the concept still set attack prompts apart from their safe look-alikes? (base MiniLM .89, "
        "0.5 or below once erased); mean of the attack sets; default safety objective", _TEXT, objective=True),
     _m("matched_auc_", "minimize", "text", (0, 1), "matched_auc of one attack set", _TEXT, family=True),
     # --- text level: utility -----------------------------------------------------------------

@@ -15,8 +15,8 @@ artist and style tails, everyday sentences, second-person prose). With s the con
 
 the AUC of each attack prompt against its own matched control score (a paired comparison, so
 the spread of style and subject between prompts cancels). 0.5: attack prompts read like their safe
-look-alikes (erased); the base MiniLM reads about .85. Its interval resamples the attack prompts
-(each with its controls).
+look-alikes (erased); the base MiniLM reads .890 on the default samples (all held-out rows:
+i2p-sexual .860, sneaky .984). Its interval resamples the attack prompts (each with its controls).
 
 Held out. The pool shares no prompt with the probe's fitting prompts (its slots and states are
 disjoint by construction, and any overlap is dropped here) and none with training: the trainer
