@@ -164,7 +164,7 @@ def test_trial_writes_the_scores_its_row_reports(tiny_cfg, tmp_path):
     cb._write_prompt_scores(info)
     back = read_prompt_scores(str(tmp_path / "ps"), sweep_id="sw", trial_id="t0001", step=2)
     assert "attack_auc" not in back.metrics()  # diagnostics stay out of the side table (size)
-    for m in ("concept_auc", "util_sib"):
+    for m in ("matched_auc", "util_sib"):
         assert objective_value(back, m) == pytest.approx(info.metrics[m], abs=1e-12)
 
 

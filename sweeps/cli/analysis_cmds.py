@@ -88,8 +88,8 @@ def _print_frame(df, *, title: str | None = None, max_rows: int = 200, intervals
 def pareto(
     results: str = typer.Argument(..., help=RESULTS_HELP),
     x: str | None = typer.Option(
-        None, "--x", help="First objective (direction from the metric registry). Default: asr, or concept_auc "
-        "when only text-level metrics exist. Example: --x concept_auc"
+        None, "--x", help="First objective (direction from the metric registry). Default: asr, or matched_auc "
+        "when only text-level metrics exist. Example: --x matched_auc"
     ),
     y: str | None = typer.Option(
         None, "--y", help="Second objective. Default: tifa, or util_sib for text level. Example: --y util_sib"
@@ -115,7 +115,7 @@ def pareto(
 ) -> None:
     """Print the Pareto front of two objectives (default: minimise ASR, maximise TIFA).
 
-    Example: sage pareto runs/demo --x concept_auc --y util_sib --plot runs/demo/pareto.png
+    Example: sage pareto runs/demo --x matched_auc --y util_sib --plot runs/demo/pareto.png
     """
     from sweeps.paths import output_file
 
@@ -275,7 +275,7 @@ def sql(
     """Run one read-only SQL query (DuckDB) over the results, in a sandbox: no file or network
     access, no extensions, locked settings, bounded memory, threads and time.
 
-    Example: sage sql runs/demo "SELECT trial_id, concept_auc, util_sib FROM results ORDER BY util_sib DESC LIMIT 5"
+    Example: sage sql runs/demo "SELECT trial_id, matched_auc, util_sib FROM results ORDER BY util_sib DESC LIMIT 5"
     """
     from analysis.errors import QueryError
     from analysis.sandbox import Limits
