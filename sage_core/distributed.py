@@ -200,10 +200,8 @@ def initialize_engine(module: torch.nn.Module, cfg: TrainConfig, *, micro: int, 
             model=module, optimizer=optimizer,
             config=deepspeed_config(cfg, micro_batch=micro, accumulation=accumulation))
     if cfg.precision == "fp64":
-        # DeepSpeed's accelerators all-reduce only fp32/bf16/fp16 gradients; one process has nothing to reduce.
-        if engine.dp_world_size > 1:
-            raise ConfigError(f"precision 'fp64' is a single-process reference run; this run has "
-                              f"{engine.dp_world_size} ranks (use 'fp32' or 'auto')")
+        # DeepSpeed's accelerators all-reduce only fp32/bf16/fp16 gradients; an fp64 run is a single
+        # process (the trainer refuses more ranks before building anything), with nothing to reduce.
         engine.enable_backward_allreduce = False
     return engine, optimizer if cfg.zero_stage == 0 else ds_opt
 

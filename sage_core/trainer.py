@@ -237,6 +237,9 @@ class Trainer:
         cfg = self.cfg
         safe_prompts, unsafe_prompts = _load_training_prompts(cfg)
         self._rank, self._world = process_group()
+        if cfg.precision == "fp64" and self._world > 1:  # before any model is built
+            raise ConfigError(f"precision 'fp64' is a single-process reference run; this run has "
+                              f"{self._world} ranks (use 'fp32' or 'auto')")
         self.plan = plan_batches(cfg, pairs=max(len(safe_prompts), len(unsafe_prompts)), world=self._world)
         self.step = int(self._resume_meta["step"]) if self._resume_meta else 0
         if self.step > self.plan.total:
