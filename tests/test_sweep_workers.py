@@ -130,14 +130,18 @@ def test_a_rank_that_dies_after_the_final_report_leaves_the_trial_finished(ray_t
     assert [(r["step"], r["status"]) for r in rows] == [(2, "running"), (4, "finished")]
     final = rows[-1]
     assert read_meta(Path(final["checkpoint"]))["step"] == 4
-    # The abort struck after the final report had reached Tune: one failure, then the same final
-    # report once more, from the checkpoint (its wall time is the first run's: nothing was retrained).
+    # The abort struck after Ray Train's controller had taken the final report: one failure, then the
+    # same final report once more, from the checkpoint. Whether the first copy was also forwarded to
+    # Tune before the worker group's failure reached it is up to Ray's scheduling (the CI saw both), so
+    # Tune's log holds step 4 once or twice; every copy is the first run's report (its wall time and
+    # loss: nothing was retrained), and the store above holds it once either way.
     assert len(list((storage / "ray" / "tune").glob("*/error.txt"))) == 1
     (result_file,) = (storage / "ray" / "tune").glob("*/result.json")
     reported = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
-    assert [r["step"] for r in reported] == [2, 4, 4]
-    first, again = reported[1], reported[2]
-    assert again["trial_wall_s"] == first["trial_wall_s"] and again["loss"] == first["loss"] == final["loss"]
+    steps = [r["step"] for r in reported]
+    assert steps in ([2, 4], [2, 4, 4]), steps
     saved = json.loads((Path(final["checkpoint"]) / REPORT_FILE).read_text())
-    assert saved["final"] == 1.0 and saved["trial_wall_s"] == first["trial_wall_s"]
+    assert saved["final"] == 1.0 and saved["step"] == 4
+    for again in reported[1:]:
+        assert again["trial_wall_s"] == saved["trial_wall_s"] and again["loss"] == saved["loss"] == final["loss"]
     assert json.loads((storage / "sweep.json").read_text())["state"] == "finished"
