@@ -164,6 +164,7 @@ def test_a_trial_process_that_dies_after_its_final_report_leaves_the_trial_finis
     import sweeps
     from sage_core.checkpoint import read_meta
     from sweeps.fault_injection import ABORT_AFTER_FINAL_ENV
+    from sweeps.trial import REPORT_FILE
 
     switch = tmp_path / "armed"
     switch.touch()
@@ -185,7 +186,12 @@ def test_a_trial_process_that_dies_after_its_final_report_leaves_the_trial_finis
     assert len(list(tune_dir.glob("*/error.txt"))) == 1
     (result_file,) = tune_dir.glob("*/result.json")
     reported = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
-    assert [r["step"] for r in reported] == [2, 4, 4]
-    # The same report again (the first run's wall time): nothing was retrained.
-    assert reported[2]["trial_wall_s"] == reported[1]["trial_wall_s"]
-    assert reported[2]["loss"] == reported[1]["loss"] == rows[-1]["loss"]
+    # Tune fetches a trial's results from its process: whether it took the first copy of the final
+    # report before the process died is Ray's scheduling, so step 4 is in Tune's log once or twice.
+    # Every copy is the first run's report (its wall time and loss): nothing was retrained.
+    steps = [r["step"] for r in reported]
+    assert steps in ([2, 4], [2, 4, 4]), steps
+    saved = json.loads((Path(rows[-1]["checkpoint"]) / REPORT_FILE).read_text())
+    assert saved["final"] == 1.0 and saved["step"] == 4
+    for again in reported[1:]:
+        assert again["trial_wall_s"] == saved["trial_wall_s"] and again["loss"] == saved["loss"] == rows[-1]["loss"]
