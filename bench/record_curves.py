@@ -125,7 +125,8 @@ class Recorder(TrainerCallback):
             done = time.perf_counter()
             self.rows.append({**self.base, "step": int(info.step), "total_steps": int(info.total_steps),
                               "wall_s": done - self.t0, "train_s": self.train_s, "eval_s": done - now, **numeric})
-            print(f"  step {info.step}/{info.total_steps}: concept_auc {numeric['concept_auc']:.4f}, "
+            print(f"  step {info.step}/{info.total_steps}: matched_auc {numeric.get('matched_auc', float('nan')):.4f}, "
+                  f"concept_auc {numeric['concept_auc']:.4f}, "
                   f"util_sib {numeric['util_sib']:.4f} ({done - self.t0:.0f} s; steps {self.train_s:.0f} s, "
                   f"this evaluation {done - now:.0f} s)", flush=True)
             now = done
