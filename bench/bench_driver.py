@@ -1,14 +1,15 @@
 """Driver cost per reported result: the store callback + the Pareto scheduler, as Tune calls them.
 
 Feeds N synthetic results (default 1,000) of a sweep with ``--concurrent`` trials in flight through
-the real ``ParetoSuccessiveHalving`` (state file on disk, as the runner configures it) and the real
+the real ``ParetoSuccessiveHalving`` (state file on disk, written by its ``SchedulerStateCallback`` at
+each experiment-state save, as the runner configures it) and the real
 ``StoreCallback`` (Parquet results store on disk), on real ``ray.tune`` ``Trial`` and ``Checkpoint``
 objects, in the order Tune's controller calls them for one result:
 
     scheduler.on_trial_result -> (STOP: result["done"] = True) -> callback.on_trial_result
     -> callback.on_checkpoint (every report carries a checkpoint) -> on_trial_complete when it ends
 
-and Tune's experiment-state save (``callback.get_state``) every ``--state-every`` results. A new trial
+and Tune's experiment-state save (``get_state`` of both callbacks) every ``--state-every`` results. A new trial
 starts whenever one ends; which running trial reports next is a seeded draw. Two arms in one run,
 same seed, same results:
 
@@ -62,7 +63,7 @@ def _arm(mode: str, *, n_results: int, concurrent: int, state_every: int, seed: 
     from ray.tune import Checkpoint
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
-    from sweeps.pareto_scheduler import ParetoSuccessiveHalving
+    from sweeps.pareto_scheduler import ParetoSuccessiveHalving, SchedulerStateCallback
     from sweeps.spec import base_train_config
     from sweeps.store_callback import StoreCallback
 
@@ -73,6 +74,7 @@ def _arm(mode: str, *, n_results: int, concurrent: int, state_every: int, seed: 
         results_root = f"{tmp}/results"
         sched = ParetoSuccessiveHalving(metrics=spec.objective_metrics(), modes=spec.objective_modes(),
                                         rungs=list(RUNGS), eta=2, state_path=f"{tmp}/scheduler_state.json")
+        sched_cb = SchedulerStateCallback(sched)  # Tune calls its get_state at every experiment-state save
         cb = StoreCallback(results_root=results_root, sweep_id="bench", base=base, variants=spec.variants)
         hooks = ("on_trial_result", "on_checkpoint", "on_trial_complete", "on_trial_error")
 
@@ -119,9 +121,11 @@ def _arm(mode: str, *, n_results: int, concurrent: int, state_every: int, seed: 
             if len(per_result) % state_every == 0:
                 t0 = time.perf_counter()
                 cb.get_state()
+                sched_cb.get_state()
                 state_saves.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         cb.on_experiment_end(trials=trials)
+        sched_cb.on_experiment_end(trials=trials)
         end_s = time.perf_counter() - t0
         store = ResultStore(results_root)
         table = store.read()

@@ -39,6 +39,13 @@ Seed noise. When the spec asks for ``seeds: N``, trials that share a configurati
 where at least three configurations have two seeds reported (``analysis.reliability``), and prints
 one warning line per objective the first time it is below 0.5: the rungs are then ranking mostly
 seed noise.
+
+State. The rung records live in memory; :class:`SchedulerStateCallback` writes them to the JSON
+state file when Tune saves its experiment state (Tune calls ``Callback.get_state`` from
+``TuneController.save_to_dir``, next to the trial states; Ray 2.x never calls
+``TrialScheduler.save``/``restore``). The file therefore holds exactly the decisions behind the
+trial states a resumed sweep restarts from: a result reported after that save is re-reported from
+the trial's last checkpoint by the resumed driver and decided there, once.
 """
 
 from __future__ import annotations
@@ -56,8 +63,10 @@ import numpy as np
 
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 
+from .scheduler_state import SchedulerStateCallback, _read_widths, read_state, state_callbacks
+
 __all__ = ["strictly_ahead", "keeps_at_rung", "dominated_beyond_noise", "half_widths", "ParetoSuccessiveHalving",
-           "SeedNoiseWatch", "read_state", "SCHEDULERS", "build_scheduler"]
+           "SchedulerStateCallback", "state_callbacks", "SeedNoiseWatch", "read_state", "SCHEDULERS", "build_scheduler"]
 
 
 def strictly_ahead(points: np.ndarray, index: int) -> int:
@@ -165,15 +174,19 @@ class ParetoSuccessiveHalving(TrialScheduler):
             ``time_attr`` is below the trial's ``total_attr`` (i.e. every evaluation but the last).
         eta: reduction factor (>= 2).
         time_attr / total_attr: result keys holding the step and the run length.
-        state_path: JSON file the rung records are mirrored to, so a resumed driver keeps them.
+        state_path: JSON file the rung records are written to when Tune saves its experiment state
+            (through :class:`SchedulerStateCallback`), so a resumed driver keeps them.
         noise_aware: stop a trial outside the top ``1/eta`` only when it is also dominated beyond
             the objectives' bootstrap intervals (module docstring); False (default) = rank the point
             estimates only.
+        prior: trials of an earlier sweep (warm start, :class:`sweeps.warm_start.PriorTrial`): their
+            values at this scheduler's rungs are recorded there as ``prior:<i>``, so a new trial
+            is ranked against them too; they are never decided.
     """
 
     def __init__(self, *, metrics: Sequence[str], modes: Sequence[str], rungs: Sequence[int] | None = None,
                  eta: int = 3, time_attr: str = "step", total_attr: str = "total_steps",
-                 state_path: str | os.PathLike | None = None, noise_aware: bool = False):
+                 state_path: str | os.PathLike | None = None, noise_aware: bool = False, prior: Sequence[Any] = ()):
         super().__init__()
         if len(metrics) != len(modes) or not metrics:
             raise ValueError(f"metrics={list(metrics)} and modes={list(modes)} must be non-empty and equal length")
@@ -198,7 +211,14 @@ class ParetoSuccessiveHalving(TrialScheduler):
         # rung step -> trial id -> interval half-widths (noise_aware only), as ``recorded``
         self.widths: dict[int, dict[str, list[float]]] = {}
         self._loaded = False
+        self._unsaved = False  # decisions made since the state file was last written
         self.seed_noise = SeedNoiseWatch(self.metrics)
+        for i, trial in enumerate(prior):
+            last = max(trial.rungs, default=None) if trial.metrics else None  # its final evaluation
+            for step, values in trial.rungs.items():
+                if (step in self.rungs) if self.rungs is not None else step != last:
+                    vec = minimised_rows([values], metrics=self.metrics, signs=self._signs)[0]
+                    self.recorded.setdefault(int(step), {})[f"prior:{i}"] = [float(x) for x in vec]
 
     # -- persistence --------------------------------------------------------------------
     def _load(self) -> None:
@@ -219,17 +239,23 @@ class ParetoSuccessiveHalving(TrialScheduler):
         self._load()
         return set(self.pruned)
 
-    def _dump(self) -> None:
-        if not self.state_path:
-            return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_suffix(".tmp")
-        state = {"recorded": {str(k): v for k, v in self.recorded.items()}, "pruned": self.pruned,
-                 "metrics": self.metrics, "modes": self.modes, "eta": self.eta}
+    def state(self) -> dict[str, Any]:
+        """The rung records as JSON-ready data (what the state file holds)."""
+        state: dict[str, Any] = {"recorded": {str(k): v for k, v in self.recorded.items()}, "pruned": self.pruned,
+                                 "metrics": self.metrics, "modes": self.modes, "eta": self.eta}
         if self.noise_aware:
             state["widths"] = {str(k): v for k, v in self.widths.items()}
-        tmp.write_text(json.dumps(state, allow_nan=True), encoding="utf-8")
-        os.replace(tmp, self.state_path)
+        return state
+
+    def write_state(self) -> bool:
+        """Write the state file if a decision was made since the last write; True when written.
+        Called when Tune saves its experiment state (:class:`SchedulerStateCallback`)."""
+        if not self.state_path or not self.__dict__.get("_unsaved", True):
+            return False
+        self._load()  # never overwrite an earlier driver's records with a partial view
+        self.save(str(self.state_path))
+        self._unsaved = False
+        return True
 
     # -- TrialScheduler -----------------------------------------------------------------
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
@@ -267,7 +293,7 @@ class ParetoSuccessiveHalving(TrialScheduler):
                                                                       for i in ids]), me, eta=self.eta)
         if not keep:
             self.pruned[trial_id] = rung
-        self._dump()
+        self._unsaved = True
         return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
@@ -302,91 +328,46 @@ class ParetoSuccessiveHalving(TrialScheduler):
                 f"{'; '.join(parts) or 'no rung reached yet'}; {len(self.pruned)} pruned")
 
     def save(self, checkpoint_path: str) -> None:
-        state = {"recorded": {str(k): v for k, v in self.recorded.items()}, "pruned": self.pruned}
-        if self.noise_aware:
-            state["widths"] = {str(k): v for k, v in self.widths.items()}
-        Path(checkpoint_path).write_text(json.dumps(state), encoding="utf-8")
+        """Tune's ``TrialScheduler.save``: the state as JSON, written to a temporary name and renamed."""
+        path = Path(checkpoint_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state(), allow_nan=True), encoding="utf-8")
+        os.replace(tmp, path)
 
     def restore(self, checkpoint_path: str) -> None:
         self.recorded, self.pruned = read_state(Path(checkpoint_path))
         if self.noise_aware:
             self.widths = _read_widths(Path(checkpoint_path))
+        self._loaded = True
 
 
-def read_state(path: Path) -> tuple[dict[int, dict[str, list[float]]], dict[str, int]]:
-    """Rung records and pruned trials from a state file, checked; one line naming the file when
-    it is truncated, not UTF-8 or of the wrong shape (a resumed driver must not guess)."""
-    from sage_core.errors import StorageError
-
-    def bad(why: str) -> StorageError:
-        return StorageError(f"{path}: {why}; the scheduler state is damaged: move it away to let the resumed "
-                            "sweep re-record its rungs")
-
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise bad(f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise bad("not UTF-8 text") from None
-    except OSError as exc:
-        raise bad(f"cannot be read ({exc.strerror or exc})") from None
-    if not isinstance(state, dict):
-        raise bad(f"expected an object with recorded and pruned, got {type(state).__name__}")
-    raw_recorded, raw_pruned = state.get("recorded", {}), state.get("pruned", {})
-    if not isinstance(raw_recorded, dict) or not isinstance(raw_pruned, dict):
-        raise bad("recorded and pruned must be objects")
-    recorded: dict[int, dict[str, list[float]]] = {}
-    for rung, rows in raw_recorded.items():
-        if not str(rung).isdigit() or not isinstance(rows, dict):
-            raise bad(f"rung {rung!r}: expected a step and an object of trial -> objective values")
-        for trial, vec in rows.items():
-            if not isinstance(vec, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                    for x in vec):
-                raise bad(f"rung {rung}, trial {trial!r}: expected a list of numbers, got {vec!r}")
-        recorded[int(rung)] = {str(t): [float(x) for x in v] for t, v in rows.items()}
-    pruned: dict[str, int] = {}
-    for trial, rung in raw_pruned.items():
-        if isinstance(rung, bool) or not isinstance(rung, int) or rung < 0:
-            raise bad(f"pruned[{trial!r}]={rung!r}: expected the step it was stopped at")
-        pruned[str(trial)] = rung
-    return recorded, pruned
-
-
-def _read_widths(path: Path) -> dict[int, dict[str, list[float]]]:
-    """The interval half-widths a noise-aware scheduler mirrored (:func:`read_state` has already
-    checked that the file is valid JSON). A file without them (written with ``noise_aware`` off) or
-    an entry that is not a list of numbers gives no widths: those trials count as points (width 0)."""
-    raw = json.loads(path.read_text(encoding="utf-8")).get("widths", {})
-    out: dict[int, dict[str, list[float]]] = {}
-    for rung, rows in (raw.items() if isinstance(raw, dict) else ()):
-        if str(rung).isdigit() and isinstance(rows, dict):
-            out[int(rung)] = {str(t): [float(x) for x in v] for t, v in rows.items()
-                              if isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                             for x in v)}
-    return out
-
-
-def _pareto_sh(spec: Any, state_path: str | None) -> ParetoSuccessiveHalving:
+def _pareto_sh(spec: Any, state_path: str | None, *, prior: Sequence[Any] = ()) -> ParetoSuccessiveHalving:
     return ParetoSuccessiveHalving(metrics=spec.objective_metrics(), modes=spec.objective_modes(),
-                                   rungs=spec.fidelity.rungs, eta=spec.scheduler.eta, state_path=state_path)
+                                   rungs=spec.fidelity.rungs, eta=spec.scheduler.eta, state_path=state_path,
+                                   prior=prior)
 
 
-def _fifo(spec: Any, state_path: str | None) -> Any:
+def _fifo(spec: Any, state_path: str | None, *, prior: Sequence[Any] = ()) -> Any:
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
 
 
-# ``scheduler.kind`` of a sweep spec -> (spec, state file or None) -> a Tune TrialScheduler.
-SCHEDULERS: dict[str, Callable[[Any, str | None], Any]] = {"pareto_sh": _pareto_sh, "fifo": _fifo}
+# ``scheduler.kind`` of a sweep spec -> (spec, state file or None, *, prior) -> a Tune TrialScheduler.
+SCHEDULERS: dict[str, Callable[..., Any]] = {"pareto_sh": _pareto_sh, "fifo": _fifo}
 
 
-def build_scheduler(spec: Any, state_path: str | None) -> Any:
+def build_scheduler(spec: Any, state_path: str | None, *, prior: Sequence[Any] = ()) -> Any:
     """The Tune scheduler ``spec.scheduler.kind`` names; ``state_path``: where a Pareto scheduler
-    mirrors its rung records (None on object storage)."""
+    writes its rung records (None on object storage); ``prior``: an earlier sweep's trials (warm start)."""
     from sage_core.errors import ConfigError
 
+    if getattr(spec.search, "algorithm", None) == "ehvi":  # that search decides what runs and stops itself
+        from .mf_search import build_mf_scheduler
+
+        return build_mf_scheduler(spec, state_path, prior=prior)
     kind = spec.scheduler.kind
     if kind not in SCHEDULERS:
         raise ConfigError(f"scheduler.kind={kind!r}: unknown; known: {', '.join(SCHEDULERS)}")
-    return SCHEDULERS[kind](spec, state_path)
+    return SCHEDULERS[kind](spec, state_path, prior=prior)

@@ -172,7 +172,7 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str) -> TuneParts:
 
     from sage_core.version import code_version
 
-    from .pareto_scheduler import build_scheduler
+    from .pareto_scheduler import build_scheduler, state_callbacks
     from .search import build_search
     from .store_callback import StoreCallback
     from .tracking import tracking_callbacks
@@ -185,13 +185,14 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str) -> TuneParts:
     context = _trial_context(spec, folder=folder, sweep_id=sweep_id, base=base)
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
     plan = build_search(spec)
-    tune_config = tune.TuneConfig(search_alg=plan.search_alg, scheduler=build_scheduler(spec, folder.scheduler_state),
+    scheduler = build_scheduler(spec, folder.scheduler_state)
+    tune_config = tune.TuneConfig(search_alg=plan.search_alg, scheduler=scheduler,
                                   num_samples=plan.num_samples, max_concurrent_trials=spec.search.max_concurrent,
                                   reuse_actors=_reuse_actors(spec))
     resolver = TrialResolver(base=base, variants=spec.variants)  # shared: each trial resolved once
     callbacks = [StoreCallback(results_root=folder.results, sweep_id=sweep_id, base=base, variants=spec.variants,
                                code_version=code_version(), resolver=resolver),
-                 StopFileCallback(stop_path=folder.stop_file)]
+                 StopFileCallback(stop_path=folder.stop_file), *state_callbacks(scheduler)]
     # TensorBoard files always, MLflow or W&B as spec.tracking says (a resumed sweep restores these with tuner.pkl).
     callbacks += tracking_callbacks(spec, storage=folder.root, sweep_id=sweep_id, resolver=resolver)
     reporter = tune.CLIReporter(metric_columns=["step", *spec.objective_metrics()],

@@ -195,3 +195,105 @@ def test_a_trial_process_that_dies_after_its_final_report_leaves_the_trial_finis
     assert saved["final"] == 1.0 and saved["step"] == 4
     for again in reported[1:]:
         assert again["trial_wall_s"] == saved["trial_wall_s"] and again["loss"] == saved["loss"] == rows[-1]["loss"]
+
+
+#: A sweep driver (``run SPEC`` or ``resume DIR``) that logs every rung decision of the Pareto
+#: scheduler as it is made, and SIGKILLs itself right after its ``KILL_AT``-th one (0: never), before
+#: Tune acts on it, leaving a note of the processes it started.
+SCHEDULER_DRIVER = """
+import json, os, signal, sys
+import psutil
+import sweeps
+from sweeps.pareto_scheduler import ParetoSuccessiveHalving
+
+mode, target, log, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+decide, made = ParetoSuccessiveHalving.decide, []
+
+def logged(self, trial_id, result):
+    decision = decide(self, trial_id, result)
+    rung = self._is_rung(result)
+    if rung is not None and trial_id not in made:
+        made.append(trial_id)
+        with open(log, "a") as fh:
+            fh.write(json.dumps([trial_id, rung, decision]) + "\\n")
+        if len(made) == kill_at:
+            started = [[p.pid, p.create_time()] for p in psutil.Process().children(recursive=True)]
+            with open(log + ".started", "w") as fh:
+                json.dump(started, fh)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return decision
+
+ParetoSuccessiveHalving.decide = logged
+sweeps.run(target, progress=False) if mode == "run" else sweeps.resume(target)
+"""
+
+
+def _drive(mode: str, target: Path, log: Path, kill_at: int) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "TUNE_GLOBAL_CHECKPOINT_S": "0"}  # Tune saves its experiment state after every controller step
+    proc = subprocess.Popen([sys.executable, "-c", SCHEDULER_DRIVER, mode, str(target), str(log), str(kill_at)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _decisions(log: Path) -> list[tuple[str, int, str]]:
+    return [tuple(json.loads(line)) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+@pytest.mark.slow
+def test_driver_killed_at_a_rung_decision_then_resumed_decides_every_trial_exactly_once(tmp_path):
+    """The scheduler's state is written when Tune saves its experiment state. The driver dies right
+    after its 2nd rung decision (before Tune acts on it): the state file holds the decisions behind the
+    trial states Tune saved; the resumed driver decides every other trial, and none of those again."""
+    import math
+
+    from sweeps.pareto_scheduler import read_state
+    from tests.pareto_oracle import brute_rank_crowding, minimise
+
+    storage = tmp_path / "sweep"
+    spec = tiny_spec(tmp_path, storage=str(storage), search={"algorithm": "grid", "max_concurrent": 1},
+                     scheduler={"kind": "pareto_sh", "eta": 2}, fidelity={"text_every": 2, "rungs": [2]},
+                     objectives=[{"metric": "concept_auc", "mode": "min"}, {"metric": "util_sib", "mode": "max"}])
+    killed_log, resumed_log = tmp_path / "killed.jsonl", tmp_path / "resumed.jsonl"
+    state_file = storage / "scheduler_state.json"
+    assert _drive("run", spec, killed_log, 2) == -signal.SIGKILL, "the driver did not die at the injected fault"
+    assert stop(same_processes(json.loads(Path(f"{killed_log}.started").read_text()))) == []
+    killed = _decisions(killed_log)
+    assert len(killed) == 2
+    saved_recorded, saved_pruned = read_state(state_file)
+    saved = {(t, r) for r, rows in saved_recorded.items() for t in rows}
+    # Tune saved after the 1st decision's step; the decision the driver died in was never saved.
+    assert saved == {(t, r) for t, r, _ in killed[:1]}
+    assert saved_pruned == {t: r for t, r, d in killed if (t, r) in saved and d == "STOP"}
+
+    assert _drive("resume", storage, resumed_log, 0) == 0
+    resumed = _decisions(resumed_log)
+    recorded, pruned = read_state(state_file)
+    final = [(t, r) for r, rows in recorded.items() for t in rows]
+    assert not saved & {(t, r) for t, r, _ in resumed}  # nothing the saved state held is decided again
+    assert sorted(saved | {(t, r) for t, r, _ in resumed}) == sorted(final)  # every decision once
+    assert len(resumed) == len({t for t, _, _ in resumed}) == 4 - len(saved)
+    rows = _rows(storage)
+    at_rung = {r["trial_id"]: r for r in rows if r["step"] == 2}
+    assert sorted(at_rung) == sorted(t for t, _ in final)  # every trial reached the rung once
+    # The decisions by the rule's definition, in the order the final state recorded them, from the
+    # objectives the store holds (brute-force ranks and crowding, tests/pareto_oracle.py).
+    order = list(recorded[2])
+    points = minimise([[at_rung[t]["concept_auc"], at_rung[t]["util_sib"]] for t in order], [1, -1])
+    expected_pruned = set()
+    for n in range(1, len(order) + 1):
+        ranks, crowd = brute_rank_crowding(points[:n])
+        me = n - 1
+        ahead = sum(1 for j in range(n) if ranks[j] < ranks[me] or (ranks[j] == ranks[me] and crowd[j] > crowd[me]))
+        if ahead >= math.ceil(n / 2):
+            expected_pruned.add(order[n - 1])
+    assert set(pruned) == expected_pruned
+    assert {(t, d) for t, _, d in resumed} == {(t, "STOP" if t in expected_pruned else "CONTINUE")
+                                               for t, _, _ in resumed}
+    assert sorted((r["trial_id"], r["step"]) for r in rows) == sorted(
+        [(t, 2) for t in order] + [(t, 4) for t in order if t not in expected_pruned])

@@ -57,9 +57,35 @@ def test_state_survives_a_new_scheduler(tmp_path):
     path = tmp_path / "state.json"
     a = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
     assert a.decide("t1", {"step": 1, "asr": 0.1, "util": 0.9}) == "CONTINUE"
+    assert a.write_state()  # what Tune's experiment-state save does (SchedulerStateCallback)
     b = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
     assert b.decide("t2", {"step": 1, "asr": 0.5, "util": 0.5}) == "STOP"  # dominated by t1 from the file
     assert b.pruned == {"t2": 1}
+
+
+def test_state_is_written_when_tune_saves_its_experiment_state_only(tmp_path):
+    from ray.tune.callback import CallbackList
+
+    from sweeps.pareto_scheduler import SchedulerStateCallback, read_state
+
+    path = tmp_path / "state.json"
+    sched = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1, 2], eta=2,
+                                    state_path=path)
+    tune_callbacks = CallbackList([SchedulerStateCallback(sched)])
+    assert sched.decide("t1", {"step": 1, "asr": 0.1, "util": 0.9}) == "CONTINUE"
+    assert sched.decide("t2", {"step": 1, "asr": 0.5, "util": 0.5}) == "STOP"
+    assert not path.exists()  # a decision writes nothing
+    # Tune's experiment-state save (TuneController.save_to_dir) calls this with its staging folder:
+    # the scheduler writes its own file and gives Tune nothing to pickle.
+    tune_callbacks.save_to_dir(str(tmp_path / "staging"), session_str="s")
+    assert read_state(path) == ({1: {"t1": [0.1, -0.9], "t2": [0.5, -0.5]}}, {"t2": 1})
+    assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").iterdir())
+    stamp = path.stat().st_mtime_ns
+    assert not sched.write_state() and path.stat().st_mtime_ns == stamp  # nothing new: not rewritten
+    assert sched.decide("t1", {"step": 2, "asr": 0.1, "util": 0.9}) == "CONTINUE"
+    assert read_state(path)[0].keys() == {1}  # still the saved view until the next save
+    tune_callbacks.save_to_dir(str(tmp_path / "staging"), session_str="s")
+    assert read_state(path)[0] == {1: {"t1": [0.1, -0.9], "t2": [0.5, -0.5]}, 2: {"t1": [0.1, -0.9]}}
 
 
 # Decisions recorded from the scheduler before the one-implementation refactor: 24 trials on a
@@ -274,6 +300,7 @@ def test_noise_aware_widths_survive_a_new_scheduler(tmp_path):
     a = ParetoSuccessiveHalving(**kw)
     assert a.decide("t1", {"step": 1, "asr": 0.1, "asr_lo": 0.0, "asr_hi": 0.4,
                            "util": 0.9, "util_lo": 0.8, "util_hi": 1.0}) == "CONTINUE"
+    a.write_state()
     b = ParetoSuccessiveHalving(**kw)
     # 0.3 is within t1's asr interval only if its width was kept (0.1 + 0.2 + 0 > 0.3 - 0 is False => overlap).
     assert b.decide("t2", {"step": 1, "asr": 0.3, "util": 0.5}) == "CONTINUE"
