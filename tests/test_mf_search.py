@@ -1,0 +1,170 @@
+"""sweeps/mf_search.py (search.algorithm: ehvi): the hypervolume gain, the choice by expected gain, the
+space-filling start, a warm start's prior, the spec checks, and a real Ray Tune run in which every
+trial pauses at the probe rung, resumes from its checkpoint and finishes in the order of its gain."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from analysis.dominance import hypervolume
+from sage_core.errors import ConfigError
+from sweeps.mf_search import MIN_FIT, MultiFidelityPareto, ParetoGainModel, hv_gains
+from sweeps.spec import load_spec
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_hv_gains_is_the_hypervolume_a_point_adds(k: int):
+    rng = np.random.default_rng(k)
+    for _ in range(50):
+        front = rng.uniform(0, 1, (int(rng.integers(0, 6)), k))
+        points = rng.uniform(-0.2, 1.2, (4, 3, k))
+        ref = [1.0] * k
+        base = hypervolume(front, ref) if len(front) else 0.0
+        expected = [[hypervolume(np.vstack([front, p[None]]), ref) - base for p in row] for row in points]
+        np.testing.assert_allclose(hv_gains(front, points, ref), expected, rtol=0, atol=1e-12)
+
+
+def _model(**kw) -> ParetoGainModel:
+    return ParetoGainModel(metrics=["concept_auc", "util_sib"], modes=["min", "max"], **kw)
+
+
+def test_choice_is_the_largest_gain_and_a_duplicate_of_a_believed_trial_adds_nothing():
+    model = _model()
+    rung = {"a": (0.9, 0.9), "b": (0.9, 0.9), "c": (0.5, 0.6), "d": (0.95, 0.5)}  # d is dominated by a
+    for tid, (auc, util) in rung.items():
+        model.add(tid, {"x": len(tid)})
+        model.observe_rung(tid, {"concept_auc": auc, "util_sib": util})
+    # No finished trial: the rung values stand for the finals; each point alone against the reference
+    # (nadir + 10% of the range), computed with the library's hypervolume:
+    pts = {t: np.array([auc, -util]) for t, (auc, util) in rung.items()}
+    stack = np.asarray(list(pts.values()))
+    ref = list(stack.max(0) + 0.1 * (stack.max(0) - stack.min(0)))
+    alone = {t: hypervolume(p[None], ref) for t, p in pts.items()}
+    first = model.choose(list(rung))
+    assert first == max(alone, key=lambda t: (alone[t], -list(rung).index(t)))
+    gains = dict(zip(rung, model.expected_gains(list(rung), believed=["a"]), strict=True))
+    assert gains["b"] == 0.0 and gains["d"] == 0.0  # equal to, or dominated by, what a will give
+    assert gains["c"] == pytest.approx(hypervolume(np.vstack([pts["a"], pts["c"]]), ref) - alone["a"], abs=1e-12)
+
+
+def test_start_is_space_filling_until_a_surrogate_can_be_fitted():
+    model = _model()
+    grid = {f"t{i}{j}": {"lr": lr, "lambda_esp": esp} for i, lr in enumerate((1e-5, 1e-4, 1e-3))
+            for j, esp in enumerate((0.0, 2.0, 4.0))}
+    for tid, params in grid.items():
+        model.add(tid, params)
+    # lr spans a factor 100: log-scaled, so 1e-4 is the middle; the farthest from the corner t00 is t22.
+    assert model.spread(list(grid), ["t00"]) == "t22"
+    assert model.spread(list(grid), []) == "t00"
+    # by hand: t11 = (.5, .5) is sqrt(.5) from both corners (0, 0) and (1, 1); t02 = (0, 1) is 1 from both
+    assert model.spread(["t11", "t02"], ["t00", "t22"]) == "t02"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prior:
+    params: dict
+    metrics: dict
+    rungs: dict
+
+
+def test_a_prior_leads_the_first_choice_and_unfinished_prior_trials_are_not_finals():
+    prior = [_Prior({"x": float(x)}, {"concept_auc": 0.9 - 0.1 * x, "util_sib": 0.9 - 0.1 * x}, {6: {}})
+             for x in range(5)]  # x = 0 .. 4 on a line: every point trades safety for utility (a front)
+    prior.append(_Prior({"x": 2.5}, {}, {6: {"concept_auc": 0.5, "util_sib": 0.5}}))  # stopped early
+    model = _model(prior=prior)
+    assert len(model.final) == 5 and model.has_prior
+    for x in range(5):
+        model.add(f"t{x}", {"x": float(x)})
+    mean, _ = model.predict([f"t{x}" for x in range(5)])
+    want = np.array([[0.9 - 0.1 * x, -(0.9 - 0.1 * x)] for x in range(5)])
+    # A GP with a fitted noise term smooths, but a straight line is inside its span: within .02.
+    np.testing.assert_allclose(mean, want, atol=0.02)
+    first = model.choose([f"t{x}" for x in range(5)])
+    ref = np.asarray(list(model.final.values()))
+    ref = ref.max(0) + 0.1 * (ref.max(0) - ref.min(0))
+    alone = [hypervolume(want[x][None], list(ref)) for x in range(5)]  # the middle of a line front adds most
+    assert first == f"t{int(np.argmax(alone))}"
+
+
+def _probe_trainable(config):
+    """Two evaluations (steps 2 and 4) with a checkpoint at each; a resumed trial continues from it."""
+    import tempfile
+
+    from ray import tune
+
+    x = config["x"]
+    start = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start = json.loads((Path(d) / "step.json").read_text())["step"]
+    for step in (2, 4):
+        if step <= start:
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "step.json").write_text(json.dumps({"step": step}))
+            tune.report({"step": step, "total_steps": 4, "concept_auc": 0.5 + 0.1 * x, "util_sib": 0.4 + 0.1 * x,
+                         "resumed_from": start}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_real_tune_run_pauses_every_probe_then_resumes_each_from_its_checkpoint(ray_local, tmp_path):
+    from ray import tune
+
+    xs = [0.0, 1.0, 2.0]  # every x trades safety (auc up) for utility: all on one front
+    scheduler = MultiFidelityPareto(metrics=["concept_auc", "util_sib"], modes=["min", "max"], first_rung=2,
+                                    dims=["x"], probe=True)
+    tuner = tune.Tuner(_probe_trainable, param_space={"x": tune.grid_search(xs)},
+                       tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=2),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="probe", verbose=0))
+    results = tuner.fit()
+    assert not results.errors
+    df = results.get_dataframe()
+    assert sorted(df["x"] if "x" in df else [r.config["x"] for r in results]) == xs
+    for r in results:
+        steps = [int(s) for s in r.metrics_dataframe["step"]]
+        assert steps == [2, 4]  # step 2 reported once: the finish resumed from the probe's checkpoint
+        assert int(r.metrics_dataframe["resumed_from"].iloc[-1]) == 2
+    assert len(scheduler.model.rung) == len(xs) and len(scheduler.model.final) == len(xs)
+
+
+def _spec(tmp_path: Path, search: dict, **extra) -> Path:
+    body = {"include": "quickstart", "name": "ehvi", "storage": str(tmp_path / "s"),
+            "space": {"lambda_esp": {"grid": [0.0, 2.0]}}, "search": search, **extra}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(body), encoding="utf-8")
+    return path
+
+
+def test_spec_checks_and_the_scheduler_the_spec_builds(tmp_path):
+    from sweeps.pareto_scheduler import build_scheduler
+
+    spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi", "probe": True}))
+    sched = build_scheduler(spec, None)
+    assert isinstance(sched, MultiFidelityPareto) and sched.probe
+    assert sched.first_rung == (spec.fidelity.rungs or [spec.fidelity.text_every])[0]
+    with pytest.raises(ConfigError, match=r"search.probe=true with search.algorithm='grid'"):
+        load_spec(_spec(tmp_path, {"algorithm": "grid", "probe": True}))
+    # quickstart's scheduler (pareto_sh) is replaced: the ehvi search decides what runs and stops itself
+    assert spec.scheduler.kind == "pareto_sh"
+    assert MIN_FIT >= 2
+
+
+def test_pareto_search_ships_the_ehvi_search(tmp_path):
+    spec = load_spec("pareto-search", storage=str(tmp_path / "s"), overrides={"encoder": "sd14-init"})
+    assert spec.search.algorithm == "ehvi" and not spec.search.probe
