@@ -45,6 +45,13 @@ def _basic(spec: SweepSpec) -> SearchPlan:
                       num_samples=spec.search.num_samples)
 
 
+def _ehvi(spec: SweepSpec, *, prior: Any = ()) -> SearchPlan:
+    """``ehvi``: Tune's variant generator proposes every trial (the grid points x num_samples, or
+    num_samples draws); the search itself is the scheduler :func:`sweeps.mf_search.build_mf_scheduler`
+    (built by ``build_scheduler``, which hands it the prior), which picks what runs from them."""
+    return _basic(spec)
+
+
 def _optuna_search_class():
     from ray.tune.search.optuna import OptunaSearch
 
@@ -80,6 +87,7 @@ SEARCHERS: dict[str, Callable[[SweepSpec], SearchPlan]] = {
     "random": _basic,
     "tpe": lambda spec: _optuna(spec, "tpe"),
     "nsga2": lambda spec: _optuna(spec, "nsga2"),
+    "ehvi": _ehvi,
 }
 
 

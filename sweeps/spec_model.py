@@ -103,14 +103,19 @@ class Objective(_Strict):
 
 
 class SearchConfig(_Strict):
-    algorithm: Literal["grid", "random", "tpe", "nsga2"] = Field(
+    algorithm: Literal["grid", "random", "tpe", "nsga2", "ehvi"] = Field(
         "grid", description="grid/random through Tune's BasicVariantGenerator; tpe/nsga2 through "
-        "Optuna (multi-objective)")
+        "Optuna (multi-objective); ehvi: the proposals of grid/random run in the order of their expected "
+        "hypervolume gain under a Gaussian-process surrogate (sweeps/mf_search.py; it also decides "
+        "which trials stop, so scheduler: is not used)")
     num_samples: int = Field(1, ge=1, description="grid: repeats of the whole grid; others: trials")
     seed: int | None = Field(0, ge=0, le=MAX_SEED, description="sampler seed (Optuna) / Tune random seed")
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
     max_trials: int = Field(DEFAULT_MAX_TRIALS, ge=1, description="refuse a sweep of more trials than this "
                             "(grid: grid points x num_samples); raise it on purpose for a larger sweep")
+    probe: bool = Field(False, description="ehvi only: run every proposal to fidelity.rungs[0] first (paused "
+                        "there), then finish the ones with the largest expected gain; off by default (on the "
+                        "recorded SAGE curves the probes cost more than they told, see bench/RESULTS.md)")
 
 
 class SchedulerConfig(_Strict):
@@ -263,12 +268,15 @@ class SweepSpec(_Strict):
         algorithm, dims, problems = self.search.algorithm, self.dimensions(), []
         if algorithm in ("tpe", "nsga2") and not dims:
             problems.append(f"search.algorithm={algorithm!r}: needs a non-empty space")
+        if self.search.probe and algorithm != "ehvi":
+            problems.append(f"search.probe=true with search.algorithm={algorithm!r}: probing is part of the "
+                            "ehvi search; set search.algorithm: ehvi or drop search.probe")
         sampled = [n for n, d in dims.items() if not isinstance(d, Grid)]
         if algorithm == "grid" and sampled:
             problems.append(f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "
                             "use {grid: [...]} or algorithm random/tpe/nsga2")
         if self.too_many_trials():
-            how = "grid points x num_samples" if algorithm in ("grid", "random") else "num_samples"
+            how = "grid points x num_samples" if algorithm in ("grid", "random", "ehvi") else "num_samples"
             problems.append(f"search: the sweep has {trial_count(self, dims):,} trials ({how}), above "
                             f"search.max_trials={self.search.max_trials:,}; shrink the grid, or raise "
                             "search.max_trials on purpose")
@@ -316,7 +324,7 @@ def is_uri(storage: str) -> bool:
 def trial_count(spec: SweepSpec, dims: Mapping[str, Dimension] | None = None) -> int:
     """Trials the sweep runs: grid points x num_samples (grid, random), num_samples (Optuna)."""
     dims = spec.dimensions() if dims is None else dims
-    if spec.search.algorithm in ("grid", "random"):
+    if spec.search.algorithm in ("grid", "random", "ehvi"):
         return grid_size(dims) * spec.search.num_samples
     return spec.search.num_samples
 
