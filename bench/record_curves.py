@@ -15,6 +15,11 @@ so an interrupted recording resumes where it stopped.
 
 Run (31 min on the 2-core CPU with --jobs 2, one torch thread per process; bench/data/README.md):
     OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --jobs 2 [--seed 1 --out PATH]
+``--grid heldout`` records the held-out table that no search method is tuned on (issue 24): local_k x
+alpha x lr at batch 32 with lambda_lsa 0.5 (so the LSA knobs act), 24 configurations, about twice the
+time per configuration:
+    OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --grid heldout --jobs 2 \
+        --out bench/data/sage_minilm_curves_heldout.parquet [--seed 1 --out ..._heldout_seed1.parquet]
 Time one configuration first (writes nothing under bench/data):
     OMP_NUM_THREADS=1 .venv/bin/python bench/record_curves.py --only 1 --out /tmp/curves-trial.parquet
 ``--jobs N`` runs N processes side by side, each recording every N-th configuration (``--shard K/N``
@@ -66,9 +71,18 @@ TEXT_EVAL: dict = {}
 DIAG_SAMPLES = 128
 
 
-def grid_configs() -> list[dict]:
-    names = list(GRID)
-    return [dict(zip(names, values)) for values in itertools.product(*GRID.values())]
+# --grid NAME -> (the grid, settings fixed for every configuration of it)
+GRIDS: dict[str, tuple[dict[str, tuple], dict]] = {
+    "main": (GRID, {}),
+    "heldout": ({"local_k": (5, 10, 20), "alpha": (0.0, 0.5, 1.0, 2.0), "lr": (5e-5, 1e-4)},
+                {"batch_size": 32, "lambda_lsa": 0.5}),
+}
+
+
+def grid_configs(name: str = "main") -> list[dict]:
+    grid = GRIDS[name][0]
+    names = list(grid)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*grid.values())]
 
 
 def _commit() -> str:
@@ -133,12 +147,13 @@ class Recorder(TrainerCallback):
         self.last = now
 
 
-def trial_config(params: dict, *, steps: int, seed: int, cache_dir: Path):
-    """The quickstart preset with ``params``; the trainer's own evaluation only at the end (geometry)."""
+def trial_config(params: dict, *, steps: int, seed: int, cache_dir: Path, fixed: dict | None = None):
+    """The quickstart preset with ``fixed`` and ``params``; the trainer's own evaluation only at the end
+    (geometry)."""
     from sage_core.config import load_config
 
-    cfg = load_config(preset="quickstart", overrides={
-        **params, "max_steps": steps, "eval_every": steps, "checkpoint_every": steps, "keep_checkpoints": 1,
+    cfg = load_config(preset="quickstart", overrides={**(fixed or {}), **params,
+        "max_steps": steps, "eval_every": steps, "checkpoint_every": steps, "keep_checkpoints": 1,
         "diag_samples": DIAG_SAMPLES, "seed": seed, "cache_dir": str(cache_dir)})
     return cfg.replace(text_eval={**cfg.text_eval, **TEXT_EVAL})
 
@@ -153,9 +168,9 @@ def shared_evaluator(cfg):
 
 
 def record_one(config_id: int, params: dict, *, evaluator, steps: int, eval_at: set[int], cache_dir: Path,
-               seed: int) -> list[dict]:
+               seed: int, fixed: dict | None = None) -> list[dict]:
     """Train one configuration to ``steps``, evaluating at ``eval_at``; one row per evaluation."""
-    cfg = trial_config(params, steps=steps, seed=seed, cache_dir=cache_dir)
+    cfg = trial_config(params, steps=steps, seed=seed, cache_dir=cache_dir, fixed=fixed)
     rows: list[dict] = []
     work = Path(tempfile.mkdtemp(prefix=f"sage-record-{config_id}-"))
     recorder = Recorder(evaluator=evaluator, eval_at=eval_at, rows=rows, base={"config_id": config_id, **params})
@@ -221,8 +236,9 @@ def merge_tables(parts: list[Path], out: Path) -> int:
 
 def shard_commands(args: argparse.Namespace, *, jobs: int) -> list[tuple[list[str], Path]]:
     """The command line and part file of each of ``jobs`` shard processes, from the parsed arguments."""
+    grid = getattr(args, "grid", "main")  # the main grid's commands stay as its recordings ran them
     common = ["--eval-at", ",".join(map(str, args.eval_at)), "--seed", str(args.seed),
-              "--cache-dir", str(args.cache_dir)] + (["--only", str(args.only)] if args.only is not None else [])
+              *(["--grid", grid] if grid != "main" else []), "--cache-dir", str(args.cache_dir)] + (["--only", str(args.only)] if args.only is not None else [])
     out = []
     for k in range(jobs):
         part = args.out.with_name(f"{args.out.name}.part{k}")
@@ -293,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="processes to run side by side (one per core; each takes every N-th configuration), then "
                         "one table")
     p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "sage-sweeps")
+    p.add_argument("--grid", choices=sorted(GRIDS), default="main",
+                   help="main: lambda_esp x lambda_lsa x lr (the search bench's tables); heldout: local_k x alpha "
+                        "x lr at batch 32, lambda_lsa 0.5 (no search method is tuned on it)")
     args = p.parse_args(argv)
     if args.merge:
         return merge_tables(args.merge, args.out)
@@ -300,12 +319,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs={args.jobs}: expected >= 1, and not with --shard", file=sys.stderr)
         return 2
     if args.jobs > 1:
-        return run_jobs(args, n_configs=len(grid_configs()[: args.only]))
+        return run_jobs(args, n_configs=len(grid_configs(args.grid)[: args.only]))
     steps = args.eval_at[-1]
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    configs = grid_configs()[: args.only]
-    settings = {"eval_at": args.eval_at, "seed": args.seed, "grid": GRID, "preset": "quickstart",
+    configs = grid_configs(args.grid)[: args.only]
+    grid, fixed = GRIDS[args.grid]
+    settings = {"eval_at": args.eval_at, "seed": args.seed, "grid": grid, "preset": "quickstart",
                 "diag_samples": DIAG_SAMPLES, "text_eval": TEXT_EVAL}
+    if fixed:  # only then: the main grid's settings stay as its recordings hold them
+        settings["fixed"] = fixed
     if args.shard != (0, 1):  # a merged table drops it, so it compares equal to an unsharded recording
         settings["shard"] = list(args.shard)
     rows: list[dict] = []
@@ -322,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "load_at_start": _load(), "settings": settings}
     t_all = time.perf_counter()
-    evaluator = shared_evaluator(trial_config(configs[0], steps=steps, seed=args.seed, cache_dir=args.cache_dir))
+    evaluator = shared_evaluator(trial_config(configs[0], steps=steps, seed=args.seed, cache_dir=args.cache_dir,
+                                              fixed=fixed))
     meta["evaluator"] = evaluator.describe()
     print(f"text evaluator ready in {time.perf_counter() - t_all:.0f} s", flush=True)
     for cid, params in enumerate(configs):
@@ -330,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"config {cid + 1}/{len(configs)}: {params}", flush=True)
         rows.extend(record_one(cid, params, evaluator=evaluator, steps=steps, eval_at=set(args.eval_at),
-                               cache_dir=args.cache_dir, seed=args.seed))
+                               cache_dir=args.cache_dir, seed=args.seed, fixed=fixed))
         meta.update(finished_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     load_at_end=_load(), configs_recorded=len({r["config_id"] for r in rows}))
         write_table(rows, args.out, meta)
