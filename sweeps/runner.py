@@ -167,7 +167,8 @@ def _trial_context(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, base: di
                         scores_root=folder.prompt_scores)
 
 
-def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str) -> TuneParts:
+def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: Any = None, prior: Any = None) -> TuneParts:
+    """``plan``: the search plan when it was built already (with a warm start's ``prior``)."""
     from ray import tune
 
     from sage_core.version import code_version
@@ -184,8 +185,8 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str) -> TuneParts:
     resources = ({"cpu": TRAIN_DRIVER_CPUS} if res.workers > 1 else {"cpu": res.cpus, "gpu": res.gpus, **res.custom})
     context = _trial_context(spec, folder=folder, sweep_id=sweep_id, base=base)
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
-    plan = build_search(spec)
-    scheduler = build_scheduler(spec, folder.scheduler_state)
+    plan = plan or build_search(spec)
+    scheduler = build_scheduler(spec, folder.scheduler_state, prior=prior.trials if prior else ())
     tune_config = tune.TuneConfig(search_alg=plan.search_alg, scheduler=scheduler,
                                   num_samples=plan.num_samples, max_concurrent_trials=spec.search.max_concurrent,
                                   reuse_actors=_reuse_actors(spec))
@@ -310,6 +311,7 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
         raise StorageError(f"storage={folder.root!r} already holds a sweep (state {state}); {hint}, "
                            "or pick a new --storage")
     spec = spec.model_copy(update={"storage": folder.root})
+    prior, plan = _warm_start(spec)  # before anything is written: a bad warm start leaves no folder behind
     record = SweepRecord.new(folder, sweep_id=f"{spec.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}",
                              name=spec.name)
     folder.write_spec(spec.to_yaml())
@@ -317,10 +319,28 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
         base = base_train_config(spec)
         _prepare_bases(spec, base, progress=progress)
         write_schema(folder, spec=spec, sweep_id=record.sweep_id, base=base)
-        parts = _build(spec, folder=folder, sweep_id=record.sweep_id)
+        if prior is not None:
+            print(prior.summary(), *plan.notes, sep="\n", file=sys.stderr, flush=True)
+            record.note(warm_start={"from": prior.source, "sweep_id": prior.sweep_id, "trials": len(prior.trials),
+                                    "reused": len(plan.reused)})
+            if plan.reused:
+                folder.store().write(prior.rows_of(plan.reused))
+        parts = _build(spec, folder=folder, sweep_id=record.sweep_id, plan=plan, prior=prior)
         tuner = tune.Tuner(parts.trainable, param_space=parts.param_space, tune_config=parts.tune_config,
                            run_config=parts.run_config)
         return _finish(spec, record=record, counts=_fit(tuner, parts))
+
+
+def _warm_start(spec: SweepSpec) -> tuple[Any, Any]:
+    """``(prior, search plan)`` of a spec with ``search.warm_start`` (the earlier sweep read and
+    checked, :mod:`sweeps.warm_start`); ``(None, None)`` without one."""
+    from .search import build_search
+    from .warm_start import load_prior
+
+    if not spec.search.warm_start:
+        return None, None
+    prior = load_prior(spec.search.warm_start, spec)
+    return prior, build_search(spec, prior=prior.trials)
 
 
 def load_sweep_spec(storage: str) -> tuple[SweepSpec, dict[str, Any]]:

@@ -4,18 +4,33 @@
 An Optuna trial that the scheduler stopped early is told to the study as PRUNED: its objectives
 at a rung are not the objectives of a finished run, and telling them as COMPLETE would teach the
 sampler values the configuration never reached.
+
+Warm start (``prior``, the trials of an earlier sweep, :mod:`sweeps.warm_start`): every searcher
+is called as ``SEARCHERS[name](spec, prior=...)``. ``tpe``/``nsga2`` add the earlier trials to the
+Optuna study before the first suggestion (finished ones COMPLETE with their final objectives,
+stopped ones PRUNED, as this sweep tells its own), so TPE's start-up phase counts them and NSGA-II
+takes them as its first generation. ``grid`` does not run again a configuration that finished in
+the earlier sweep (as often as ``num_samples`` asks): the plan lists those trials in
+``SearchPlan.reused`` and the runner copies their stored rows into this sweep's store under the
+earlier sweep's id, so this sweep's front covers the whole grid. ``random`` draws without reading
+results; the spec check refuses a warm start with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sage_core.errors import ConfigError, did_you_mean
 
 from .space import to_optuna, to_tune
 from .spec import SweepSpec
+
+if TYPE_CHECKING:
+    from .warm_start import PriorTrial
 
 __all__ = ["SearchPlan", "SEARCHERS", "build_search", "is_final_result", "FINAL_KEY"]
 
@@ -34,15 +49,45 @@ class SearchPlan:
     search_alg: Any | None
     num_samples: int
     notes: list[str] = field(default_factory=list)
+    reused: tuple[PriorTrial, ...] = ()  # earlier trials whose configurations this plan does not run again
 
 
-def _basic(spec: SweepSpec) -> SearchPlan:
+def _point_key(params: dict[str, Any]) -> str:
+    return repr(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
+
+
+def _basic(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
     from ray.tune.search import BasicVariantGenerator
 
     dims = spec.dimensions()
-    alg = BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=spec.search.max_concurrent)
-    return SearchPlan(param_space={k: to_tune(d) for k, d in dims.items()}, search_alg=alg,
-                      num_samples=spec.search.num_samples)
+    finished = [t for t in prior if t.finished]
+    if not finished:
+        alg = BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=spec.search.max_concurrent)
+        return SearchPlan(param_space={k: to_tune(d) for k, d in dims.items()}, search_alg=alg,
+                          num_samples=spec.search.num_samples)
+    # grid (the spec check refuses a warm start with random): each grid point runs num_samples times
+    # less the times it finished in the earlier sweep; the rest are handed to Tune as explicit points.
+    done = Counter(_point_key(t.params) for t in finished)
+    names = list(dims)
+    todo: list[dict[str, Any]] = []
+    for values in itertools.product(*(dims[n].values for n in names)):  # type: ignore[union-attr]
+        point = dict(zip(names, values, strict=True))
+        todo += [point] * max(0, spec.search.num_samples - done[_point_key(point)])
+    if not todo:
+        raise ConfigError(f"search.warm_start: every configuration of this grid finished {spec.search.num_samples} "
+                          "time(s) in the earlier sweep; nothing is left to run")
+    reused, taken = [], Counter[str]()
+    for t in finished:  # as many runs of a point as this grid asks for: the earlier sweep's first ones
+        key = _point_key(t.params)
+        if taken[key] < spec.search.num_samples:
+            taken[key] += 1
+            reused.append(t)
+    alg = BasicVariantGenerator(points_to_evaluate=todo, random_state=spec.search.seed,
+                                max_concurrent=spec.search.max_concurrent)
+    note = f"grid: {len(reused)} configuration run(s) finished in the earlier sweep are reused, {len(todo)} to run"
+    # each point fixes every grid dimension, so it stands for one sample (one trial) of the space
+    return SearchPlan(param_space={k: to_tune(d) for k, d in dims.items()}, search_alg=alg, num_samples=len(todo),
+                      notes=[note], reused=tuple(reused))
 
 
 def _ehvi(spec: SweepSpec, *, prior: Any = ()) -> SearchPlan:
@@ -63,10 +108,27 @@ def _optuna_search_class():
                 result = None  # OptunaSearch tells a result-less, error-less trial as PRUNED
             super().on_trial_complete(trial_id, result=result, error=error)
 
+        def add_prior(self, prior: Sequence[PriorTrial]) -> None:
+            """Earlier trials into the study: finished ones COMPLETE with their final objectives (in
+            ``metric`` order), the others PRUNED. A genetic sampler (NSGA-II) reads only trials
+            tagged with a generation: the finished ones are its generation 0."""
+            import optuna
+
+            tag = getattr(self._sampler, "_get_generation_key", None)
+            study = cast(optuna.Study, self._ot_study)
+            metrics, space = cast(list[str], self._metric), cast(dict, self._space)
+            for t in prior:
+                params = {k: tuple(v) if isinstance(v, list) else v for k, v in t.params.items()}
+                done = t.finished
+                study.add_trial(optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED,
+                    values=[t.metrics[m] for m in metrics] if done else None, params=params,
+                    distributions=space, system_attrs={tag(): 0} if done and tag else None))
+
     return ParetoOptunaSearch
 
 
-def _optuna(spec: SweepSpec, sampler_name: str) -> SearchPlan:
+def _optuna(spec: SweepSpec, sampler_name: str, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
     import optuna
 
     dims = spec.dimensions()
@@ -79,21 +141,23 @@ def _optuna(spec: SweepSpec, sampler_name: str) -> SearchPlan:
         sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
     alg = _optuna_search_class()(space={k: to_optuna(d) for k, d in dims.items()},
                                  metric=spec.objective_metrics(), mode=spec.objective_modes(), sampler=sampler)
+    alg.add_prior(prior)
     return SearchPlan(param_space={}, search_alg=alg, num_samples=spec.search.num_samples)
 
 
-SEARCHERS: dict[str, Callable[[SweepSpec], SearchPlan]] = {
+# ``search.algorithm`` -> (spec, *, prior) -> SearchPlan; ``prior``: an earlier sweep's trials (warm start).
+SEARCHERS: dict[str, Callable[..., SearchPlan]] = {
     "grid": _basic,
     "random": _basic,
-    "tpe": lambda spec: _optuna(spec, "tpe"),
-    "nsga2": lambda spec: _optuna(spec, "nsga2"),
+    "tpe": lambda spec, *, prior=(): _optuna(spec, "tpe", prior=prior),
+    "nsga2": lambda spec, *, prior=(): _optuna(spec, "nsga2", prior=prior),
     "ehvi": _ehvi,
 }
 
 
-def build_search(spec: SweepSpec) -> SearchPlan:
+def build_search(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
     name = spec.search.algorithm
     if name not in SEARCHERS:
         raise ConfigError(f"search.algorithm={name!r}: unknown{did_you_mean(name, SEARCHERS)}; "
                           f"known: {', '.join(SEARCHERS)}")
-    return SEARCHERS[name](spec)
+    return SEARCHERS[name](spec, prior=prior)

@@ -116,6 +116,9 @@ class SearchConfig(_Strict):
     probe: bool = Field(False, description="ehvi only: run every proposal to fidelity.rungs[0] first (paused "
                         "there), then finish the ones with the largest expected gain; off by default (on the "
                         "recorded SAGE curves the probes cost more than they told, see bench/RESULTS.md)")
+    warm_start: str | None = Field(None, min_length=1, description="storage folder of an earlier sweep with "
+                                   "the same encoder, prompt data and objectives whose results seed the search "
+                                   "(sage sweep run --warm-start DIR); see docs/sweeps.md")
 
 
 class SchedulerConfig(_Strict):
@@ -271,6 +274,9 @@ class SweepSpec(_Strict):
         if self.search.probe and algorithm != "ehvi":
             problems.append(f"search.probe=true with search.algorithm={algorithm!r}: probing is part of the "
                             "ehvi search; set search.algorithm: ehvi or drop search.probe")
+        if algorithm == "random" and self.search.warm_start:
+            problems.append("search.warm_start with search.algorithm='random': random draws never read "
+                            "results; use grid, tpe or nsga2 (or drop the warm start)")
         sampled = [n for n, d in dims.items() if not isinstance(d, Grid)]
         if algorithm == "grid" and sampled:
             problems.append(f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "
@@ -312,9 +318,12 @@ class SweepSpec(_Strict):
         return [o.resolved_mode for o in self.objectives]
 
     def to_yaml(self) -> str:
-        # ``seeds`` only when it repeats: a spec lists what it varies (and saved specs stay as they were).
-        return yaml.safe_dump(self.model_dump(mode="json", exclude={"seeds"} if self.seeds == 1 else None),
-                              sort_keys=False)
+        # ``seeds`` only when it repeats, ``search.warm_start`` only when set: a spec lists what it
+        # varies (and saved specs stay as they were).
+        exclude: dict[str, Any] = {"seeds": True} if self.seeds == 1 else {}
+        if self.search.warm_start is None:
+            exclude["search"] = {"warm_start"}
+        return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude or None), sort_keys=False)
 
 
 def is_uri(storage: str) -> bool:

@@ -37,6 +37,10 @@ def run_cmd(
         None, "--cache-dir", help="Cache of base embeddings, codebook and evaluator data, reused by every "
         "sweep on the same encoder and prompts (default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps); on a "
         "cluster, a folder every node sees. Same as --set train.cache_dir=DIR."),
+    warm_start: str | None = typer.Option(
+        None, "--warm-start", help="Seed the search with the results of an earlier sweep (its storage "
+        "folder) that trained the same encoder on the same prompt data for the same objectives; checked "
+        "before anything starts. Same as --set search.warm_start=DIR. Example: --warm-start runs/demo"),
 ) -> None:
     """Validate SPEC, then run the sweep; results go to STORAGE/results, the live table shows the
     objectives. Interrupt with Ctrl+C or `sage sweep stop STORAGE`; finish with `sage sweep resume`."""
@@ -47,6 +51,8 @@ def run_cmd(
     overrides = parse_overrides(set_)
     if cache_dir is not None:
         overrides["train.cache_dir"] = cache_dir
+    if warm_start is not None:
+        overrides["search.warm_start"] = _sweep_folder(warm_start, option="--warm-start")
     outcome = run(spec, overrides=overrides, storage=storage, address=address, num_cpus=num_cpus)
     typer.echo(outcome.summary())
     if outcome.state != "finished":
@@ -120,10 +126,10 @@ def _checked(spec: str, storage: str | None) -> tuple[str, str | None]:
     return check_arg(spec, option="SPEC"), check_arg(storage, option="--storage") if storage is not None else None
 
 
-def _sweep_folder(storage: str) -> str:
+def _sweep_folder(storage: str, *, option: str = "STORAGE") -> str:
     from sweeps.paths import check_arg
 
-    return check_arg(storage, option="STORAGE")
+    return check_arg(storage, option=option)
 
 
 def register(app: typer.Typer) -> None:

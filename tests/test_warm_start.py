@@ -1,0 +1,260 @@
+"""Warm starts (``sage sweep run SPEC --warm-start DIR``): an earlier sweep's stored results seed the
+search. The loader and the checks run on earlier sweep folders written with the runner's own row
+function (``store_callback.result_row``) and the real results store; the end-to-end tests run real
+tiny sweeps (real Ray, DeepSpeed on CPU, Optuna, Parquet) one after the other."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.test_hostile_inputs import refuse
+from tests.test_sweep_run import tiny_spec
+
+EARLIER_ID = "tiny-earlier-1"
+GRADED = [{"metric": "concept_auc", "mode": "min"}, {"metric": "util_sib", "mode": "max"}]
+
+
+def _values(i: int, step: int) -> dict[str, float]:
+    """Objective values of earlier trial ``i`` at ``step`` (any numbers the loader must carry through)."""
+    return {"asr_text": round(0.5 - 0.05 * i - 0.01 * step, 6), "util_text": round(0.6 + 0.03 * i + 0.02 * step, 6)}
+
+
+#: Earlier trials: params, steps reported, status of the last row.
+EARLIER = [
+    ({"lambda_esp": 0.0, "lambda_lsa": 0.0, "lr": 1e-3}, (2, 4), "finished"),
+    ({"lambda_esp": 2.0, "lambda_lsa": 0.1, "lr": 1e-3}, (2,), "pruned"),
+    ({"lambda_esp": 2.0, "lambda_lsa": 0.0, "lr": 1e-3}, (2, 4), "finished"),
+    ({"lambda_esp": 8.0, "lambda_lsa": 0.0, "lr": 1e-3}, (2, 4), "finished"),   # outside the new space
+    ({"lambda_esp": 0.0, "lambda_lsa": 0.1, "lr": 1e-4}, (2, 4), "finished"),   # another fixed lr
+    ({"lambda_esp": 0.0, "lambda_lsa": 0.1, "lr": 1e-3}, (2,), "failed"),
+]
+
+
+def _earlier_folder(root: Path, trials=EARLIER, **changes) -> Path:
+    """An earlier sweep's folder as the runner leaves it: spec.yaml, sweep.json, result rows."""
+    from analysis.store import ResultStore
+    from sweeps.resolved_trial import resolve_trial
+    from sweeps.spec import base_train_config, load_spec
+    from sweeps.store_callback import result_row
+    from sweeps.sweep_dir import SweepDir
+
+    space = {"lambda_esp": {"grid": [0.0, 2.0, 8.0]}, "lambda_lsa": {"grid": [0.0, 0.1]}, "lr": {"grid": [1e-3, 1e-4]}}
+    path = tiny_spec(root, storage=str(root / "earlier"), space=space, **changes)
+    spec = load_spec(path)
+    folder = SweepDir.at(spec.storage)
+    Path(folder.root).mkdir()
+    folder.write_spec(spec.to_yaml())
+    Path(folder.meta_file).write_text(json.dumps({"sweep_id": EARLIER_ID, "name": "tiny", "state": "finished"}))
+    base, rows = base_train_config(spec), []
+    for i, (params, steps, status) in enumerate(trials):
+        trial = resolve_trial(f"e{i}", params, base=base, variants={})
+        for step in steps:
+            rows.append(result_row(sweep_id=EARLIER_ID, trial=trial, result={"step": step, **_values(i, step)},
+                                   status=status if step == steps[-1] else "running", code_version="test"))
+    ResultStore(folder.results).write(rows)
+    path.rename(root / "earlier.yaml")
+    return Path(folder.root)
+
+
+def _new_spec(root: Path, name: str = "new.yaml", **changes) -> Path:
+    changes.setdefault("space", {"lambda_esp": {"grid": [0.0, 2.0, 4.0]}, "lambda_lsa": {"grid": [0.0, 0.1]}})
+    path = tiny_spec(root, storage=str(root / "new"), **changes)
+    return path.rename(root / name)
+
+
+def test_loader_reads_params_finals_and_rungs_and_counts_what_it_drops(tmp_path):
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import PriorTrial, load_prior
+
+    earlier = _earlier_folder(tmp_path)
+    prior = load_prior(str(earlier), load_spec(_new_spec(tmp_path)))
+    assert prior.sweep_id == EARLIER_ID
+    assert prior.trials == (
+        PriorTrial(params={"lambda_esp": 0.0, "lambda_lsa": 0.0}, metrics=_values(0, 4),
+                   rungs={2: _values(0, 2), 4: _values(0, 4)}),
+        PriorTrial(params={"lambda_esp": 2.0, "lambda_lsa": 0.1}, metrics={}, rungs={2: _values(1, 2)}),
+        PriorTrial(params={"lambda_esp": 2.0, "lambda_lsa": 0.0}, metrics=_values(2, 4),
+                   rungs={2: _values(2, 2), 4: _values(2, 4)}),
+    )
+    assert prior.dropped == {"lambda_esp=8.0 outside this spec's space (grid [0.0, 2.0, 4.0])": 1,
+                             "lr=0.0001 where this spec trains with 0.001": 1, "failed in the earlier sweep": 1}
+    assert [r["step"] for r in prior.rows_of(prior.trials[2:])] == [2, 4]
+    assert prior.summary().endswith("3 earlier trial(s) (2 finished, 1 stopped early); 3 dropped: "
+                                    "failed in the earlier sweep (1); lambda_esp=8.0 outside this spec's space "
+                                    "(grid [0.0, 2.0, 4.0]) (1); lr=0.0001 where this spec trains with 0.001 (1)")
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2"])
+def test_optuna_study_holds_the_earlier_trials_before_the_first_suggestion(tmp_path, algorithm):
+    from optuna.trial import TrialState
+
+    from sweeps.search import build_search
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    earlier = _earlier_folder(tmp_path)
+    spec = load_spec(_new_spec(tmp_path, space={"lambda_esp": {"uniform": [0.0, 4.0]},
+                                                "lambda_lsa": {"choice": [0.0, 0.1]}},
+                               search={"algorithm": algorithm, "num_samples": 4, "max_concurrent": 1}))
+    prior = load_prior(str(earlier), spec)
+    search = build_search(spec, prior=prior.trials).search_alg
+    study = search._ot_study
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    assert [t.params for t in study.trials] == [{k: v for k, v in p.items() if k != "lr"} for p, _, _ in EARLIER[:3]]
+    assert study.trials[0].values == [_values(0, 4)["asr_text"], _values(0, 4)["util_text"]]
+    assert study.trials[2].values == [_values(2, 4)["asr_text"], _values(2, 4)["util_text"]]
+    if algorithm == "nsga2":  # the finished earlier trials are NSGA-II's generation 0, read by the sampler itself
+        assert [t.number for t in search._sampler.get_population(study, 0)] == [0, 2]
+    config = search.suggest("new-0")  # the first new trial is the study's 4th
+    assert len(study.trials) == 4 and 0.0 <= config["lambda_esp"] <= 4.0
+
+
+def test_grid_does_not_run_again_what_finished_earlier(tmp_path):
+    from sweeps.search import build_search
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    earlier = _earlier_folder(tmp_path)
+    spec = load_spec(_new_spec(tmp_path))
+    prior = load_prior(str(earlier), spec)
+    plan = build_search(spec, prior=prior.trials)
+    # 3 x 2 grid points; (0, 0) and (2, 0) finished earlier; (2, 0.1) was stopped early: it runs again
+    assert plan.num_samples == 4 and plan.reused == (prior.trials[0], prior.trials[2])
+    twice = load_spec(_new_spec(tmp_path, name="twice.yaml",
+                                search={"algorithm": "grid", "num_samples": 2, "max_concurrent": 1}))
+    plan = build_search(twice, prior=load_prior(str(earlier), twice).trials)
+    assert plan.num_samples == 2 * 6 - 2
+
+
+def test_scheduler_ranks_a_new_trial_against_the_earlier_rung_values(tmp_path):
+    from sweeps.pareto_scheduler import ParetoSuccessiveHalving
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    earlier = _earlier_folder(tmp_path)
+    prior = load_prior(str(earlier), load_spec(_new_spec(tmp_path)))
+    sched = ParetoSuccessiveHalving(metrics=["asr_text", "util_text"], modes=["min", "max"], rungs=[2], eta=2,
+                                    prior=prior.trials)
+    # (asr_text, -util_text) at step 2 of the three usable earlier trials, never decided themselves
+    assert sched.recorded == {2: {f"prior:{i}": [_values(j, 2)["asr_text"], -_values(j, 2)["util_text"]]
+                                  for i, j in enumerate((0, 1, 2))}}
+    # Alone it would go on; behind all three earlier trials (3 of 4 strictly ahead >= ceil(4 / 2)) it stops.
+    assert sched.decide("t", {"step": 2, "asr_text": 0.9, "util_text": 0.1}) == "STOP"
+    assert ParetoSuccessiveHalving(metrics=["asr_text", "util_text"], modes=["min", "max"], rungs=[2],
+                                   eta=2).decide("t", {"step": 2, "asr_text": 0.9, "util_text": 0.1}) == "CONTINUE"
+
+
+def _other_encoder(root: Path) -> dict:
+    from tests.tiny_models import make_tiny_clip_encoder
+
+    return {"train": {"encoder": str(make_tiny_clip_encoder(root / "enc2", seed=1))}}
+
+
+MISMATCHES = {
+    "encoder": (_other_encoder, "trained with encoder="),
+    "prompt data": (lambda root: {"train": {"max_pairs": 16}},
+                    "trained with max_pairs=None, this spec with max_pairs=16"),
+    "text evaluation": (lambda root: {"train": {"text_eval": {"attack_samples": 8}}}, "trained with text_eval="),
+    "objectives": (lambda root: {"objectives": GRADED},
+                   "ranked objectives [asr_text (min), util_text (max)], this spec ranks [concept_auc (min), "
+                   "util_sib (max)]"),
+    "random search": (lambda root: {"search": {"algorithm": "random", "num_samples": 2}},
+                      "search.warm_start with search.algorithm='random'"),
+    "nothing fits": (lambda root: {"space": {"lambda_esp": {"grid": [5.0]}}}, "no trial of"),
+    "all finished": (lambda root: {"space": {"lambda_esp": {"grid": [0.0]}, "lambda_lsa": {"grid": [0.0]}}},
+                     "every configuration of this grid finished 1 time(s) in the earlier sweep"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISMATCHES))
+def test_a_warm_start_from_another_experiment_is_refused_in_one_line_before_anything_is_written(
+        tmp_path, capsys, case):
+    earlier = _earlier_folder(tmp_path)
+    change, expected = MISMATCHES[case]
+    spec = _new_spec(tmp_path, **change(tmp_path))
+    capsys.readouterr()  # what making the tiny models printed
+    line = refuse(capsys, ["sweep", "run", spec, "--warm-start", earlier], watch=[tmp_path])
+    assert expected in line, line
+    assert not (tmp_path / "new").exists()
+
+
+def test_warm_start_from_a_folder_that_holds_no_sweep_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    spec = _new_spec(tmp_path)
+    capsys.readouterr()
+    line = refuse(capsys, ["sweep", "run", spec, "--warm-start", tmp_path / "empty"], watch=[tmp_path])
+    assert line.startswith("error: ") and "search.warm_start" in line and "holds no sweep" in line, line
+    line = refuse(capsys, ["sweep", "run", spec, "--warm-start", tmp_path / "missing"], watch=[tmp_path])
+    assert "is not a folder" in line, line
+
+
+# -- end to end: a real earlier sweep, then warm-started ones --------------------------------------------
+@pytest.fixture(scope="module")
+def earlier_sweep(tmp_path_factory):
+    """A finished real tiny sweep: lambda_esp in {0, 2} at lambda_lsa 0, graded objectives, no pruning."""
+    import sweeps
+
+    root = tmp_path_factory.mktemp("earlier")
+    spec = tiny_spec(root, storage=str(root / "sweep"), objectives=GRADED,
+                     space={"lambda_esp": {"grid": [0.0, 2.0]}, "lambda_lsa": {"grid": [0.0]}},
+                     search={"algorithm": "grid", "max_concurrent": 1})
+    outcome = sweeps.run(str(spec), progress=False)
+    assert outcome.state == "finished" and outcome.counts["finished"] == 2
+    return root
+
+
+def _store_rows(storage: Path) -> list[dict]:
+    from analysis.store import ResultStore
+
+    return ResultStore(storage / "results").read().to_pylist()
+
+
+@pytest.mark.slow
+def test_grid_warm_start_end_to_end_runs_only_the_new_configuration(earlier_sweep, capsys):
+    from sweeps.cli import main
+
+    root = earlier_sweep
+    spec = tiny_spec(root, storage=str(root / "grid"), objectives=GRADED,
+                     space={"lambda_esp": {"grid": [0.0, 2.0, 4.0]}, "lambda_lsa": {"grid": [0.0]}},
+                     search={"algorithm": "grid", "max_concurrent": 1})
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", "run", str(spec), "--warm-start", str(root / "sweep")])
+    assert done.value.code == 0, capsys.readouterr().err
+    earlier = _store_rows(root / "sweep")
+    rows = _store_rows(root / "grid")
+    meta = json.loads((root / "grid" / "sweep.json").read_text())
+    assert meta["warm_start"] == {"from": str(root / "sweep"), "sweep_id": earlier[0]["sweep_id"], "trials": 2,
+                                  "reused": 2}
+    new = [r for r in rows if r["sweep_id"] == meta["sweep_id"]]
+    assert sorted((r["lambda_esp"], r["step"]) for r in new) == [(4.0, 2), (4.0, 4)]  # only the new point ran
+    copied = sorted((r for r in rows if r["sweep_id"] != meta["sweep_id"]), key=lambda r: (r["trial_id"], r["step"]))
+    assert copied == sorted(earlier, key=lambda r: (r["trial_id"], r["step"]))  # the reused runs, as stored
+
+
+@pytest.mark.slow
+def test_tpe_warm_start_end_to_end_tells_the_study_the_earlier_results(earlier_sweep):
+    import sweeps
+    from sweeps.search import _optuna_search_class
+
+    root = earlier_sweep
+    spec = tiny_spec(root, storage=str(root / "tpe"), objectives=GRADED,
+                     space={"lambda_esp": {"uniform": [0.0, 4.0]}, "lambda_lsa": {"uniform": [0.0, 0.5]}},
+                     search={"algorithm": "tpe", "num_samples": 2, "max_concurrent": 1, "seed": 3,
+                             "warm_start": str(root / "sweep")})
+    outcome = sweeps.run(str(spec), progress=False)
+    assert outcome.state == "finished" and outcome.counts["finished"] == 2
+    # The study as Tune saved it with the experiment (the searcher's own restore).
+    (state,) = (root / "tpe" / "ray" / "tune").glob("searcher-state-*.pkl")
+    search = _optuna_search_class()(metric=["concept_auc", "util_sib"], mode=["min", "max"])
+    search.restore(str(state))
+    trials = search._ot_study.trials
+    finals = sorted(((r["lambda_esp"], r["lambda_lsa"]), [r["concept_auc"], r["util_sib"]])
+                    for r in _store_rows(root / "sweep") if r["status"] == "finished")
+    assert sorted(((t.params["lambda_esp"], t.params["lambda_lsa"]), t.values) for t in trials[:2]) == finals
+    new = {(r["lambda_esp"], r["lambda_lsa"]) for r in _store_rows(root / "tpe")}
+    assert len(trials) == 4 and {(t.params["lambda_esp"], t.params["lambda_lsa"]) for t in trials[2:]} == new
+    assert all(math.isfinite(v) for t in trials for v in t.values)
