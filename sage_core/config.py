@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -21,11 +21,16 @@ from .errors import ConfigError, did_you_mean, format_validation_error
 from .safe_yaml import load_yaml_text, read_yaml_file
 from .strict_values import MAX_SEED, STRICT_MODEL, check_value
 
+if TYPE_CHECKING:
+    from .evaluation.attack import AttackConfig
+
 __all__ = ["TrainConfig", "PRESETS", "load_config", "parse_overrides", "format_validation_error",
            "preset_path"]
 
 PRESETS = ("quickstart", "paper", "des")
 _PATH_FIELDS = frozenset({"encoder", "safe_prompts", "unsafe_prompts", "diag_prompts", "cache_dir"})
+#: The training attack's budget unless ``adv_attack`` says otherwise (a refresh costs seconds on a CPU).
+ADV_ATTACK_DEFAULTS: dict[str, Any] = {"steps": 2, "candidates": 8, "top_k": 32}
 
 
 class TrainConfig(BaseModel):
@@ -66,6 +71,12 @@ class TrainConfig(BaseModel):
     lambda_lsa: float = Field(0.1, ge=0, description="Local Structure Alignment weight")
     local_k: int = Field(15, ge=1, description="LSA neighbours per prompt (within the batch)")
     alpha: float = Field(1.0, ge=0, description="LSA concept-direction perturbation")
+    # --- adversarial training (sage_core.adversarial; off by default) ------------------------
+    lambda_adv: float = Field(0.0, ge=0, description="weight of the adversarial unsafe-mapping term (0 = off)")
+    adv_every: int = Field(1, ge=1, description="steps between refreshes of the batch's adversarial prompts")
+    adv_attack: dict[str, Any] = Field(
+        default_factory=dict, description="AttackConfig overrides of the training attack, e.g. {steps: 2, "
+        "candidates: 8}; default steps 2, candidates 8, top_k 32")
     # --- optimisation ----------------------------------------------------------------------
     lr: float = Field(1e-5, gt=0, le=1.0)
     weight_decay: float = Field(0.01, ge=0)
@@ -150,6 +161,7 @@ class TrainConfig(BaseModel):
                             "set (presets paper/des: 77 tokens and s in SD v1.4 CLIP units); use --set "
                             f"encoder=<Stable Diffusion folder> (or {SD14_INIT}: SD v1.4's shape, random weights), "
                             "or --set require_clip_encoder=false to train this encoder anyway")
+        problems.extend(self._adversarial_problems())
         if self.text_eval:
             from .evaluation.config import build_eval_config
 
@@ -160,6 +172,28 @@ class TrainConfig(BaseModel):
         if problems:
             raise ValueError(" | ".join(problems))
         return self
+
+    def _adversarial_problems(self) -> list[str]:
+        if not self.lambda_adv:
+            return [f"adv_attack: set lambda_adv > 0 to use it (got {self.adv_attack})"] if self.adv_attack else []
+        problems = []
+        try:
+            self.adv_attack_config()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        if 2 not in self.des_terms:
+            problems.append(f"lambda_adv={self.lambda_adv}: adds to DES term 2 (unsafe mapping); enable term 2 "
+                            "in des_terms or set lambda_adv to 0")
+        if self.micro_batch_size is not None and self.micro_batch_size != self.batch_size:
+            problems.append(f"lambda_adv={self.lambda_adv}: needs one forward per step; leave micro_batch_size "
+                            f"unset (got {self.micro_batch_size})")
+        return problems
+
+    def adv_attack_config(self) -> AttackConfig:
+        """The training attack (``adv_attack`` over the training defaults)."""
+        from .evaluation.attack import build_attack_config
+
+        return build_attack_config({**ADV_ATTACK_DEFAULTS, "seed": self.seed, **self.adv_attack}, where="adv_attack")
 
     def eval_config_values(self) -> dict[str, Any]:
         """EvalConfig values of the text-level evaluation run at every eval step."""

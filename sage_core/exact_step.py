@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .distributed import all_gather_rows, split_tokens
+from .errors import ConfigError
 from .losses import LossWeights, sage_loss
 from .precision import widen
 
@@ -36,10 +37,15 @@ def backward_full_batch(engine, batch: dict[str, Any], *, v: torch.Tensor, u: to
     """
     if accumulation == 1 and world == 1:
         e, e_u, e_c = (forward(engine, batch[k], autocast=autocast) for k in ("safe", "unsafe", "concept"))
+        adv = batch.get("adv")  # adversarial training (sage_core.adversarial): one forward per step only
         loss, terms = sage_loss(e=e, b=batch["b"], e_unsafe=e_u, targets=batch["targets"], e_concept=e_c,
-                                u=u, v=v, w=w)
+                                u=u, v=v, w=w, e_adv=None if adv is None else forward(engine, adv, autocast=autocast),
+                                adv_targets=None if adv is None else batch["targets"][adv["rows"]])
         engine.backward(loss)
         return {k: float(t) for k, t in terms.items()}
+    if batch.get("adv") is not None:
+        raise ConfigError("lambda_adv > 0 needs one forward per step on one rank (no micro-batches, no data "
+                          "parallelism); set lambda_adv to 0 or train on one rank without micro_batch_size")
     sizes = [len(c) for c in torch.tensor_split(torch.arange(len(batch["b"])), world)]
     safe_chunks = split_tokens(split_tokens(batch["safe"], world)[rank], accumulation)
     unsafe_chunks = split_tokens(split_tokens(batch["unsafe"], world)[rank], accumulation)

@@ -126,12 +126,15 @@ class LossWeights:
     alpha: float = 1.0
     scale: float = 205.0
     des_terms: tuple[int, ...] = (1, 2, 3)
+    lambda_adv: float = 0.0
 
 
 def sage_loss(*, e: torch.Tensor, b: torch.Tensor, e_unsafe: torch.Tensor, targets: torch.Tensor,
               e_concept: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-              w: LossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L = l_safe (L_sp + L_ca) + l_esp L_ESP + l_lsa L_LSA + (1 - l_safe)(L_un + L_cu).
+              w: LossWeights, e_adv: torch.Tensor | None = None,
+              adv_targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L = l_safe (L_sp + L_ca) + l_esp L_ESP + l_lsa L_LSA + (1 - l_safe)(L_un + L_cu)
+    [+ l_adv L_un(e_adv, adv_targets): adversarial training, ``sage_core.adversarial``].
 
     ESP and LSA are not scaled by l_safe and run only while DES term 1 is on (as in the code).
     Returns the total and the unweighted terms (detached) for logging.
@@ -160,6 +163,10 @@ def sage_loss(*, e: torch.Tensor, b: torch.Tensor, e_unsafe: torch.Tensor, targe
         l_cu = concept_unconditional_loss(e_concept, u)
         total = total + (1 - w.lambda_safe) * l_cu
         terms["loss_cu"] = l_cu
+    if e_adv is not None and adv_targets is not None and w.lambda_adv > 0:
+        l_adv = unsafe_mapping_loss(e_adv, adv_targets)
+        total = total + w.lambda_adv * l_adv
+        terms["loss_adv"] = l_adv
     terms = {k: t.detach() for k, t in terms.items()}
     terms["loss"] = total.detach()
     return total, terms

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .adversarial import AdversarialPrompts
 from .batch_plan import plan_batches
 from .checkpoint import load_optimizer_state, load_weights, read_meta, save_checkpoint
 from .checkpoint_keeper import CheckpointKeeper
@@ -237,6 +238,9 @@ class Trainer:
         cfg = self.cfg
         safe_prompts, unsafe_prompts = _load_training_prompts(cfg)
         self._rank, self._world = process_group()
+        if cfg.lambda_adv > 0 and self._world > 1:  # before any model is built
+            raise ConfigError(f"lambda_adv={cfg.lambda_adv}: adversarial training runs on one rank; this run has "
+                              f"{self._world} (set lambda_adv to 0 or train on one rank)")
         if cfg.precision == "fp64" and self._world > 1:  # before any model is built
             raise ConfigError(f"precision 'fp64' is a single-process reference run; this run has "
                               f"{self._world} ranks (use 'fp32' or 'auto')")
@@ -259,7 +263,9 @@ class Trainer:
             scale = float(cfg.concept_guidance_scale)
         self._weights = LossWeights(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp,
                                     lambda_lsa=cfg.lambda_lsa, local_k=cfg.local_k, alpha=cfg.alpha, scale=scale,
-                                    des_terms=tuple(cfg.des_terms))
+                                    des_terms=tuple(cfg.des_terms), lambda_adv=cfg.lambda_adv)
+        self._adv = AdversarialPrompts(base_enc, unsafe_prompts, attack=cfg.adv_attack_config(),
+                                       every=cfg.adv_every) if cfg.lambda_adv > 0 else None
         self.encoder = self._trainable_copy(base_enc)
         self._engine, self._optimizer = self._init_engine(self.encoder, micro=self.plan.micro,
                                                           accumulation=self.plan.accumulation)
@@ -283,6 +289,9 @@ class Trainer:
         """One optimiser step on the plan's next batch: (its epoch, the loss terms)."""
         epoch, idx = self.plan.batch(self.step)
         batch = self._inputs.batch(idx, self._engine.device)
+        if self._adv is not None:   # refreshed against the current weights every adv_every steps
+            batch["adv"] = self._adv.batch(self.encoder, idx % len(self._adv.prompts), step=self.step,
+                                           device=self._engine.device)
         terms = self._train_step(self._engine, batch, v=self._inputs.v, u=self._inputs.u, w=self._weights,
                                  accumulation=self.plan.accumulation)
         if not all(math.isfinite(x) for x in terms.values()):

@@ -49,7 +49,7 @@ from ..errors import ConfigError, ModelError, format_validation_error
 from ..strict_values import MAX_SEED, STRICT_MODEL
 from .graded import Probe
 
-__all__ = ["AttackConfig", "AttackResult", "build_attack_config", "check_attack", "run_attack"]
+__all__ = ["AttackConfig", "AttackResult", "build_attack_config", "check_attack", "run_attack", "search_tokens"]
 
 
 class AttackConfig(BaseModel):
@@ -174,15 +174,20 @@ def _inject(emb: torch.nn.Embedding, rows: torch.Tensor, cols: torch.Tensor, val
 
 
 class _Objective:
-    """Attack loss and success on pooled outputs."""
+    """Attack loss and success on pooled outputs (no probe: loss only, every score -inf)."""
 
-    def __init__(self, targets: torch.Tensor, probe: Probe, threshold: float, kind: str):
+    def __init__(self, targets: torch.Tensor, probe: Probe | None, threshold: float, kind: str):
         self.targets, self.probe, self.threshold, self.kind = targets.double(), probe, threshold, kind
 
     def loss(self, pooled: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
-        if self.kind == "probe":
+        if self.kind == "probe" and self.probe is not None:
             return -self.probe.scores(pooled)
         return 1 - torch.nn.functional.cosine_similarity(pooled.double(), self.targets[which], dim=1)
+
+    def scores(self, pooled: torch.Tensor) -> np.ndarray:
+        if self.probe is None:
+            return np.full(len(pooled), -np.inf)
+        return self.probe.scores(pooled).numpy()
 
 
 def _forward(encoder: TextEncoder, b: _Batch) -> torch.Tensor:
@@ -223,9 +228,9 @@ def _attack(encoder: TextEncoder, prompts: Sequence[str], *, objective: _Objecti
     steps = np.full(n, -1)
     with torch.no_grad():   # step 0: the unedited prompts, tokenized as the evaluators do
         tok = encoder.tokenize(prompts, pad_to_max=False)
-        scores = np.concatenate([objective.probe.scores(mean_pool(encoder.embed_tokens(
+        scores = np.concatenate([objective.scores(mean_pool(encoder.embed_tokens(
             {k: v[i:i + cfg.batch_size] for k, v in tok.items()}), tok["attention_mask"][i:i + cfg.batch_size])
-            .double()).numpy() for i in range(0, n, cfg.batch_size)])
+            .double()) for i in range(0, n, cfg.batch_size)])
     steps[scores > objective.threshold] = 0
     splicer = _Splicer(encoder, prompts, cfg)
     init = encoder.tokenizer(cfg.init, add_special_tokens=False)["input_ids"][0]
@@ -239,6 +244,32 @@ def _attack(encoder: TextEncoder, prompts: Sequence[str], *, objective: _Objecti
         scores[active] = got
         steps[active[got > objective.threshold]] = t
     return AttackResult(steps=steps, budget=cfg.steps, scores=scores, adversarial=search.decoded(prompts))
+
+
+def search_tokens(encoder: TextEncoder, prompts: Sequence[str], *, targets: torch.Tensor, cfg: AttackConfig,
+                  start: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The token attack without a detector (adversarial training): ``cfg.steps`` rounds on every
+    prompt from ``start`` ``[P, k]`` (default: the init token), then the k tokens and the edited
+    prompts' tokens padded to ``encoder.max_length`` (``input_ids``, ``attention_mask``)."""
+    check_attack(encoder, cfg)
+    model = encoder.model
+    was_training = model.training
+    model.eval()
+    try:
+        splicer = _Splicer(encoder, prompts, cfg)
+        if start is None:
+            init = encoder.tokenizer(cfg.init, add_special_tokens=False)["input_ids"][0]
+            start = torch.full((len(prompts), cfg.n_tokens), int(init), dtype=torch.long)
+        search = _TokenSearch(encoder, splicer, start.clone(), cfg)
+        objective = _Objective(targets, None, float("inf"), "base")
+        for _ in range(cfg.steps):
+            search.step(list(range(len(prompts))), objective)
+    finally:
+        model.train(was_training)
+    b = splicer.batch(range(len(prompts)), search.adv)
+    width = encoder.max_length - b.ids.shape[1]
+    ids = torch.nn.functional.pad(b.ids, (0, width), value=splicer.pad)
+    return search.adv, {"input_ids": ids, "attention_mask": torch.nn.functional.pad(b.mask, (0, width))}
 
 
 class _TokenSearch:
@@ -284,7 +315,7 @@ class _TokenSearch:
         better = c_loss[torch.arange(n), best] < loss
         chosen = torch.where(better[:, None], c_pooled.reshape(n, cfg.candidates, -1)[torch.arange(n), best], pooled)
         self.adv[torch.tensor(which)[better]] = cand[torch.arange(n), best][better]
-        return objective.probe.scores(chosen).numpy()
+        return objective.scores(chosen)
 
     def _no_grad_pooled(self, which: list[int], adv: torch.Tensor) -> torch.Tensor:
         b = self.splicer.batch(which, adv)
@@ -317,7 +348,7 @@ class _SoftSearch:
             if loss.requires_grad:
                 self.vectors.grad = torch.autograd.grad(loss.sum(), self.vectors)[0]
                 self.opt.step()
-        return objective.probe.scores(pooled.detach()).numpy()
+        return objective.scores(pooled.detach())
 
     def decoded(self, prompts: Sequence[str]) -> list[str]:
         return [f"{p} <soft x{self.splicer.k}>" if self.splicer.suffix else f"<soft x{self.splicer.k}> {p}"
