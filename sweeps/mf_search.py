@@ -1,33 +1,37 @@
-"""Multi-fidelity Pareto search (``search.algorithm: mf``): probe every configuration to one early
-rung, then finish the ones a surrogate expects to add the most hypervolume.
+"""Expected-hypervolume search (``search.algorithm: ehvi``): run the proposed configurations in the
+order of the hypervolume a surrogate expects each to add, optionally after a synchronous probe rung.
 
-Why. On the recorded SAGE curves the plain grid in a random order beats both asynchronous pruners
-(ours and MO-ASHA): a rung decides on noisy early values one trial at a time, and configurations
-that only differ in a regularizer that has not acted yet look identical there. This search
-decides with the whole first rung in view and picks finishers for the hypervolume they add, so
-ties and near-duplicates are not all promoted together:
+Why. On the recorded SAGE curves (bench/RESULTS.md, "Search on recorded curves") the plain grid in a
+random order beats both asynchronous pruners (ours and MO-ASHA) once evaluations are counted: early
+rung values rank the finals loosely, and configurations that differ only in a regularizer that has
+not acted yet look identical there. What helps is choosing *which* configuration to finish next.
 
-1. **Probe.** Every trial the searcher proposes (Tune's variant generator: the grid, or
-   ``num_samples`` draws) runs to the first rung (``fidelity.rungs[0]``, default the first text
-   evaluation) and is PAUSED there (Tune keeps its checkpoint). No survivor is chosen before every
-   probe has reported: the decision is synchronous.
-2. **Finish.** Whenever a worker is free, the paused trial with the largest expected hypervolume
-   gain is resumed and runs to the end. The gain is a Monte Carlo estimate over the surrogate's
-   predictive distribution of each candidate's final objectives, against the front of the finished
-   trials plus the predicted finals of the trials still finishing (a "believer", so parallel
-   workers do not all pick the same region). The surrogate is scikit-learn's Gaussian process,
-   one per objective, over the hyperparameters and the rung values; it predicts the change from
-   the rung to the end and is fitted on finished trials (and the prior, below). With fewer than
-   :data:`MIN_FIT` such rows the rung values stand for the finals.
-3. **Stop.** When no candidate's expected gain reaches ``min_gain`` of the current front's
-   hypervolume and nothing is running whose result could change that, the remaining paused trials
-   are stopped.
+Tune's variant generator proposes the trials (the grid points x ``num_samples``, or ``num_samples``
+draws); this scheduler picks which PENDING (or PAUSED) trial runs whenever a worker is free:
 
-Warm start. ``prior``: results of an earlier sweep with the same encoder, data and objectives
-(objects with ``.params``, ``.metrics`` (final values) and ``.rungs`` (step -> values); see
-:class:`PriorTrial`). With a prior, a second surrogate predicts finals from the hyperparameters
-alone, so trials are chosen from the proposed configurations directly by expected gain and run to
-the end without a probe.
+1. **Start.** Until :data:`MIN_FIT` trials have finished, the proposal farthest from every started
+   one (Euclidean, hyperparameters scaled to [0, 1], log scale for positive ones spanning a factor
+   of 10, one-hot otherwise): a space-filling start.
+2. **Expected gain.** Then the proposal with the largest expected hypervolume gain: a Monte Carlo
+   mean over the surrogate's predictive distribution of its final objectives, against the front of
+   the finished trials plus the predicted finals of the trials still running (a "believer", so
+   parallel workers do not all pick the same region). The surrogate is scikit-learn's Gaussian
+   process, one per objective, over the hyperparameters (Matern 5/2, a length scale per feature,
+   a noise term; hyperparameters re-optimised when the rows grew by a quarter).
+3. **The end.** With ``min_gain`` = 0 (the default) every proposal runs in the end, so the final
+   front is the grid's; ``min_gain`` > 0 stops the remaining proposals once none is expected to add
+   that share of the front's hypervolume and nothing running could change it.
+
+Probe (``probe=True``, ``search.probe``). Every proposal first runs to ``first_rung`` and is PAUSED
+there (Tune keeps its checkpoint); only when every probe has reported are finishers resumed, by
+expected gain, with a second surrogate that predicts the change from the rung value to the end
+(fitted on finished trials; before :data:`MIN_FIT` of them the rung values stand for the finals).
+Off by default: on the recorded curves the probes cost 18% of the grid and told little.
+
+Warm start. ``prior``: trials of an earlier sweep with the same encoder, data and objectives
+(objects with ``.params``, ``.metrics`` (final values; empty when it was stopped early) and
+``.rungs`` (step -> values); see :class:`PriorTrial`). Their finals train the surrogate from the
+first pick, so no space-filling start is needed; they never enter this sweep's own front.
 
 Objectives are turned into minimisation with their registry direction (:mod:`analysis.dominance`).
 """
@@ -45,9 +49,9 @@ from analysis.dominance import hypervolume, objective_signs
 __all__ = ["PriorTrial", "ParetoGainModel", "MultiFidelityPareto", "hv_gains", "build_mf_scheduler", "MIN_FIT"]
 
 MIN_FIT = 3  # rows a surrogate needs before it is fitted
-MIN_GAIN = 0.0  # default: never stop early (the search orders the whole design; see module docstring)
-SAMPLES = 64
-GP_ITERATIONS = 50  # Monte Carlo draws per candidate
+MIN_GAIN = 0.0  # default: never stop early (every proposal runs in the end; module docstring)
+SAMPLES = 64  # Monte Carlo draws per candidate
+GP_ITERATIONS = 50  # L-BFGS-B iterations per hyperparameter fit (each starts from the previous fit)
 REF_MARGIN = 0.1
 
 
@@ -281,16 +285,18 @@ except ImportError:  # pragma: no cover - ray is a dependency of sweeps
 
 
 class MultiFidelityPareto(TrialScheduler):
-    """The Tune side of :class:`ParetoGainModel`: PAUSE every probe at ``first_rung``, resume finishers by
-    expected gain, stop the rest (module docstring).
+    """The Tune side of :class:`ParetoGainModel`: ``choose_trial_to_run`` picks the proposal to run next
+    (space-filling start, then expected gain); with ``probe`` every proposal is first PAUSED at
+    ``first_rung`` and finishers are resumed by expected gain (module docstring).
 
     Args (keyword-only):
         metrics / modes: the objectives and their ``min``/``max`` modes.
-        first_rung: the step where probes pause (a step the trial reports at).
+        first_rung: the step where probes pause (a step the trial reports at); read only with ``probe``.
         dims: the config keys that are hyperparameters (default: every key of a trial's config).
         prior: finished trials of an earlier sweep (warm start); see :class:`PriorTrial`.
         seed, min_gain, samples: as :class:`ParetoGainModel`.
         time_attr / total_attr: result keys holding the step and the run length.
+        probe: pause every proposal at ``first_rung`` before any is finished (``search.probe``).
     """
 
     def __init__(self, *, metrics: Sequence[str], modes: Sequence[str], first_rung: int,
