@@ -294,6 +294,8 @@ class ParetoSuccessiveHalving(TrialScheduler):
         if not keep:
             self.pruned[trial_id] = rung
         self._unsaved = True
+        if not self.__dict__.get("saved_by_tune"):  # no SchedulerStateCallback (e.g. a sweep started before it)
+            self.write_state()
         return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from analysis.dominance import crowding_distance, minimised, nondominated_ranks, objective_signs
-from sweeps.pareto_scheduler import ParetoSuccessiveHalving, keeps_at_rung, strictly_ahead
+from sweeps.pareto_scheduler import ParetoSuccessiveHalving, SchedulerStateCallback, keeps_at_rung, strictly_ahead
 from tests.pareto_oracle import brute_rank_crowding, minimise
 
 
@@ -56,8 +56,10 @@ def test_twins_at_a_rung_are_ties_whatever_their_arrival_order():
 def test_state_survives_a_new_scheduler(tmp_path):
     path = tmp_path / "state.json"
     a = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
+    saver = SchedulerStateCallback(a)  # as the runner wires it
     assert a.decide("t1", {"step": 1, "asr": 0.1, "util": 0.9}) == "CONTINUE"
-    assert a.write_state()  # what Tune's experiment-state save does (SchedulerStateCallback)
+    assert not path.exists()
+    saver.get_state()  # what Tune's experiment-state save calls
     b = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2, state_path=path)
     assert b.decide("t2", {"step": 1, "asr": 0.5, "util": 0.5}) == "STOP"  # dominated by t1 from the file
     assert b.pruned == {"t2": 1}
@@ -66,7 +68,7 @@ def test_state_survives_a_new_scheduler(tmp_path):
 def test_state_is_written_when_tune_saves_its_experiment_state_only(tmp_path):
     from ray.tune.callback import CallbackList
 
-    from sweeps.pareto_scheduler import SchedulerStateCallback, read_state
+    from sweeps.pareto_scheduler import read_state
 
     path = tmp_path / "state.json"
     sched = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1, 2], eta=2,
@@ -86,6 +88,11 @@ def test_state_is_written_when_tune_saves_its_experiment_state_only(tmp_path):
     assert read_state(path)[0].keys() == {1}  # still the saved view until the next save
     tune_callbacks.save_to_dir(str(tmp_path / "staging"), session_str="s")
     assert read_state(path)[0] == {1: {"t1": [0.1, -0.9], "t2": [0.5, -0.5]}, 2: {"t1": [0.1, -0.9]}}
+    # Without the callback (a sweep started before it, resumed from its tuner.pkl) every decision writes.
+    alone = ParetoSuccessiveHalving(metrics=["asr", "util"], modes=["min", "max"], rungs=[1], eta=2,
+                                    state_path=tmp_path / "alone.json")
+    alone.decide("t1", {"step": 1, "asr": 0.1, "util": 0.9})
+    assert read_state(tmp_path / "alone.json") == ({1: {"t1": [0.1, -0.9]}}, {})
 
 
 # Decisions recorded from the scheduler before the one-implementation refactor: 24 trials on a
