@@ -334,13 +334,9 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
 def _warm_start(spec: SweepSpec) -> tuple[Any, Any]:
     """``(prior, search plan)`` of a spec with ``search.warm_start`` (the earlier sweep read and
     checked, :mod:`sweeps.warm_start`); ``(None, None)`` without one."""
-    from .search import build_search
-    from .warm_start import load_prior
+    from .warm_start import load_and_plan
 
-    if not spec.search.warm_start:
-        return None, None
-    prior = load_prior(spec.search.warm_start, spec)
-    return prior, build_search(spec, prior=prior.trials)
+    return load_and_plan(spec) if spec.search.warm_start else (None, None)
 
 
 def load_sweep_spec(storage: str) -> tuple[SweepSpec, dict[str, Any]]:

@@ -35,7 +35,7 @@ from .resolved_trial import hyperparameter_columns
 from .space import Dimension, Grid
 from .spec import SweepSpec, base_train_config, trial_values
 
-__all__ = ["PriorTrial", "Prior", "load_prior", "CONTEXT_FIELDS", "NOT_A_SETTING", "WHERE"]
+__all__ = ["PriorTrial", "Prior", "load_prior", "load_and_plan", "CONTEXT_FIELDS", "NOT_A_SETTING", "WHERE"]
 
 WHERE = "search.warm_start"  # the spec key (``--warm-start`` sets it)
 
@@ -222,3 +222,15 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
     stored = tuple(tuple(r for r in rows if str(r["trial_id"]) == tid) for _, tid in kept)
     return Prior(source=source, sweep_id=str(meta["sweep_id"]), trials=tuple(t for t, _ in kept),
                  dropped=dict(dropped), stored=stored)
+
+
+def load_and_plan(spec: SweepSpec) -> tuple[Prior, Any]:
+    """``(prior, search plan)`` for a spec with ``search.warm_start``: :func:`load_prior`, then the
+    search built with it (which refuses a grid with nothing left to run). ``sage sweep run`` and
+    ``sage sweep validate`` both call this before anything is written."""
+    from .search import build_search
+
+    if not spec.search.warm_start:
+        raise _bad("not set")
+    prior = load_prior(spec.search.warm_start, spec)
+    return prior, build_search(spec, prior=prior.trials)

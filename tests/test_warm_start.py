@@ -148,6 +148,41 @@ def test_scheduler_ranks_a_new_trial_against_the_earlier_rung_values(tmp_path):
                                    eta=2).decide("t", {"step": 2, "asr_text": 0.9, "util_text": 0.1}) == "CONTINUE"
 
 
+def test_ehvi_search_takes_the_earlier_trials(tmp_path):
+    """The ehvi search (sweeps/mf_search.py) reads PriorTrial's params, metrics and rungs: its model
+    holds the finished earlier trials' finals and every earlier trial's first-rung values."""
+    from sweeps.pareto_scheduler import build_scheduler
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    earlier = _earlier_folder(tmp_path)
+    spec = load_spec(_new_spec(tmp_path, search={"algorithm": "ehvi", "max_concurrent": 1}))
+    prior = load_prior(str(earlier), spec)
+    model = build_scheduler(spec, None, prior=prior.trials).model
+    assert model.has_prior
+    assert {k: v.tolist() for k, v in model.final.items()} == {
+        f"prior:{i}": [_values(j, 4)["asr_text"], -_values(j, 4)["util_text"]] for i, j in ((0, 0), (2, 2))}
+    assert sorted(model.rung) == ["prior:0", "prior:1", "prior:2"]
+
+
+def test_validate_reads_the_earlier_sweep_too(tmp_path, capsys):
+    from sweeps.cli import main
+
+    earlier = _earlier_folder(tmp_path)
+    spec = _new_spec(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", "validate", str(spec), "--set", f"search.warm_start={earlier}"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert f"warm start from {earlier} ({EARLIER_ID}): 3 earlier trial(s)" in out
+    assert "grid: 2 configuration run(s) finished in the earlier sweep are reused, 4 to run" in out
+    refused = _new_spec(tmp_path, name="other.yaml", objectives=GRADED)
+    capsys.readouterr()
+    line = refuse(capsys, ["sweep", "validate", refused, "--set", f"search.warm_start={earlier}"], watch=[tmp_path])
+    assert "ranked objectives" in line, line
+
+
 def _other_encoder(root: Path) -> dict:
     from tests.tiny_models import make_tiny_clip_encoder
 

@@ -109,13 +109,19 @@ def validate_cmd(
     storage: str | None = typer.Option(None, "--storage", help="Check this storage instead of the spec's."),
 ) -> None:
     """Check SPEC without starting Ray: unknown keys, bad ranges, every trial configuration
-    (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage.
-    All problems are listed at once. Example: `sage sweep validate ablation-local-k`."""
+    (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage, and the
+    earlier sweep of search.warm_start. All problems are listed at once. Example:
+    `sage sweep validate ablation-local-k`."""
     from sage_core.config import parse_overrides
     from sweeps.spec import describe, load_validated_spec
+    from sweeps.warm_start import load_and_plan
 
     spec, storage = _checked(spec, storage)
-    typer.echo(describe(*load_validated_spec(spec, overrides=parse_overrides(set_), storage=storage)))
+    checked, coverage = load_validated_spec(spec, overrides=parse_overrides(set_), storage=storage)
+    warm = load_and_plan(checked) if checked.search.warm_start else None
+    typer.echo(describe(checked, coverage))
+    if warm is not None:
+        typer.echo("\n".join([warm[0].summary(), *warm[1].notes]))
 
 
 def _checked(spec: str, storage: str | None) -> tuple[str, str | None]:
