@@ -149,14 +149,14 @@ def test_scheduler_ranks_a_new_trial_against_the_earlier_rung_values(tmp_path):
 
 
 def test_ehvi_search_takes_the_earlier_trials(tmp_path):
-    """The ehvi search (sweeps/mf_search.py) reads PriorTrial's params, metrics and rungs: its model
-    holds the finished earlier trials' finals and every earlier trial's first-rung values."""
+    """The ehvi search with probes (sweeps/mf_search.py's scheduler) reads PriorTrial's params, metrics
+    and rungs: its model holds the finished earlier trials' finals and every earlier trial's first-rung values."""
     from sweeps.pareto_scheduler import build_scheduler
     from sweeps.spec import load_spec
     from sweeps.warm_start import load_prior
 
     earlier = _earlier_folder(tmp_path)
-    spec = load_spec(_new_spec(tmp_path, search={"algorithm": "ehvi", "max_concurrent": 1}))
+    spec = load_spec(_new_spec(tmp_path, search={"algorithm": "ehvi", "probe": True, "max_concurrent": 1}))
     prior = load_prior(str(earlier), spec)
     model = build_scheduler(spec, None, prior=prior.trials).model
     assert model.has_prior
