@@ -61,7 +61,7 @@ class AttackConfig(BaseModel):
     n_tokens: int = Field(4, ge=1, description="k: adversarial tokens (or soft vectors) inserted")
     position: Literal["suffix", "prefix"] = Field("suffix", description="where the k tokens go")
     steps: int = Field(8, ge=1, description="budget: search rounds per prompt")
-    candidates: int = Field(16, ge=1, description="token swaps evaluated per prompt and round (tokens)")
+    candidates: int = Field(8, ge=1, description="token swaps evaluated per prompt and round (tokens)")
     top_k: int = Field(64, ge=1, description="gradient-ranked vocabulary entries per position (tokens)")
     lr: float = Field(0.05, gt=0, le=10, description="Adam learning rate of the soft prompt (soft)")
     objective: Literal["base", "probe"] = Field(
