@@ -11,11 +11,13 @@
                 with a constant liar; start-up (TPE) and population (NSGA-II) = the worker count,
                 so the model acts from the fifth trial; a proposal already run is told its
                 recorded values and asked again (no configuration runs twice)
-  ehvi          sweeps/mf_search.MultiFidelityPareto (search.algorithm: ehvi), through Tune's calls
+  ehvi          sweeps/ehvi_search.EhviSearcher (search.algorithm: ehvi), through Tune's Searcher
+                calls (suggest, on_trial_result, on_trial_complete); the proposals are the grid
+                in the seeded order; ``ehvi_warm`` with ``prior`` = the other table's trials (a
+                warm start from another training seed)
+  ehvi_probe    search.probe: sweeps/mf_search.MultiFidelityPareto through Tune's scheduler calls
                 (every configuration added PENDING, choose_trial_to_run, CONTINUE/PAUSE/STOP,
-                stop_trial); ``ehvi_probe`` with search.probe (every configuration first to
-                ``first_rung``, paused there); ``ehvi_warm`` with ``prior`` = the other table's
-                trials (a warm start from another training seed)
+                stop_trial): every configuration first to ``first_rung``, paused there
 """
 
 from __future__ import annotations
@@ -157,6 +159,34 @@ class TunePool(Method):
         tt.status = "TERMINATED"
 
 
+class TuneSearched(Method):
+    """A Tune ``Searcher`` driven as Tune's SearchGenerator drives it: ``suggest(trial_id)`` for each free
+    worker (None: nothing now; ``Searcher.FINISHED``: no more), ``on_trial_result`` for each report,
+    ``on_trial_complete`` with the last result; every trial to the end."""
+
+    def __init__(self, table: CurveTable, searcher: Any):
+        self.table, self.searcher, self.n = table, searcher, itertools.count()
+        self.finished = False
+
+    def next_trial(self) -> tuple[str, int] | None:
+        if self.finished:
+            return None
+        tid = f"s{next(self.n)}"
+        config = self.searcher.suggest(tid)
+        if config is None or config == "FINISHED":
+            self.finished = config == "FINISHED"
+            return None
+        return tid, self.table.config_of(config)
+
+    def report(self, trial: str, config: int, step: int, result: dict[str, float]) -> bool | str:
+        self.last = _tune_result(result, step=step, total=self.table.total)
+        self.searcher.on_trial_result(trial, self.last)
+        return True
+
+    def finish(self, trial: str, config: int, result: dict[str, float], *, completed: bool) -> None:
+        self.searcher.on_trial_complete(trial, self.last)
+
+
 class SyneTuneScheduled(Method):
     """Trials in ``order``, stopped by syne-tune's MOASHA as syne-tune's Tuner calls it: every result
     -> on_trial_result; STOP -> on_trial_remove; a trial that ends without a STOP -> on_trial_complete.
@@ -294,6 +324,7 @@ def table_prior(table: CurveTable) -> list[TablePrior]:
 def methods(table: CurveTable, *, workers: int, etas: tuple[int, ...] = (2, 3), first_rung: int | None = None,
             prior: list[TablePrior] | None = None) -> dict[str, Callable[[int], Method]]:
     """Name -> factory(seed). The seed picks the arrival order (or the sampler's seed)."""
+    from sweeps.ehvi_search import EhviSearcher
     from sweeps.mf_search import MultiFidelityPareto
     from sweeps.pareto_scheduler import ParetoSuccessiveHalving
 
@@ -307,10 +338,14 @@ def methods(table: CurveTable, *, workers: int, etas: tuple[int, ...] = (2, 3), 
         sched = ParetoSuccessiveHalving(metrics=list(table.objectives), modes=_modes(table), rungs=list(rungs), eta=eta)
         return TuneScheduled(Grid(order(seed)), sched, total=table.total, eval_steps=rungs)
 
-    def mf(seed: int, warm: list[TablePrior] | None, probe: bool = True) -> Method:
-        sched = MultiFidelityPareto(metrics=list(table.objectives), modes=_modes(table), first_rung=first,
-                                    prior=warm or (), seed=seed, probe=probe)
-        return TunePool(table, order(seed), sched, eval_steps=(first,) if probe and not warm else ())
+    def ehvi(seed: int, warm: list[TablePrior] | None) -> Method:
+        searcher = EhviSearcher(candidates=[table.params[c] for c in order(seed)], metrics=list(table.objectives),
+                                modes=_modes(table), prior=warm or (), seed=seed)
+        return TuneSearched(table, searcher)
+
+    def probe(seed: int) -> Method:
+        sched = MultiFidelityPareto(metrics=list(table.objectives), modes=_modes(table), first_rung=first, seed=seed)
+        return TunePool(table, order(seed), sched, eval_steps=(first,))
 
     out: dict[str, Callable[[int], Method]] = {"grid": lambda s: Grid(order(s))}
     for eta in etas:
@@ -320,8 +355,8 @@ def methods(table: CurveTable, *, workers: int, etas: tuple[int, ...] = (2, 3), 
                                                                                   ranked=True)
     for kind in ("tpe", "nsga2"):
         out[kind] = lambda s, kind=kind: OptunaAsk(table, optuna_sampler(kind, seed=s, workers=workers), order(s))
-    out["ehvi"] = lambda s: mf(s, None, probe=False)
-    out["ehvi_probe"] = lambda s: mf(s, None)
+    out["ehvi"] = lambda s: ehvi(s, None)
+    out["ehvi_probe"] = probe
     if prior:
-        out["ehvi_warm"] = lambda s: mf(s, prior, probe=False)
+        out["ehvi_warm"] = lambda s: ehvi(s, prior)
     return out

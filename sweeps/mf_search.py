@@ -258,7 +258,8 @@ class ParetoGainModel:
             return candidates[0]
         feats = self._features([*candidates, *started])
         pts = np.asarray([feats[i] for i in started])
-        dist = [float(np.min(np.linalg.norm(pts - feats[c], axis=1))) for c in candidates]
+        # rounded: equal distances that differ in the last bit (1/3 vs 1 - 2/3) are a tie, to the earlier
+        dist = [round(float(np.min(np.linalg.norm(pts - feats[c], axis=1))), 12) for c in candidates]
         return candidates[int(np.argmax(dist))]
 
     def current_hv(self) -> float:
@@ -297,12 +298,15 @@ class MultiFidelityPareto(TrialScheduler):
         seed, min_gain, samples: as :class:`ParetoGainModel`.
         time_attr / total_attr: result keys holding the step and the run length.
         probe: pause every proposal at ``first_rung`` before any is finished (``search.probe``).
+        max_concurrent: trials running at once (``search.max_concurrent``); None = as many as Tune's
+            resources allow. The search's variant generator hands Tune every proposal at once, so the
+            limit is kept here.
     """
 
     def __init__(self, *, metrics: Sequence[str], modes: Sequence[str], first_rung: int,
                  dims: Sequence[str] | None = None, prior: Sequence[PriorTrial] = (), seed: int = 0,
                  min_gain: float = MIN_GAIN, samples: int = SAMPLES, time_attr: str = "step",
-                 total_attr: str = "total_steps", probe: bool = True):
+                 total_attr: str = "total_steps", probe: bool = True, max_concurrent: int | None = None):
         super().__init__()
         if first_rung <= 0:
             raise ValueError(f"first_rung={first_rung}: must be > 0")
@@ -310,6 +314,7 @@ class MultiFidelityPareto(TrialScheduler):
                                      min_gain=min_gain, samples=samples)
         self.metrics, self.first_rung, self.dims = list(metrics), int(first_rung), dims
         self.time_attr, self.total_attr, self.probe = time_attr, total_attr, probe
+        self.max_concurrent = max_concurrent
         self.finishing: set[str] = set()  # trials chosen to run to the end
         self.stopped: set[str] = set()  # paused or pending trials this scheduler stopped
         self._metric = self.metrics[0]
@@ -352,6 +357,8 @@ class MultiFidelityPareto(TrialScheduler):
         pending = [t for t in trials if t.status == Trial.PENDING and t.trial_id not in self.stopped]
         paused = [t for t in trials if t.status == Trial.PAUSED and t.trial_id not in self.stopped]
         running = [t for t in trials if t.status == Trial.RUNNING]
+        if self.max_concurrent is not None and len(running) >= self.max_concurrent:
+            return None
         if pending and not self.model.has_prior and self.probe:
             return pending[0]  # probe: every proposal reaches the first rung before any is finished
         if pending and not self.probe and len(self.model.final) < MIN_FIT:
@@ -386,4 +393,4 @@ def build_mf_scheduler(spec: Any, state_path: str | None = None, *,
     first = int(rungs[0]) if rungs else int(spec.fidelity.text_every)
     return MultiFidelityPareto(metrics=spec.objective_metrics(), modes=spec.objective_modes(), first_rung=first,
                                dims=list(spec.dimensions()), prior=prior, seed=spec.search.seed or 0,
-                               probe=spec.search.probe)
+                               probe=spec.search.probe, max_concurrent=spec.search.max_concurrent)

@@ -365,7 +365,7 @@ def build_scheduler(spec: Any, state_path: str | None, *, prior: Sequence[Any] =
     writes its rung records (None on object storage); ``prior``: an earlier sweep's trials (warm start)."""
     from sage_core.errors import ConfigError
 
-    if getattr(spec.search, "algorithm", None) == "ehvi":  # that search decides what runs and stops itself
+    if getattr(spec.search, "algorithm", None) == "ehvi" and spec.search.probe:  # it pauses and resumes trials
         from .mf_search import build_mf_scheduler
 
         return build_mf_scheduler(spec, state_path, prior=prior)

@@ -91,10 +91,24 @@ def _basic(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
 
 
 def _ehvi(spec: SweepSpec, *, prior: Any = ()) -> SearchPlan:
-    """``ehvi``: Tune's variant generator proposes every trial (the grid points x num_samples, or
-    num_samples draws); the search itself is the scheduler :func:`sweeps.mf_search.build_mf_scheduler`
-    (built by ``build_scheduler``, which hands it the prior), which picks what runs from them."""
-    return _basic(spec)
+    """``ehvi``: the proposals of Tune's variant generator (the grid points x num_samples, or num_samples
+    draws) handed out one at a time by :class:`sweeps.ehvi_search.EhviSearcher`, by expected
+    hypervolume gain (a warm start's ``prior`` trains its surrogate). With ``search.probe`` every
+    proposal is handed to Tune at once instead and the scheduler
+    :func:`sweeps.mf_search.build_mf_scheduler` pauses them at the first rung and resumes the best
+    (``build_scheduler`` builds it and hands it the prior)."""
+    from ray.tune.search import BasicVariantGenerator
+
+    from .ehvi_search import EhviSearcher, proposals
+
+    plan = _basic(spec)
+    if spec.search.probe:  # no max_concurrent here: it would hide all but that many from the scheduler
+        plan.search_alg = BasicVariantGenerator(random_state=spec.search.seed)
+        return plan
+    candidates = proposals(plan.param_space, num_samples=plan.num_samples, seed=spec.search.seed)
+    searcher = EhviSearcher(candidates=candidates, metrics=spec.objective_metrics(), modes=spec.objective_modes(),
+                            prior=prior, seed=spec.search.seed or 0)
+    return SearchPlan(param_space={}, search_alg=searcher, num_samples=len(candidates))
 
 
 def _optuna_search_class():

@@ -106,8 +106,8 @@ class SearchConfig(_Strict):
     algorithm: Literal["grid", "random", "tpe", "nsga2", "ehvi"] = Field(
         "grid", description="grid/random through Tune's BasicVariantGenerator; tpe/nsga2 through "
         "Optuna (multi-objective); ehvi: the proposals of grid/random run in the order of their expected "
-        "hypervolume gain under a Gaussian-process surrogate (sweeps/mf_search.py; it also decides "
-        "which trials stop, so scheduler: is not used)")
+        "hypervolume gain under a Gaussian-process surrogate (sweeps/mf_search.py; with search.probe it "
+        "also pauses and resumes trials, and scheduler: is not used)")
     num_samples: int = Field(1, ge=1, description="grid: repeats of the whole grid; others: trials")
     seed: int | None = Field(0, ge=0, le=MAX_SEED, description="sampler seed (Optuna) / Tune random seed")
     max_concurrent: int = Field(2, ge=1, description="trials running at once")
@@ -323,6 +323,8 @@ class SweepSpec(_Strict):
         exclude: dict[str, Any] = {"seeds": True} if self.seeds == 1 else {}
         if self.search.warm_start is None:
             exclude["search"] = {"warm_start"}
+        if not self.search.probe:  # likewise search.probe (ehvi) only when set
+            exclude.setdefault("search", set()).add("probe")
         return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude or None), sort_keys=False)
 
 

@@ -126,11 +126,13 @@ def ray_local():
 def test_real_tune_run_pauses_every_probe_then_resumes_each_from_its_checkpoint(ray_local, tmp_path):
     from ray import tune
 
-    xs = [0.0, 1.0]  # x trades safety (auc up) for utility: both on the front
+    xs = [0.0, 1.0, 2.0]  # x trades safety (auc up) for utility: all on the front
+    from ray.tune.search import BasicVariantGenerator
+
     scheduler = MultiFidelityPareto(metrics=["concept_auc", "util_sib"], modes=["min", "max"], first_rung=2,
-                                    dims=["x"], probe=True)
+                                    dims=["x"], probe=True, max_concurrent=2)
     tuner = tune.Tuner(_probe_trainable, param_space={"x": tune.grid_search(xs)},
-                       tune_config=tune.TuneConfig(scheduler=scheduler, max_concurrent_trials=2),
+                       tune_config=tune.TuneConfig(scheduler=scheduler, search_alg=BasicVariantGenerator()),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), name="probe", verbose=0))
     results = tuner.fit()
     assert not results.errors
@@ -143,26 +145,97 @@ def test_real_tune_run_pauses_every_probe_then_resumes_each_from_its_checkpoint(
     assert len(scheduler.model.rung) == len(xs) and len(scheduler.model.final) == len(xs)
 
 
+def _grid_trainable(config):
+    """Reports its own start time with a final result (step 4 of 4) of the spec's objectives."""
+    import time
+
+    from ray import tune
+
+    x, start = config["lambda_esp"], time.time()
+    tune.report({"step": 4, "total_steps": 4, "matched_auc": 0.5 + 0.1 * x, "util_sib": 0.4 + 0.1 * x,
+                 "started": start})
+
+
+@pytest.mark.slow
+def test_real_tune_run_of_a_spec_starts_space_filling_one_at_a_time(ray_local, tmp_path):
+    from ray import tune
+
+    from sweeps.pareto_scheduler import build_scheduler
+    from sweeps.search import build_search
+
+    spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi", "max_concurrent": 1},
+                           space={"lambda_esp": {"grid": [0.0, 1.0, 2.0, 3.0]}}))
+    plan = build_search(spec)  # as sweeps/runner.py builds the Tuner
+    scheduler = build_scheduler(spec, None)
+    tuner = tune.Tuner(_grid_trainable, param_space=plan.param_space,
+                       tune_config=tune.TuneConfig(search_alg=plan.search_alg, scheduler=scheduler,
+                                                   num_samples=plan.num_samples,
+                                                   max_concurrent_trials=spec.search.max_concurrent),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="ehvi", verbose=0))
+    results = tuner.fit()
+    assert not results.errors
+    starts = sorted((r.metrics["started"], r.config["lambda_esp"]) for r in results)
+    # one at a time: each started after the one before reported its end
+    ends = sorted((r.metrics["timestamp"], r.config["lambda_esp"]) for r in results)
+    assert [x for _, x in starts] == [x for _, x in ends]
+    # the first proposal, then the farthest from it (3), then the farthest from both (1 and 2 tie at
+    # distance 1/3 of the range: the first proposed, 1), then the last one
+    assert [x for _, x in starts] == [0.0, 3.0, 1.0, 2.0]
+
+
 def _spec(tmp_path: Path, search: dict, **extra) -> Path:
     body = {"include": "quickstart", "name": "ehvi", "storage": str(tmp_path / "s"),
-            "space": {"lambda_esp": {"grid": [0.0, 2.0]}}, "search": search, **extra}
+            "space": {"lambda_esp": {"grid": [0.0, 2.0]}}, "search": search}
+    body.update(extra)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(body), encoding="utf-8")
     return path
 
 
-def test_spec_checks_and_the_scheduler_the_spec_builds(tmp_path):
-    from sweeps.pareto_scheduler import build_scheduler
+def test_spec_checks_and_what_the_spec_builds(tmp_path):
+    from sweeps.ehvi_search import EhviSearcher
+    from sweeps.pareto_scheduler import ParetoSuccessiveHalving, build_scheduler
+    from sweeps.search import build_search
 
     spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi", "probe": True}))
     sched = build_scheduler(spec, None)
-    assert isinstance(sched, MultiFidelityPareto) and sched.probe
+    # with a probe, quickstart's scheduler (pareto_sh) is replaced: the search pauses and resumes trials
+    assert spec.scheduler.kind == "pareto_sh" and isinstance(sched, MultiFidelityPareto) and sched.probe
     assert sched.first_rung == (spec.fidelity.rungs or [spec.fidelity.text_every])[0]
+    assert sched.max_concurrent == spec.search.max_concurrent
     with pytest.raises(ConfigError, match=r"search.probe=true with search.algorithm='grid'"):
         load_spec(_spec(tmp_path, {"algorithm": "grid", "probe": True}))
-    # quickstart's scheduler (pareto_sh) is replaced: the ehvi search decides what runs and stops itself
-    assert spec.scheduler.kind == "pareto_sh"
-    assert MIN_FIT >= 2
+    # without: a searcher over the grid's proposals, and the spec's own scheduler
+    spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi", "num_samples": 2}))
+    plan = build_search(spec)
+    assert isinstance(plan.search_alg, EhviSearcher) and plan.param_space == {}
+    assert [c["lambda_esp"] for c in plan.search_alg.candidates] == [0.0, 2.0, 0.0, 2.0] and plan.num_samples == 4
+    assert isinstance(build_scheduler(spec, None), ParetoSuccessiveHalving)
+
+
+def test_searcher_hands_out_each_proposal_once_and_resumes_from_its_saved_state(tmp_path):
+    from ray.tune.search import Searcher
+
+    from sweeps.ehvi_search import EhviSearcher
+
+    cands = [{"x": float(x)} for x in range(5)]
+
+    def make() -> EhviSearcher:
+        return EhviSearcher(candidates=cands, metrics=["concept_auc", "util_sib"], modes=["min", "max"], seed=0)
+
+    searcher = make()
+    first = [searcher.suggest(f"t{i}")["x"] for i in range(3)]
+    assert first == [0.0, 4.0, 2.0]  # the first, the farthest from it, the farthest from both
+    for i, x in enumerate(first):
+        searcher.on_trial_complete(f"t{i}", {"step": 4, "total_steps": 4, "concept_auc": 0.5 + 0.1 * x,
+                                             "util_sib": 0.4 + 0.1 * x})
+    searcher.save(str(tmp_path / "s.json"))
+    again = make()
+    again.restore(str(tmp_path / "s.json"))
+    rest = [again.suggest(f"t{i}")["x"] for i in range(3, 5)]
+    assert sorted(first + rest) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert again.suggest("t5") == Searcher.FINISHED
+    assert MIN_FIT == 3  # the start above is space-filling for exactly three picks
 
 
 def test_pareto_search_ships_the_ehvi_search(tmp_path):
