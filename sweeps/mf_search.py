@@ -7,7 +7,9 @@ rung values rank the finals loosely, and configurations that differ only in a re
 not acted yet look identical there. What helps is choosing *which* configuration to finish next.
 
 Tune's variant generator proposes the trials (the grid points x ``num_samples``, or ``num_samples``
-draws); this scheduler picks which PENDING (or PAUSED) trial runs whenever a worker is free:
+draws); :class:`ParetoGainModel` is the rule that picks which runs next, applied by
+:class:`sweeps.ehvi_search.EhviSearcher` (``suggest``; the default) or, with a probe, by the
+scheduler :class:`MultiFidelityPareto` below (``choose_trial_to_run`` over PAUSED trials):
 
 1. **Start.** Until :data:`MIN_FIT` trials have finished, the proposal farthest from every started
    one (Euclidean, hyperparameters scaled to [0, 1], log scale for positive ones spanning a factor
