@@ -241,3 +241,19 @@ def test_searcher_hands_out_each_proposal_once_and_resumes_from_its_saved_state(
 def test_pareto_search_ships_the_ehvi_search(tmp_path):
     spec = load_spec("pareto-search", storage=str(tmp_path / "s"), overrides={"encoder": "sd14-init"})
     assert spec.search.algorithm == "ehvi" and not spec.search.probe
+
+
+def test_a_warm_start_reaches_the_searcher_and_leads_its_first_pick(tmp_path):
+    from sweeps.search import build_search
+    from sweeps.warm_start import PriorTrial
+
+    spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi"}, space={"lambda_esp": {"grid": [0.0, 1.0, 2.0, 3.0]}}))
+    # the earlier sweep: lambda_esp = 2 dominates every other configuration by far
+    values = {0.0: (0.9, 0.5), 1.0: (0.85, 0.55), 2.0: (0.3, 0.95), 3.0: (0.8, 0.6)}
+    prior = [PriorTrial(params={"lambda_esp": x}, metrics={"matched_auc": a, "util_sib": u}, rungs={})
+             for x, (a, u) in values.items()]
+    searcher = build_search(spec, prior=prior).search_alg
+    assert searcher.model.has_prior
+    assert searcher.suggest("t0") == {"lambda_esp": 2.0}  # without the prior: the first proposal, 0.0
+    cold = build_search(spec).search_alg
+    assert cold.suggest("t0") == {"lambda_esp": 0.0}
