@@ -12,6 +12,7 @@ wraps it in a ``ConcurrencyLimiter``. A trial counts as finished when its last r
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,9 @@ class EhviSearcher(Searcher):
             return
         self.done.append(pick)
         if not error and result and result.get(self.time_attr) is not None \
-                and result.get(self.total_attr) is not None and result[self.time_attr] >= result[self.total_attr]:
-            self.model.observe_final(pick, result)
+                and result.get(self.total_attr) is not None and result[self.time_attr] >= result[self.total_attr] \
+                and all(math.isfinite(float(result.get(m, math.nan))) for m in self.model.metrics):
+            self.model.observe_final(pick, result)  # a non-finite objective teaches the surrogate nothing
 
     def save(self, checkpoint_path: str) -> None:
         """JSON (never a pickle): what was handed out and the finals seen, so a resumed driver goes on."""

@@ -235,6 +235,9 @@ def test_searcher_hands_out_each_proposal_once_and_resumes_from_its_saved_state(
     rest = [again.suggest(f"t{i}")["x"] for i in range(3, 5)]
     assert sorted(first + rest) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert again.suggest("t5") == Searcher.FINISHED
+    again.on_trial_complete("t3", {"step": 4, "total_steps": 4, "concept_auc": float("nan"), "util_sib": 0.5})
+    again.on_trial_complete("t4", {"step": 2, "total_steps": 4, "concept_auc": 0.1, "util_sib": 0.9})  # stopped
+    assert len(again.model.final) == 3  # neither a non-finite nor an unfinished result is a final
     assert MIN_FIT == 3  # the start above is space-filling for exactly three picks
 
 
