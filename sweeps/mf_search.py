@@ -288,9 +288,9 @@ except ImportError:  # pragma: no cover - ray is a dependency of sweeps
 
 
 class MultiFidelityPareto(TrialScheduler):
-    """The Tune side of :class:`ParetoGainModel`: ``choose_trial_to_run`` picks the proposal to run next
-    (space-filling start, then expected gain); with ``probe`` every proposal is first PAUSED at
-    ``first_rung`` and finishers are resumed by expected gain (module docstring).
+    """The probe of ``search.probe`` as a Tune scheduler: every proposal is PAUSED at ``first_rung``; once
+    all have reported there, ``choose_trial_to_run`` resumes them by expected gain (module docstring).
+    With a prior, proposals are not paused: each runs to the end.
 
     Args (keyword-only):
         metrics / modes: the objectives and their ``min``/``max`` modes.
@@ -299,7 +299,6 @@ class MultiFidelityPareto(TrialScheduler):
         prior: finished trials of an earlier sweep (warm start); see :class:`PriorTrial`.
         seed, min_gain, samples: as :class:`ParetoGainModel`.
         time_attr / total_attr: result keys holding the step and the run length.
-        probe: pause every proposal at ``first_rung`` before any is finished (``search.probe``).
         max_concurrent: trials running at once (``search.max_concurrent``); None = as many as Tune's
             resources allow. The search's variant generator hands Tune every proposal at once, so the
             limit is kept here.
@@ -308,14 +307,14 @@ class MultiFidelityPareto(TrialScheduler):
     def __init__(self, *, metrics: Sequence[str], modes: Sequence[str], first_rung: int,
                  dims: Sequence[str] | None = None, prior: Sequence[PriorTrial] = (), seed: int = 0,
                  min_gain: float = MIN_GAIN, samples: int = SAMPLES, time_attr: str = "step",
-                 total_attr: str = "total_steps", probe: bool = True, max_concurrent: int | None = None):
+                 total_attr: str = "total_steps", max_concurrent: int | None = None):
         super().__init__()
         if first_rung <= 0:
             raise ValueError(f"first_rung={first_rung}: must be > 0")
         self.model = ParetoGainModel(metrics=metrics, modes=modes, prior=prior, first_rung=first_rung, seed=seed,
                                      min_gain=min_gain, samples=samples)
         self.metrics, self.first_rung, self.dims = list(metrics), int(first_rung), dims
-        self.time_attr, self.total_attr, self.probe = time_attr, total_attr, probe
+        self.time_attr, self.total_attr = time_attr, total_attr
         self.max_concurrent = max_concurrent
         self.finishing: set[str] = set()  # trials chosen to run to the end
         self.stopped: set[str] = set()  # paused or pending trials this scheduler stopped
@@ -361,13 +360,8 @@ class MultiFidelityPareto(TrialScheduler):
         running = [t for t in trials if t.status == Trial.RUNNING]
         if self.max_concurrent is not None and len(running) >= self.max_concurrent:
             return None
-        if pending and not self.model.has_prior and self.probe:
+        if pending and not self.model.has_prior:
             return pending[0]  # probe: every proposal reaches the first rung before any is finished
-        if pending and not self.probe and len(self.model.final) < MIN_FIT:
-            started = [t.trial_id for t in trials if t.status != Trial.PENDING and t.trial_id not in self.stopped]
-            first = self.model.spread([t.trial_id for t in pending], started)  # too little to fit on yet
-            self.finishing.add(first)
-            return next(t for t in pending if t.trial_id == first)
         if any(t.trial_id not in self.finishing for t in running):
             return None  # a probe is still on its way to the rung: decide with the whole rung in view
         pool = paused + pending
@@ -395,4 +389,4 @@ def build_mf_scheduler(spec: Any, state_path: str | None = None, *,
     first = int(rungs[0]) if rungs else int(spec.fidelity.text_every)
     return MultiFidelityPareto(metrics=spec.objective_metrics(), modes=spec.objective_modes(), first_rung=first,
                                dims=list(spec.dimensions()), prior=prior, seed=spec.search.seed or 0,
-                               probe=spec.search.probe, max_concurrent=spec.search.max_concurrent)
+                               max_concurrent=spec.search.max_concurrent)

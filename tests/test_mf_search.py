@@ -130,7 +130,7 @@ def test_real_tune_run_pauses_every_probe_then_resumes_each_from_its_checkpoint(
     from ray.tune.search import BasicVariantGenerator
 
     scheduler = MultiFidelityPareto(metrics=["concept_auc", "util_sib"], modes=["min", "max"], first_rung=2,
-                                    dims=["x"], probe=True, max_concurrent=2)
+                                    dims=["x"], max_concurrent=2)
     tuner = tune.Tuner(_probe_trainable, param_space={"x": tune.grid_search(xs)},
                        tune_config=tune.TuneConfig(scheduler=scheduler, search_alg=BasicVariantGenerator()),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), name="probe", verbose=0))
@@ -200,7 +200,7 @@ def test_spec_checks_and_what_the_spec_builds(tmp_path):
     spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi", "probe": True}))
     sched = build_scheduler(spec, None)
     # with a probe, quickstart's scheduler (pareto_sh) is replaced: the search pauses and resumes trials
-    assert spec.scheduler.kind == "pareto_sh" and isinstance(sched, MultiFidelityPareto) and sched.probe
+    assert spec.scheduler.kind == "pareto_sh" and isinstance(sched, MultiFidelityPareto)
     assert sched.first_rung == (spec.fidelity.rungs or [spec.fidelity.text_every])[0]
     assert sched.max_concurrent == spec.search.max_concurrent
     with pytest.raises(ConfigError, match=r"search.probe=true with search.algorithm='grid'"):
