@@ -238,7 +238,9 @@ def shard_commands(args: argparse.Namespace, *, jobs: int) -> list[tuple[list[st
     """The command line and part file of each of ``jobs`` shard processes, from the parsed arguments."""
     grid = getattr(args, "grid", "main")  # the main grid's commands stay as its recordings ran them
     common = ["--eval-at", ",".join(map(str, args.eval_at)), "--seed", str(args.seed),
-              *(["--grid", grid] if grid != "main" else []), "--cache-dir", str(args.cache_dir)] + (["--only", str(args.only)] if args.only is not None else [])
+              *(["--grid", grid] if grid != "main" else []),
+              *(["--first", ",".join(map(str, args.first))] if getattr(args, "first", ()) else []),
+              "--cache-dir", str(args.cache_dir)] + (["--only", str(args.only)] if args.only is not None else [])
     out = []
     for k in range(jobs):
         part = args.out.with_name(f"{args.out.name}.part{k}")
@@ -294,6 +296,13 @@ def _steps_list(text: str) -> list[int]:
     return values
 
 
+def _ids_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated configuration ids, e.g. 0,1,14") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -301,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"steps to evaluate at; the last is the run length (default {DEFAULT_EVAL_AT})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", type=int, default=None, help="record only the first N configurations (timing)")
+    p.add_argument("--first", type=_ids_list, default=(),
+                   help="configuration ids (0-based) to record before the others, e.g. the arms a recording "
+                        "cut short must hold; the table is the same")
     p.add_argument("--shard", type=_shard, default=(0, 1),
                    help="K/N: record only the configurations whose id is K modulo N (one process per core)")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PART",
@@ -348,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                                               fixed=fixed))
     meta["evaluator"] = evaluator.describe()
     print(f"text evaluator ready in {time.perf_counter() - t_all:.0f} s", flush=True)
-    for cid, params in enumerate(configs):
+    order = [*(c for c in args.first if c < len(configs)), *(c for c in range(len(configs)) if c not in args.first)]
+    for cid in order:
+        params = configs[cid]
         if cid in done or cid % args.shard[1] != args.shard[0]:
             continue
         print(f"config {cid + 1}/{len(configs)}: {params}", flush=True)

@@ -71,6 +71,8 @@ def test_shard_commands_carry_the_parsed_settings_and_refuse_an_existing_table(r
         flags = dict(zip(cmd[2::2], cmd[3::2]))
         assert flags == {"--eval-at": "6,12,24", "--seed": "1", "--cache-dir": str(tmp_path / "cache"),
                          "--only": "3", "--shard": f"{k}/2", "--out": str(part)}
+    args.first = (2, 0)  # --first travels to every shard (each records its own ids of it first)
+    assert all(dict(zip(cmd[2::2], cmd[3::2]))["--first"] == "2,0" for cmd, _ in rec.shard_commands(args, jobs=2))
     out.write_bytes(b"an earlier table")
     assert rec.run_jobs(args, n_configs=3) == 2
     assert "exists" in capsys.readouterr().err
