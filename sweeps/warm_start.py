@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from sage_core.errors import ConfigError, SageError
 
@@ -119,11 +119,30 @@ def _context_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | Non
         if not _same(old.get(name), new.get(name)):
             return (f"{source} trained with {name}={old.get(name)!r}, this spec with {name}={new.get(name)!r}; "
                     "a warm start needs the same encoder, prompt data and text evaluation")
+    if (line := _stage_line(source, earlier, spec)) is not None:
+        return line
     was = {(o.metric, o.resolved_mode) for o in earlier.objectives}
     now = {(o.metric, o.resolved_mode) for o in spec.objectives}
     if was != now:
         fmt = lambda s: ", ".join(f"{m} ({mode})" for m, mode in sorted(s))  # noqa: E731
         return f"{source} ranked objectives [{fmt(was)}], this spec ranks [{fmt(now)}]; use the same objectives"
+    return None
+
+
+def _stage_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | None:
+    """An objective measured by the robust or proximal stage means what that stage's settings
+    (``fidelity.robust`` / ``fidelity.proximal``) make it mean: they must agree as well."""
+    from analysis import metrics as metric_registry
+    from sage_core.evaluation.proximal import build_proximal_config
+    from sage_core.robustness import build_robust_config
+
+    builders = {"robust": build_robust_config, "proximal": build_proximal_config}
+    stages = {str(getattr(metric_registry.lookup(o.metric), "fidelity", "")) for o in spec.objectives}
+    for stage in sorted(stages & set(builders)):
+        old, new = (getattr(s.fidelity, stage) for s in (earlier, spec))
+        if old is None or new is None or builders[stage](old) != builders[stage](new):
+            return (f"{source} measured its {stage} objectives with fidelity.{stage}={old!r}, this spec with "
+                    f"fidelity.{stage}={new!r}; a warm start needs the same settings behind every objective")
     return None
 
 
@@ -147,7 +166,55 @@ def _space_value(dim: Dimension, value: Any) -> Any:
     return int(value) if dim.kind == "int" else float(value)
 
 
-def _match(row: Mapping[str, Any], spec: SweepSpec, base: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
+def _stored(row: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> Any:
+    """The earlier trial's value of setting column ``name``. A column its code did not write (absent,
+    or null where the setting cannot be None) reads as today's default: a new setting defaults to the
+    behaviour from before it existed (``lambda_adv`` 0 = off)."""
+    from sage_core.config import TrainConfig
+
+    if name in row and row[name] is not None:
+        return row[name]
+    field = TrainConfig.model_fields.get(name)
+    nullable = field is None or type(None) in get_args(field.annotation)
+    return row[name] if name in row and nullable else defaults.get(name)
+
+
+def _settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings of a TrainConfig (``values`` resolved), as store columns."""
+    return hyperparameter_columns({k: v for k, v in _resolved(values).items()
+                                   if k not in NOT_A_SETTING and k not in CONTEXT_FIELDS})
+
+
+def _configured(row: Mapping[str, Any], earlier: SweepSpec, earlier_base: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings the earlier spec gave the trial of ``row`` (as store columns; empty if they cannot
+    be rebuilt): a setting left None there is one the trainer fills in (``concept_guidance_scale`` from
+    ``concept_guidance_ratio``, on the encoder and data the context check compared) and reports."""
+    params = {n: _space_value(d, row.get(n)) for n, d in earlier.dimensions().items() if _in_space(d, row.get(n))}
+    try:
+        return _settings(trial_values(earlier_base, params, earlier.variants))
+    except SageError:
+        return {}
+
+
+def _setting_mismatch(row: Mapping[str, Any], expected: Mapping[str, Any], configured: Mapping[str, Any]) -> str | None:
+    """The first training setting of an earlier trial's ``row`` that differs from ``expected`` (this
+    spec's, as store columns), None when all agree. A setting both specs leave None agrees whatever
+    the trainer filled in (``configured``: the earlier spec's). A nested setting (``adv_attack.steps``)
+    the earlier trial set and this spec leaves unset differs too."""
+    defaults = _settings({})
+    for name, want in expected.items():
+        got = _stored(row, name, defaults)
+        if not _same(got, want) and not (want is None and name in configured and configured[name] is None):
+            return f"{name}={got!r} where this spec trains with {want!r}"
+    nested = {k for k, v in _resolved({}).items() if isinstance(v, dict)} - NOT_A_SETTING - set(CONTEXT_FIELDS)
+    for name, got in row.items():
+        if got is not None and name.split(".", 1)[0] in nested and name not in expected:
+            return f"{name}={got!r} where this spec leaves it unset"
+    return None
+
+
+def _match(row: Mapping[str, Any], spec: SweepSpec, base: Mapping[str, Any], earlier: SweepSpec,
+           earlier_base: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """The trial's params in ``spec``'s space, or None and why it does not belong to this sweep."""
     params = {}
     for name, dim in spec.dimensions().items():
@@ -156,12 +223,9 @@ def _match(row: Mapping[str, Any], spec: SweepSpec, base: Mapping[str, Any]) -> 
             kind = "grid" if isinstance(dim, Grid) else dim.kind
             return None, f"{name}={value!r} outside this spec's space ({kind} {getattr(dim, kind)})"
         params[name] = _space_value(dim, value)
-    expected = hyperparameter_columns({k: v for k, v in _resolved(trial_values(base, params, spec.variants)).items()
-                                       if k not in NOT_A_SETTING and k not in CONTEXT_FIELDS})
-    for name, want in expected.items():
-        if want is not None and name in row and not _same(row[name], want):
-            return None, f"{name}={row[name]!r} where this spec trains with {want!r}"
-    return params, ""
+    why = _setting_mismatch(row, _settings(trial_values(base, params, spec.variants)),
+                            _configured(row, earlier, earlier_base))
+    return (None, why) if why else (params, "")
 
 
 def _objective_values(row: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, float]:
@@ -173,21 +237,22 @@ def _objective_values(row: Mapping[str, Any], metrics: Sequence[str]) -> dict[st
     return out
 
 
-def _trials(rows: list[dict[str, Any]], spec: SweepSpec) -> tuple[list[tuple[PriorTrial, str]], Counter[str]]:
+def _trials(rows: list[dict[str, Any]], spec: SweepSpec,
+            earlier: SweepSpec) -> tuple[list[tuple[PriorTrial, str]], Counter[str]]:
     """The usable trials with their trial ids, and the others counted by why they are dropped."""
     metrics = spec.objective_metrics()
     by_trial: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row.get("fidelity") == "text":
             by_trial[str(row["trial_id"])].append(row)
-    base, kept, dropped = base_train_config(spec), [], Counter[str]()
+    base, earlier_base, kept, dropped = base_train_config(spec), base_train_config(earlier), [], Counter[str]()
     for tid in sorted(by_trial):
         steps = sorted(by_trial[tid], key=lambda r: int(r["step"]))
         last = steps[-1]
         if last.get("status") == "failed":
             dropped["failed in the earlier sweep"] += 1
             continue
-        params, why = _match(last, spec, base)
+        params, why = _match(last, spec, base, earlier, earlier_base)
         if params is None:
             dropped[why] += 1
             continue
@@ -197,25 +262,33 @@ def _trials(rows: list[dict[str, Any]], spec: SweepSpec) -> tuple[list[tuple[Pri
     return kept, dropped
 
 
+def _same_folder(a: str, b: str) -> bool:
+    return a == b if "://" in a or "://" in b else Path(a).resolve() == Path(b).resolve()
+
+
 def load_prior(source: str, spec: SweepSpec) -> Prior:
     """The usable trials of the sweep folder ``source`` for ``spec``; a :class:`ConfigError` (one
     line, ``search.warm_start: ...``) when it is no sweep, another experiment, or holds no usable
     trial. Reads only; writes nothing."""
+    from pyarrow import ArrowException
+
     from .sweep_dir import SweepDir
 
     folder = SweepDir.at(source)
     if not folder.is_uri and not Path(folder.root).is_dir():
         raise _bad(f"{source!r} is not a folder; give the storage folder of an earlier sweep (its --storage)")
+    if _same_folder(folder.root, SweepDir.at(spec.storage).root):
+        raise _bad(f"{source!r} is this sweep's own storage; give an earlier sweep's folder")
     try:
         earlier, meta = folder.load()
         rows = folder.rows(str(meta["sweep_id"])) if folder.store().files() else []
     except SageError as exc:
         raise _bad(f"{source!r} cannot be read as a sweep folder: {exc}") from None
-    if Path(folder.root).resolve() == Path(spec.storage).resolve():
-        raise _bad(f"{source!r} is this sweep's own storage; give an earlier sweep's folder")
+    except (OSError, ArrowException) as exc:  # object storage that cannot be reached, or an unknown scheme
+        raise _bad(f"{source!r} cannot be read ({type(exc).__name__}: {exc})") from None
     if (line := _context_line(source, earlier, spec)) is not None:
         raise _bad(line)
-    kept, dropped = _trials(rows, spec)
+    kept, dropped = _trials(rows, spec, earlier)
     if not kept:
         why = "; ".join(f"{k} ({n})" for k, n in sorted(dropped.items())) or "it holds no results"
         raise _bad(f"no trial of {source!r} fits this spec: {why}")

@@ -34,8 +34,10 @@ EARLIER = [
 ]
 
 
-def _earlier_folder(root: Path, trials=EARLIER, **changes) -> Path:
-    """An earlier sweep's folder as the runner leaves it: spec.yaml, sweep.json, result rows."""
+def _earlier_folder(root: Path, trials=EARLIER, *, unwritten: dict | None = None, **changes) -> Path:
+    """An earlier sweep's folder as the runner leaves it: spec.yaml, sweep.json, result rows.
+    ``unwritten``: column -> ``"absent"`` / ``"null"``, a setting older code did not store (absent from
+    its rows, or null there because a later file of the same sweep added the column)."""
     from analysis.store import ResultStore
     from sweeps.resolved_trial import resolve_trial
     from sweeps.spec import base_train_config, load_spec
@@ -53,8 +55,15 @@ def _earlier_folder(root: Path, trials=EARLIER, **changes) -> Path:
     for i, (params, steps, status) in enumerate(trials):
         trial = resolve_trial(f"e{i}", params, base=base, variants={})
         for step in steps:
-            rows.append(result_row(sweep_id=EARLIER_ID, trial=trial, result={"step": step, **_values(i, step)},
+            # the trainer reports the guidance scale it derived from concept_guidance_ratio (the spec's None)
+            result = {"step": step, "concept_guidance_scale": 18.1 + i, **_values(i, step)}
+            rows.append(result_row(sweep_id=EARLIER_ID, trial=trial, result=result,
                                    status=status if step == steps[-1] else "running", code_version="test"))
+    for column, how in (unwritten or {}).items():
+        for row in rows:
+            del row[column]
+            if how == "null":
+                row[column] = None
     ResultStore(folder.results).write(rows)
     path.rename(root / "earlier.yaml")
     return Path(folder.root)
@@ -183,6 +192,58 @@ def test_validate_reads_the_earlier_sweep_too(tmp_path, capsys):
     assert "ranked objectives" in line, line
 
 
+#: Training settings the earlier trials and this spec hold differently, though no column says so at
+#: first sight: this spec's None, a column older code did not write (read as today's default), a nested
+#: setting only the earlier trials set. (earlier changes, this spec's changes, the drop reason)
+HIDDEN = {
+    "this spec's None": ({}, {"train": {"max_steps": None}},
+                         "max_steps=4.0 where this spec trains with None"),
+    "unwritten column, absent": ({"unwritten": {"lambda_adv": "absent"}}, {"train": {"lambda_adv": 0.5}},
+                                 "lambda_adv=0.0 where this spec trains with 0.5"),
+    "unwritten column, null": ({"unwritten": {"lambda_adv": "null"}}, {"train": {"lambda_adv": 0.5}},
+                               "lambda_adv=0.0 where this spec trains with 0.5"),
+    "nested setting": ({"train": {"lambda_adv": 0.5, "adv_attack": {"steps": 3}}}, {"train": {"lambda_adv": 0.5}},
+                       "adv_attack.steps=3.0 where this spec leaves it unset"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HIDDEN))
+def test_a_setting_the_earlier_trials_trained_with_differently_drops_them(tmp_path, case):
+    from sage_core.errors import ConfigError
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    earlier_changes, new_changes, reason = HIDDEN[case]
+    trials = EARLIER[:3]  # the three that the loader test keeps
+    earlier = _earlier_folder(tmp_path, trials, **earlier_changes)
+    with pytest.raises(ConfigError) as refused:
+        load_prior(str(earlier), load_spec(_new_spec(tmp_path, **new_changes)))
+    assert f"{reason} (3)" in str(refused.value), refused.value
+    # The same earlier folder against a spec that trains as the earlier trials did keeps all three.
+    same = {"train": earlier_changes["train"]} if "train" in earlier_changes else {}
+    prior = load_prior(str(earlier), load_spec(_new_spec(tmp_path, name="same.yaml", **same)))
+    assert [t.params for t in prior.trials] == [{k: v for k, v in p.items() if k != "lr"} for p, _, _ in trials]
+    assert prior.dropped == {}
+
+
+def test_objectives_of_the_robust_stage_need_the_same_robust_settings(tmp_path):
+    from sage_core.errors import ConfigError
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    robust = [{"metric": "robust_concept_auc", "mode": "min"}, {"metric": "util_text", "mode": "max"}]
+    earlier = _earlier_folder(tmp_path, objectives=robust, fidelity={"text_every": 2, "robust": {"steps": 3}})
+    other = load_spec(_new_spec(tmp_path, objectives=robust, fidelity={"text_every": 2, "robust": {"steps": 4}}))
+    with pytest.raises(ConfigError) as refused:
+        load_prior(str(earlier), other)
+    assert "measured its robust objectives with fidelity.robust={'steps': 3}, this spec with " \
+           "fidelity.robust={'steps': 4}" in str(refused.value), refused.value
+    # the same settings written another way (the default lr spelled out) are the same settings
+    same = load_spec(_new_spec(tmp_path, name="same.yaml", objectives=robust,
+                               fidelity={"text_every": 2, "robust": {"steps": 3, "lr": 1e-3}}))
+    assert load_prior(str(earlier), same).sweep_id == EARLIER_ID
+
+
 def _other_encoder(root: Path) -> dict:
     from tests.tiny_models import make_tiny_clip_encoder
 
@@ -225,6 +286,20 @@ def test_warm_start_from_a_folder_that_holds_no_sweep_is_refused(tmp_path, capsy
     assert line.startswith("error: ") and "search.warm_start" in line and "holds no sweep" in line, line
     line = refuse(capsys, ["sweep", "run", spec, "--warm-start", tmp_path / "missing"], watch=[tmp_path])
     assert "is not a folder" in line, line
+
+
+@pytest.mark.parametrize("where", ["a file", "its own storage", "an unknown URI scheme"])
+def test_validate_refuses_a_warm_start_that_is_no_earlier_sweep_in_one_line(tmp_path, capsys, where):
+    earlier = _earlier_folder(tmp_path)
+    spec = _new_spec(tmp_path)
+    argv, expected = {
+        "a file": ([spec, "--warm-start", spec], "is not a folder"),
+        "its own storage": ([spec, "--storage", earlier, "--warm-start", f"{earlier}/."], "this sweep's own storage"),
+        "an unknown URI scheme": ([spec, "--warm-start", "nosuch://bucket/x"], "cannot be read (ArrowInvalid: "),
+    }[where]
+    capsys.readouterr()
+    line = refuse(capsys, ["sweep", "validate", *argv], watch=[tmp_path])
+    assert line.startswith("error: search.warm_start: ") and expected in line, line
 
 
 # -- end to end: a real earlier sweep, then warm-started ones --------------------------------------------
