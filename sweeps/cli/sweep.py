@@ -19,6 +19,9 @@ sweep_app = typer.Typer(
 _SET_HELP = ("Override a spec value, repeatable. Dotted paths reach into the spec "
              "(--set search.num_samples=8, --set fidelity.text_every=10); a bare TrainConfig field "
              "sets it for every trial (--set lr=1e-4 is --set train.lr=1e-4).")
+_WARM_START_HELP = ("Seed the search with the results of an earlier sweep (its storage folder) that trained the "
+                    "same encoder on the same prompt data for the same objectives; checked before anything "
+                    "starts. Same as --set search.warm_start=DIR. Example: --warm-start runs/demo")
 
 
 @sweep_app.command("run")
@@ -37,10 +40,7 @@ def run_cmd(
         None, "--cache-dir", help="Cache of base embeddings, codebook and evaluator data, reused by every "
         "sweep on the same encoder and prompts (default $SAGE_CACHE_DIR, else ~/.cache/sage-sweeps); on a "
         "cluster, a folder every node sees. Same as --set train.cache_dir=DIR."),
-    warm_start: str | None = typer.Option(
-        None, "--warm-start", help="Seed the search with the results of an earlier sweep (its storage "
-        "folder) that trained the same encoder on the same prompt data for the same objectives; checked "
-        "before anything starts. Same as --set search.warm_start=DIR. Example: --warm-start runs/demo"),
+    warm_start: str | None = typer.Option(None, "--warm-start", help=_WARM_START_HELP),
 ) -> None:
     """Validate SPEC, then run the sweep; results go to STORAGE/results, the live table shows the
     objectives. Interrupt with Ctrl+C or `sage sweep stop STORAGE`; finish with `sage sweep resume`."""
@@ -51,8 +51,7 @@ def run_cmd(
     overrides = parse_overrides(set_)
     if cache_dir is not None:
         overrides["train.cache_dir"] = cache_dir
-    if warm_start is not None:
-        overrides["search.warm_start"] = _sweep_folder(warm_start, option="--warm-start")
+    _set_warm_start(overrides, warm_start)
     outcome = run(spec, overrides=overrides, storage=storage, address=address, num_cpus=num_cpus)
     typer.echo(outcome.summary())
     if outcome.state != "finished":
@@ -107,6 +106,7 @@ def validate_cmd(
     spec: str = typer.Argument(..., help="Spec name (e.g. pareto-search) or path to a spec YAML."),
     set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
     storage: str | None = typer.Option(None, "--storage", help="Check this storage instead of the spec's."),
+    warm_start: str | None = typer.Option(None, "--warm-start", help=_WARM_START_HELP),
 ) -> None:
     """Check SPEC without starting Ray: unknown keys, bad ranges, every trial configuration
     (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage, and the
@@ -117,7 +117,9 @@ def validate_cmd(
     from sweeps.warm_start import load_and_plan
 
     spec, storage = _checked(spec, storage)
-    checked, coverage = load_validated_spec(spec, overrides=parse_overrides(set_), storage=storage)
+    overrides = parse_overrides(set_)
+    _set_warm_start(overrides, warm_start)
+    checked, coverage = load_validated_spec(spec, overrides=overrides, storage=storage)
     warm = load_and_plan(checked) if checked.search.warm_start else None
     typer.echo(describe(checked, coverage))
     if warm is not None:
@@ -130,6 +132,12 @@ def _checked(spec: str, storage: str | None) -> tuple[str, str | None]:
     from sweeps.paths import check_arg
 
     return check_arg(spec, option="SPEC"), check_arg(storage, option="--storage") if storage is not None else None
+
+
+def _set_warm_start(overrides: dict, warm_start: str | None) -> None:
+    """``--warm-start DIR`` is ``--set search.warm_start=DIR`` (once the operating system can name DIR)."""
+    if warm_start is not None:
+        overrides["search.warm_start"] = _sweep_folder(warm_start, option="--warm-start")
 
 
 def _sweep_folder(storage: str, *, option: str = "STORAGE") -> str:
