@@ -272,6 +272,8 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
     trial. Reads only; writes nothing."""
     from pyarrow import ArrowException
 
+    from analysis.errors import AnalysisError
+
     from .sweep_dir import SweepDir
 
     folder = SweepDir.at(source)
@@ -282,7 +284,7 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
     try:
         earlier, meta = folder.load()
         rows = folder.rows(str(meta["sweep_id"])) if folder.store().files() else []
-    except SageError as exc:
+    except (SageError, AnalysisError) as exc:  # AnalysisError: a damaged results store
         raise _bad(f"{source!r} cannot be read as a sweep folder: {exc}") from None
     except (OSError, ArrowException) as exc:  # object storage that cannot be reached, or an unknown scheme
         raise _bad(f"{source!r} cannot be read ({type(exc).__name__}: {exc})") from None

@@ -288,7 +288,7 @@ def test_warm_start_from_a_folder_that_holds_no_sweep_is_refused(tmp_path, capsy
     assert "is not a folder" in line, line
 
 
-@pytest.mark.parametrize("where", ["a file", "its own storage", "an unknown URI scheme"])
+@pytest.mark.parametrize("where", ["a file", "its own storage", "an unknown URI scheme", "a damaged store"])
 def test_validate_refuses_a_warm_start_that_is_no_earlier_sweep_in_one_line(tmp_path, capsys, where):
     earlier = _earlier_folder(tmp_path)
     spec = _new_spec(tmp_path)
@@ -296,7 +296,10 @@ def test_validate_refuses_a_warm_start_that_is_no_earlier_sweep_in_one_line(tmp_
         "a file": ([spec, "--warm-start", spec], "is not a folder"),
         "its own storage": ([spec, "--storage", earlier, "--warm-start", f"{earlier}/."], "this sweep's own storage"),
         "an unknown URI scheme": ([spec, "--warm-start", "nosuch://bucket/x"], "cannot be read (ArrowInvalid: "),
+        "a damaged store": ([spec, "--warm-start", earlier], "cannot be read as a sweep folder: 1 bad file(s)"),
     }[where]
+    if where == "a damaged store":
+        next((earlier / "results").rglob("*.parquet")).write_bytes(b"not parquet")
     capsys.readouterr()
     line = refuse(capsys, ["sweep", "validate", *argv], watch=[tmp_path])
     assert line.startswith("error: search.warm_start: ") and expected in line, line
