@@ -26,7 +26,8 @@ __all__ = ["EhviSearcher", "proposals"]
 
 def proposals(param_space: Mapping[str, Any], *, num_samples: int, seed: int | None) -> list[dict[str, Any]]:
     """The configurations Tune's variant generator makes of ``param_space`` (``tune.grid_search`` and
-    sampled domains), ``num_samples`` times, seeded."""
+    sampled domains), ``num_samples`` times, in a seeded random order (a grid's own order would make
+    the first trials neighbours)."""
     import numpy as np
     from ray.tune.search.variant_generator import generate_variants
 
@@ -34,12 +35,12 @@ def proposals(param_space: Mapping[str, Any], *, num_samples: int, seed: int | N
     out: list[dict[str, Any]] = []
     for _ in range(num_samples):
         out += [dict(config) for _, config in generate_variants(dict(param_space), random_state=rng)]
-    return out
+    return [out[i] for i in rng.permutation(len(out))]
 
 
 class EhviSearcher(Searcher):
-    """Suggest the proposal with the largest expected hypervolume gain (space-filling until
-    :data:`MIN_FIT` finals, or a warm start's prior, exist).
+    """Suggest the proposal with the largest expected hypervolume gain once :data:`MIN_FIT` finals (a
+    warm start's prior included) exist; before, the proposals in their order.
 
     Args (keyword-only): ``candidates`` (the proposals, in their proposed order: ties go to the
     earlier), ``metrics`` / ``modes``, ``prior`` (see :class:`sweeps.mf_search.PriorTrial`), ``seed``,
@@ -65,9 +66,8 @@ class EhviSearcher(Searcher):
         # Searcher.FINISHED (a str) ends the search, as Ray documents; its annotation omits it
         if not self.left:
             return Searcher.FINISHED  # type: ignore[return-value]
-        started = [*self.running.values(), *self.done]
-        if len(self.model.final) < MIN_FIT:
-            pick: str | None = self.model.spread(self.left, started)
+        if len(self.model.final) < MIN_FIT:  # nothing to fit on yet: the proposals' (seeded random) order
+            pick: str | None = self.left[0]
         else:
             pick = self.model.choose(self.left, believed=list(self.running.values()))
             if pick is None:  # min_gain > 0 and nothing is expected to add enough

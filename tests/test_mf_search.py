@@ -53,17 +53,18 @@ def test_choice_is_the_largest_gain_and_a_duplicate_of_a_believed_trial_adds_not
     assert gains["c"] == pytest.approx(hypervolume(np.vstack([pts["a"], pts["c"]]), ref) - alone["a"], abs=1e-12)
 
 
-def test_start_is_space_filling_until_a_surrogate_can_be_fitted():
-    model = _model()
-    grid = {f"t{i}{j}": {"lr": lr, "lambda_esp": esp} for i, lr in enumerate((1e-5, 1e-4, 1e-3))
-            for j, esp in enumerate((0.0, 2.0, 4.0))}
-    for tid, params in grid.items():
-        model.add(tid, params)
-    # lr spans a factor 100: log-scaled, so 1e-4 is the middle; the farthest from the corner t00 is t22.
-    assert model.spread(list(grid), ["t00"]) == "t22"
-    assert model.spread(list(grid), []) == "t00"
-    # by hand: t11 = (.5, .5) is sqrt(.5) from both corners (0, 0) and (1, 1); t02 = (0, 1) is 1 from both
-    assert model.spread(["t11", "t02"], ["t00", "t22"]) == "t02"
+def test_proposals_are_the_grid_in_a_seeded_random_order():
+    from ray import tune
+
+    from sweeps.ehvi_search import proposals
+
+    space = {"a": tune.grid_search([1, 2, 3]), "b": tune.grid_search(["x", "y"])}
+    grid = [{"a": a, "b": b} for a in (1, 2, 3) for b in ("x", "y")]
+    first = proposals(space, num_samples=2, seed=0)
+    key = lambda c: (c["a"], c["b"])  # noqa: E731
+    assert sorted(first, key=key) == sorted(grid * 2, key=key)  # every point num_samples times
+    assert proposals(space, num_samples=2, seed=0) == first  # seeded
+    assert first != grid * 2 and proposals(space, num_samples=2, seed=1) != first  # and shuffled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +158,7 @@ def _grid_trainable(config):
 
 
 @pytest.mark.slow
-def test_real_tune_run_of_a_spec_starts_space_filling_one_at_a_time(ray_local, tmp_path):
+def test_real_tune_run_of_a_spec_runs_the_proposals_one_at_a_time(ray_local, tmp_path):
     from ray import tune
 
     from sweeps.pareto_scheduler import build_scheduler
@@ -178,9 +179,9 @@ def test_real_tune_run_of_a_spec_starts_space_filling_one_at_a_time(ray_local, t
     # one at a time: each started after the one before reported its end
     ends = sorted((r.metrics["timestamp"], r.config["lambda_esp"]) for r in results)
     assert [x for _, x in starts] == [x for _, x in ends]
-    # the first proposal, then the farthest from it (3), then the farthest from both (1 and 2 tie at
-    # distance 1/3 of the range: the first proposed, 1), then the last one
-    assert [x for _, x in starts] == [0.0, 3.0, 1.0, 2.0]
+    # the first three in the proposals' (seeded random) order, then the one left
+    assert [x for _, x in starts] == [c["lambda_esp"] for c in plan.search_alg.candidates]
+    assert sorted(x for _, x in starts) == [0.0, 1.0, 2.0, 3.0]
 
 
 def _spec(tmp_path: Path, search: dict, **extra) -> Path:
@@ -209,7 +210,8 @@ def test_spec_checks_and_what_the_spec_builds(tmp_path):
     spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi", "num_samples": 2}))
     plan = build_search(spec)
     assert isinstance(plan.search_alg, EhviSearcher) and plan.param_space == {}
-    assert [c["lambda_esp"] for c in plan.search_alg.candidates] == [0.0, 2.0, 0.0, 2.0] and plan.num_samples == 4
+    assert sorted(c["lambda_esp"] for c in plan.search_alg.candidates) == [0.0, 0.0, 2.0, 2.0]
+    assert plan.num_samples == 4
     assert isinstance(build_scheduler(spec, None), ParetoSuccessiveHalving)
 
 
@@ -225,7 +227,7 @@ def test_searcher_hands_out_each_proposal_once_and_resumes_from_its_saved_state(
 
     searcher = make()
     first = [searcher.suggest(f"t{i}")["x"] for i in range(3)]
-    assert first == [0.0, 4.0, 2.0]  # the first, the farthest from it, the farthest from both
+    assert first == [0.0, 1.0, 2.0]  # in the proposals' order until three have finished
     for i, x in enumerate(first):
         searcher.on_trial_complete(f"t{i}", {"step": 4, "total_steps": 4, "concept_auc": 0.5 + 0.1 * x,
                                              "util_sib": 0.4 + 0.1 * x})
@@ -238,7 +240,7 @@ def test_searcher_hands_out_each_proposal_once_and_resumes_from_its_saved_state(
     again.on_trial_complete("t3", {"step": 4, "total_steps": 4, "concept_auc": float("nan"), "util_sib": 0.5})
     again.on_trial_complete("t4", {"step": 2, "total_steps": 4, "concept_auc": 0.1, "util_sib": 0.9})  # stopped
     assert len(again.model.final) == 3  # neither a non-finite nor an unfinished result is a final
-    assert MIN_FIT == 3  # the start above is space-filling for exactly three picks
+    assert MIN_FIT == 3  # the start above follows the order for exactly three picks
 
 
 def test_pareto_search_ships_the_ehvi_search(tmp_path):
@@ -257,6 +259,6 @@ def test_a_warm_start_reaches_the_searcher_and_leads_its_first_pick(tmp_path):
              for x, (a, u) in values.items()]
     searcher = build_search(spec, prior=prior).search_alg
     assert searcher.model.has_prior
-    assert searcher.suggest("t0") == {"lambda_esp": 2.0}  # without the prior: the first proposal, 0.0
-    cold = build_search(spec).search_alg
-    assert cold.suggest("t0") == {"lambda_esp": 0.0}
+    assert searcher.suggest("t0") == {"lambda_esp": 2.0}
+    cold = build_search(spec).search_alg  # without the prior: the first proposal
+    assert cold.suggest("t0") == cold.candidates[0]
