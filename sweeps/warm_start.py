@@ -10,14 +10,17 @@ What is checked before anything launches (one line naming what differs, exit 2):
 
 - the earlier sweep trained the same encoder on the same prompt data and evaluated on the same
   text-evaluation prompts (:data:`CONTEXT_FIELDS` of the resolved base configurations);
-- it ranked the same objectives (metric and direction);
+- it ranked the same objectives (metric and direction), those of the robust / proximal stage
+  measured with the same stage settings;
 - it holds at least one usable trial.
 
 Each earlier trial is then matched against this spec: it is used when its parameters lie in this
 spec's space and every other training setting equals what this sweep would run with those
 parameters (settings that only say where or how often a run is saved or evaluated are ignored,
 :data:`NOT_A_SETTING`). The others are dropped, counted by reason in :attr:`Prior.dropped`, which
-the runner prints before the sweep starts. Failed trials are never used.
+the runner prints before the sweep starts. Failed trials are never used. The earlier sweep's
+trials include those its own warm start reused (their rows, copied into its store under the sweep
+id that produced them), so warm starts chain.
 """
 
 from __future__ import annotations
@@ -237,20 +240,36 @@ def _objective_values(row: Mapping[str, Any], metrics: Sequence[str]) -> dict[st
     return out
 
 
-def _trials(rows: list[dict[str, Any]], spec: SweepSpec,
-            earlier: SweepSpec) -> tuple[list[tuple[PriorTrial, str]], Counter[str]]:
-    """The usable trials with their trial ids, and the others counted by why they are dropped."""
+def _other_context(row: Mapping[str, Any], context: Mapping[str, Any]) -> str | None:
+    """Why a row another sweep wrote into the earlier sweep's store (rows its own warm start reused)
+    comes from another experiment than ``context`` (this spec's, as store columns); None if not."""
+    for name, want in context.items():
+        if not _same(row.get(name), want):
+            return f"rows of sweep {row['sweep_id']} trained with {name}={row.get(name)!r}"
+    return None
+
+
+def _trials(rows: list[dict[str, Any]], spec: SweepSpec, earlier: SweepSpec,
+            sweep_id: str) -> tuple[list[tuple[PriorTrial, tuple[str, str]]], Counter[str]]:
+    """The usable trials with their (sweep id, trial id), and the others counted by why they are
+    dropped. Rows of another sweep id are those the earlier sweep's own warm start reused: they count
+    as its trials when they were trained in this spec's context."""
     metrics = spec.objective_metrics()
-    by_trial: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    context = hyperparameter_columns({k: v for k, v in _resolved(base_train_config(spec)).items()
+                                      if k in CONTEXT_FIELDS})
+    by_trial: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row.get("fidelity") == "text":
-            by_trial[str(row["trial_id"])].append(row)
+            by_trial[(str(row["sweep_id"]), str(row["trial_id"]))].append(row)
     base, earlier_base, kept, dropped = base_train_config(spec), base_train_config(earlier), [], Counter[str]()
-    for tid in sorted(by_trial):
-        steps = sorted(by_trial[tid], key=lambda r: int(r["step"]))
+    for key in sorted(by_trial, key=lambda k: (k[0] != sweep_id, k)):  # the earlier sweep's own trials first
+        steps = sorted(by_trial[key], key=lambda r: int(r["step"]))
         last = steps[-1]
         if last.get("status") == "failed":
             dropped["failed in the earlier sweep"] += 1
+            continue
+        if key[0] != sweep_id and (why := _other_context(last, context)) is not None:
+            dropped[why] += 1
             continue
         params, why = _match(last, spec, base, earlier, earlier_base)
         if params is None:
@@ -258,7 +277,7 @@ def _trials(rows: list[dict[str, Any]], spec: SweepSpec,
             continue
         rungs = {int(r["step"]): vals for r in steps if (vals := _objective_values(r, metrics))}
         final = _objective_values(last, metrics) if last.get("status") == "finished" else {}
-        kept.append((PriorTrial(params=params, metrics=final if len(final) == len(metrics) else {}, rungs=rungs), tid))
+        kept.append((PriorTrial(params=params, metrics=final if len(final) == len(metrics) else {}, rungs=rungs), key))
     return kept, dropped
 
 
@@ -283,18 +302,21 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
         raise _bad(f"{source!r} is this sweep's own storage; give an earlier sweep's folder")
     try:
         earlier, meta = folder.load()
-        rows = folder.rows(str(meta["sweep_id"])) if folder.store().files() else []
+        rows = folder.store().read().to_pylist() if folder.store().files() else []
     except (SageError, AnalysisError) as exc:  # AnalysisError: a damaged results store
         raise _bad(f"{source!r} cannot be read as a sweep folder: {exc}") from None
     except (OSError, ArrowException) as exc:  # object storage that cannot be reached, or an unknown scheme
         raise _bad(f"{source!r} cannot be read ({type(exc).__name__}: {exc})") from None
     if (line := _context_line(source, earlier, spec)) is not None:
         raise _bad(line)
-    kept, dropped = _trials(rows, spec, earlier)
+    kept, dropped = _trials(rows, spec, earlier, str(meta["sweep_id"]))
     if not kept:
         why = "; ".join(f"{k} ({n})" for k, n in sorted(dropped.items())) or "it holds no results"
         raise _bad(f"no trial of {source!r} fits this spec: {why}")
-    stored = tuple(tuple(r for r in rows if str(r["trial_id"]) == tid) for _, tid in kept)
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_key[(str(row["sweep_id"]), str(row["trial_id"]))].append(row)
+    stored = tuple(tuple(by_key[key]) for _, key in kept)
     return Prior(source=source, sweep_id=str(meta["sweep_id"]), trials=tuple(t for t, _ in kept),
                  dropped=dict(dropped), stored=stored)
 

@@ -97,6 +97,35 @@ def test_loader_reads_params_finals_and_rungs_and_counts_what_it_drops(tmp_path)
                                     "(grid [0.0, 2.0, 4.0]) (1); lr=0.0001 where this spec trains with 0.001 (1)")
 
 
+def test_trials_the_earlier_sweep_reused_from_its_own_warm_start_count_as_its_own(tmp_path):
+    """Warm starts chain: rows a grid warm start copied into the earlier sweep's store (under the id of
+    the sweep that trained them) are its trials too, unless they were trained in another context."""
+    from analysis.store import ResultStore
+    from sweeps.resolved_trial import resolve_trial
+    from sweeps.search import build_search
+    from sweeps.spec import base_train_config, load_spec
+    from sweeps.store_callback import result_row
+    from sweeps.warm_start import PriorTrial, load_prior
+
+    earlier = _earlier_folder(tmp_path)
+    base = base_train_config(load_spec(tmp_path / "earlier.yaml"))
+    first = resolve_trial("f0", {"lambda_esp": 4.0, "lambda_lsa": 0.0, "lr": 1e-3}, base=base, variants={})
+    elsewhere = resolve_trial("f1", {"lambda_esp": 4.0, "lambda_lsa": 0.1, "lr": 1e-3}, base=base, variants={})
+    copied = [result_row(sweep_id="tiny-first-0", trial=t, result={"step": 4, **_values(9, 4)}, status="finished",
+                         code_version="test") for t in (first, elsewhere)]
+    copied[1]["encoder"] = "/elsewhere/encoder"  # trained in another context: never used
+    ResultStore(earlier / "results").write(copied)
+
+    spec = load_spec(_new_spec(tmp_path))
+    prior = load_prior(str(earlier), spec)
+    assert len(prior.trials) == 4 and prior.trials[3] == PriorTrial(
+        params={"lambda_esp": 4.0, "lambda_lsa": 0.0}, metrics=_values(9, 4), rungs={4: _values(9, 4)})
+    assert prior.dropped["rows of sweep tiny-first-0 trained with encoder='/elsewhere/encoder'"] == 1
+    plan = build_search(spec, prior=prior.trials)  # (0, 0), (2, 0) and now (4, 0) finished earlier
+    assert plan.num_samples == 6 - 3 and plan.reused == (prior.trials[0], prior.trials[2], prior.trials[3])
+    assert [(r["sweep_id"], r["trial_id"]) for r in prior.rows_of(plan.reused[2:])] == [("tiny-first-0", "f0")]
+
+
 @pytest.mark.parametrize("algorithm", ["tpe", "nsga2"])
 def test_optuna_study_holds_the_earlier_trials_before_the_first_suggestion(tmp_path, algorithm):
     from optuna.trial import TrialState
