@@ -15,12 +15,13 @@ What is checked before anything launches (one line naming what differs, exit 2):
 - it holds at least one usable trial.
 
 Each earlier trial is then matched against this spec: it is used when its parameters lie in this
-spec's space and every other training setting equals what this sweep would run with those
-parameters (settings that only say where or how often a run is saved or evaluated are ignored,
-:data:`NOT_A_SETTING`). The others are dropped, counted by reason in :attr:`Prior.dropped`, which
-the runner prints before the sweep starts. Failed trials are never used. The earlier sweep's
-trials include those its own warm start reused (their rows, copied into its store under the sweep
-id that produced them), so warm starts chain.
+spec's space and every other training setting equals what this sweep would run with those parameters
+(the training seed excepted, unless the search is a grid, which reuses runs: a model-based search
+learns from another seed's results too; settings that only say where or how often a run is saved or
+evaluated are ignored, :data:`NOT_A_SETTING`). The others are dropped, counted by reason in
+:attr:`Prior.dropped`, which the runner prints before the sweep starts. Failed trials are never
+used. The earlier sweep's trials include those its own warm start reused (their rows, copied into
+its store under the sweep id that produced them), so warm starts chain.
 """
 
 from __future__ import annotations
@@ -199,13 +200,16 @@ def _configured(row: Mapping[str, Any], earlier: SweepSpec, earlier_base: Mappin
         return {}
 
 
-def _setting_mismatch(row: Mapping[str, Any], expected: Mapping[str, Any], configured: Mapping[str, Any]) -> str | None:
+def _setting_mismatch(row: Mapping[str, Any], expected: Mapping[str, Any], configured: Mapping[str, Any], *,
+                      ignore: frozenset[str] = frozenset()) -> str | None:
     """The first training setting of an earlier trial's ``row`` that differs from ``expected`` (this
     spec's, as store columns), None when all agree. A setting both specs leave None agrees whatever
     the trainer filled in (``configured``: the earlier spec's). A nested setting (``adv_attack.steps``)
     the earlier trial set and this spec leaves unset differs too."""
     defaults = _settings({})
     for name, want in expected.items():
+        if name in ignore:
+            continue
         got = _stored(row, name, defaults)
         if not _same(got, want) and not (want is None and name in configured and configured[name] is None):
             return f"{name}={got!r} where this spec trains with {want!r}"
@@ -226,8 +230,11 @@ def _match(row: Mapping[str, Any], spec: SweepSpec, base: Mapping[str, Any], ear
             kind = "grid" if isinstance(dim, Grid) else dim.kind
             return None, f"{name}={value!r} outside this spec's space ({kind} {getattr(dim, kind)})"
         params[name] = _space_value(dim, value)
+    # A model-based search learns from another training seed's results as well (the seed is noise
+    # around the same configuration); a grid reuses runs instead, so its runs must be the same runs.
+    ignore = frozenset() if spec.search.algorithm == "grid" else frozenset({"seed"})
     why = _setting_mismatch(row, _settings(trial_values(base, params, spec.variants)),
-                            _configured(row, earlier, earlier_base))
+                            _configured(row, earlier, earlier_base), ignore=ignore)
     return (None, why) if why else (params, "")
 
 

@@ -255,6 +255,20 @@ def test_a_setting_the_earlier_trials_trained_with_differently_drops_them(tmp_pa
     assert prior.dropped == {}
 
 
+def test_another_training_seed_informs_a_model_based_search_but_is_no_run_a_grid_can_reuse(tmp_path):
+    from sage_core.errors import ConfigError
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    earlier = _earlier_folder(tmp_path, EARLIER[:3])  # trained with the tiny spec's seed, 0
+    tpe = load_spec(_new_spec(tmp_path, name="tpe.yaml", train={"seed": 1},
+                              search={"algorithm": "tpe", "num_samples": 4, "seed": 3}))
+    assert tpe.search.algorithm == "tpe" and [t.params["lambda_esp"] for t in load_prior(str(earlier), tpe).trials] \
+        == [0.0, 2.0, 2.0]
+    with pytest.raises(ConfigError, match=r"seed=0(\.0)? where this spec trains with 1 \(3\)"):
+        load_prior(str(earlier), load_spec(_new_spec(tmp_path, name="grid.yaml", train={"seed": 1})))
+
+
 def test_objectives_of_the_robust_stage_need_the_same_robust_settings(tmp_path):
     from sage_core.errors import ConfigError
     from sweeps.spec import load_spec
