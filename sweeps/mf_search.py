@@ -261,13 +261,14 @@ class ParetoGainModel:
 
     def choose(self, candidates: Sequence[str], *, believed: Sequence[str] = ()) -> str | None:
         """The candidate with the largest expected gain (first in ``candidates`` on a tie), or None when
-        the largest is below ``min_gain`` x the front's hypervolume."""
+        ``min_gain`` > 0 and the largest is not above ``min_gain`` x the front's hypervolume (with 0,
+        a candidate expected to add nothing still runs: every proposal runs in the end)."""
         if not candidates:
             return None
         gains = self.expected_gains(candidates, believed=believed)
         best = int(np.argmax(gains))
         floor = self.min_gain * max(self.current_hv(), 1e-12)
-        return list(candidates)[best] if gains[best] > floor else None
+        return list(candidates)[best] if self.min_gain <= 0 or gains[best] > floor else None
 
 
 try:  # Tune is optional for the model above

@@ -50,6 +50,10 @@ def test_choice_is_the_largest_gain_and_a_duplicate_of_a_believed_trial_adds_not
     assert first == max(alone, key=lambda t: (alone[t], -list(rung).index(t)))
     gains = dict(zip(rung, model.expected_gains(list(rung), believed=["a"]), strict=True))
     assert gains["b"] == 0.0 and gains["d"] == 0.0  # equal to, or dominated by, what a will give
+    # nothing left that adds anything: with min_gain 0 it still runs (the first), with min_gain > 0 it stops
+    assert model.choose(["b", "d"], believed=["a"]) == "b"
+    model.min_gain = 0.01
+    assert model.choose(["b", "d"], believed=["a"]) is None
     assert gains["c"] == pytest.approx(hypervolume(np.vstack([pts["a"], pts["c"]]), ref) - alone["a"], abs=1e-12)
 
 
