@@ -9,6 +9,8 @@ space only (no images, seconds on a CPU):
   the attack loss with respect to a one-hot encoding of those tokens ranks, per position, the
   ``top_k`` vocabulary entries that lower the loss most; ``candidates`` single-token swaps are
   drawn from them (seeded), evaluated in one batch, and the best one is kept if it lowers the loss.
+  The edited prompts are scored as token ids (as GCG and P4D do); typing their decoded text
+  (``AttackResult.adversarial``) may tokenize differently, most often for word pieces.
 - ``soft`` (the upper bound AdvUnlearn uses): the same positions hold free input-embedding vectors,
   optimised by Adam (``lr``) for ``steps`` steps; no token can be typed to reach them.
 
