@@ -34,11 +34,20 @@ ARMS = {"DES": {"lambda_esp": 0.0, "lambda_lsa": 0.0}, "SAGE": {"lambda_esp": 2.
 TIMING = ("config_id", "wall_s", "train_s", "eval_s")
 
 
-def store_rows(tables: dict[int, Path]) -> list[dict]:
-    """One store row per (configuration, seed, evaluation step) of the recorded tables."""
+def common_configs(tables: dict[int, Path]) -> set[int]:
+    """The configurations every table holds (a recording cut short holds fewer)."""
+    sets = [set(pd.read_parquet(path, columns=["config_id"])["config_id"]) for path in tables.values()]
+    return set.intersection(*sets)
+
+
+def store_rows(tables: dict[int, Path], configs: set[int] | None = None) -> list[dict]:
+    """One store row per (configuration, seed, evaluation step) of the recorded tables (only
+    ``configs`` when given)."""
     rows = []
     for seed, path in tables.items():
         for r in pd.read_parquet(path).to_dict("records"):
+            if configs is not None and r["config_id"] not in configs:
+                continue
             rows.append({**{k: v for k, v in r.items() if k not in TIMING}, "sweep_id": "curves",
                          "trial_id": f"c{r['config_id']:02d}s{seed}", "fidelity": "text", "seed": seed})
     return rows
@@ -71,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     tables = dict(enumerate(args.tables))
     present = set(pd.read_parquet(args.tables[0]).columns)
     objectives = [m for m in args.objectives.split(",") if m in present]
+    common = common_configs(tables)
+    print(f"{len(common)} configurations in every table: {sorted(common)}")
     with tempfile.TemporaryDirectory() as tmp:
-        ResultStore(Path(tmp) / "results").write(store_rows(tables))
+        ResultStore(Path(tmp) / "results").write(store_rows(tables, common))
         table = reliability_table(Path(tmp), objectives=objectives)
     pd.set_option("display.width", 200)
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))

@@ -155,13 +155,14 @@ def test_one_seed_per_configuration_says_what_is_missing(tmp_path):
 
 
 def _bench_store(root: Path, tables: dict[int, str]) -> Path:
-    rows = []
-    for seed, name in tables.items():
-        for r in pd.read_parquet(BENCH / name).to_dict("records"):
-            rows.append({**{k: v for k, v in r.items() if k not in ("config_id", "wall_s", "train_s", "eval_s")},
-                         "sweep_id": "curves", "trial_id": f"c{r['config_id']:02d}s{seed}", "fidelity": "text",
-                         "seed": seed})
-    return _store(root, rows)
+    """The recorded tables as one store, converted as bench/curves_reliability.py converts them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("curves_reliability", BENCH.parent / "curves_reliability.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return _store(root, module.store_rows({seed: BENCH / name for seed, name in tables.items()}))
 
 
 def test_recorded_curves_two_seeds(tmp_path):
