@@ -115,3 +115,19 @@ def text_metrics_of_copy(tiny_text_eval) -> dict[str, float]:
 
     base, ev = tiny_text_eval
     return ev(perturbed(base, kind="copy", size=0, reference_prompts=ev.geometry_prompts))
+
+
+@pytest.fixture(scope="module")
+def rec():
+    """bench/record_curves.py loaded as a module (bench/ is no package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "record_curves.py"
+    spec = importlib.util.spec_from_file_location("record_curves", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)

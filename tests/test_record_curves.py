@@ -3,24 +3,12 @@ equals an unsharded recording's settings; overlapping or mismatched shards are r
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def rec():
-    spec = importlib.util.spec_from_file_location("record_curves", ROOT / "bench" / "record_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
 
 
 SETTINGS = {"eval_at": [2, 4], "seed": 0, "grid": {"a": [1, 2, 3]}}

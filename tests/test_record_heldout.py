@@ -5,24 +5,12 @@ main grid's recordings keep their settings (a resumed recording compares them)."
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def rec():
-    spec = importlib.util.spec_from_file_location("record_curves", ROOT / "bench" / "record_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
 
 
 def test_heldout_grid_is_every_combination_and_each_is_a_valid_config(rec, tmp_path):
