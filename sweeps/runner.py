@@ -164,7 +164,13 @@ def _trial_context(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, base: di
                         device_share=(res.gpus if res.gpus else res.cpus) * res.workers, workers=res.workers,
                         worker_resources=worker_resources, train_storage=folder.train,
                         robust=spec.fidelity.robust, proximal=spec.fidelity.proximal,
+                        attack=spec.fidelity.attack_settings(), attack_at=_attack_at(spec),
                         scores_root=folder.prompt_scores)
+
+
+def _attack_at(spec: SweepSpec) -> tuple[int, ...] | None:
+    steps = spec.fidelity.attack_steps()
+    return None if steps is None else tuple(steps)
 
 
 def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: Any = None, prior: Any = None) -> TuneParts:

@@ -175,11 +175,13 @@ def spec_problems(spec: SweepSpec) -> tuple[list[str], Coverage]:
 
 
 def _stage_problems(spec: SweepSpec) -> list[str]:
-    """The robust / proximal / image stages: their settings, metrics and inputs."""
+    """The robust / proximal / attack / image stages: their settings, metrics and inputs."""
     fidelity, problems = spec.fidelity, []
-    if fidelity.robust is not None or fidelity.proximal is not None or fidelity.image is not None:
-        problems += stage_problems(fidelity.robust, fidelity.proximal,
+    if any(s is not None for s in (fidelity.robust, fidelity.proximal, fidelity.image, fidelity.attack)):
+        problems += stage_problems(fidelity.robust, fidelity.proximal, attack=fidelity.attack_settings(),
                                    image_metrics=fidelity.image.metrics if fidelity.image else None)
+    if fidelity.attack is not None and not problems:
+        problems += _attack_room_problems(spec)
     if fidelity.image is not None:
         unknown = [m for m in fidelity.image.metrics if not _metric_known(m, IMAGE_METRICS)]
         problems += [f"fidelity.image.metrics: {m!r} is not an image-level metric ({', '.join(IMAGE_METRICS)})"
@@ -187,6 +189,26 @@ def _stage_problems(spec: SweepSpec) -> list[str]:
         if not unknown:
             problems += _image_stage_problems(spec)
     return problems
+
+
+def _attack_room_problems(spec: SweepSpec) -> list[str]:
+    """``fidelity.attack.n_tokens`` must leave room for a prompt in every trial's token sequence."""
+    from sage_core.evaluation.attack import build_attack_config
+
+    n_tokens = build_attack_config(spec.fidelity.attack_settings()).n_tokens
+    try:
+        base = base_train_config(spec)
+    except SageError:
+        return []  # reported by the trial config check
+    # explicit lengths only (left out, the encoder's default applies: 77 for CLIP, 32 for others)
+    lengths = {v["max_length"] for v in (base, *spec.variants.values()) if isinstance(v.get("max_length"), int)}
+    if not lengths:
+        return []
+    room = min(lengths) - 3  # start and end tokens and at least one prompt token (sage_core.evaluation.attack)
+    if n_tokens > room:
+        return [f"fidelity.attack.n_tokens={n_tokens}: larger than the trials' {min(lengths)}-token sequences "
+                f"allow (max_length); at most {room} (start, end and one prompt token must fit)"]
+    return []
 
 
 def _trial_config_problems(spec: SweepSpec, base: Mapping[str, Any]) -> tuple[list[str], Coverage]:

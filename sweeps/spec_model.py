@@ -21,6 +21,7 @@ from sage_core.config import TrainConfig, load_config, preset_path, read_yaml_ma
 from sage_core.errors import FieldProblem, did_you_mean
 from sage_core.strict_values import MAX_SEED, STRICT_MODEL, check_value
 
+from .robust_stage import ATTACK_AT, attack_at_problems, attack_objective_problems
 from .space import Dimension, Grid, SpaceDimension, grid_size
 
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage", "Resources",
@@ -150,6 +151,11 @@ class FidelityPlan(_Strict):
     proximal: dict[str, Any] | None = Field(
         None, description="proximal-concept disruption at every text evaluation (prox_*, sadi_text; "
         "sage_core.evaluation.proximal.ProximalConfig: prompts, pool_samples, k, ...); {} = defaults")
+    attack: dict[str, Any] | None = Field(
+        None, description="optimised attack on the live encoder at the rungs and the final step (attack_depth "
+        "[lo, hi], attack_steps_median, attack_recovered_at_*; sage_core.evaluation.attack.AttackConfig: steps "
+        "(budget), n_tokens (k), mode (tokens|soft), prompts, candidates, ...; at: [steps] to attack at those "
+        "text evaluations instead of the rungs); {} = defaults")
 
     @model_validator(mode="after")
     def _rungs_at_text_evaluations(self, info: ValidationInfo) -> FidelityPlan:
@@ -157,8 +163,18 @@ class FidelityPlan(_Strict):
                     "(decisions happen at text evaluations)" for r in self.rungs or [] if r % self.text_every]
         if self.rungs is not None and sorted(set(self.rungs)) != list(self.rungs):
             problems.append(f"fidelity.rungs={self.rungs}: must be strictly increasing")
-        _raise_unless_deferred(problems, info)
+        _raise_unless_deferred(problems + attack_at_problems(self.attack, text_every=self.text_every), info)
         return self
+
+    def attack_steps(self) -> list[int] | None:
+        """The text evaluations the attack stage runs at besides the final one (``fidelity.attack.at``,
+        else the rungs); None: every evaluation (no rungs given: the scheduler decides at each)."""
+        at = (self.attack or {}).get(ATTACK_AT)
+        return list(at) if isinstance(at, list) else self.rungs
+
+    def attack_settings(self) -> dict[str, Any] | None:
+        """``fidelity.attack`` without ``at``: the AttackConfig values (None: no attack stage)."""
+        return None if self.attack is None else {k: v for k, v in self.attack.items() if k != ATTACK_AT}
 
 
 class Resources(_Strict):
@@ -250,9 +266,10 @@ class SweepSpec(_Strict):
             stage = getattr(metric_registry.lookup(metric), "fidelity", None)
             if metric in metrics[:i]:
                 problems.append(f"objectives[{i}].metric={metric!r}: listed twice")
-            elif stage in ("robust", "proximal") and getattr(self.fidelity, stage) is None:
+            elif stage in ("robust", "proximal", "attack") and getattr(self.fidelity, stage) is None:
                 problems.append(f"objectives[{i}].metric={metric!r}: measured by the {stage} stage; add "
                                 f"fidelity.{stage}: {{}} (defaults) to the spec")
+        problems += attack_objective_problems(self.fidelity.attack, rungs=self.fidelity.rungs, objectives=metrics)
         return problems + self._seed_problems() + self._search_problems()
 
     def _seed_problems(self) -> list[str]:
@@ -325,6 +342,8 @@ class SweepSpec(_Strict):
             exclude["search"] = {"warm_start"}
         if not self.search.probe:  # likewise search.probe (ehvi) only when set
             exclude.setdefault("search", set()).add("probe")
+        if self.fidelity.attack is None:  # and fidelity.attack only when the spec has the stage
+            exclude["fidelity"] = {"attack"}
         return yaml.safe_dump(self.model_dump(mode="json", exclude=exclude or None), sort_keys=False)
 
 

@@ -56,6 +56,8 @@ class TrialContext:
     train_storage: str | None = None  # where multi-worker trials keep their Ray Train runs
     robust: dict[str, Any] | None = None  # fidelity.robust: benign fine-tune stage (sweeps.robust_stage)
     proximal: dict[str, Any] | None = None  # fidelity.proximal: proximal-disruption stage
+    attack: dict[str, Any] | None = None  # fidelity.attack without ``at``: the attack stage's AttackConfig values
+    attack_at: tuple[int, ...] | None = None  # its steps besides the final one (None: every evaluation)
     scores_root: str | None = None  # where evaluations' per-prompt scores go (analysis.prompt_scores)
 
 
@@ -84,21 +86,36 @@ class TuneReportCallback(_Base):
         self.stages: Any = None  # sweeps.robust_stage.TrialStages when the spec names fidelity.robust/proximal
 
     def _checked(self, info: Any) -> dict[str, float]:
+        final = info.step >= info.total_steps
         if self.stages is not None and info.checkpoint is not None:
-            info = dataclasses.replace(info, metrics={**info.metrics, **self.stages(info.metrics, info.checkpoint)})
-        missing = [m for m in self.context.objectives if m not in info.metrics]
+            more = self.stages(info.metrics, info.checkpoint, step=int(info.step), final=final)
+            info = dataclasses.replace(info, metrics={**info.metrics, **more})
+        missing = [m for m in self.context.objectives if m not in info.metrics and self._measured(m, info.step, final)]
         if missing:
             raise TrialError(f"objectives {missing} are not among the reported metrics "
                              f"({', '.join(sorted(info.metrics))}); check the spec's objectives")
         metrics = reported_metrics(info.metrics, step=info.step, total_steps=info.total_steps, epoch=info.epoch,
                                    wall_s=info.wall_s, device_share=self.context.device_share)
+        # An objective not measured at this evaluation (the attack stage's, between its steps) is NaN:
+        # every result names every objective (Tune's strict metric check); the store and fronts skip NaN.
+        unmeasured = [m for m in self.context.objectives if m not in metrics]
+        metrics.update({m: math.nan for m in unmeasured})
         self._write_prompt_scores(info)
-        bad = [m for m in self.context.objectives if not math.isfinite(metrics[m])]
+        bad = [m for m in self.context.objectives if m not in unmeasured and not math.isfinite(metrics[m])]
         if bad:
             from sage_core.errors import NonFiniteLossError
 
             raise NonFiniteLossError(f"objective(s) {bad} are not finite at step {info.step}")
         return metrics
+
+    def _measured(self, metric: str, step: int, final: bool) -> bool:
+        """``metric`` is measured at this evaluation: the attack stage's only at its steps (the rungs and
+        the final step, where the scheduler and the search read them)."""
+        from analysis.metrics import lookup
+
+        if getattr(lookup(metric), "fidelity", None) != "attack" or self.stages is None:
+            return True
+        return bool(self.stages.attacks_at(int(step), final=final))
 
     def _write_prompt_scores(self, info: Any) -> None:
         """The evaluation's per-prompt scores beside the results, for paired comparisons (``sage pareto``)."""
@@ -192,10 +209,11 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
     from .fault_injection import fault_callbacks  # tests inject faults through the environment
 
     cfg = resolve_trial(name, config, base=context.base, variants=context.variants).config
-    if context.robust is not None or context.proximal is not None:
+    if context.robust is not None or context.proximal is not None or context.attack is not None:
         from .robust_stage import TrialStages
 
-        callback.stages = TrialStages(cfg, robust=context.robust, proximal=context.proximal)
+        callback.stages = TrialStages(cfg, robust=context.robust, proximal=context.proximal, attack=context.attack,
+                                      attack_at=context.attack_at)
     work = Path(tempfile.mkdtemp(prefix=f"sage-trial-{name}-"))
     try:
         resume_from = Path(checkpoint.to_directory(str(work / "restored"))) if checkpoint is not None else None
