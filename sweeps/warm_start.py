@@ -134,17 +134,21 @@ def _context_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | Non
 
 
 def _stage_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | None:
-    """An objective measured by the robust or proximal stage means what that stage's settings
-    (``fidelity.robust`` / ``fidelity.proximal``) make it mean: they must agree as well."""
+    """An objective measured by the robust, proximal or attack stage means what that stage's settings
+    (``fidelity.robust`` / ``fidelity.proximal`` / ``fidelity.attack``) make it mean: they must agree
+    as well."""
     from analysis import metrics as metric_registry
+    from sage_core.evaluation.attack import build_attack_config
     from sage_core.evaluation.proximal import build_proximal_config
     from sage_core.robustness import build_robust_config
 
-    builders = {"robust": build_robust_config, "proximal": build_proximal_config}
+    builders = {"robust": build_robust_config, "proximal": build_proximal_config, "attack": build_attack_config}
     stages = {str(getattr(metric_registry.lookup(o.metric), "fidelity", "")) for o in spec.objectives}
     for stage in sorted(stages & set(builders)):
-        old, new = (getattr(s.fidelity, stage) for s in (earlier, spec))
-        if old is None or new is None or builders[stage](old) != builders[stage](new):
+        # the attack stage's settings without ``at`` (where it runs is no setting of what it measures)
+        old, new = (s.fidelity.attack_settings() if stage == "attack" else getattr(s.fidelity, stage)
+                    for s in (earlier, spec))
+        if old is None or new is None or builders[stage](dict(old)) != builders[stage](dict(new)):
             return (f"{source} measured its {stage} objectives with fidelity.{stage}={old!r}, this spec with "
                     f"fidelity.{stage}={new!r}; a warm start needs the same settings behind every objective")
     return None

@@ -287,6 +287,23 @@ def test_objectives_of_the_robust_stage_need_the_same_robust_settings(tmp_path):
     assert load_prior(str(earlier), same).sweep_id == EARLIER_ID
 
 
+def test_objectives_of_the_attack_stage_need_the_same_attack_settings_wherever_it_runs(tmp_path):
+    from sage_core.errors import ConfigError
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    attack = [{"metric": "attack_depth", "mode": "max"}, {"metric": "util_text", "mode": "max"}]
+    earlier = _earlier_folder(tmp_path, objectives=attack, fidelity={"text_every": 2, "attack": {"steps": 3}})
+    other = load_spec(_new_spec(tmp_path, objectives=attack, fidelity={"text_every": 2, "attack": {"steps": 4}}))
+    with pytest.raises(ConfigError, match=r"measured its attack objectives with fidelity.attack=\{'steps': 3\}, "
+                                          r"this spec with fidelity.attack=\{'steps': 4\}"):
+        load_prior(str(earlier), other)
+    # the same attack run at other evaluations (``at``) measures the same thing
+    same = load_spec(_new_spec(tmp_path, name="same.yaml", objectives=attack,
+                               fidelity={"text_every": 2, "rungs": [2], "attack": {"steps": 3, "at": [2]}}))
+    assert load_prior(str(earlier), same).sweep_id == EARLIER_ID
+
+
 def _other_encoder(root: Path) -> dict:
     from tests.tiny_models import make_tiny_clip_encoder
 
