@@ -168,7 +168,7 @@ def _bench_store(root: Path, tables: dict[int, str]) -> Path:
 def test_recorded_curves_two_seeds(tmp_path):
     """The two recorded 96-step tables: the signal share against a brute-force ICC of the raw files,
     and the rung taus of one seed against bench/RESULTS.md (printed there to two decimals)."""
-    objectives = ["concept_auc", "concept_auc_abs", "util_sib"]
+    objectives = ["matched_auc", "concept_auc", "concept_auc_abs", "util_sib"]
     both = reliability_table(_bench_store(tmp_path / "both", {0: "sage_minilm_curves.parquet",
                                                               1: "sage_minilm_curves_seed1.parquet"}),
                              objectives=objectives).set_index("objective")
@@ -180,8 +180,8 @@ def test_recorded_curves_two_seeds(tmp_path):
         assert both.loc[m, "signal_share_lo"] < both.loc[m, "signal_share"] < both.loc[m, "signal_share_hi"]
     seed0 = reliability_table(_bench_store(tmp_path / "s0", {0: "sage_minilm_curves.parquet"}),
                               objectives=objectives).set_index("objective")
-    results_md = {"concept_auc": (0.69, 0.45, -0.10, 0.55), "concept_auc_abs": (0.45, 0.48, 0.57, 0.64),
-                  "util_sib": (0.74, 0.52, 0.48, 0.72)}
+    results_md = {"matched_auc": (0.03, 0.47, 0.21, 0.14), "concept_auc": (0.16, 0.43, 0.28, 0.64),
+                  "concept_auc_abs": (0.22, 0.37, 0.55, 0.66), "util_sib": (0.74, 0.52, 0.48, 0.72)}
     for m, taus in results_md.items():
         got = [seed0.loc[m, f"tau@{s}"] for s in (6, 12, 24, 48)]
         assert got == pytest.approx(taus, abs=0.005 + 1e-9)
