@@ -252,8 +252,9 @@ def describe(spec: SweepSpec, coverage: Coverage | None = None) -> str:
     n = grid_size(dims) * spec.search.num_samples
     kind = "grid points x repeats" if spec.search.algorithm == "grid" else "samples"
     objs = ", ".join(f"{o.resolved_mode} {o.metric}" for o in spec.objectives)
+    eta = f" (eta {spec.scheduler.eta})" if spec.scheduler.kind == "pareto_sh" else ""
     return (f"spec '{spec.name}' is valid: {n} trial(s) ({kind}), search {spec.search.algorithm}, "
-            f"scheduler {spec.scheduler.kind} (eta {spec.scheduler.eta}), objectives: {objs}; "
+            f"scheduler {spec.scheduler.kind}{eta}, objectives: {objs}; "
             f"varies {', '.join(dims) or 'nothing'}; storage {spec.storage}"
             + (f"; {coverage}" if coverage is not None else ""))
 

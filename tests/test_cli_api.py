@@ -29,11 +29,11 @@ def test_scheduler_registry_builds_each_kind_and_names_the_known_ones(tmp_path):
     from sweeps.pareto_scheduler import SCHEDULERS, ParetoSuccessiveHalving, build_scheduler
 
     spec = load_spec("quickstart", storage=str(tmp_path / "sw"), check=False)
-    pareto = build_scheduler(spec, str(tmp_path / "state.json"))
+    pareto = build_scheduler(spec.model_copy(update={"scheduler": spec.scheduler.model_copy(
+        update={"kind": "pareto_sh"})}), str(tmp_path / "state.json"))
     assert isinstance(pareto, ParetoSuccessiveHalving)
     assert pareto.state_path == tmp_path / "state.json"
-    fifo = build_scheduler(spec.model_copy(update={"scheduler": spec.scheduler.model_copy(update={"kind": "fifo"})}),
-                           None)
+    fifo = build_scheduler(spec, None)   # quickstart runs every trial to the end
     assert isinstance(fifo, FIFOScheduler) and set(SCHEDULERS) == {"pareto_sh", "fifo"}
     odd = spec.model_copy(update={"scheduler": spec.scheduler.model_copy(update={"kind": "hyperband"})})
     with pytest.raises(ConfigError, match="scheduler.kind='hyperband': unknown; known: pareto_sh, fifo"):

@@ -190,7 +190,8 @@ def test_real_tune_run_of_a_spec_runs_the_proposals_one_at_a_time(ray_local, tmp
 
 def _spec(tmp_path: Path, search: dict, **extra) -> Path:
     body = {"include": "quickstart", "name": "ehvi", "storage": str(tmp_path / "s"),
-            "space": {"lambda_esp": {"grid": [0.0, 2.0]}}, "search": search}
+            "space": {"lambda_esp": {"grid": [0.0, 2.0]}}, "search": search,
+            "scheduler": {"kind": "pareto_sh", "eta": 2}, "fidelity": {"text_every": 20, "rungs": [20, 40]}}
     body.update(extra)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(body), encoding="utf-8")
@@ -204,7 +205,7 @@ def test_spec_checks_and_what_the_spec_builds(tmp_path):
 
     spec = load_spec(_spec(tmp_path, {"algorithm": "ehvi", "probe": True}))
     sched = build_scheduler(spec, None)
-    # with a probe, quickstart's scheduler (pareto_sh) is replaced: the search pauses and resumes trials
+    # with a probe, the spec's scheduler (pareto_sh) is replaced: the search pauses and resumes trials
     assert spec.scheduler.kind == "pareto_sh" and isinstance(sched, MultiFidelityPareto)
     assert sched.first_rung == (spec.fidelity.rungs or [spec.fidelity.text_every])[0]
     assert sched.max_concurrent == spec.search.max_concurrent
