@@ -12,7 +12,7 @@ between them is *set by* ``param`` (a ``variant`` such as DES sets ``method``, `
 
 Columns (only where measured): ``param``, ``n``, ``method``, the columns set by ``param``, then the
 headline metrics: the objectives (image level ``asr``, ``tifa`` first, then the sweep's text
-objectives, by default :data:`analysis.metrics.DEFAULT_OBJECTIVES`) and the paper's geometry
+objectives, by default :data:`sage_core.defs.metrics.DEFAULT_OBJECTIVES`) and the paper's geometry
 diagnostics (registry entries of fidelity ``geometry``), each followed by its bootstrap interval
 ``<m>_lo``, ``<m>_hi`` where the rows carry one (the mean of the trials' bounds when ``n`` > 1:
 wider than an interval of the mean). ``all_columns=True`` appends every other metric in the
@@ -28,46 +28,37 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from analysis.column_roles import ColumnRoles, roles_of
-from analysis.errors import QueryError
 from analysis.intervals import interval_frame
-from analysis.metrics import (
+from analysis.rows import last_step_sql, trial_status_sql
+from analysis.views import Source, columns_of, open_source, require_columns
+from sage_core.defs.columns import BOOKKEEPING_COLUMNS, READER_COLUMNS
+from sage_core.defs.config import field_defaults
+from sage_core.defs.errors import QueryError
+from sage_core.defs.metrics import (
     DEFAULT_OBJECTIVES,
     DEFAULT_PAIRS,
     REGISTRY,
+    TIFA_CATEGORIES,
     interval_columns,
     is_interval_column,
     is_metric,
 )
-from analysis.rows import last_step_sql, trial_status_sql
-from analysis.store import KEY_COLUMNS
-from analysis.views import Source, columns_of, open_source, require_columns
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["PAPER_DEFAULTS", "META_COLUMNS", "ABLATION_PARAMS", "ablation_table", "ablation_frame", "hyperparameters",
+__all__ = ["PAPER_DEFAULTS", "ABLATION_PARAMS", "ablation_table", "ablation_frame", "hyperparameters",
            "metric_order", "headline_metrics", "to_markdown"]
 
-# The official SAGE run (docs/method.md section 5); the base point of every one-at-a-time ablation.
-PAPER_DEFAULTS: dict[str, float] = {
-    "lambda_safe": 0.3,
-    "lambda_esp": 2.0,
-    "lambda_lsa": 0.1,
-    "local_k": 15,
-    "alpha": 1.0,
-    "concept_guidance_scale": 205.0,
-}
-META_COLUMNS: frozenset[str] = frozenset(
-    {*KEY_COLUMNS, "method", "status", "wall_s", "device_s", "code_version", "checkpoint", "source", "seed",
-     "preset", "error", "total_steps", "epoch", "front"}
-)
+# The official SAGE run's values (TrainConfig's defaults, docs/method.md section 5) of the paper's
+# one-at-a-time ablations: their base point for a store without declared column roles.
+PAPER_DEFAULTS: dict[str, float] = {name: field_defaults()[name] for name in (
+    "lambda_safe", "lambda_esp", "lambda_lsa", "local_k", "alpha", "concept_guidance_scale")}
 # Columns the report ablates over when they vary (any hyperparameter column works with --param).
 ABLATION_PARAMS: tuple[str, ...] = (*PAPER_DEFAULTS, "variant", "lr", "concept_guidance_ratio", "des_terms")
 ASR_SETS = ("mma", "sneaky", "i2p_sexual", "ringabell", "p4d")
-TIFA_CATEGORIES = (
-    "object", "animal_human", "location", "color", "food", "material",
-    "attribute", "counting", "shape", "activity", "spatial",
-)
+# Without declared roles: never a hyperparameter (``method`` is one, shown as a column of its own).
+_NOT_HYPERPARAMETERS = frozenset({*BOOKKEEPING_COLUMNS, *READER_COLUMNS, "method"})
 
 
 def _family(columns: Sequence[str], base: str, order: Sequence[str], *, exclude: Sequence[str] = ()) -> list[str]:
@@ -123,7 +114,8 @@ def hyperparameters(columns: Sequence[str], roles: ColumnRoles | None = None) ->
         return [c for c in columns if c in declared]
     return [
         c for c in columns
-        if c not in META_COLUMNS and not is_metric(c) and not is_interval_column(c) and not c.startswith(("_", "base_"))
+        if c not in _NOT_HYPERPARAMETERS and not is_metric(c) and not is_interval_column(c)
+        and not c.startswith(("_", "base_"))
     ]
 
 
@@ -142,6 +134,7 @@ def _last_rows(con, *, statuses: Sequence[str] | None) -> pd.DataFrame:
     if df.empty:
         return df
     df["_fid_rank"] = (df["fidelity"] != "image").astype(int)
+    df["_text_step"] = df["step"].where(df["fidelity"] == "text")  # where its per-prompt scores are
     df = df.sort_values(["sweep_id", "trial_id", "_fid_rank"], kind="stable")
     # first() skips missing values column by column: image metrics win, text ones fill the gaps.
     merged = df.groupby(["sweep_id", "trial_id"], sort=True, dropna=False).first().reset_index()
@@ -208,6 +201,8 @@ def ablation_frame(
             out.insert(i, h, grouped[h].agg(lambda s: "/".join(sorted({str(v) for v in s.dropna()}))))
     out = out.reset_index()
     out.attrs["notes"] = notes
+    out.attrs["objectives"] = [m for m in (objectives or DEFAULT_OBJECTIVES) if m in out.columns]
+    out.attrs["trials"] = df[[param, "sweep_id", "trial_id", "_text_step"]].to_dict("records")
     out.attrs["param"] = param
     out.attrs["set_by"] = set_by
     return out
@@ -265,6 +260,7 @@ def to_markdown(df: pd.DataFrame) -> str:
     tail = [f"\nOthers at defaults: {'; '.join(notes)}."] if notes else []
     if df.attrs.get("set_by"):
         tail.append(f"\nSet by each {df.attrs.get('param')}: {', '.join(df.attrs['set_by'])}.")
+    tail += [f"\n{line}" for line in df.attrs.get("paired_notes", [])]
     return "\n".join([header, rule, *body, *tail]) + "\n"
 
 
@@ -278,6 +274,7 @@ def ablation_table(
     skip_bad: bool = False,
     objectives: Sequence[str] | None = None,
     all_columns: bool = False,
+    vs: str | float | None = None,
 ) -> str | pd.DataFrame:
     """Ablation table for ``param`` (see the module docstring) as Markdown, CSV, or a DataFrame (fmt=None).
 
@@ -286,15 +283,25 @@ def ablation_table(
     ``param`` sets. ``statuses`` keeps trials whose last row has one of these statuses (``None``:
     all; pruned and failed trials are left out by default because they stopped early).
     ``objectives``: the text objectives shown first (the sweep's; default
-    :data:`analysis.metrics.DEFAULT_OBJECTIVES`); ``all_columns``: every metric, not only the
+    :data:`sage_core.defs.metrics.DEFAULT_OBJECTIVES`); ``all_columns``: every metric, not only the
     headline ones. CSV keeps intervals as ``<m>_lo``/``<m>_hi`` columns; Markdown folds them.
+    ``vs``: the value of ``param`` every other row is compared with, by a paired bootstrap over the
+    prompts (:mod:`analysis.ablation_paired`: a ``Δ<objective> vs <value>`` column per objective).
     """
     if fmt not in ("md", "csv", None):
         raise QueryError(f"fmt {fmt!r} is not allowed (allowed: md, csv, None)")
     df = ablation_frame(source, param=param, defaults=defaults, statuses=statuses, skip_bad=skip_bad,
                         objectives=objectives, all_columns=all_columns)
+    if vs is not None:
+        from analysis.ablation_paired import with_paired_deltas
+
+        df = with_paired_deltas(df, source, vs=vs)
     if fmt is None:
         return df
     if fmt == "csv":
         return df.to_csv(index=False)
+    if vs is not None:
+        from analysis.ablation_paired import marked
+
+        return to_markdown(marked(df))
     return to_markdown(df)

@@ -38,8 +38,8 @@ from analysis.prompt_scores import ScoreTable, read_prompt_scores
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["draw_counts", "replicates", "objective_value", "compare", "deciding_pairs", "FrontComparison",
-           "front_comparisons", "CONFIDENCE", "RESAMPLES"]
+__all__ = ["draw_counts", "replicates", "objective_value", "percentile_interval", "compare", "mean_difference",
+           "deciding_pairs", "FrontComparison", "front_comparisons", "CONFIDENCE", "RESAMPLES"]
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -114,6 +114,36 @@ def _shared_pools(tables: Sequence[ScoreTable], objectives: Sequence[str]) -> di
     return used
 
 
+def percentile_interval(values: np.ndarray, *, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """The central ``confidence`` percentile interval of bootstrap replicates (axis 0)."""
+    lo, hi = np.percentile(values, [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2], axis=0)
+    return lo, hi
+
+
+def mean_difference(a: Sequence[ScoreTable], b: Sequence[ScoreTable], objectives: Sequence[str], *,
+                    reps: int = RESAMPLES, seed: int = 0,
+                    confidence: float = CONFIDENCE) -> dict[str, tuple[float, float, float]] | None:
+    """``{m: (mean(A) - mean(B), lo, hi)}``: the paired difference of two groups of trials (seeds of
+    one configuration), each objective of every trial recomputed under the same replicates
+    (:func:`draw_counts` over the pools the objectives use, ``seed``) and averaged within its group
+    replicate by replicate. Only objectives every table holds; None when the tables were not scored
+    on the same prompts (or hold none of ``objectives``)."""
+    tables = [*a, *b]
+    held = [m for m in objectives if all(m in t.metrics() for t in tables)]
+    pools = _shared_pools(tables, held) if held and a and b else None
+    if pools is None:
+        return None
+    counts = draw_counts(pools, reps=reps, seed=seed)
+    out = {}
+    for m in held:
+        d = (np.mean([replicates(t, m, counts) for t in a], axis=0)
+             - np.mean([replicates(t, m, counts) for t in b], axis=0))
+        lo, hi = percentile_interval(d, confidence=confidence)
+        point = np.mean([objective_value(t, m) for t in a]) - np.mean([objective_value(t, m) for t in b])
+        out[m] = (float(point), float(lo), float(hi))
+    return out
+
+
 def compare(a: ScoreTable, b: ScoreTable, objectives: Sequence[str], *, counts: Mapping[str, np.ndarray],
             confidence: float = CONFIDENCE) -> dict[str, Any]:
     """Paired replicates of A - B per objective and the verdict (module docstring). Returns
@@ -135,7 +165,7 @@ def compare(a: ScoreTable, b: ScoreTable, objectives: Sequence[str], *, counts: 
         verdict = "trade-off"
     else:
         verdict = "not separable"
-    lo, hi = np.percentile((ra - rb), [100 * (1 - confidence) / 2, 100 * (1 + confidence) / 2], axis=0)
+    lo, hi = percentile_interval(ra - rb, confidence=confidence)
     diff = {m: (float(point[k] * signs[k]), float(lo[k]), float(hi[k])) for k, m in enumerate(objectives)}
     return {"diff": diff, "p_a": p_a, "p_b": p_b, "p_order": p_order, "verdict": verdict}
 

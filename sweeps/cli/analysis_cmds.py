@@ -34,9 +34,18 @@ schema.json are held at the official SAGE run instead
 ({", ".join(f"{name}={value:g}" for name, value in PAPER_DEFAULTS.items())}). --default overrides
 either.
 
+--vs VALUE compares every other row with the row of that value, objective by objective: a column
+Δ<objective> vs VALUE holds the row minus that row with a 95% interval from a paired bootstrap over
+the prompts (every trial of a sweep is scored on the same prompts, kept in its prompt_scores/
+folder), tighter than the two rows' own intervals suggest; * marks an interval that excludes 0. Rows
+with several trials (seeds) are averaged replicate by replicate, so the interval covers the
+prompts, not seed-to-seed variation (sage reliability measures that). Rows whose trials have no
+per-prompt scores get an empty cell and a note under the table.
+
 \b
 Example: sage ablation runs/demo --param lambda_esp --format md
 Example: sage ablation runs/ablation-components-cpu --param variant --all-columns
+Example: sage ablation runs/ablation-components-cpu --param variant --vs DES
 """
 
 
@@ -213,6 +222,10 @@ def ablation(
         False, "--all-columns", help="Every metric column of the store, after the objectives and the geometry "
         "diagnostics (which are all that is shown without it)."
     ),
+    vs: str | None = typer.Option(
+        None, "--vs", help="Add the paired difference of every other row from the row with this value of "
+        "--param (see above). Example: --vs DES"
+    ),
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
     """``sage ablation``; what the user reads is ABLATION_HELP."""
@@ -234,7 +247,7 @@ def ablation(
     with _duckdb_errors():
         table_fmt: Literal["md", "csv"] = "csv" if fmt == "csv" else "md"  # fmt was checked above
         text = analysis.ablation_table(results, param=param, fmt=table_fmt, defaults=defaults, skip_bad=skip_bad,
-                                       objectives=_spec_objectives(results), all_columns=all_columns)
+                                       objectives=_spec_objectives(results), all_columns=all_columns, vs=vs)
     typer.echo(text, nl=False)
 
 
