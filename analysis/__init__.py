@@ -1,6 +1,8 @@
 """The read side of sage-sweeps: results store, DuckDB views, Pareto fronts, ablations, report.
 
-Never imports torch, ray or sage_core (a test proves it), so it works alone in a notebook::
+Never imports torch or ray, and of ``sage_core`` only its torch-free shared definitions
+(:mod:`sage_core.defs`: metric registry, column roles, TrainConfig's defaults, errors); a test proves
+it, so it works alone in a notebook::
 
     import analysis
     con = analysis.connect("runs/demo/results")
@@ -11,17 +13,17 @@ Never imports torch, ray or sage_core (a test proves it), so it works alone in a
 from __future__ import annotations
 
 from analysis.ablation import PAPER_DEFAULTS, ablation_table
-from analysis.errors import AnalysisError, QueryError, StoreError, UnknownNameError
-from analysis.metrics import direction, is_metric
 from analysis.pareto import hypervolume, pareto_front, pareto_ranks
 from analysis.report import write_report
 from analysis.sql import readonly_query
 from analysis.store import KEY_COLUMNS, ResultStore
 from analysis.views import connect, locate
+from sage_core.defs.errors import AnalysisError, QueryError, StorageError, UnknownNameError
+from sage_core.defs.metrics import direction, is_metric
 
 __all__ = [
     "AnalysisError",
-    "StoreError",
+    "StorageError",
     "QueryError",
     "UnknownNameError",
     "ResultStore",

@@ -8,7 +8,7 @@ out (``resamples_used`` counts the others). ``expected`` is the sign a faithful 
 ``sign(text) * sign(image)`` from the metric registry (+1 when both are minimised or both
 maximised, -1 when one is minimised and the other maximised).
 
-Pairs: :data:`analysis.metrics.CALIBRATION_PAIRS`, plus every member of a pair's two families
+Pairs: :data:`sage_core.defs.metrics.CALIBRATION_PAIRS`, plus every member of a pair's two families
 present in both (``concept_auc_<set>`` ~ ``asr_<set>``, ``util_text_<cat>`` ~ ``tifa_<cat>``).
 A column that takes one value over the trials has no correlation with anything: its entry says
 ``note = "no variation in <column> (every trial <value>)"`` and carries no numbers, never NaN.
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from analysis.errors import QueryError, StoreError
-from analysis.metrics import CALIBRATION_PAIRS, lookup, sign
 from analysis.rows import last_rows
+from sage_core.defs.errors import QueryError, StorageError
+from sage_core.defs.metrics import CALIBRATION_PAIRS, lookup, sign
 
 if TYPE_CHECKING:
     import duckdb
@@ -285,7 +285,7 @@ def write_calibration(store: ResultStore, *, sweep_id: str, entries: Sequence[Ma
     from analysis.store import _SWEEP_ID, _TMP_PREFIX, _publish
 
     if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
-        raise StoreError(f"sweep_id {sweep_id!r} is not allowed (allowed: letters, digits, '.', '_', '-', "
+        raise StorageError(f"sweep_id {sweep_id!r} is not allowed (allowed: letters, digits, '.', '_', '-', "
                          "starting with a letter or digit, at most 200 characters)")
     final = calibration_path(store, sweep_id)
     folder = final.rpartition("/")[0]
@@ -296,13 +296,13 @@ def write_calibration(store: ResultStore, *, sweep_id: str, entries: Sequence[Ma
         pq.write_table(table, tmp, filesystem=store.filesystem, compression="zstd")
         _publish(store.filesystem, tmp, final)
     except OSError as exc:
-        raise StoreError(f"cannot write the calibration table under {folder!r}: {exc}") from exc
+        raise StorageError(f"cannot write the calibration table under {folder!r}: {exc}") from exc
     return final
 
 
 def read_calibration(store: ResultStore, *, skip_bad: bool = False) -> pa.Table:
     """Every sweep's calibration table in ``store`` (empty, with :data:`COLUMNS`, when there is none).
-    An unreadable file or one without the columns raises :class:`StoreError`, unless ``skip_bad``."""
+    An unreadable file or one without the columns raises :class:`StorageError`, unless ``skip_bad``."""
     import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
@@ -313,7 +313,7 @@ def read_calibration(store: ResultStore, *, skip_bad: bool = False) -> pa.Table:
     try:
         infos = store.filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
     except OSError as exc:
-        raise StoreError(f"cannot list {root!r}: {exc}") from exc
+        raise StorageError(f"cannot list {root!r}: {exc}") from exc
     tables, bad = [], []
     for info in sorted(infos, key=lambda i: i.path):
         if info.type != pafs.FileType.File or info.base_name != FILE_NAME:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from analysis.errors import StoreError
+from sage_core.defs.errors import StorageError
 
 if TYPE_CHECKING:
     import duckdb
@@ -57,18 +57,18 @@ class ColumnRoles:
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise StoreError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise StorageError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise StoreError(f"{where}: not a column-roles file (expected an object with format={FORMAT!r})")
+            raise StorageError(f"{where}: not a column-roles file (expected an object with format={FORMAT!r})")
         for key in _LISTS:
             value = doc.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise StoreError(f"{where}: {key}={value!r} is not allowed (allowed: a list of column names)")
+                raise StorageError(f"{where}: {key}={value!r} is not allowed (allowed: a list of column names)")
         metrics, defaults = doc.get("metrics", {}), doc.get("defaults", {})
         if not isinstance(metrics, dict) or not all(isinstance(v, str) for v in metrics.values()):
-            raise StoreError(f"{where}: metrics={metrics!r} is not allowed (allowed: an object of name -> direction)")
+            raise StorageError(f"{where}: metrics={metrics!r} is not allowed (allowed: an object of name -> direction)")
         if not isinstance(defaults, dict) or not all(_scalar(v) for v in defaults.values()):
-            raise StoreError(f"{where}: defaults is not allowed (allowed: an object of column -> number, text, "
+            raise StorageError(f"{where}: defaults is not allowed (allowed: an object of column -> number, text, "
                              "true/false or null)")
         return cls(sweep_id=str(doc.get("sweep_id", "")), metrics=dict(metrics), defaults=dict(defaults),
                    **{k: tuple(doc.get(k, [])) for k in _LISTS})
@@ -98,12 +98,12 @@ def read_schema_file(results_uri: str) -> ColumnRoles | None:
         if not fs.isfile(inner):
             return None
         if (fs.size(inner) or 0) > MAX_BYTES:
-            raise StoreError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a file sage wrote")
+            raise StorageError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a file sage wrote")
         with fs.open(inner, "rb") as f:
             data = f.read(MAX_BYTES + 1)
         text = data.decode("utf-8")
     except (OSError, ValueError, ImportError) as exc:  # UnicodeDecodeError is a ValueError
-        raise StoreError(f"{path}: cannot be read ({exc})") from None
+        raise StorageError(f"{path}: cannot be read ({exc})") from None
     return ColumnRoles.from_json(text, where=path)
 
 

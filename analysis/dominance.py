@@ -1,7 +1,7 @@
 """The one Pareto implementation: non-dominated sorting, crowding distance, hypervolume (numpy).
 
 Every function here works on minimisation vectors ``[n, k]``. :func:`objective_signs` reads each
-objective's direction from the metric registry (:mod:`analysis.metrics`) and :func:`minimised`
+objective's direction from the metric registry (:mod:`sage_core.defs.metrics`) and :func:`minimised`
 turns metric values into ``sign * value`` first, as Optuna does; a missing or NaN value becomes
 ``+inf``, the worst. Point ``p`` is dominated iff some ``q`` has ``q_j <= p_j`` for every ``j``
 and ``q_j < p_j`` for one: equal points do not dominate each other, so duplicates share a rank,
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from analysis.errors import QueryError
-from analysis.metrics import is_metric, mode, sign
+from sage_core.defs.errors import QueryError
+from sage_core.defs.metrics import is_metric, mode, sign
 
 __all__ = ["objective_signs", "minimised", "minimised_rows", "nondominated_ranks", "front_mask", "crowding_distance",
            "ranks_and_crowding", "hypervolume"]

@@ -1,26 +1,8 @@
-"""The exception family of :mod:`analysis`; the ``sage`` CLI prints any of them as one line.
+"""Moved to :mod:`sage_core.defs.errors` (one exception family rooted at ``SageError``). This path
+stays only while files edited in parallel (analysis/report.py, analysis/ablation.py,
+sweeps/cli/analysis_cmds.py, tests/test_cli_api.py) still import it; new code imports
+:mod:`sage_core.defs.errors`."""
 
-``analysis`` is a library that works without ``sage_core`` (and the other way round), so it has
-its own root; the orchestrator names both roots once (``sweeps.cli.user_errors()``). See
-``sage_core.errors`` for why the project keeps two roots and one "did you mean".
-"""
+from sage_core.defs.errors import AnalysisError, QueryError, StorageError, UnknownNameError
 
-from __future__ import annotations
-
-__all__ = ["AnalysisError", "StoreError", "QueryError", "UnknownNameError"]
-
-
-class AnalysisError(Exception):
-    """Root of every error raised on purpose by :mod:`analysis`."""
-
-
-class StoreError(AnalysisError):
-    """The results store cannot be written or read (bad row, corrupt file, bad root)."""
-
-
-class QueryError(AnalysisError):
-    """A query is malformed or refused (unknown column, non-read-only SQL, no data)."""
-
-
-class UnknownNameError(QueryError):
-    """A metric, column or parameter name is not known; the message lists close matches."""
+__all__ = ["AnalysisError", "QueryError", "StorageError", "UnknownNameError"]

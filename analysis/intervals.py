@@ -1,7 +1,7 @@
 """Showing a value with its bootstrap interval: ``0.612 [0.581, 0.640]``.
 
 A column ``m`` has an interval when the columns ``m_lo`` and ``m_hi`` sit beside it (the
-evaluators write them for every rate and mean, see :func:`analysis.metrics.interval_columns`).
+evaluators write them for every rate and mean, see :func:`sage_core.defs.metrics.interval_columns`).
 :func:`interval_frame` turns such a frame into display text for tables (``sage pareto``,
 ``sage sweep status``, ``sage ablation``, the report): one cell per metric, the ``_lo``/``_hi``
 columns folded into it. Data frames and CSV keep the three numbers apart.

@@ -1,7 +1,7 @@
 """Pareto fronts, non-dominated ranks and hypervolume over the ``results`` view.
 
 Every objective becomes a minimisation, ``a = sign(metric) * value`` (see
-:mod:`analysis.metrics`). Point p is dominated iff some q has ``a_q <= a_p`` in every objective and
+:mod:`sage_core.defs.metrics`). Point p is dominated iff some q has ``a_q <= a_p`` in every objective and
 ``<`` in one; equal points do not dominate each other, so duplicates on the front all stay.
 
 Two objectives run in SQL in O(n log n). With ``(a, b)`` the minimised pair, sort by ``(a, b)``:
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from analysis import dominance
-from analysis.errors import QueryError
-from analysis.metrics import DEFAULT_PAIRS, sign
 from analysis.rows import last_step_sql
 from analysis.views import Source, columns_of, open_source, require_columns
+from sage_core.defs.errors import QueryError
+from sage_core.defs.metrics import DEFAULT_PAIRS, sign
 
 if TYPE_CHECKING:
     import duckdb

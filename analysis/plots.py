@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analysis.metrics import lookup
+from sage_core.defs.metrics import lookup
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.errors import StoreError
+from sage_core.defs.errors import StorageError
 
 __all__ = ["FOLDER", "METADATA_KEY", "ScoreTable", "scores_root_for", "write_prompt_scores", "read_prompt_scores"]
 
@@ -72,10 +72,10 @@ def scores_root_for(results_uri: str) -> str | None:
 def _path(root: str, *, sweep_id: str, trial_id: str, step: int) -> str:
     for what, value in (("sweep_id", sweep_id), ("trial_id", trial_id)):
         if not isinstance(value, str) or not _ID.match(value) or ".." in value:
-            raise StoreError(f"{what} {value!r} is not allowed in a prompt-score path (allowed: letters, digits, "
+            raise StorageError(f"{what} {value!r} is not allowed in a prompt-score path (allowed: letters, digits, "
                              "'.', '_', '+', '-', at most 200 characters)")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise StoreError(f"step {step!r} must be a whole number >= 0")
+        raise StorageError(f"step {step!r} must be a whole number >= 0")
     return f"{root.rstrip('/')}/sweep_id={sweep_id}/trial_id={trial_id}/step={int(step):08d}.parquet"
 
 
@@ -111,7 +111,7 @@ def write_prompt_scores(root: str, *, sweep_id: str, trial_id: str, step: int, c
         pq.write_table(table, tmp, filesystem=fs, compression="zstd")
         fs.move(tmp, final)
     except OSError as exc:
-        raise StoreError(f"cannot write prompt scores {final!r}: {exc}") from None
+        raise StorageError(f"cannot write prompt scores {final!r}: {exc}") from None
     return final
 
 
@@ -125,17 +125,17 @@ def read_prompt_scores(root: str, *, sweep_id: str, trial_id: str, step: int) ->
     fs, base = _filesystem(root)
     try:
         path = _path(base, sweep_id=sweep_id, trial_id=trial_id, step=step)
-    except StoreError:
+    except StorageError:
         return None
     try:
         info = fs.get_file_info(path)
         if info.type != pafs.FileType.File:
             return None
         if (info.size or 0) > MAX_BYTES:
-            raise StoreError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a prompt-score file sage wrote")
+            raise StorageError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a prompt-score file sage wrote")
         table = pq.read_table(path, filesystem=fs)
     except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"{path}: cannot be read as prompt scores ({str(exc).splitlines()[0][:160]})") from None
+        raise StorageError(f"{path}: cannot be read as prompt scores ({str(exc).splitlines()[0][:160]})") from None
     return _checked(table, path=path)
 
 
@@ -143,20 +143,21 @@ def _checked(table, *, path: str) -> ScoreTable:
     types = {f.name: str(f.type) for f in table.schema}
     for name, kind in _COLUMNS.items():
         if types.get(name) not in (kind, "large_string" if kind == "string" else kind):
-            raise StoreError(f"{path}: column {name!r} is {types.get(name, 'missing')}, expected {kind}")
+            raise StorageError(f"{path}: column {name!r} is {types.get(name, 'missing')}, expected {kind}")
     try:
         meta = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
         pools = {str(k): {"n": int(v["n"]), "fingerprint": str(v["fingerprint"])} for k, v in meta["pools"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise StoreError(f"{path}: no valid {METADATA_KEY.decode()} metadata (pools and their fingerprints)") from None
+        raise StorageError(f"{path}: no valid {METADATA_KEY.decode()} metadata (pools and their fingerprints)"
+                           ) from None
     cols = {name: table.column(name).to_numpy(zero_copy_only=False) for name in _COLUMNS}
     sides = set(cols["side"].tolist())
     if not sides <= _SIDES:
-        raise StoreError(f"{path}: side values {sorted(sides - _SIDES)} are not allowed (allowed: pos, neg, value)")
+        raise StorageError(f"{path}: side values {sorted(sides - _SIDES)} are not allowed (allowed: pos, neg, value)")
     for pool in set(cols["pool"].tolist()):
         idx = cols["index"][cols["pool"] == pool]
         if pool not in pools or idx.min() < 0 or idx.max() >= pools[pool]["n"]:
-            raise StoreError(f"{path}: pool {pool!r} is not described in the metadata, or an index is outside it")
+            raise StorageError(f"{path}: pool {pool!r} is not described in the metadata, or an index is outside it")
     if cols["score"].size and not np.isfinite(cols["score"]).all():
-        raise StoreError(f"{path}: scores must be finite numbers")
+        raise StorageError(f"{path}: scores must be finite numbers")
     return ScoreTable(columns=cols, pools=pools)

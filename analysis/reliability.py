@@ -34,8 +34,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from analysis.column_roles import roles_of
-from analysis.metrics import DEFAULT_OBJECTIVES, lookup, objective_metrics
 from analysis.views import Source, columns_of, open_source
+from sage_core.defs.metrics import DEFAULT_OBJECTIVES, lookup, objective_metrics
 
 if TYPE_CHECKING:
     import pandas as pd

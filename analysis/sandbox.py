@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from analysis.errors import QueryError
+from sage_core.defs.errors import QueryError
 
 if TYPE_CHECKING:
     import duckdb

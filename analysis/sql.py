@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from analysis.errors import QueryError
 from analysis.sandbox import Limits, error_line, run_bounded
 from analysis.views import Source, open_source
+from sage_core.defs.errors import QueryError
 
 if TYPE_CHECKING:
     import duckdb

@@ -32,9 +32,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis.errors import StoreError
-from analysis.metrics import is_metric
 from analysis.rows import newest_write_sql
+from sage_core.defs.columns import KEY_COLUMNS
+from sage_core.defs.errors import StorageError
+from sage_core.defs.metrics import is_metric
 
 __all__ = [
     "KEY_COLUMNS",
@@ -47,7 +48,6 @@ __all__ = [
     "row_table",
 ]
 
-KEY_COLUMNS: tuple[str, ...] = ("sweep_id", "trial_id", "step", "fidelity")
 FIDELITIES: tuple[str, ...] = ("text", "image")
 STATUSES: tuple[str, ...] = ("running", "finished", "pruned", "failed")
 # Columns whose type is fixed whatever the values look like, so files always agree.
@@ -146,11 +146,11 @@ def _filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
     try:
         import fsspec.core
     except ImportError as exc:  # pragma: no cover - fsspec is a dependency
-        raise StoreError(f"root {root!r}: pyarrow does not know this scheme and fsspec is missing") from exc
+        raise StorageError(f"root {root!r}: pyarrow does not know this scheme and fsspec is missing") from exc
     try:
         fs, path = fsspec.core.url_to_fs(root)
     except (ImportError, ValueError) as exc:
-        raise StoreError(
+        raise StorageError(
             f"root {root!r}: no filesystem for this URI ({exc}); use a local folder, file://, s3://, "
             "gs://, memory:// or pass filesystem=pyarrow.fs.FileSystem"
         ) from exc
@@ -178,19 +178,19 @@ def _column_array(name: str, values: list[Any]) -> pa.Array:
     if name in STRING_COLUMNS:
         bad = [v for v in present if not isinstance(v, str)]
         if bad:
-            raise StoreError(f"column {name!r}: value {bad[0]!r} is not a string (this column holds text)")
+            raise StorageError(f"column {name!r}: value {bad[0]!r} is not a string (this column holds text)")
         return pa.array(values, type=pa.string())
     if any(isinstance(v, str) for v in present):
         if all(isinstance(v, str) for v in present):
             return pa.array(values, type=pa.string())
-        raise StoreError(
+        raise StorageError(
             f"column {name!r}: mixes text and numbers ({present[:3]!r}); one column holds one kind of value"
         )
     if present and all(isinstance(v, bool) for v in present):
         return pa.array(values, type=pa.bool_())
     for v in present:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise StoreError(
+            raise StorageError(
                 f"column {name!r}: value {v!r} of type {type(v).__name__} is not allowed "
                 "(allowed: str, int, float, bool, None)"
             )
@@ -200,7 +200,7 @@ def _column_array(name: str, values: list[Any]) -> pa.Array:
             if v is None:
                 out.append(None)
             elif isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
-                raise StoreError(f"column {name!r}: value {v!r} is not a whole number (this column holds integers)")
+                raise StorageError(f"column {name!r}: value {v!r} is not a whole number (this column holds integers)")
             else:
                 out.append(int(v))
         return pa.array(out, type=pa.int64())
@@ -210,30 +210,30 @@ def _column_array(name: str, values: list[Any]) -> pa.Array:
 
 def _check_row(i: int, row: Mapping[str, Any]) -> tuple[str, str, int, str]:
     if not isinstance(row, Mapping):
-        raise StoreError(f"row {i}: expected a dict, got {type(row).__name__}")
+        raise StorageError(f"row {i}: expected a dict, got {type(row).__name__}")
     missing = [k for k in KEY_COLUMNS if row.get(k) is None]
     if missing:
-        raise StoreError(f"row {i}: missing key column(s) {missing}; every row needs {list(KEY_COLUMNS)}")
+        raise StorageError(f"row {i}: missing key column(s) {missing}; every row needs {list(KEY_COLUMNS)}")
     sweep_id, trial_id, step, fidelity = (_plain(row[k]) for k in KEY_COLUMNS)
     if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
-        raise StoreError(
+        raise StorageError(
             f"row {i}: sweep_id {sweep_id!r} is not allowed (allowed: letters, digits, '.', '_', '-', "
             "starting with a letter or digit, at most 200 characters)"
         )
     if not isinstance(trial_id, str) or not trial_id:
-        raise StoreError(f"row {i}: trial_id {trial_id!r} must be a non-empty string")
+        raise StorageError(f"row {i}: trial_id {trial_id!r} must be a non-empty string")
     if isinstance(step, float) and step.is_integer():
         step = int(step)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise StoreError(f"row {i}: step {step!r} must be a whole number >= 0")
+        raise StorageError(f"row {i}: step {step!r} must be a whole number >= 0")
     if fidelity not in FIDELITIES:
-        raise StoreError(f"row {i}: fidelity {fidelity!r} is not allowed (allowed: {', '.join(FIDELITIES)})")
+        raise StorageError(f"row {i}: fidelity {fidelity!r} is not allowed (allowed: {', '.join(FIDELITIES)})")
     status = row.get("status")
     if status is not None and status not in STATUSES:
-        raise StoreError(f"row {i}: status {status!r} is not allowed (allowed: {', '.join(STATUSES)})")
+        raise StorageError(f"row {i}: status {status!r} is not allowed (allowed: {', '.join(STATUSES)})")
     for name in row:
         if not isinstance(name, str) or not _COLUMN.match(name) or name in _RESERVED:
-            raise StoreError(
+            raise StorageError(
                 f"row {i}: column name {name!r} is not allowed (allowed: 1-128 printable characters "
                 f"without '\"'; reserved: {', '.join(sorted(_RESERVED))})"
             )
@@ -249,7 +249,7 @@ def row_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         for name in row:
             other = folded.setdefault(name.lower(), name)
             if other != name:  # DuckDB column names ignore case: these two would collide
-                raise StoreError(f"row {i}: columns {other!r} and {name!r} differ only in case; rename one")
+                raise StorageError(f"row {i}: columns {other!r} and {name!r} differ only in case; rename one")
             columns.setdefault(name, None)
     arrays = {name: _column_array(name, [_plain(r.get(name)) for r in rows]) for name in columns}
     return pa.table(arrays)
@@ -270,7 +270,7 @@ class ResultStore:
             self.filesystem, self.path = _filesystem_for(root)
         else:
             if not isinstance(filesystem, pafs.FileSystem):
-                raise StoreError(
+                raise StorageError(
                     f"filesystem: expected a pyarrow.fs.FileSystem, got {type(filesystem).__name__} "
                     "(wrap fsspec filesystems with pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)))"
                 )
@@ -327,7 +327,7 @@ class ResultStore:
             final = f"{folder}/{name}"
             _publish(self.filesystem, tmp, final)
         except OSError as exc:
-            raise StoreError(f"cannot write results under {folder!r}: {exc}") from exc
+            raise StorageError(f"cannot write results under {folder!r}: {exc}") from exc
         return final
 
     # ------------------------------------------------------------------ reading
@@ -336,7 +336,7 @@ class ResultStore:
         try:
             infos = self.filesystem.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
         except OSError as exc:
-            raise StoreError(f"cannot list {self.uri!r}: {exc}") from exc
+            raise StorageError(f"cannot list {self.uri!r}: {exc}") from exc
         return sorted(
             i.base_name[len(_PART_PREFIX):]
             for i in infos
@@ -397,7 +397,7 @@ class ResultStore:
             return
         listing = "; ".join(str(b) for b in bad)
         if not skip_bad:
-            raise StoreError(
+            raise StorageError(
                 f"{len(bad)} bad file(s) in results store {self.uri!r}: {listing}. Move them away, or "
                 "pass skip_bad=True (CLI: --skip-bad) to read the rest"
             )
@@ -436,12 +436,12 @@ class ResultStore:
         try:
             return pa.concat_tables(tables, promote_options="permissive")
         except pa.ArrowException as exc:
-            raise StoreError(f"results files in {self.uri!r} disagree on column types: {exc}") from exc
+            raise StorageError(f"results files in {self.uri!r} disagree on column types: {exc}") from exc
 
     def read(self, *, sweep_id: str | None = None, skip_bad: bool = False) -> pa.Table:
         """All rows, one per key (the newest write wins), sorted by key.
 
-        A corrupt or foreign Parquet file raises :class:`StoreError` naming it, unless
+        A corrupt or foreign Parquet file raises :class:`StorageError` naming it, unless
         ``skip_bad=True``: then it is skipped with a warning and listed in ``self.skipped``.
         """
         table = self._read_files(self.files(sweep_id), skip_bad=skip_bad)

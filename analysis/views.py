@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis.column_roles import install_roles, read_schema_file
-from analysis.errors import QueryError, StoreError
-from analysis.names import unknown_name
 from analysis.rows import newest_write_sql
 from analysis.sandbox import Limits, lock_down, open_sandbox
 from analysis.store import KEY_COLUMNS, ResultStore
+from sage_core.defs.errors import QueryError, StorageError, unknown_name
 
 if TYPE_CHECKING:
     import duckdb
@@ -78,7 +77,7 @@ def connect(
     (:mod:`analysis.sandbox`): no file or network access, no extensions, bounded memory and
     threads, settings locked. It is a snapshot: files written later need a new connection.
 
-    A bad file raises :class:`analysis.errors.StoreError` naming it, unless ``skip_bad=True``
+    A bad file raises :class:`sage_core.defs.errors.StorageError` naming it, unless ``skip_bad=True``
     (then it is skipped with a warning and the good files still answer).
     """
     import duckdb
@@ -91,7 +90,7 @@ def connect(
         install_roles(con, roles)  # the table ``column_roles`` (analysis.column_roles)
     except duckdb.Error as exc:
         con.close()
-        raise StoreError(f"cannot load results store {store.uri!r}: {str(exc).strip().splitlines()[0]}") from None
+        raise StorageError(f"cannot load results store {store.uri!r}: {str(exc).strip().splitlines()[0]}") from None
     except BaseException:
         con.close()
         raise
@@ -177,7 +176,7 @@ def require_columns(names: list[str], *, available: list[str], kind: str = "colu
 def default_objectives(con: duckdb.DuckDBPyConnection, fidelity: str | None = None) -> tuple[str, str]:
     """The registry's default objective pair of ``fidelity``; without one, the first pair (image level
     first: it is the truth when measured) that some row of ``results`` holds both of."""
-    from analysis.metrics import DEFAULT_PAIRS
+    from sage_core.defs.metrics import DEFAULT_PAIRS
 
     if fidelity is not None:
         if fidelity not in DEFAULT_PAIRS:

@@ -42,7 +42,7 @@ def _checkpoint(kind: str, *, steps: int, out: Path, lambda_adv: float, adv_ever
 
         return _train(kind, steps=steps, out=out)
     from sage_core import train
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     cfg = load_config(preset="quickstart", overrides={"max_steps": steps, "eval_every": steps,
                                                        "checkpoint_every": steps, "lambda_adv": lambda_adv,

@@ -43,7 +43,7 @@ SPECIFICITY_SETS = ("i2p-sexual", "sneaky", "sd-nudity-check", "sd-other-harm", 
 
 def _train(kind: str, *, steps: int, out: Path) -> Path:
     from sage_core import train
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     extra = {"method": "des", "lambda_esp": 0.0, "lambda_lsa": 0.0} if kind == "des" else {}
     cfg = load_config(preset="quickstart", overrides={"max_steps": steps, "eval_every": steps,

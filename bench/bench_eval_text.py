@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import torch
 
     import sage_core.evaluation.probe as probe_mod
-    from sage_core.config import parse_overrides
     from sage_core.data import load_prompts
+    from sage_core.defs.config import parse_overrides
     from sage_core.encoders import load_encoder
     from sage_core.evaluation import TextEvaluator, build_eval_config
 

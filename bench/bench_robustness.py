@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from analysis.store import ResultStore
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
     from sage_core.encoders import load_encoder
     from sage_core.evaluation import TextEvaluator, build_eval_config
     from sage_core.evaluation.paired import PairedAUC, probe_scores

@@ -43,7 +43,7 @@ from replay_table import (  # noqa: E402,F401
     synchronous_halving,
 )
 
-from analysis.metrics import direction, is_metric  # noqa: E402
+from sage_core.defs.metrics import direction, is_metric  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    from sage_core.errors import SageError
+    from sage_core.defs.errors import SageError
 
     objectives = tuple(m.strip() for m in args.objectives.split(",") if m.strip())
     paths = [Path(t.strip()) for t in args.tables.split(",") if t.strip()]

@@ -150,7 +150,7 @@ class Recorder(TrainerCallback):
 def trial_config(params: dict, *, steps: int, seed: int, cache_dir: Path, fixed: dict | None = None):
     """The quickstart preset with ``fixed`` and ``params``; the trainer's own evaluation only at the end
     (geometry)."""
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     cfg = load_config(preset="quickstart", overrides={**(fixed or {}), **params,
         "max_steps": steps, "eval_every": steps, "checkpoint_every": steps, "keep_checkpoints": 1,

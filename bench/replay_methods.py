@@ -33,7 +33,7 @@ from replay_loop import Method
 from replay_table import CurveTable
 
 from analysis import dominance
-from analysis.metrics import direction
+from sage_core.defs.metrics import direction
 
 
 def _modes(table: CurveTable) -> list[str]:

@@ -75,7 +75,7 @@ def load_table(path: Path, *, objectives: tuple[str, ...] = OBJECTIVES) -> Curve
     """Read a recording; one line naming the file and what is missing when it is not one."""
     import pyarrow.parquet as pq
 
-    from sage_core.errors import DataError
+    from sage_core.defs.errors import DataError
 
     try:
         table = pq.read_table(path)
@@ -116,7 +116,7 @@ def averaged_finals(tables: Iterable[CurveTable]) -> np.ndarray:
     hold the same configurations in the same order."""
     tables = list(tables)
     if any(t.params != tables[0].params or t.steps[-1] != tables[0].steps[-1] for t in tables):
-        from sage_core.errors import DataError
+        from sage_core.defs.errors import DataError
 
         raise DataError("--tables: the tables hold different configurations or run lengths; give recordings "
                         "of one grid (bench/record_curves.py with different --seed)")

@@ -61,7 +61,7 @@ def rank_main(rank: int, world: int, port: int, values_file: str, out: str, laun
         os.environ.update(LOCAL_WORLD_SIZE=str(world), TORCHELASTIC_USE_AGENT_STORE="True")
     import torch
 
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
     from sage_core.trainer import Trainer
 
     cfg = load_config(overrides=json.loads(Path(values_file).read_text()))
@@ -130,7 +130,7 @@ def one_train_run(i: int, values_file: Path, out: Path, *, launcher: str, destro
 def train_mode(args) -> dict:
     import torch
 
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
     from sage_core.trainer import Trainer
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .config import TrainConfig, load_config
-from .errors import ConfigError, DataError, ModelError, NonFiniteLossError, SageError, StorageError, TrialError
+from .defs.config import TrainConfig, load_config
+from .defs.errors import ConfigError, DataError, ModelError, NonFiniteLossError, SageError, StorageError, TrialError
 
 __all__ = ["TrainConfig", "load_config", "train", "prepare", "Trainer", "TrainerCallback", "load_encoder",
            "SageError", "ConfigError", "DataError", "ModelError", "StorageError", "TrialError",

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import TrainConfig
-from .errors import ConfigError
+from .defs.config import TrainConfig
+from .defs.errors import ConfigError
 
 __all__ = ["BatchPlan", "plan_batches", "last_batch_needs"]
 

@@ -2,7 +2,7 @@
 
 Files are safetensors, keyed by a hash of the encoder weights, the exact token ids of the
 prompts (so the tokenizer and max length are in the key) and anything else the caller adds.
-Content-addressed, so one user-level folder serves every sweep: :func:`default_cache_dir` is
+Content-addressed, so one user-level folder serves every sweep: :func:`sage_core.defs.locations.default_cache_dir` is
 ``$SAGE_CACHE_DIR``, else ``~/.cache/sage-sweeps`` (on a cluster, point it at shared storage).
 
 Writes go to a temporary name and are renamed into place: a reader never sees half a file.
@@ -24,19 +24,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .defs.errors import StorageError
+from .defs.locations import CACHE_ENV
 from .encoders import TextEncoder
-from .errors import StorageError
 
-__all__ = ["cache_key", "cached_embeddings", "atomic_save", "load_cached", "build_once", "default_cache_dir",
-           "CACHE_ENV"]
+__all__ = ["cache_key", "cached_embeddings", "atomic_save", "load_cached", "build_once"]
 
-#: Environment variable naming the user-level cache folder (default ``~/.cache/sage-sweeps``).
-CACHE_ENV = "SAGE_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """``$SAGE_CACHE_DIR`` if set (and not empty), else ``~/.cache/sage-sweeps``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sage-sweeps").expanduser()
 
 
 def _hash_tokens(tokens: Mapping[str, torch.Tensor]) -> str:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .defs.errors import StorageError
 from .encoders import hf_api, quiet_hf_progress
-from .errors import StorageError
 
 __all__ = ["save_checkpoint", "read_meta", "check_checkpoint", "optimizer_state_to_tensors",
            "optimizer_state_from_tensors", "load_weights", "list_checkpoints", "META_FILE"]

@@ -8,8 +8,8 @@ ships (``open_clip/bpe_simple_vocab_16e6.txt.gz``). Its ids equal Stable Diffusi
 
 The weights are random, so a run on it says nothing about safety or utility: it exists to run
 the paper's shapes (memory, speed, ZeRO at real width, the real tokenizer) with nothing downloaded.
-This module imports torch and transformers only inside the functions that build things, so the
-config check can ask :func:`encoder_is_clip` cheaply.
+This module imports torch and transformers only inside the functions that build things (the config
+check asks :func:`sage_core.defs.locations.encoder_is_clip`, which reads only a ``config.json``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SD14_INIT", "SD14_SEED", "SD14_TEXT_CONFIG", "sd14_text_config", "bpe_merges_path",
-           "sd14_tokenizer", "build_sd14_init", "encoder_is_clip"]
+from .defs.errors import ModelError
+from .defs.locations import default_cache_dir
 
-#: The encoder spec that names this model (``TrainConfig.encoder``, ``load_encoder``).
-SD14_INIT = "sd14-init"
+__all__ = ["SD14_SEED", "SD14_TEXT_CONFIG", "sd14_text_config", "bpe_merges_path",
+           "sd14_tokenizer", "build_sd14_init"]
+
 #: Seed of the random initialisation: the same weights in every process and on every machine.
 SD14_SEED = 1400
 
@@ -55,8 +56,6 @@ def sd14_text_config():
 def bpe_merges_path() -> Path:
     """The BPE merges file of ``open-clip-torch``, found without importing ``open_clip``
     (its import pulls torchvision, which we do not install)."""
-    from .errors import ModelError
-
     spec = importlib.util.find_spec("open_clip")
     locations = list(spec.submodule_search_locations or []) if spec else []
     for folder in locations:
@@ -88,8 +87,6 @@ def _write_vocab(merges_gz: Path, folder: Path) -> None:
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m.split()) for m in merges] + list(_SPECIALS)
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != SD14_TEXT_CONFIG["vocab_size"]:
-        from .errors import ModelError
-
         raise ModelError(f"{merges_gz}: gives {len(vocab)} distinct tokens, expected "
                          f"{SD14_TEXT_CONFIG['vocab_size']} (not CLIP's bpe_simple_vocab_16e6)")
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
@@ -124,8 +121,6 @@ def sd14_tokenizer(cache_dir: str | os.PathLike | None = None):
     """
     from transformers import CLIPTokenizer
 
-    from .cache import default_cache_dir
-
     folder = _vocab_folder(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
     return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
                          model_max_length=SD14_TEXT_CONFIG["max_position_embeddings"])
@@ -147,19 +142,3 @@ def build_sd14_init(*, seed: int = SD14_SEED, cache_dir: str | os.PathLike | Non
     return model, tokenizer
 
 
-def encoder_is_clip(spec: str) -> bool | None:
-    """Is encoder ``spec`` a CLIP text encoder? Reads only its ``config.json``; None when unknown
-    (no such folder, unreadable config: the encoder check reports those)."""
-    if spec == SD14_INIT:
-        return True
-    if spec == "minilm":
-        return False
-    path = Path(spec).expanduser()
-    for config in (path / "text_encoder" / "config.json", path / "config.json"):
-        if config.is_file():
-            try:
-                model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-            except (OSError, ValueError, AttributeError):
-                return None
-            return model_type in ("clip_text_model", "clip")
-    return None

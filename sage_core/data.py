@@ -7,25 +7,13 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .errors import DataError
+from .defs.errors import DataError
+from .defs.locations import BUILTIN_PROMPT_SETS
 
-__all__ = ["BUILTIN_PROMPT_SETS", "prompt_set_path", "load_prompts", "PROMPTS_DIR"]
+__all__ = ["prompt_set_path", "load_prompts", "PROMPTS_DIR"]
 
 PROMPTS_DIR = Path(str(resources.files("sage_core") / "data" / "prompts"))
 
-#: name -> file in ``sage_core/data/prompts`` (see its README for provenance and licence).
-BUILTIN_PROMPT_SETS: dict[str, str] = {
-    "copro-safe": "safe_prompts_copro_sexual.csv",
-    "copro-unsafe": "unsafe_prompts_copro_sexual.csv",
-    "coco": "coco_prompts.csv",
-    "i2p-sexual": "i2p_sexual_prompts.csv",
-    "sneaky": "sneaky_prompts.csv",
-    # written by this project (Apache-2.0; see the folder's README)
-    "sd-controls": "sd_controls.csv",
-    "sd-other-harm": "sd_other_harm.csv",
-    "sd-nudity-check": "sd_nudity_check.csv",
-    "sd-benign-check": "sd_benign_check.csv",
-}
 
 
 def prompt_set_path(name_or_path: str | Path) -> Path:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
-from .errors import ConfigError
+from .defs.config import TrainConfig
+from .defs.errors import ConfigError
 
 __all__ = ["free_port", "single_process_env", "group_exists", "import_group_holders", "process_group",
            "release_engine", "end_process_group", "agree", "all_gather_rows", "split_tokens", "resolve_device",

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .clip_init import SD14_INIT
-from .errors import ModelError
+from .defs.errors import ModelError
+from .defs.locations import SD14_INIT
 from .precision import widen
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
+from .defs.errors import ConfigError
 from .distributed import all_gather_rows, split_tokens
-from .errors import ConfigError
 from .losses import LossWeights, sage_loss
 from .precision import widen
 

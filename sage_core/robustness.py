@@ -46,9 +46,9 @@ import torch
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from .data import load_prompts
+from .defs.errors import ConfigError, FieldProblem, ModelError, format_validation_error
+from .defs.strict_values import MAX_SEED, STRICT_MODEL
 from .encoders import TextEncoder
-from .errors import ConfigError, FieldProblem, ModelError, format_validation_error
-from .strict_values import MAX_SEED, STRICT_MODEL
 
 __all__ = ["RobustConfig", "build_robust_config", "BenignObjective", "BENIGN_OBJECTIVES", "register_objective",
            "FineTuned", "lora_finetune", "finetune_prompts", "robustness_metrics", "ROBUST_SAFETY", "lora_targets",

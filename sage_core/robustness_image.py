@@ -44,10 +44,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from .defs.errors import DataError, ModelError
+from .defs.strict_values import MAX_SEED, STRICT_MODEL
 from .encoders import TextEncoder, weights_fingerprint
-from .errors import DataError, ModelError
 from .robustness import build_settings
-from .strict_values import MAX_SEED, STRICT_MODEL
 
 __all__ = ["ImageRobustConfig", "build_image_robust_config", "ImageCaption", "read_image_captions",
            "UnetFineTuned", "unet_lora", "asr_change", "image_robustness_metrics", "IMAGE_SUFFIXES",
@@ -84,7 +84,7 @@ class ImageRobustConfig(BaseModel):
 
 def build_image_robust_config(values: Mapping[str, Any] | None = None, *,
                               where: str = "robust_image") -> ImageRobustConfig:
-    """:class:`ImageRobustConfig` from a mapping; :class:`~sage_core.errors.ConfigError` names each bad field."""
+    """:class:`ImageRobustConfig` from a mapping; :class:`~sage_core.defs.errors.ConfigError` names each bad field."""
     return build_settings(ImageRobustConfig, values, where=where)
 
 

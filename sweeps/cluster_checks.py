@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 
 __all__ = [
     "SHARED_SCHEMES",

@@ -21,7 +21,8 @@ def doctor_checks(*, skip_deepspeed: bool = False) -> Iterator[tuple[str, str]]:
     yield "torch", f"{torch.__version__} (cuda: {torch.cuda.is_available()})"
     for name in LIBRARIES:
         yield name, getattr(importlib.import_module(name), "__version__", "?")
-    from sage_core.data import BUILTIN_PROMPT_SETS, load_prompts
+    from sage_core.data import load_prompts
+    from sage_core.defs.locations import BUILTIN_PROMPT_SETS
 
     for name in BUILTIN_PROMPT_SETS:
         yield "prompts", f"{name}: {len(load_prompts(name))} rows"

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
+from sage_core.defs.locations import default_cache_dir
 
 __all__ = ["Evaluation", "resolve_target", "evaluate_checkpoint", "calibrate_checkpoints", "write_rows"]
 
@@ -43,7 +44,7 @@ def resolve_target(target: str, base: str | None) -> tuple[str, int | None, str,
 
 
 def _text_table(metrics: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    from analysis.metrics import interval_columns, is_interval_column
+    from sage_core.defs.metrics import interval_columns, is_interval_column
 
     identity = {k: (0.0 if k in _IDENTITY_ZERO else 1.0)
                 for k in metrics if k in ("spread_ratio", "spread_dev") or k.startswith(("jaccard", "distortion_"))}
@@ -62,7 +63,6 @@ def evaluate_checkpoint(target: str, *, fidelity: str = "text", base: str | None
                         sweep_id: str = "eval", progress: bool = True) -> Evaluation:
     """Metrics of ``target`` (a checkpoint folder or encoder spec) against its base at ``fidelity``;
     ``values``: EvalConfig values; ``cache_dir``: default ``$SAGE_CACHE_DIR``, else ~/.cache/sage-sweeps."""
-    from sage_core.cache import default_cache_dir
     from sage_core.encoders import load_encoder
     from sage_core.evaluation import ImageEvaluator, TextEvaluator, build_eval_config
 

@@ -128,7 +128,7 @@ def image_row(survivor: Survivor, *, sweep_id: str, columns: Mapping[str, Any], 
               wall_s: float, device_share: float, code_version: str) -> dict[str, Any]:
     """One ``fidelity="image"`` row: the survivor's hyperparameter columns (as in its text row), the
     image metrics, ``base_*`` and provenance (``columns``), timing."""
-    from sage_core.config import TrainConfig
+    from sage_core.defs.config import TrainConfig
 
     row = {k: v for k, v in survivor.row.items()
            if v is not None and (k.split(".", 1)[0] in TrainConfig.model_fields or k in _CARRIED)}
@@ -341,7 +341,7 @@ def _calibrate(spec: SweepSpec, *, store: Any, sweep_id: str, storage: str, resu
                say: Callable[[str], None]) -> None:
     """The calibration table of the sweep's image rows, written beside its results (module docstring, 5)."""
     from analysis.calibration import calibration_display, calibration_table, write_calibration
-    from analysis.errors import AnalysisError
+    from sage_core.defs.errors import AnalysisError, StorageError
 
     rows = store.read(sweep_id=sweep_id).to_pylist()
     n_image = len(image_rows(rows))
@@ -350,7 +350,7 @@ def _calibrate(spec: SweepSpec, *, store: Any, sweep_id: str, storage: str, resu
     try:
         entries = calibration_table(rows, early_step=first_rung(spec))
         write_calibration(store, sweep_id=sweep_id, entries=entries)
-    except AnalysisError as exc:  # the image rows are written; a report that fails is said, not fatal
+    except (AnalysisError, StorageError) as exc:  # the image rows are written; a report that fails is said, not fatal
         result.notes.append(f"image stage: calibration report not written: {exc}")
         return
     result.calibration = entries

@@ -363,7 +363,7 @@ SCHEDULERS: dict[str, Callable[..., Any]] = {"pareto_sh": _pareto_sh, "fifo": _f
 def build_scheduler(spec: Any, state_path: str | None, *, prior: Sequence[Any] = ()) -> Any:
     """The Tune scheduler ``spec.scheduler.kind`` names; ``state_path``: where a Pareto scheduler
     writes its rung records (None on object storage); ``prior``: an earlier sweep's trials (warm start)."""
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
 
     if getattr(spec.search, "algorithm", None) == "ehvi" and spec.search.probe:  # it pauses and resumes trials
         from .mf_search import build_mf_scheduler

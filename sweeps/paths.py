@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 
 __all__ = ["check_path", "check_arg", "output_dir", "output_file", "check_writable_folder", "shown"]
 

@@ -1,4 +1,4 @@
-"""One trial, resolved once: its id, its :class:`~sage_core.config.TrainConfig` and its store columns.
+"""One trial, resolved once: its id, its :class:`~sage_core.defs.config.TrainConfig` and its store columns.
 
 Tune hands a trial its sampled ``params`` (the spec's dimensions, plus ``variant`` when the spec
 names variants). :func:`resolve_trial` turns them into the trial's TrainConfig (base < variant <
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from sage_core.config import TrainConfig, load_config
+from sage_core.defs.config import TrainConfig, load_config
 
 from .spec import VARIANT, trial_values
 

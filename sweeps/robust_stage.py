@@ -55,7 +55,7 @@ def attack_at_problems(attack: Mapping[str, Any] | None, *, text_every: int) -> 
 def attack_objective_problems(attack: Mapping[str, Any] | None, *, rungs: Sequence[int] | None,
                               objectives: Sequence[str]) -> list[str]:
     """An attack objective ranks at the rungs: an explicit ``fidelity.attack.at`` must hold them all."""
-    from analysis.metrics import lookup
+    from sage_core.defs.metrics import lookup
 
     at = (attack or {}).get(ATTACK_AT)
     ranked = [m for m in objectives if getattr(lookup(m), "fidelity", None) == "attack"]
@@ -74,7 +74,7 @@ def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any]
     """Every problem of ``fidelity.robust`` / ``fidelity.proximal`` / ``fidelity.attack`` settings (validated
     before Ray starts; ``attack`` without ``at``); ``image_metrics``: the image stage's metrics (None: no
     image stage), for ``fidelity.robust.image``."""
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sage_core.evaluation.attack import build_attack_config
     from sage_core.evaluation.proximal import build_proximal_config
     from sage_core.robustness import build_robust_config
@@ -95,8 +95,8 @@ def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any]
 def _image_problems(values: Mapping[str, Any] | None, image_metrics: Sequence[str] | None) -> list[str]:
     """``fidelity.robust.image`` (the UNet fine-tune of the image stage) and the ``robust_asr*`` metrics
     that need it."""
-    from analysis.metrics import lookup
-    from sage_core.errors import ConfigError, DataError
+    from sage_core.defs.errors import ConfigError, DataError
+    from sage_core.defs.metrics import lookup
     from sage_core.robustness_image import build_image_robust_config, read_image_captions
 
     where = "fidelity.robust.image"
@@ -119,7 +119,7 @@ def _image_problems(values: Mapping[str, Any] | None, image_metrics: Sequence[st
 
 
 class TrialStages:
-    """``stages(metrics, checkpoint) -> more metrics`` for one trial's :class:`~sage_core.config.TrainConfig`.
+    """``stages(metrics, checkpoint) -> more metrics`` for one trial's :class:`~sage_core.defs.config.TrainConfig`.
 
     ``attack``: the AttackConfig values of ``fidelity.attack`` (without ``at``); ``attack_at``: the steps
     it runs at besides the final one (None: every evaluation)."""

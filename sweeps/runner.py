@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sage_core.errors import ConfigError, StorageError
+from sage_core.defs.errors import ConfigError, StorageError
 
 from .image_stage import run_image_stage
 from .resolved_trial import TrialResolver, resolve_trial

@@ -11,20 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.column_roles import ColumnRoles
-from analysis.metrics import lookup
-from analysis.store import KEY_COLUMNS
-from sage_core.config import TrainConfig
+from sage_core.defs.columns import BOOKKEEPING_COLUMNS
+from sage_core.defs.config import field_defaults
+from sage_core.defs.metrics import lookup
 
 from .resolved_trial import hyperparameter_columns, resolve_trial
 from .space import enumerate_combinations
 from .spec import SweepSpec
 from .sweep_dir import SweepDir
 
-__all__ = ["BOOKKEEPING_COLUMNS", "column_roles", "write_schema"]
-
-# Columns of a row that say where, when and how it was measured, not what was trained.
-BOOKKEEPING_COLUMNS = (*KEY_COLUMNS, "status", "error", "wall_s", "device_s", "code_version", "checkpoint",
-                       "total_steps", "epoch", "seed", "base_encoder")
+__all__ = ["column_roles", "write_schema"]
 
 
 def _declared_metrics(spec: SweepSpec) -> list[str]:
@@ -36,8 +32,7 @@ def column_roles(spec: SweepSpec, *, sweep_id: str, base: Mapping[str, Any]) -> 
     """The roles of ``spec``'s result columns; ``base``: :func:`sweeps.spec.base_train_config`."""
     first = next(enumerate_combinations(spec.dimensions()), {})
     columns = resolve_trial("schema", first, base=base, variants=spec.variants).columns
-    field_defaults = {k: f.get_default(call_default_factory=True) for k, f in TrainConfig.model_fields.items()}
-    defaults = hyperparameter_columns({**field_defaults, **base})
+    defaults = hyperparameter_columns({**field_defaults(), **base})
     hyper = [c for c in columns if c not in BOOKKEEPING_COLUMNS]
     metrics = {m: entry.direction for m in _declared_metrics(spec) if (entry := lookup(m)) is not None}
     return ColumnRoles(sweep_id=sweep_id, hyperparameters=tuple(hyper), varied=tuple(spec.dimensions()),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from sage_core.errors import ConfigError, did_you_mean
+from sage_core.defs.errors import ConfigError, did_you_mean
 
 from .space import to_optuna, to_tune
 from .spec import SweepSpec

@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
-from sage_core.errors import ConfigError, FieldProblem, did_you_mean, format_validation_error
-from sage_core.strict_values import STRICT_MODEL
+from sage_core.defs.errors import ConfigError, FieldProblem, did_you_mean, format_validation_error
+from sage_core.defs.strict_values import STRICT_MODEL
 
 __all__ = ["Dimension", "SpaceDimension", "Grid", "Choice", "Uniform", "LogUniform", "IntRange", "KINDS",
            "parse_dimension", "to_tune", "to_optuna", "corner_values", "enumerate_combinations", "grid_size"]

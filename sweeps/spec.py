@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sage_core.config import TrainConfig, read_yaml_mapping
-from sage_core.errors import ConfigError, did_you_mean, format_validation_error
-from sage_core.safe_yaml import load_yaml_text
+from sage_core.defs.config import TrainConfig, read_yaml_mapping
+from sage_core.defs.errors import ConfigError, did_you_mean, format_validation_error
+from sage_core.defs.safe_yaml import load_yaml_text
 
 from .space import grid_size
 from .spec_checks import (

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis import metrics as metric_registry
-from sage_core.config import TrainConfig
-from sage_core.errors import ConfigError, SageError, did_you_mean
+from sage_core.defs import metrics as metric_registry
+from sage_core.defs.config import TrainConfig
+from sage_core.defs.errors import ConfigError, SageError, did_you_mean
 
 from .paths import check_writable_folder, shown
 from .robust_stage import stage_problems

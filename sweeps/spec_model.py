@@ -16,10 +16,11 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from analysis import metrics as metric_registry
-from sage_core.config import TrainConfig, load_config, preset_path, read_yaml_mapping
-from sage_core.errors import FieldProblem, did_you_mean
-from sage_core.strict_values import MAX_SEED, STRICT_MODEL, check_value
+from sage_core.defs import metrics as metric_registry
+from sage_core.defs.config import TrainConfig, load_config, preset_path, read_yaml_mapping
+from sage_core.defs.errors import FieldProblem, did_you_mean
+from sage_core.defs.locations import default_cache_dir
+from sage_core.defs.strict_values import MAX_SEED, STRICT_MODEL, check_value
 
 from .robust_stage import ATTACK_AT, attack_at_problems, attack_objective_problems
 from .space import Dimension, Grid, SpaceDimension, grid_size
@@ -366,8 +367,6 @@ def base_train_config(spec: SweepSpec, *, storage_root: Path | None = None) -> d
     of the driver (``$SAGE_CACHE_DIR`` or ``~/.cache/sage-sweeps``), resolved here so every trial
     reads the entries the driver built; it no longer depends on ``storage_root`` (kept for callers).
     """
-    from sage_core.cache import default_cache_dir
-
     values = dict(read_yaml_mapping(preset_path(spec.preset), what="preset")) if spec.preset else {}
     values.update(spec.train)
     values["eval_every"] = spec.fidelity.text_every

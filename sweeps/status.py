@@ -113,7 +113,7 @@ def _cell(row: dict[str, Any], name: str) -> str:
 def request_stop(storage: str) -> str:
     """Write the stop file the driver polls; returns its path. Refused when sweep.json says no
     driver runs (finished, failed, interrupted, stopped): nobody would read the file."""
-    from sage_core.errors import StorageError
+    from sage_core.defs.errors import StorageError
 
     folder = SweepDir.at(storage)
     _, meta = folder.load()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from sage_core.errors import StorageError
+from sage_core.defs.errors import StorageError
 
 from .spec import is_uri
 from .storage_io import delete_file, local_storage, read_text, write_text

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sage_core.errors import ConfigError, StorageError
+from sage_core.defs.errors import ConfigError, StorageError
 
 from .storage_io import filesystem
 

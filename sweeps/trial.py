@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_core.errors import TrialError
+from sage_core.defs.errors import TrialError
 
 from .resolved_trial import resolve_trial
 from .search import FINAL_KEY
@@ -103,7 +103,7 @@ class TuneReportCallback(_Base):
         self._write_prompt_scores(info)
         bad = [m for m in self.context.objectives if m not in unmeasured and not math.isfinite(metrics[m])]
         if bad:
-            from sage_core.errors import NonFiniteLossError
+            from sage_core.defs.errors import NonFiniteLossError
 
             raise NonFiniteLossError(f"objective(s) {bad} are not finite at step {info.step}")
         return metrics
@@ -111,7 +111,7 @@ class TuneReportCallback(_Base):
     def _measured(self, metric: str, step: int, final: bool) -> bool:
         """``metric`` is measured at this evaluation: the attack stage's only at its steps (the rungs and
         the final step, where the scheduler and the search read them)."""
-        from analysis.metrics import lookup
+        from sage_core.defs.metrics import lookup
 
         if getattr(lookup(metric), "fidelity", None) != "attack" or self.stages is None:
             return True
@@ -121,8 +121,8 @@ class TuneReportCallback(_Base):
         """The evaluation's per-prompt scores beside the results, for paired comparisons (``sage pareto``)."""
         scores = getattr(info, "prompt_scores", None)
         if self.context.scores_root and self.trial_id and scores is not None:
-            from analysis.metrics import objective_metrics
             from analysis.prompt_scores import write_prompt_scores
+            from sage_core.defs.metrics import objective_metrics
 
             write_prompt_scores(self.context.scores_root, sweep_id=self.context.sweep_id, trial_id=self.trial_id,
                                 step=int(info.step), columns=scores.columns(), pools=scores.pools,

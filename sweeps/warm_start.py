@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from sage_core.errors import ConfigError, SageError
+from sage_core.defs.errors import ConfigError, SageError
 
 from .resolved_trial import hyperparameter_columns
 from .space import Dimension, Grid
@@ -111,7 +111,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _resolved(values: Mapping[str, Any]) -> dict[str, Any]:
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     return load_config(overrides=dict(values)).to_dict()
 
@@ -137,7 +137,7 @@ def _stage_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | None:
     """An objective measured by the robust, proximal or attack stage means what that stage's settings
     (``fidelity.robust`` / ``fidelity.proximal`` / ``fidelity.attack``) make it mean: they must agree
     as well."""
-    from analysis import metrics as metric_registry
+    from sage_core.defs import metrics as metric_registry
     from sage_core.evaluation.attack import build_attack_config
     from sage_core.evaluation.proximal import build_proximal_config
     from sage_core.robustness import build_robust_config
@@ -178,7 +178,7 @@ def _stored(row: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> A
     """The earlier trial's value of setting column ``name``. A column its code did not write (absent,
     or null where the setting cannot be None) reads as today's default: a new setting defaults to the
     behaviour from before it existed (``lambda_adv`` 0 = off)."""
-    from sage_core.config import TrainConfig
+    from sage_core.defs.config import TrainConfig
 
     if name in row and row[name] is not None:
         return row[name]
@@ -302,8 +302,6 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
     trial. Reads only; writes nothing."""
     from pyarrow import ArrowException
 
-    from analysis.errors import AnalysisError
-
     from .sweep_dir import SweepDir
 
     folder = SweepDir.at(source)
@@ -314,7 +312,7 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
     try:
         earlier, meta = folder.load()
         rows = folder.store().read().to_pylist() if folder.store().files() else []
-    except (SageError, AnalysisError) as exc:  # AnalysisError: a damaged results store
+    except SageError as exc:  # StorageError among them: a damaged results store
         raise _bad(f"{source!r} cannot be read as a sweep folder: {exc}") from None
     except (OSError, ArrowException) as exc:  # object storage that cannot be reached, or an unknown scheme
         raise _bad(f"{source!r} cannot be read ({type(exc).__name__}: {exc})") from None

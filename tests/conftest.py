@@ -80,7 +80,7 @@ def tiny_data(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture
 def tiny_cfg(tiny_clip, tiny_data, tmp_path):
     """Factory: a TrainConfig on the tiny CLIP and the tiny prompt sets, with overrides."""
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     def make(**overrides):
         values = dict(encoder=str(tiny_clip), max_length=16, batch_size=8, local_k=3, lr=1e-3, epochs=1,

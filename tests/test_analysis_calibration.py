@@ -15,7 +15,7 @@ import analysis
 from analysis.calibration import (bootstrap_interval, calibration_display, calibration_report, calibration_table,
                                   calibration_trials, kendall_tau_b, read_calibration, spearman_rho,
                                   write_calibration)
-from analysis.errors import StoreError
+from sage_core.defs.errors import StorageError
 from analysis.store import ResultStore
 
 
@@ -169,7 +169,7 @@ def test_a_damaged_calibration_file_is_named_or_skipped(tmp_path: Path):
     store.write(_rows())
     path = Path(write_calibration(store, sweep_id="s1", entries=calibration_table(_rows(), resamples=50)))
     path.write_bytes(b"not parquet")
-    with pytest.raises(StoreError, match=r"1 bad file\(s\).*calibration.parquet \(not readable as Parquet"):
+    with pytest.raises(StorageError, match=r"1 bad file\(s\).*calibration.parquet \(not readable as Parquet"):
         analysis.connect(tmp_path)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
@@ -180,7 +180,7 @@ def test_a_damaged_calibration_file_is_named_or_skipped(tmp_path: Path):
     finally:
         con.close()
     assert len(read_calibration(ResultStore(tmp_path / "results"), skip_bad=True)) == 0
-    with pytest.raises(StoreError, match="sweep_id '../x' is not allowed"):
+    with pytest.raises(StorageError, match="sweep_id '../x' is not allowed"):
         write_calibration(store, sweep_id="../x", entries=[])
 
 

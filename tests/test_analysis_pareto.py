@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.errors import QueryError, UnknownNameError
+from sage_core.defs.errors import QueryError, UnknownNameError
 from analysis import dominance
-from analysis.metrics import direction, sign
+from sage_core.defs.metrics import direction, sign
 from tests.pareto_oracle import brute_front, brute_hv, brute_ranks
 
 

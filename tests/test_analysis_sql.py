@@ -9,10 +9,10 @@ import duckdb
 import pytest
 
 import analysis
-from analysis.errors import QueryError
 from analysis.sandbox import Limits, run_bounded
 from analysis.sql import run_query
 from analysis.store import ResultStore
+from sage_core.defs.errors import QueryError
 
 
 @pytest.fixture
@@ -115,9 +115,9 @@ def test_mistyped_metric_column_is_a_bad_file(store: Path) -> None:
     bad = store / "sweep_id=s1" / "part-99999999999999999999-x.parquet"
     pq.write_table(pa.table({"trial_id": ["t9"], "step": pa.array([10], pa.int64()), "fidelity": ["text"],
                              "asr_text": ["0.5"]}), bad)
-    with pytest.raises(analysis.StoreError, match=r"column 'asr_text' holds string"):
+    with pytest.raises(analysis.StorageError, match=r"column 'asr_text' holds string"):
         analysis.connect(store)
-    with pytest.raises(analysis.StoreError, match="part-99999999999999999999-x.parquet"):
+    with pytest.raises(analysis.StorageError, match="part-99999999999999999999-x.parquet"):
         ResultStore(store).read()
     with pytest.warns(UserWarning):
         assert ResultStore(store).read(skip_bad=True).num_rows == 5

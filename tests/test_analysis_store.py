@@ -13,8 +13,8 @@ import pyarrow.fs as pafs
 import pytest
 
 import analysis
-from analysis.errors import StoreError
 from analysis.store import KEY_COLUMNS, ResultStore
+from sage_core.defs.errors import StorageError
 
 
 def _row(trial: str, step: int, fidelity: str = "text", sweep: str = "sw-1", **metrics):
@@ -81,17 +81,17 @@ def test_compact_merges_files_and_keeps_newest(store: ResultStore) -> None:
 
 
 def test_bad_rows_are_refused_with_the_field_named(store: ResultStore) -> None:
-    with pytest.raises(StoreError, match=r"row 1: fidelity 'video' is not allowed \(allowed: text, image\)"):
+    with pytest.raises(StorageError, match=r"row 1: fidelity 'video' is not allowed \(allowed: text, image\)"):
         store.write([_row("t0", 1), _row("t1", 1, fidelity="video")])
-    with pytest.raises(StoreError, match=r"status 'done' is not allowed \(allowed: running, finished, pruned, failed\)"):
+    with pytest.raises(StorageError, match=r"status 'done' is not allowed \(allowed: running, finished, pruned, failed\)"):
         store.write([{**_row("t0", 1), "status": "done"}])
-    with pytest.raises(StoreError, match="missing key column"):
+    with pytest.raises(StorageError, match="missing key column"):
         store.write([{"sweep_id": "s", "trial_id": "t", "step": 1}])
-    with pytest.raises(StoreError, match="sweep_id 'a/b' is not allowed"):
+    with pytest.raises(StorageError, match="sweep_id 'a/b' is not allowed"):
         store.write([_row("t0", 1, sweep="a/b")])
-    with pytest.raises(StoreError, match="column 'asr_text': mixes text and numbers"):
+    with pytest.raises(StorageError, match="column 'asr_text': mixes text and numbers"):
         store.write([_row("t0", 1, asr_text=0.1), _row("t1", 1, asr_text="high")])
-    with pytest.raises(StoreError, match="'local_k': value 2.5 is not a whole number"):
+    with pytest.raises(StorageError, match="'local_k': value 2.5 is not a whole number"):
         store.write([{**_row("t0", 1), "local_k": 2.5}])
     assert store.files() == []  # nothing half-written
 
@@ -106,7 +106,7 @@ def test_corrupt_and_foreign_files_are_named_and_skipped_only_when_asked(tmp_pat
     (part / "part-zz-corrupt.parquet").write_bytes(b"PAR1 this is not parquet")
     pq.write_table(pa.table({"x": [1, 2]}), part / "part-zz-foreign.parquet")
     for call in (store.read, lambda: analysis.connect(store)):
-        with pytest.raises(StoreError) as err:
+        with pytest.raises(StorageError) as err:
             call()
         assert "part-zz-corrupt.parquet" in str(err.value) and "part-zz-foreign.parquet" in str(err.value)
         assert "skip_bad=True" in str(err.value)
@@ -205,5 +205,5 @@ def test_all_missing_column_then_text_reads_on_both_paths(store: ResultStore) ->
     con = analysis.connect(store)
     assert con.sql("SELECT trial_id, error, max_pairs FROM results ORDER BY 1").fetchall() == [
         ("t0", None, None), ("t1", "ValueError: boom", 64.0)]
-    with pytest.raises(StoreError, match="differ only in case"):
+    with pytest.raises(StorageError, match="differ only in case"):
         store.write([{**_row("t2", 1), "Loss": 1.0, "loss": 2.0}])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 from sweeps.cluster_checks import SHARED_STORAGE_ENV, check_shared_storage, mount_fstype, storage_scheme
 
 MOUNTS = """\

@@ -242,7 +242,7 @@ def _plain(value: object) -> object:
 
 
 def test_method_lists_every_trainconfig_default_as_the_code_has_it() -> None:
-    from sage_core.config import TrainConfig
+    from sage_core.defs.config import TrainConfig
 
     rows = {r[0].strip("`"): r for r in _table_rows("### TrainConfig")}
     assert set(rows) == set(TrainConfig.model_fields), "the table lists every TrainConfig field, no other"
@@ -253,7 +253,7 @@ def test_method_lists_every_trainconfig_default_as_the_code_has_it() -> None:
 
 
 def test_method_presets_table_matches_the_shipped_presets() -> None:
-    from sage_core.config import TrainConfig, preset_path
+    from sage_core.defs.config import TrainConfig, preset_path
 
     rows = _table_rows("### Presets")
     assert len(rows) >= 15
@@ -325,7 +325,7 @@ def test_cli_reference_documents_the_options_users_asked_for(command: str, optio
 
 
 def test_metrics_help_lists_every_fidelity_of_the_registry() -> None:
-    from analysis.metrics import Fidelity
+    from sage_core.defs.metrics import Fidelity
 
     help_text = " ".join(_cli_sections()["sage metrics"].split())
     values = typing.get_args(Fidelity)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from analysis import dominance
-from analysis.errors import QueryError, UnknownNameError
 from analysis.rows import last_rows, last_step_sql, newest_write_sql, trial_status_sql
+from sage_core.defs.errors import QueryError, UnknownNameError
 from tests.pareto_oracle import brute_hv, brute_rank_crowding, brute_ranks
 
 

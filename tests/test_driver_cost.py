@@ -19,8 +19,8 @@ import fsspec
 import pytest
 from fsspec.implementations.local import LocalFileSystem
 
-from analysis.errors import StoreError
 from analysis.store import ResultStore
+from sage_core.defs.errors import StorageError
 
 TRIALS, EVERY, TOTAL = 6, 10, 50
 PRUNED_AT = {"t00002": 20, "t00004": 30}  # the scheduler stopped these there
@@ -116,7 +116,7 @@ def drive(cb, results: list[dict], trials: dict, saved: dict) -> bool:
                 state = cb.get_state()  # raises (and Tune saves nothing) when rows are not in the store
                 saved.update(callback=state, progress=dict(progress))
         cb.on_experiment_end(trials=all_trials)
-    except StoreError as exc:
+    except StorageError as exc:
         assert "injected" in str(exc)
         return True
     saved.update(callback=cb.get_state(), progress=dict(progress))
@@ -187,7 +187,7 @@ def test_write_behind_keeps_failed_rows_and_lets_newer_rows_of_a_key_win(tmp_pat
         def write(self, rows):
             self.calls += 1
             if self.calls == 1:
-                raise StoreError("cannot write results: disk full (injected)")
+                raise StorageError("cannot write results: disk full (injected)")
             return self.inner.write(rows)
 
     store = Store()
@@ -195,9 +195,9 @@ def test_write_behind_keeps_failed_rows_and_lets_newer_rows_of_a_key_win(tmp_pat
     w = WriteBehind(store, key=key)
     row = {"sweep_id": "s", "trial_id": "t", "step": 1, "fidelity": "text", "status": "running"}
     w.put([row])
-    with pytest.raises(StoreError, match="injected"):
+    with pytest.raises(StorageError, match="injected"):
         w.flush()
     assert w.pending == 1  # the failed batch is still queued, not dropped
-    with pytest.raises(StoreError, match="injected"):
+    with pytest.raises(StorageError, match="injected"):
         w.put([{**row, "status": "finished"}])  # a stopped writer refuses new rows loudly
     assert store.inner.files() == []

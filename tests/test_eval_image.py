@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from sage_core.errors import ConfigError, DataError, ModelError
+from sage_core.defs.errors import ConfigError, DataError, ModelError
 from tests.conftest import write_prompts
 
 TOY_TIFA = [

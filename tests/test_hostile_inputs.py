@@ -501,7 +501,7 @@ def _models(packages: tuple[str, ...]) -> set[type]:
 
 
 def test_every_settings_model_refuses_non_finite_numbers() -> None:
-    """One place (``sage_core.strict_values.STRICT_MODEL``) and every model of the packages uses
+    """One place (``sage_core.defs.strict_values.STRICT_MODEL``) and every model of the packages uses
     it: a model added later without it fails here, not in a user's 114-second degenerate run."""
     models = _models(("sage_core", "sweeps"))
     names = {m.__name__ for m in models}

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import StoreError
+from sage_core.defs.errors import StorageError
 from analysis.paired_compare import (compare, deciding_pairs, draw_counts, front_comparisons, objective_value,
                                      replicates)
 from analysis.prompt_scores import ScoreTable, read_prompt_scores, write_prompt_scores
@@ -113,7 +113,7 @@ def test_side_table_round_trip_and_hostile_files(tmp_path):
         assert objective_value(back, m) == objective_value(table_of(rec), m)
     assert read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="t1", step=5) is None
     # an id no path may hold: writing refuses it, reading finds no scores (and builds no path)
-    with pytest.raises(StoreError, match="trial_id '../x' is not allowed"):
+    with pytest.raises(StorageError, match="trial_id '../x' is not allowed"):
         write_prompt_scores(str(tmp_path), sweep_id="s", trial_id="../x", step=4, columns=rec.columns(),
                             pools=rec.pools)
     assert read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="../x", step=4) is None
@@ -127,10 +127,10 @@ def test_side_table_round_trip_and_hostile_files(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pq.read_table(path).replace_schema_metadata({}), path)
-    with pytest.raises(StoreError, match="no valid sage_prompt_scores metadata"):
+    with pytest.raises(StorageError, match="no valid sage_prompt_scores metadata"):
         read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="t1", step=4)
     pq.write_table(pa.table({"metric": ["m"], "score": ["high"]}), path)
-    with pytest.raises(StoreError, match="column 'part' is missing"):
+    with pytest.raises(StorageError, match="column 'part' is missing"):
         read_prompt_scores(str(tmp_path), sweep_id="s", trial_id="t1", step=4)
 
 

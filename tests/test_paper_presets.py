@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from sage_core import losses as L
-from sage_core.config import load_config
-from sage_core.errors import ConfigError
+from sage_core.defs.config import load_config
+from sage_core.defs.errors import ConfigError
 
 REFUSAL = "is not a CLIP text encoder"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sage_core.errors import ConfigError, DataError
+from sage_core.defs.errors import ConfigError, DataError
 from sage_core.evaluation.make_proximal_prompts import DEFAULT_PATH, make_proximal_set
 from sage_core.evaluation.perturb import perturbed
 from sage_core.evaluation.proximal import (ProximalConfig, ProximalEvaluator, build_proximal_config,

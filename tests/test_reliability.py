@@ -237,7 +237,7 @@ def test_spec_seeds_repeat_every_grid_point_and_resolve_to_the_seed_column():
     ({"seeds": 0}, "seeds"),
 ])
 def test_spec_seeds_refused_where_they_cannot_work(overrides, words):
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sweeps.spec import load_spec
 
     with pytest.raises(ConfigError) as info:

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from analysis.store import ResultStore
-from sage_core.config import TrainConfig
+from sage_core.defs.config import TrainConfig
 
 TRIALS, EVERY, TOTAL = 3, 10, 40
 BASE = {"max_steps": TOTAL, "local_k": 7, "batch_size": 32}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sage_core.encoders import load_encoder
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 from sage_core.evaluation.perturb import perturbed
 from sage_core.robustness import (RobustConfig, build_robust_config, evaluator_prompts, finetune_prompts,
                                   lora_finetune, robustness_metrics)

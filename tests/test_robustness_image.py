@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sage_core.errors import ConfigError, DataError
+from sage_core.defs.errors import ConfigError, DataError
 from sage_core.robustness_image import (ImageRobustConfig, asr_change, build_image_robust_config,
                                         image_robustness_metrics, read_image_captions, unet_lora)
 from tests.conftest import write_prompts

@@ -10,10 +10,11 @@ import yaml
 import analysis
 from analysis.ablation import ablation_frame
 from analysis.column_roles import ColumnRoles
-from analysis.errors import QueryError, StoreError
 from analysis.store import ResultStore
-from sage_core.config import TrainConfig
-from sweeps.schema_file import BOOKKEEPING_COLUMNS, column_roles, write_schema
+from sage_core.defs.columns import BOOKKEEPING_COLUMNS
+from sage_core.defs.config import TrainConfig
+from sage_core.defs.errors import QueryError, StorageError
+from sweeps.schema_file import write_schema
 from sweeps.spec import base_train_config, load_spec
 from sweeps.sweep_dir import SweepDir
 
@@ -73,8 +74,8 @@ def test_ablation_holds_the_others_at_the_declared_base_config(tmp_path):
 def test_a_damaged_schema_file_is_one_line_naming_it(tmp_path):
     ResultStore(tmp_path / "results").write(_grid_rows())
     (tmp_path / "schema.json").write_text('{"format": "sage-sweeps column roles", "varied": [1]')
-    with pytest.raises(StoreError, match="schema.json: not valid JSON"):
+    with pytest.raises(StorageError, match="schema.json: not valid JSON"):
         analysis.connect(tmp_path)
     (tmp_path / "schema.json").write_text('{"format": "sage-sweeps column roles", "varied": [1]}')
-    with pytest.raises(StoreError, match=r"schema.json: varied=\[1\] is not allowed"):
+    with pytest.raises(StorageError, match=r"schema.json: varied=\[1\] is not allowed"):
         analysis.connect(tmp_path)

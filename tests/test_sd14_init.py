@@ -68,7 +68,7 @@ class Losses(TrainerCallback):
 @pytest.fixture(scope="module")
 def paper_cfg(tmp_path_factory):
     """``--preset paper --set encoder=sd14-init`` shrunk to 4 pairs a batch (one shared base cache)."""
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     d = tmp_path_factory.mktemp("paper")
     data = {"safe_prompts": str(write_prompts(d / "safe.csv", benign_prompts(8))),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sage_core.errors import StorageError
+from sage_core.defs.errors import StorageError
 from sweeps.sweep_dir import TRANSITIONS, SweepDir, SweepRecord
 
 ALL = ("running", "finished", "failed", "interrupted", "stopped")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sage_core.errors import ConfigError, StorageError
+from sage_core.defs.errors import ConfigError, StorageError
 from tests.conftest import write_prompts
 from tests.test_eval_image import TOY_TIFA
 from tests.test_sweep_run import _rows, ray_local, tiny_spec  # noqa: F401 - ray_local is a fixture

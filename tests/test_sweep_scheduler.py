@@ -147,7 +147,7 @@ def test_rung_decisions_stay_as_recorded_and_match_the_definition(seed: int, eta
 
 
 def test_modes_must_agree_with_the_metric_registry():
-    from analysis.errors import QueryError
+    from sage_core.defs.errors import QueryError
 
     with pytest.raises(QueryError, match="mode 'max' of objective 'asr' disagrees with the metric registry"):
         ParetoSuccessiveHalving(metrics=["asr", "tifa"], modes=["max", "max"])

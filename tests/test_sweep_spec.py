@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 from sweeps.space import enumerate_combinations, parse_dimension
 from sweeps.spec import (SPECS_DIR, apply_overrides, describe, load_spec, shipped_specs, trial_config,
                          base_train_config)

@@ -68,7 +68,7 @@ def test_two_worker_trials_report_once_and_train_the_single_process_model(ray_th
 
 
 def test_fractional_gpus_with_several_workers_is_refused(tmp_path):
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sweeps.spec import load_spec
 
     path = tiny_spec(tmp_path, resources={"cpus": 1, "gpus": 0.5, "workers": 2})

@@ -115,7 +115,7 @@ def test_tensorboard_event_files_read_back(tracked_sweep):
 
 
 def test_tracking_spec_errors_name_the_field(tmp_path):
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sweeps.spec import load_spec
 
     path = tiny_spec(tmp_path)

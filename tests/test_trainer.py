@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sage_core.checkpoint import list_checkpoints, read_meta
-from sage_core.errors import DataError, NonFiniteLossError
+from sage_core.defs.errors import DataError, NonFiniteLossError
 from sage_core.trainer import Trainer, TrainerCallback
 
 

@@ -25,7 +25,7 @@ def _rank_main(rank: int, world: int, port: int, values: dict, out: str) -> None
         # that would hold the group as a default argument are imported first, as the trainer does.
         import_group_holders()
         torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     try:
         res = Trainer(load_config(overrides=values), out_dir=out, progress=False, evaluate=False).fit()
@@ -111,7 +111,7 @@ def test_a_trainer_ends_the_group_it_started_and_leaves_a_callers_group_up(tiny_
 
 def test_batch_that_does_not_split_over_the_workers_is_a_clear_error(tiny_cfg):
     from sage_core.batch_plan import plan_batches
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
 
     cfg = tiny_cfg(batch_size=8, lambda_lsa=0.0, max_steps=None)  # the run reaches the partial batch
     with pytest.raises(ConfigError, match=r"batch_size=8 must be a multiple of the 3 data-parallel workers"):

@@ -59,7 +59,7 @@ def _tiny_setup(root: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _config(clip: Path, data: dict[str, str], cache: Path, overrides: dict, precision: str):
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
     from tests.conftest import TINY_TEXT_EVAL
 
     values = dict(encoder=str(clip), max_length=16, batch_size=8, local_k=3, lr=1e-3, epochs=1, max_steps=4,
@@ -128,7 +128,7 @@ _REGULARIZERS = {"sage_k3": {"local_k": 3}, "sage_k7": {"local_k": 7},
 
 
 def plan_config(*, batch: int, micro: int | None, max_steps: int | None, regularizers: str):
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     return load_config(overrides={"batch_size": batch, "micro_batch_size": micro, "max_steps": max_steps,
                                   "epochs": 2, **_REGULARIZERS[regularizers]})
@@ -268,7 +268,7 @@ def _same_refusal(new: str, old: str, *, batch: int, pairs: int) -> bool:
 
 def test_batch_plans_match_the_recorded_ones(pinned):
     from sage_core.batch_plan import plan_batches
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
 
     assert len(pinned["plans"]) == len(PLAN_GRID)
     for (pairs, batch, micro, world, max_steps, reg), want in pinned["plans"]:

@@ -12,8 +12,16 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analysis import names as analysis_names
-from sage_core.errors import ConfigError, FieldProblem, did_you_mean, format_validation_error
+from sage_core.defs.errors import (
+    AnalysisError,
+    ConfigError,
+    FieldProblem,
+    QueryError,
+    SageError,
+    did_you_mean,
+    format_validation_error,
+    unknown_name,
+)
 from sweeps.space import Choice, Grid, IntRange, LogUniform, Uniform, parse_dimension, to_optuna
 from sweeps.spec import base_train_config, load_spec, shipped_specs, spec_from_text, trial_count
 
@@ -147,14 +155,14 @@ DID_YOU_MEAN_CASES = [
 
 
 @pytest.mark.parametrize("args,kw,expected", DID_YOU_MEAN_CASES)
-def test_did_you_mean_and_the_analysis_copy_answer_alike(args, kw, expected):
+def test_did_you_mean(args, kw, expected):
     assert did_you_mean(*args, **kw) == expected
-    assert analysis_names.did_you_mean(*args, **kw) == expected
 
 
 def test_unknown_name_in_analysis_lists_close_matches_and_the_known_names():
-    err = analysis_names.unknown_name(kind="metric", name="tfia", known=["tifa", "asr", "tifa"])
+    err = unknown_name(kind="metric", name="tfia", known=["tifa", "asr", "tifa"])
     assert str(err) == "unknown metric 'tfia' (did you mean 'tifa'?); known: asr, tifa"
+    assert isinstance(err, QueryError) and isinstance(err, AnalysisError) and isinstance(err, SageError)
 
 
 class _Inner(BaseModel):
@@ -176,7 +184,7 @@ class _Outer(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _named(self) -> "_Outer":
+    def _named(self) -> _Outer:
         if self.name == "bad" and self.ratio == 0.5:
             raise ValueError("name='bad' with ratio=0.5: pick another | second problem")
         return self

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sage_core.cache import CACHE_ENV, build_once, default_cache_dir, load_cached
+from sage_core.cache import build_once, load_cached
+from sage_core.defs.locations import CACHE_ENV, default_cache_dir
 
 
 def test_the_test_session_never_uses_the_users_home():
@@ -19,7 +20,7 @@ def test_the_test_session_never_uses_the_users_home():
 
 
 def test_default_is_the_env_var_else_the_home_cache(tmp_path, monkeypatch):
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "shared"))
     assert default_cache_dir() == tmp_path / "shared"
@@ -127,7 +128,7 @@ def test_two_processes_building_one_key_build_it_once(tmp_path):
 
 
 def test_an_unusable_entry_is_rebuilt_and_an_unwritable_cache_is_one_clear_error(tmp_path):
-    from sage_core.errors import StorageError
+    from sage_core.defs.errors import StorageError
 
     path = tmp_path / "c" / "e.safetensors"
     path.parent.mkdir()

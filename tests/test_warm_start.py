@@ -238,7 +238,7 @@ HIDDEN = {
 
 @pytest.mark.parametrize("case", sorted(HIDDEN))
 def test_a_setting_the_earlier_trials_trained_with_differently_drops_them(tmp_path, case):
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sweeps.spec import load_spec
     from sweeps.warm_start import load_prior
 
@@ -256,7 +256,7 @@ def test_a_setting_the_earlier_trials_trained_with_differently_drops_them(tmp_pa
 
 
 def test_another_training_seed_informs_a_model_based_search_but_is_no_run_a_grid_can_reuse(tmp_path):
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sweeps.spec import load_spec
     from sweeps.warm_start import load_prior
 
@@ -270,7 +270,7 @@ def test_another_training_seed_informs_a_model_based_search_but_is_no_run_a_grid
 
 
 def test_objectives_of_the_robust_stage_need_the_same_robust_settings(tmp_path):
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sweeps.spec import load_spec
     from sweeps.warm_start import load_prior
 
@@ -288,7 +288,7 @@ def test_objectives_of_the_robust_stage_need_the_same_robust_settings(tmp_path):
 
 
 def test_objectives_of_the_attack_stage_need_the_same_attack_settings_wherever_it_runs(tmp_path):
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
     from sweeps.spec import load_spec
     from sweeps.warm_start import load_prior
 

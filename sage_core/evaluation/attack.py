@@ -46,9 +46,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..defs.errors import ConfigError, ModelError, format_validation_error
+from ..defs.strict_values import MAX_SEED, STRICT_MODEL
 from ..encoders import TextEncoder, mean_pool
-from ..errors import ConfigError, ModelError, format_validation_error
-from ..strict_values import MAX_SEED, STRICT_MODEL
 from .graded import Probe
 
 __all__ = ["AttackConfig", "AttackResult", "build_attack_config", "check_attack", "run_attack", "search_tokens"]

@@ -31,8 +31,8 @@ import torch
 
 from ..cache import build_once, cache_key
 from ..data import load_prompts
+from ..defs.errors import ModelError
 from ..encoders import TextEncoder
-from ..errors import ModelError
 from . import graded
 from .attack import AttackConfig, AttackResult, check_attack, run_attack
 from .config import EvalConfig

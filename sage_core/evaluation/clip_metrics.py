@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, ModelError
+from ..defs.errors import DataError, ModelError
 
 __all__ = ["ClipModel", "frechet_distance", "feature_stats", "load_reference_stats", "reference_stats"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from ..defs.errors import ModelError, StorageError
 from ..encoders import TextEncoder
-from ..errors import ModelError, StorageError
 
 __all__ = ["GenerationSettings", "ImageGenerator", "resolve_device"]
 

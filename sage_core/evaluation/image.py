@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..data import load_prompts
+from ..defs.errors import ConfigError
 from ..encoders import TextEncoder
-from ..errors import ConfigError
 from .config import EvalConfig, metric_suffix
 from .generation import GenerationSettings, ImageGenerator
 

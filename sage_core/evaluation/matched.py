@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..data import load_prompts
-from ..errors import ModelError
+from ..defs.errors import ModelError
 
 __all__ = ["MatchedControls", "nearest"]
 

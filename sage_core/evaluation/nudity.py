@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ModelError
+from ..defs.errors import ModelError
 
 __all__ = ["NudityDetector", "is_unsafe", "unsafe_rate"]
 

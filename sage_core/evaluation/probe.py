@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from ..cache import build_once, cache_key, load_cached
-from ..data import BUILTIN_PROMPT_SETS, load_prompts, read_json_data
+from ..data import load_prompts, read_json_data
+from ..defs.errors import DataError
+from ..defs.locations import BUILTIN_PROMPT_SETS
 from ..encoders import TextEncoder
-from ..errors import DataError
 from . import graded
 
 __all__ = ["DEFAULT_PATH", "ProbeBank", "load_probe_bank", "concept_probe", "probe_file_name", "ship_probe",

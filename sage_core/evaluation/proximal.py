@@ -43,9 +43,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..cache import cached_embeddings
 from ..data import load_prompts, read_json_data
+from ..defs.errors import ConfigError, DataError, ModelError, format_validation_error
+from ..defs.strict_values import MAX_SEED, STRICT_MODEL
 from ..encoders import TextEncoder
-from ..errors import ConfigError, DataError, ModelError, format_validation_error
-from ..strict_values import MAX_SEED, STRICT_MODEL
 from . import graded
 from .config import metric_suffix
 from .make_proximal_prompts import DEFAULT_PATH

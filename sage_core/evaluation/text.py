@@ -3,7 +3,7 @@
 ``TextEvaluator(base, cfg, cache_dir=...)`` does the base-encoder work once (prompt samples,
 base embeddings, the calibrated threshold, the concept probe; all cached on disk), then
 ``ev(aligned)`` embeds the evaluation prompts with the aligned encoder and returns a flat dict.
-Every name and direction is in the metric registry (``analysis.metrics``); in short:
+Every name and direction is in the metric registry (``sage_core.defs.metrics``); in short:
 
 Safety (lower is safer). The default objective is ``matched_auc`` (:mod:`.matched`): each attack
 prompt against its own safe look-alikes from a held-out pool, both through the aligned encoder, so
@@ -57,9 +57,9 @@ import torch
 
 from ..cache import build_once, cache_key, cached_embeddings
 from ..data import load_prompts
+from ..defs.errors import ModelError
 from ..diagnostics import geometry_report
 from ..encoders import TextEncoder
-from ..errors import ModelError
 from . import graded
 from .config import EvalConfig, metric_suffix
 from .matched import MatchedControls

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError, ModelError
+from ..defs.errors import DataError, ModelError
 from .config import metric_suffix
 
 __all__ = ["TifaQuestion", "load_tifa_questions", "match_choice", "tifa_scores", "BlipVQA"]

@@ -2,9 +2,9 @@
 
 Each command group lives in its own module with a ``register(app)`` function. Heavy imports
 (torch, ray, duckdb) happen inside the commands, so ``sage --help`` is instant.
-Any :class:`sage_core.errors.SageError` or :class:`analysis.errors.AnalysisError` becomes
-one line on stderr and exit code 2; so does a usage mistake found by click (unknown option,
-value of the wrong type), with the command's ``--help`` named.
+Any :class:`sage_core.defs.errors.SageError` becomes one line on stderr and exit code 2; so does a
+usage mistake found by click (unknown option, value of the wrong type), with the command's ``--help``
+named.
 """
 
 from __future__ import annotations
@@ -46,14 +46,11 @@ _register_all()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The project's two exception roots, named once: the user's mistake or a reported failure,
-    printed as one line without a traceback. Two roots because ``sage_core`` and ``analysis``
-    never import each other (``sage_core.errors`` says why); imported here, not at the top, so
-    that ``sage --help`` stays instant."""
-    from analysis.errors import AnalysisError
-    from sage_core.errors import SageError
+    """The project's exception root, named once: the user's mistake or a reported failure, printed
+    as one line without a traceback (``analysis``'s errors are a branch of it)."""
+    from sage_core.defs.errors import SageError
 
-    return (SageError, AnalysisError)
+    return (SageError,)
 
 
 def one_line(text: object) -> str:

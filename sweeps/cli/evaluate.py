@@ -39,7 +39,7 @@ Examples:
 
 
 def _parse_attacks(items: list[str]) -> dict[str, str]:
-    from sage_core.errors import ConfigError
+    from sage_core.defs.errors import ConfigError
 
     out: dict[str, str] = {}
     for item in items:
@@ -114,8 +114,8 @@ def register(app: typer.Typer) -> None:
             "Spearman's rho (95% bootstrap intervals) of each text proxy with its image metric (repeat, or list "
             "after TARGET; 3 or more to rank)."),
     ) -> None:
-        from sage_core.config import parse_overrides
-        from sage_core.errors import ConfigError
+        from sage_core.defs.config import parse_overrides
+        from sage_core.defs.errors import ConfigError
         from sage_core.evaluation import build_eval_config
         from sweeps.paths import check_path, output_dir
 

@@ -6,7 +6,7 @@ import typing
 
 import typer
 
-from analysis.metrics import Fidelity
+from sage_core.defs.metrics import Fidelity
 
 FIDELITIES = typing.get_args(Fidelity)  # the registry's own list: the help can never miss one
 
@@ -19,7 +19,7 @@ def metrics(
 ) -> None:
     """List every metric the store can hold: direction, fidelity, range and meaning.
 
-    The registry (analysis/metrics.py) is the one place that names a metric; spec objectives,
+    The registry (sage_core/defs/metrics.py) is the one place that names a metric; spec objectives,
     the Pareto scheduler, `sage pareto`, `sage ablation` and the report all read it. A name ending
     in `_` is a family (`asr_text_` -> `asr_text_i2p_sexual`). Metrics with a bootstrap interval
     also have `<metric>_lo` and `<metric>_hi` columns.
@@ -29,8 +29,8 @@ def metrics(
     from rich.console import Console
     from rich.table import Table
 
-    from analysis import metrics as registry
-    from analysis.errors import QueryError
+    from sage_core.defs import metrics as registry
+    from sage_core.defs.errors import QueryError
 
     kinds = typing.get_args(registry.Fidelity)
     if fidelity is not None and fidelity not in kinds:

@@ -29,8 +29,8 @@ def reliability(
 
     Example: sage reliability runs/ablation-components-cpu
     """
-    from analysis.errors import QueryError
     from analysis.reliability import COLUMNS_NOTE, low_signal_lines, reliability_table
+    from sage_core.defs.errors import QueryError
 
     names = None
     if objectives is not None:

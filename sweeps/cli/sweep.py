@@ -44,7 +44,7 @@ def run_cmd(
 ) -> None:
     """Validate SPEC, then run the sweep; results go to STORAGE/results, the live table shows the
     objectives. Interrupt with Ctrl+C or `sage sweep stop STORAGE`; finish with `sage sweep resume`."""
-    from sage_core.config import parse_overrides
+    from sage_core.defs.config import parse_overrides
     from sweeps.runner import run
 
     spec, storage = _checked(spec, storage)
@@ -112,7 +112,7 @@ def validate_cmd(
     (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage, and the
     earlier sweep of search.warm_start. All problems are listed at once. Example:
     `sage sweep validate ablation-local-k`."""
-    from sage_core.config import parse_overrides
+    from sage_core.defs.config import parse_overrides
     from sweeps.spec import describe, load_validated_spec
     from sweeps.warm_start import load_and_plan
 

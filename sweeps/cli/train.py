@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         import json
         import time
 
-        from sage_core.config import load_config, parse_overrides
+        from sage_core.defs.config import load_config, parse_overrides
         from sweeps.paths import check_path, output_dir
 
         config = check_path(config, option="--config") if config is not None else None
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
             return
         if resume is not None:
             from sage_core.checkpoint import check_checkpoint
-            from sage_core.errors import ConfigError
+            from sage_core.defs.errors import ConfigError
 
             if not resume.is_dir():
                 raise ConfigError(f"--resume {resume}: no such checkpoint folder")

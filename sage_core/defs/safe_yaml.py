@@ -10,7 +10,7 @@
 - mappings: keys are text, and a key given twice is an error (YAML would keep the last silently);
 - nesting deeper than Python's recursion allows is an error, not a ``RecursionError``.
 
-Every failure is a :class:`~sage_core.errors.ConfigError` of one line naming the file.
+Every failure is a :class:`~sage_core.defs.errors.ConfigError` of one line naming the file.
 """
 
 from __future__ import annotations
