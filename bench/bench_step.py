@@ -38,8 +38,8 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
     import torch
 
     from sage_core.codebook import build_base_data
-    from sage_core.config import load_config
     from sage_core.data import load_prompts
+    from sage_core.defs.config import load_config
     from sage_core.encoders import TextEncoder, load_encoder
     from sage_core.losses import LossWeights, unsafe_targets
     from sage_core.trainer import Trainer
@@ -58,9 +58,7 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
     trainable.model.train()
     trainer = Trainer(cfg, out_dir="/tmp/bench-step", progress=False)
     engine, _ = trainer._init_engine(trainable, micro=batch, accumulation=1)
-    scale = cfg.concept_guidance_ratio * base.mean_safe_norm()
-    w = LossWeights(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp, lambda_lsa=cfg.lambda_lsa,
-                    local_k=cfg.local_k, alpha=cfg.alpha, scale=scale)
+    w = LossWeights.from_config(cfg, mean_safe_norm=base.mean_safe_norm)
     v, u = base.direction, base.empty
     safe_tok, unsafe_tok, concept_tok = trainable.tokenize(safe), trainable.tokenize(unsafe), trainable.tokenize([cfg.concept])
     m_all = base.safe[base.farthest]
@@ -68,7 +66,7 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
     def batch_at(i: int) -> dict:
         idx = torch.arange(i * batch, (i + 1) * batch)
         return {"safe": {k: t[idx] for k, t in safe_tok.items()}, "unsafe": {k: t[idx] for k, t in unsafe_tok.items()},
-                "concept": concept_tok, "b": base.safe[idx], "targets": unsafe_targets(m_all[idx], v, scale)}
+                "concept": concept_tok, "b": base.safe[idx], "targets": unsafe_targets(m_all[idx], v, w.scale)}
 
     def ours(i: int) -> None:
         trainer._train_step(engine, batch_at(i), v=v, u=u, w=w, accumulation=1)
@@ -92,7 +90,7 @@ def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
             b = frozen(tok_s["input_ids"], tok_s["attention_mask"])
         idx = torch.arange(sl.start, sl.stop)
         bt = {"safe": tok_s, "unsafe": tok_u, "concept": tok_c, "b": b,
-              "targets": unsafe_targets(m_all[idx], v, scale)}
+              "targets": unsafe_targets(m_all[idx], v, w.scale)}
         trainer._train_step(engine, bt, v=v, u=u, w=w, accumulation=1)
         engine.step()
 
@@ -223,8 +221,8 @@ def paper_step(*, batch: int = 128, length: int = 77, micro: int | None = None, 
     import torch
 
     from sage_core.codebook import build_base_data
-    from sage_core.config import load_config
     from sage_core.data import load_prompts
+    from sage_core.defs.config import load_config
     from sage_core.encoders import TextEncoder, load_encoder
     from sage_core.losses import LossWeights, unsafe_targets
     from sage_core.trainer import Trainer
@@ -248,8 +246,7 @@ def paper_step(*, batch: int = 128, length: int = 77, micro: int | None = None, 
     accumulation = batch // (micro or batch)
     engine, _ = trainer._init_engine(trainable, micro=micro or batch, accumulation=accumulation)
     trainer._autocast = precision == "bf16"
-    w = LossWeights(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp, lambda_lsa=cfg.lambda_lsa,
-                    local_k=cfg.local_k, alpha=cfg.alpha, scale=float(cfg.concept_guidance_scale))
+    w = LossWeights.from_config(cfg, mean_safe_norm=base.mean_safe_norm)
     v, u = base.direction.to(dev), base.empty.to(dev)
     tok = {"safe": trainable.tokenize(safe), "unsafe": trainable.tokenize(unsafe)}
     concept = {k: x.to(dev) for k, x in trainable.tokenize([cfg.concept]).items()}

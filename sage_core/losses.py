@@ -8,10 +8,13 @@ in ``docs/method.md`` section 4: ``e = f_theta(x_safe)``, ``b = f_0(x_safe)``, `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .defs.config import TrainConfig, field_defaults
 
 __all__ = ["LossWeights", "flat", "safe_preservation_loss", "concept_augmentation_loss",
            "unsafe_mapping_loss", "concept_unconditional_loss", "spread", "esp_loss",
@@ -115,18 +118,35 @@ def lsa_loss(e: torch.Tensor, b: torch.Tensor, v: torch.Tensor, *, alpha: float,
     return 1 - lsa_correlation(e, b, v, alpha=alpha, k=k)
 
 
+_DEFAULTS = field_defaults()
+
+
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights and switches of the total loss; see :func:`sage_loss`."""
+    """Weights and switches of the total loss; see :func:`sage_loss`. A run builds them with
+    :meth:`from_config`; the defaults are TrainConfig's (for tests that set only what they vary)."""
 
-    lambda_safe: float = 0.3
-    lambda_esp: float = 2.0
-    lambda_lsa: float = 0.1
-    local_k: int = 15
-    alpha: float = 1.0
-    scale: float = 205.0
-    des_terms: tuple[int, ...] = (1, 2, 3)
-    lambda_adv: float = 0.0
+    lambda_safe: float = _DEFAULTS["lambda_safe"]
+    lambda_esp: float = _DEFAULTS["lambda_esp"]
+    lambda_lsa: float = _DEFAULTS["lambda_lsa"]
+    local_k: int = _DEFAULTS["local_k"]
+    alpha: float = _DEFAULTS["alpha"]
+    scale: float = _DEFAULTS["concept_guidance_scale"]
+    des_terms: tuple[int, ...] = _DEFAULTS["des_terms"]
+    lambda_adv: float = _DEFAULTS["lambda_adv"]
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, *, mean_safe_norm: Callable[[], float]) -> LossWeights:
+        """The weights of ``cfg``: the one TrainConfig -> LossWeights mapping. ``s`` is
+        ``concept_guidance_ratio * mean_safe_norm()`` when a ratio is set, else ``concept_guidance_scale``."""
+        if cfg.concept_guidance_ratio is not None:
+            scale = cfg.concept_guidance_ratio * mean_safe_norm()
+        else:
+            assert cfg.concept_guidance_scale is not None  # TrainConfig requires one of the two
+            scale = float(cfg.concept_guidance_scale)
+        return cls(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp, lambda_lsa=cfg.lambda_lsa,
+                   local_k=cfg.local_k, alpha=cfg.alpha, scale=scale, des_terms=tuple(cfg.des_terms),
+                   lambda_adv=cfg.lambda_adv)
 
 
 def sage_loss(*, e: torch.Tensor, b: torch.Tensor, e_unsafe: torch.Tensor, targets: torch.Tensor,

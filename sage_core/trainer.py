@@ -36,8 +36,9 @@ from .batch_plan import plan_batches
 from .checkpoint import load_optimizer_state, load_weights, read_meta, save_checkpoint
 from .checkpoint_keeper import CheckpointKeeper
 from .codebook import BaseData, build_base_data
-from .config import TrainConfig
 from .data import load_prompts
+from .defs.config import TrainConfig
+from .defs.errors import ConfigError, NonFiniteLossError, StorageError
 from .diagnostics import geometry_report
 from .distributed import (
     agree,
@@ -50,7 +51,6 @@ from .distributed import (
     resolve_device,
 )
 from .encoders import TextEncoder, load_encoder
-from .errors import ConfigError, NonFiniteLossError, StorageError
 from .exact_step import backward_full_batch
 from .losses import LossWeights, unsafe_targets
 from .precision import uses_autocast, weights_dtype
@@ -256,14 +256,7 @@ class Trainer:
         base_enc = _base_encoder(cfg, device)
         base = _base_data(cfg, base_enc, progress=self.progress)
         self._evaluator = _evaluator(base_enc, cfg, text=self.evaluate_enabled) if lead else None
-        if cfg.concept_guidance_ratio is not None:
-            scale = cfg.concept_guidance_ratio * base.mean_safe_norm()
-        else:
-            assert cfg.concept_guidance_scale is not None  # TrainConfig requires one of the two
-            scale = float(cfg.concept_guidance_scale)
-        self._weights = LossWeights(lambda_safe=cfg.lambda_safe, lambda_esp=cfg.lambda_esp,
-                                    lambda_lsa=cfg.lambda_lsa, local_k=cfg.local_k, alpha=cfg.alpha, scale=scale,
-                                    des_terms=tuple(cfg.des_terms), lambda_adv=cfg.lambda_adv)
+        self._weights = LossWeights.from_config(cfg, mean_safe_norm=base.mean_safe_norm)
         self._adv = AdversarialPrompts(base_enc, unsafe_prompts, attack=cfg.adv_attack_config(),
                                        every=cfg.adv_every) if cfg.lambda_adv > 0 else None
         self.encoder = self._trainable_copy(base_enc)
@@ -277,7 +270,7 @@ class Trainer:
         tok = self.encoder.tokenize
         self._inputs = _StepInputs(safe=tok(safe_prompts), unsafe=tok(unsafe_prompts), concept=tok([cfg.concept]),
                                    b_all=base.safe, m_all=base.safe[base.farthest], v=base.direction.to(dev),
-                                   u=base.empty.to(dev), scale=scale)
+                                   u=base.empty.to(dev), scale=self._weights.scale)
         self.keeper = CheckpointKeeper(self.out_dir, keep=cfg.keep_checkpoints, resume_from=self.resume_from)
         self._window: dict[str, list[float]] = {}
         self._last_metrics: dict[str, float] = {}

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from sage_core.config import PRESETS, TrainConfig, load_config, parse_overrides
-from sage_core.errors import ConfigError
+from sage_core.defs.config import PRESETS, TrainConfig, load_config, parse_overrides
+from sage_core.defs.errors import ConfigError
 
 
 def test_defaults_are_the_official_sage_run():
@@ -25,7 +25,7 @@ def test_every_preset_loads(name):
     # paper and des train SD's CLIP text encoder (they refuse MiniLM): sd14-init stands in for the folder
     import yaml
 
-    from sage_core.config import preset_path
+    from sage_core.defs.config import preset_path
 
     cfg = load_config(preset=name, overrides={"encoder": "sd14-init"} if name in ("paper", "des") else None)
     written = yaml.safe_load(preset_path(name).read_text(encoding="utf-8"))
@@ -126,7 +126,7 @@ def test_cli_train_runs_and_writes_a_checkpoint(tiny_clip, tiny_data, tmp_path):
 
 
 def test_booleans_are_not_numbers_but_whole_numbers_are_floats(tmp_path):
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     assert load_config(overrides={"lr": 1, "lambda_esp": 0}).lr == 1.0  # an int where a float goes is fine
     for key, value in (("lr", True), ("local_k", False), ("adam_betas", [True, 0.9]), ("des_terms", [1, True]),
@@ -138,14 +138,14 @@ def test_booleans_are_not_numbers_but_whole_numbers_are_floats(tmp_path):
 
 @pytest.mark.parametrize("key", ["encoder", "safe_prompts", "unsafe_prompts", "diag_prompts", "cache_dir"])
 def test_empty_strings_are_not_paths(key):
-    from sage_core.config import load_config
+    from sage_core.defs.config import load_config
 
     with pytest.raises(ConfigError, match=rf"{key}='  ': an empty string is not a path"):
         load_config(overrides={key: "  "})
 
 
 def test_safe_yaml_bounds(tmp_path):
-    from sage_core.safe_yaml import MAX_BYTES, MAX_VALUES, load_yaml_text, read_yaml_file
+    from sage_core.defs.safe_yaml import MAX_BYTES, MAX_VALUES, load_yaml_text, read_yaml_file
 
     # an alias counts as a copy each time it is used: 100 uses of a 1,000-value list is past the bound
     assert load_yaml_text("a: &a [1, 2]\nb: [*a, *a]\n", where="t") == {"a": [1, 2], "b": [[1, 2], [1, 2]]}
@@ -160,3 +160,40 @@ def test_safe_yaml_bounds(tmp_path):
         load_yaml_text("[" * 5000 + "]" * 5000, where="t")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_yaml_text("a: !!python/object/apply:os.system ['true']\n", where="t")
+
+
+# What each preset is for: the keys it sets to values other than TrainConfig's defaults. Every other
+# key a preset writes repeats a default (written out for the reader) and must stay equal to it.
+PRESET_CHANGES = {
+    "paper": {"require_clip_encoder", "precision", "max_length"},
+    "des": {"method", "require_clip_encoder", "precision", "max_length", "concept_guidance_scale", "lambda_esp",
+            "lambda_lsa"},
+    "quickstart": {"max_length", "concept_guidance_scale", "concept_guidance_ratio", "local_k", "lr", "batch_size",
+                   "epochs", "max_steps", "max_pairs", "eval_every", "checkpoint_every", "text_eval"},
+}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_repeats_only_trainconfigs_defaults_besides_what_it_changes(name):
+    import yaml
+
+    from sage_core.defs.config import preset_path
+
+    written = yaml.safe_load(preset_path(name).read_text())
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in TrainConfig.model_fields.items()}
+    assert set(PRESET_CHANGES[name]) <= set(written)
+    changed = {k for k, v in written.items() if (tuple(v) if isinstance(v, list) else v) != defaults[k]}
+    assert changed == PRESET_CHANGES[name]
+
+
+def test_the_ablation_fallback_base_is_the_paper_preset():
+    import yaml
+
+    from analysis.ablation import ABLATION_PARAMS, PAPER_DEFAULTS
+    from sage_core.defs.config import field_defaults, preset_path
+
+    paper = yaml.safe_load(preset_path("paper").read_text())
+    assert PAPER_DEFAULTS == {k: paper[k] for k in ("lambda_safe", "lambda_esp", "lambda_lsa", "local_k", "alpha",
+                                                    "concept_guidance_scale")}
+    assert PAPER_DEFAULTS == {k: field_defaults()[k] for k in PAPER_DEFAULTS}
+    assert ABLATION_PARAMS[:6] == tuple(PAPER_DEFAULTS) and PAPER_DEFAULTS["lambda_esp"] == 2.0

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from sage_core.errors import ConfigError, DataError, ModelError
+from sage_core.defs.errors import ConfigError, DataError, ModelError
 from tests.conftest import benign_prompts, write_prompts
 
 SMALL = dict(calibration_samples=200, geometry_samples=40, geometry_k=5, attack_samples=40, util_groups=2, retrieval_distractors=50,
@@ -201,12 +201,13 @@ def test_targeted_erasure_and_a_shift_of_everything_look_different(minilm_eval):
 
 # --- pair file ----------------------------------------------------------------------------------
 def test_packaged_pairs_are_what_the_script_makes(tmp_path):
-    from sage_core.evaluation.make_util_pairs import CATEGORIES, DEFAULT_PATH, main
+    from sage_core.defs.metrics import TIFA_CATEGORIES
+    from sage_core.evaluation.make_util_pairs import DEFAULT_PATH, main
 
     out = main(["--out", str(tmp_path / "p.json")])
     assert out.read_bytes() == DEFAULT_PATH.read_bytes()
     data = json.loads(DEFAULT_PATH.read_text())
-    assert tuple(data["categories"]) == CATEGORIES
+    assert tuple(data["categories"]) == TIFA_CATEGORIES
     for groups in data["categories"].values():
         assert len(groups) >= 50
         for g in groups:

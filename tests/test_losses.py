@@ -122,3 +122,22 @@ def test_gradients_flow_only_into_the_trainable_side():
     loss.backward()
     assert e.grad is not None and e.grad.abs().sum() > 0
     assert b.grad is None or b.grad.abs().sum() == 0
+
+
+def test_loss_weights_defaults_are_trainconfigs_and_from_config_maps_every_field():
+    from sage_core.defs.config import TrainConfig
+
+    cfg = TrainConfig()
+    w = L.LossWeights()
+    assert (w.lambda_safe, w.lambda_esp, w.lambda_lsa, w.local_k, w.alpha, w.scale, w.des_terms, w.lambda_adv) == (
+        cfg.lambda_safe, cfg.lambda_esp, cfg.lambda_lsa, cfg.local_k, cfg.alpha, cfg.concept_guidance_scale,
+        cfg.des_terms, cfg.lambda_adv)
+    odd = TrainConfig(lambda_safe=0.4, lambda_esp=1.5, lambda_lsa=0.2, local_k=7, alpha=0.5, des_terms=(1, 2),
+                      lambda_adv=0.3, concept_guidance_scale=None, concept_guidance_ratio=0.5)
+    calls = []
+    got = L.LossWeights.from_config(odd, mean_safe_norm=lambda: calls.append(1) or 8.0)
+    assert got == L.LossWeights(lambda_safe=0.4, lambda_esp=1.5, lambda_lsa=0.2, local_k=7, alpha=0.5, scale=4.0,
+                                des_terms=(1, 2), lambda_adv=0.3)
+    # an absolute scale is taken as written, without computing the norm
+    assert L.LossWeights.from_config(cfg, mean_safe_norm=lambda: calls.append(2) or 8.0).scale == 205.0
+    assert calls == [1]

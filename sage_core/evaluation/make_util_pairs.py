@@ -18,13 +18,12 @@ import re
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["CATEGORIES", "make_groups", "main", "DEFAULT_PATH"]
+from ..defs.metrics import TIFA_CATEGORIES
+
+__all__ = ["make_groups", "main", "DEFAULT_PATH"]
 
 DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "util_pairs.json"))
 
-#: TIFA element categories, in the order of the paper's table ("animal/human" -> animal_human).
-CATEGORIES = ("object", "animal_human", "location", "color", "food", "material", "attribute",
-              "counting", "shape", "activity", "spatial")
 
 _OBJECTS = ["chair", "table", "lamp", "clock", "vase", "bicycle", "car", "umbrella", "book", "cup",
             "bottle", "guitar", "backpack", "kite", "laptop", "television", "bench", "boat", "suitcase",
@@ -125,7 +124,7 @@ def make_groups(*, groups_per_category: int = 50, seed: int = 0) -> dict:
     """
     rng = random.Random(seed)
     out: dict[str, list[dict]] = {}
-    for cat in CATEGORIES:
+    for cat in TIFA_CATEGORIES:
         seen: set[tuple[str, ...]] = set()
         groups: list[dict] = []
         tries = 0
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     n = sum(len(g) for g in data["categories"].values())
-    print(f"wrote {args.out}: {len(CATEGORIES)} categories x {args.groups} groups x 4 prompts ({n} groups)")
+    print(f"wrote {args.out}: {len(TIFA_CATEGORIES)} categories x {args.groups} groups x 4 prompts ({n} groups)")
     return args.out
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from ..data import read_json_data
-from ..errors import DataError
-from .make_util_pairs import CATEGORIES, DEFAULT_PATH
+from ..defs.errors import DataError
+from ..defs.metrics import TIFA_CATEGORIES
+from .make_util_pairs import DEFAULT_PATH
 
 __all__ = ["UtilPairs", "load_util_pairs"]
 
@@ -23,8 +24,8 @@ class UtilPairs:
     categories: list[str]
 
     def category_names(self) -> list[str]:
-        return [c for c in CATEGORIES if c in set(self.categories)] + sorted(
-            set(self.categories) - set(CATEGORIES))
+        return [c for c in TIFA_CATEGORIES if c in set(self.categories)] + sorted(
+            set(self.categories) - set(TIFA_CATEGORIES))
 
 
 def load_util_pairs(path: str | Path | None = None, *, groups_per_category: int | None = None) -> UtilPairs:
