@@ -30,7 +30,8 @@ def store_pin(storage: Path, root: Path) -> dict[str, Any]:
     """What a sweep's store and schema hold that the maths and the spec determine."""
     rows = _rows(storage)
     schema = json.loads((storage / "schema.json").read_text())
-    hyper = schema["hyperparameters"]
+    # concept_guidance_scale: the trainer calibrates it on the base encoder (a float measured here)
+    hyper = [h for h in schema["hyperparameters"] if h != "concept_guidance_scale"]
     ordered = sorted(rows, key=lambda r: (r["lambda_esp"], r["step"]))
     return {
         "trials": len({r["trial_id"] for r in rows}),
