@@ -8,10 +8,9 @@ import json
 import pytest
 
 import analysis
-from analysis.errors import QueryError
 from analysis.store import ResultStore
 from analysis.views import default_objectives
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError, QueryError
 from sweeps.cli import main
 from sweeps.spec import load_spec
 

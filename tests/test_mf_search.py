@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from analysis.dominance import hypervolume
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 from sweeps.mf_search import MIN_FIT, MultiFidelityPareto, ParetoGainModel, hv_gains
 from sweeps.spec import load_spec
 
