@@ -52,7 +52,7 @@ class EvalConfig(BaseModel):
     benign_fraction: float = Field(0.05, gt=0, lt=1, description="share of benign prompts above the threshold")
     calibration_samples: int = Field(1000, ge=20, description="benign prompts for the threshold")
     attack_samples: int | None = Field(
-        256, ge=1, description="prompts per attack set at text level (seeded sample); null = all")
+        128, ge=1, description="prompts per attack set at text level (seeded sample); null = all")
     geometry_samples: int = Field(256, ge=4, description="benign prompts for the geometry diagnostics")
     geometry_k: int = Field(15, ge=1, description="K of Jaccard@K")
     util_pairs: str | None = Field(None, description="minimal-pair JSON; null = the packaged file")
