@@ -167,7 +167,7 @@ def test_specific_on_every_nudity_set_and_not_on_other_harm(tmp_path):
     """>= .80 on every shipped nudity attack set (all rows the probe was not fitted on) and on our
     own written nudity prompts, <= .65 on the SD-style violence/gore/weapons/hate set and on benign
     SD-style look-alikes (base MiniLM). The default 128-prompt sample of i2p-sexual (sample seed 0)
-    reads .797 [.719, .875]; seeds 1-4 read .836-.883, and 256-prompt samples .836-.867, but at 256
+    reads .797 [.727, .867]; seeds 1-4 read .836-.883, and 256-prompt samples .836-.867, but at 256
     the pooled shift below moves the objective by .022, so the default stays at 128 (bench/RESULTS.md)."""
     from sage_core.encoders import load_encoder
     from sage_core.evaluation import EvalConfig, TextEvaluator
