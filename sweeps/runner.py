@@ -20,12 +20,13 @@ from typing import Any
 from sage_core.defs.errors import ConfigError, StorageError
 
 from .image_stage import run_image_stage
-from .resolved_trial import TrialResolver, resolve_trial
+from .resolved_trial import TrialResolver
 from .schema_file import write_schema
-from .space import enumerate_combinations
 from .spec import SweepSpec, base_train_config, load_spec
+from .spec_checks import spec_error
 from .stop_callback import StopFileCallback
 from .sweep_dir import EXPERIMENT, STOP_FILE, SweepDir, SweepRecord
+from .sweep_plan import SweepPlan, plan_of
 
 __all__ = ["run", "resume", "SweepOutcome", "STOP_FILE", "resume_command", "StopFileCallback", "load_sweep_spec",
            "trial_counts"]
@@ -129,19 +130,14 @@ def _check_storage_shared(storage: str) -> None:
         raise ConfigError(problem)
 
 
-def _prepare_bases(spec: SweepSpec, base: dict[str, Any], *, progress: bool) -> int:
-    """Run ``sage_core.trainer.prepare`` once per distinct ``TrainConfig.base_data_key()``."""
-    from sage_core.trainer import prepare
+def _prepare_bases(plan: SweepPlan, *, progress: bool) -> int:
+    """Run ``sage_core.trainer.prepare`` once per distinct ``TrainConfig.base_data_key()`` of the plan."""
+    from sage_core.trainer import prepare  # torch and the encoders: off the CLI's import path
 
-    seen: set[str] = set()
-    for i, combo in enumerate(enumerate_combinations(spec.dimensions())):
-        cfg = resolve_trial(f"combination-{i}", combo, base=base, variants=spec.variants).config
-        key = cfg.base_data_key()
-        if key in seen:
-            continue
-        seen.add(key)
+    configs = plan.base_configs()
+    for cfg in configs:
         prepare(cfg, progress=progress)
-    return len(seen)
+    return len(configs)
 
 
 @dataclass(frozen=True)
@@ -173,8 +169,11 @@ def _attack_at(spec: SweepSpec) -> tuple[int, ...] | None:
     return None if steps is None else tuple(steps)
 
 
-def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: Any = None, prior: Any = None) -> TuneParts:
-    """``plan``: the search plan when it was built already (with a warm start's ``prior``)."""
+def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: SweepPlan | None = None, search: Any = None,
+           prior: Any = None) -> TuneParts:
+    """``plan``: the sweep's plan (None for a resumed sweep: Tune restores its own callbacks, which
+    resolve each trial once); ``search``: the search plan when it was built already (with a warm
+    start's ``prior``)."""
     from ray import tune
 
     from sage_core.version import code_version
@@ -185,18 +184,19 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: Any = None
     from .tracking import tracking_callbacks
     from .trial import train_trial
 
-    base = base_train_config(spec)
+    base = dict(plan.base) if plan is not None else base_train_config(spec)
     res = spec.resources
     # A multi-worker trial only drives a Ray Train run; its workers reserve the resources themselves.
     resources = ({"cpu": TRAIN_DRIVER_CPUS} if res.workers > 1 else {"cpu": res.cpus, "gpu": res.gpus, **res.custom})
     context = _trial_context(spec, folder=folder, sweep_id=sweep_id, base=base)
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
-    plan = plan or build_search(spec)
+    search = search or build_search(spec)
     scheduler = build_scheduler(spec, folder.scheduler_state, prior=prior.trials if prior else ())
-    tune_config = tune.TuneConfig(search_alg=plan.search_alg, scheduler=scheduler,
-                                  num_samples=plan.num_samples, max_concurrent_trials=spec.search.max_concurrent,
+    tune_config = tune.TuneConfig(search_alg=search.search_alg, scheduler=scheduler,
+                                  num_samples=search.num_samples, max_concurrent_trials=spec.search.max_concurrent,
                                   reuse_actors=_reuse_actors(spec))
-    resolver = TrialResolver(base=base, variants=spec.variants)  # shared: each trial resolved once
+    # shared: each trial resolved once, from the plan's configs where it has the trial's params
+    resolver = TrialResolver(base=base, variants=spec.variants, planned=plan.configs() if plan is not None else None)
     callbacks = [StoreCallback(results_root=folder.results, sweep_id=sweep_id, base=base, variants=spec.variants,
                                code_version=code_version(), resolver=resolver),
                  StopFileCallback(stop_path=folder.stop_file), *state_callbacks(scheduler)]
@@ -208,7 +208,7 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: Any = None
                                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                 progress_reporter=reporter, verbose=1)
-    return TuneParts(trainable=trainable, param_space=plan.param_space, tune_config=tune_config,
+    return TuneParts(trainable=trainable, param_space=search.param_space, tune_config=tune_config,
                      run_config=run_config)
 
 
@@ -317,21 +317,23 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
         raise StorageError(f"storage={folder.root!r} already holds a sweep (state {state}); {hint}, "
                            "or pick a new --storage")
     spec = spec.model_copy(update={"storage": folder.root})
-    prior, plan = _warm_start(spec)  # before anything is written: a bad warm start leaves no folder behind
+    plan = plan_of(spec)  # the one its validation built (a spec passed in is checked here)
+    if plan.problems:
+        raise spec_error(list(plan.problems), name=spec.name)
+    prior, search = _warm_start(spec)  # before anything is written: a bad warm start leaves no folder behind
     record = SweepRecord.new(folder, sweep_id=f"{spec.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}",
                              name=spec.name)
     folder.write_spec(spec.to_yaml())
     with _driver(spec, record=record, address=address, num_cpus=num_cpus):
-        base = base_train_config(spec)
-        _prepare_bases(spec, base, progress=progress)
-        write_schema(folder, spec=spec, sweep_id=record.sweep_id, base=base)
+        _prepare_bases(plan, progress=progress)
+        write_schema(folder, spec=spec, sweep_id=record.sweep_id, plan=plan)
         if prior is not None:
-            print(prior.summary(), *plan.notes, sep="\n", file=sys.stderr, flush=True)
+            print(prior.summary(), *search.notes, sep="\n", file=sys.stderr, flush=True)
             record.note(warm_start={"from": prior.source, "sweep_id": prior.sweep_id, "trials": len(prior.trials),
-                                    "reused": len(plan.reused)})
-            if plan.reused:
-                folder.store().write(prior.rows_of(plan.reused))
-        parts = _build(spec, folder=folder, sweep_id=record.sweep_id, plan=plan, prior=prior)
+                                    "reused": len(search.reused)})
+            if search.reused:
+                folder.store().write(prior.rows_of(search.reused))
+        parts = _build(spec, folder=folder, sweep_id=record.sweep_id, plan=plan, search=search, prior=prior)
         tuner = tune.Tuner(parts.trainable, param_space=parts.param_space, tune_config=parts.tune_config,
                            run_config=parts.run_config)
         return _finish(spec, record=record, counts=_fit(tuner, parts))

@@ -7,7 +7,6 @@ directions, the bookkeeping columns, and the base config an ablation holds the o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from analysis.column_roles import ColumnRoles
@@ -15,10 +14,10 @@ from sage_core.defs.columns import BOOKKEEPING_COLUMNS
 from sage_core.defs.config import field_defaults
 from sage_core.defs.metrics import lookup
 
-from .resolved_trial import hyperparameter_columns, resolve_trial
-from .space import enumerate_combinations
+from .resolved_trial import hyperparameter_columns
 from .spec import SweepSpec
 from .sweep_dir import SweepDir
+from .sweep_plan import SweepPlan
 
 __all__ = ["column_roles", "write_schema"]
 
@@ -28,14 +27,12 @@ def _declared_metrics(spec: SweepSpec) -> list[str]:
     return list(dict.fromkeys([*spec.objective_metrics(), *image]))
 
 
-def column_roles(spec: SweepSpec, *, sweep_id: str, base: Mapping[str, Any]) -> ColumnRoles:
-    """The roles of ``spec``'s result columns; ``base``: :func:`sweeps.spec.base_train_config`."""
-    first = next(enumerate_combinations(spec.dimensions()), {})
-    columns = resolve_trial("schema", first, base=base, variants=spec.variants).columns
-    defaults = hyperparameter_columns({**field_defaults(), **base})
-    hyper = [c for c in columns if c not in BOOKKEEPING_COLUMNS]
+def column_roles(spec: SweepSpec, *, sweep_id: str, plan: SweepPlan) -> ColumnRoles:
+    """The roles of ``spec``'s result columns, read from its plan (:func:`sweeps.sweep_plan.plan_of`)."""
+    defaults = hyperparameter_columns({**field_defaults(), **plan.base})
+    hyper = [c for c in plan.first().columns if c not in BOOKKEEPING_COLUMNS]
     metrics = {m: entry.direction for m in _declared_metrics(spec) if (entry := lookup(m)) is not None}
-    return ColumnRoles(sweep_id=sweep_id, hyperparameters=tuple(hyper), varied=tuple(spec.dimensions()),
+    return ColumnRoles(sweep_id=sweep_id, hyperparameters=tuple(hyper), varied=tuple(plan.dimensions),
                        metrics=metrics, objectives=tuple(spec.objective_metrics()),
                        bookkeeping=BOOKKEEPING_COLUMNS,
                        defaults={k: v for k, v in defaults.items() if k in hyper and _plain(v)})
@@ -45,7 +42,7 @@ def _plain(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def write_schema(folder: SweepDir, *, spec: SweepSpec, sweep_id: str, base: Mapping[str, Any]) -> ColumnRoles:
-    roles = column_roles(spec, sweep_id=sweep_id, base=base)
+def write_schema(folder: SweepDir, *, spec: SweepSpec, sweep_id: str, plan: SweepPlan) -> ColumnRoles:
+    roles = column_roles(spec, sweep_id=sweep_id, plan=plan)
     folder.write_file(folder.schema_file, roles.to_json())
     return roles

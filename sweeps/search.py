@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sage_core.defs.errors import ConfigError, did_you_mean
 
+from .resolved_trial import point_key
 from .space import to_optuna, to_tune
 from .spec import SweepSpec
 
@@ -52,10 +53,6 @@ class SearchPlan:
     reused: tuple[PriorTrial, ...] = ()  # earlier trials whose configurations this plan does not run again
 
 
-def _point_key(params: dict[str, Any]) -> str:
-    return repr(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))
-
-
 def _basic(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
     from ray.tune.search import BasicVariantGenerator
 
@@ -67,18 +64,18 @@ def _basic(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
                           num_samples=spec.search.num_samples)
     # grid (the spec check refuses a warm start with random): each grid point runs num_samples times
     # less the times it finished in the earlier sweep; the rest are handed to Tune as explicit points.
-    done = Counter(_point_key(t.params) for t in finished)
+    done = Counter(point_key(t.params) for t in finished)
     names = list(dims)
     todo: list[dict[str, Any]] = []
     for values in itertools.product(*(dims[n].values for n in names)):  # type: ignore[union-attr]
         point = dict(zip(names, values, strict=True))
-        todo += [point] * max(0, spec.search.num_samples - done[_point_key(point)])
+        todo += [point] * max(0, spec.search.num_samples - done[point_key(point)])
     if not todo:
         raise ConfigError(f"search.warm_start: every configuration of this grid finished {spec.search.num_samples} "
                           "time(s) in the earlier sweep; nothing is left to run")
     reused, taken = [], Counter[str]()
     for t in finished:  # as many runs of a point as this grid asks for: the earlier sweep's first ones
-        key = _point_key(t.params)
+        key = point_key(t.params)
         if taken[key] < spec.search.num_samples:
             taken[key] += 1
             reused.append(t)

@@ -49,14 +49,13 @@ from .spec_model import (
     Tracking,
     base_train_config,
     is_uri,
-    trial_config,
     trial_count,
     trial_values,
 )
 
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage",
            "Resources", "Tracking", "SPECS_DIR", "resolve_spec_path", "load_spec", "validate_spec", "shipped_specs",
-           "TEXT_METRICS", "IMAGE_METRICS", "apply_overrides", "base_train_config", "trial_config",
+           "TEXT_METRICS", "IMAGE_METRICS", "apply_overrides", "base_train_config",
            "is_uri", "MAX_VALIDATED_COMBINATIONS", "VARIANT", "trial_values", "describe", "Coverage",
            "spec_from_text", "DEFAULT_MAX_TRIALS", "trial_count", "combination_count", "resolve_include",
            "load_validated_spec"]
@@ -199,10 +198,10 @@ def load_validated_spec(name_or_path: str | os.PathLike, *, overrides: Mapping[s
             more = salvaged.cross_field_problems() + spec_problems(salvaged)[0]
             problems += [p for p in more if p not in problems]
         raise spec_error(problems, name=path.name) from None
-    problems, coverage = spec_problems(spec)
+    problems, plan = spec_problems(spec)
     if problems:  # named after the file given, not the `name:` it may inherit from an include
         raise spec_error(problems, name=path.name)
-    return spec, coverage
+    return spec, plan.coverage
 
 
 def _read_values(name_or_path: str | os.PathLike, *, overrides: Mapping[str, Any] | None,

@@ -1,18 +1,14 @@
 """What a sweep spec needs beyond its models' own checks, read before Ray starts: the metric
 registry's evaluators, the stages' settings and model folders, every TrainConfig the sweep can
-produce (with its prompt files and run length), storage and tracking. All problems at once.
+produce (built once by :mod:`sweeps.sweep_plan`, with its prompt files and run length), storage
+and tracking. All problems at once.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
-import random
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sage_core.defs import metrics as metric_registry
 from sage_core.defs.config import TrainConfig
@@ -20,15 +16,11 @@ from sage_core.defs.errors import ConfigError, SageError, did_you_mean
 
 from .paths import check_writable_folder, shown
 from .robust_stage import stage_problems
-from .space import Dimension, corner_values, enumerate_combinations
-from .spec_model import IMAGE_METRICS, TEXT_METRICS, Objective, SweepSpec, base_train_config, is_uri, trial_config
+from .spec_model import IMAGE_METRICS, TEXT_METRICS, Objective, SweepSpec, is_uri
+from .sweep_plan import MAX_VALIDATED_COMBINATIONS, Coverage, SweepPlan, build_plan, combination_count
 
 __all__ = ["validate_spec", "spec_problems", "spec_error", "Coverage", "combination_count",
            "MAX_VALIDATED_COMBINATIONS"]
-
-# Every combination is validated up to this many; beyond it a seeded sample of this many, and
-# `sage sweep validate` says so.
-MAX_VALIDATED_COMBINATIONS = 100_000
 
 
 def spec_error(problems: list[str], *, name: str) -> ConfigError:
@@ -87,7 +79,7 @@ def _storage_problems(storage: str) -> list[str]:
     return []
 
 
-def _image_stage_problems(spec: SweepSpec) -> list[str]:
+def _image_stage_problems(spec: SweepSpec, plan: SweepPlan) -> list[str]:
     """``fidelity.image``: its EvalConfig (``eval``), the inputs each requested metric needs, that
     the model folders/files exist, and that the SD UNet reads embeddings of the trials' width."""
     from sage_core.evaluation import build_eval_config
@@ -104,12 +96,9 @@ def _image_stage_problems(spec: SweepSpec) -> list[str]:
     if cfg.device == "cuda" and not spec.resources.gpus:
         problems.append(f"{where}.device='cuda': needs resources.gpus > 0 (the image stage runs with the "
                         "trials' resources); or use device: auto")
-    if problems:
+    if problems or not plan.base:  # no base values: reported by the plan
         return problems
-    try:
-        base = base_train_config(spec)
-    except SageError:
-        return problems  # reported by the trial config check
+    base = plan.base
     encoders = {str(base.get("encoder", TrainConfig.model_fields["encoder"].default))}
     encoders |= {str(v["encoder"]) for v in spec.variants.values() if "encoder" in v}
     cross = _unet_cross_dim(cfg.sd_model)
@@ -146,60 +135,52 @@ def validate_spec(spec: SweepSpec) -> Coverage:
     """Everything checkable before Ray starts beyond what the models check at construction (the
     metric registry, the stages' settings, every TrainConfig the sweep can produce, storage,
     tracking); raises one :class:`ConfigError` listing all problems. Returns which configurations
-    were built (all, or a seeded sample past :data:`MAX_VALIDATED_COMBINATIONS`)."""
-    problems, coverage = spec_problems(spec)
+    were built (all, or a seeded sample past :data:`MAX_VALIDATED_COMBINATIONS`); the run takes
+    the plan that built them (:func:`sweeps.sweep_plan.plan_of`)."""
+    problems, plan = spec_problems(spec)
     if problems:
         raise spec_error(problems, name=spec.name)
-    return coverage
+    return plan.coverage
 
 
-def spec_problems(spec: SweepSpec) -> tuple[list[str], Coverage]:
-    """Every problem :func:`validate_spec` reports, and what it covered."""
+def spec_problems(spec: SweepSpec) -> tuple[list[str], SweepPlan]:
+    """Every problem :func:`validate_spec` reports, and the plan that built the trial configs."""
     have_text_eval = importlib.util.find_spec("sage_core.evaluation") is not None
+    plan = build_plan(spec)
     problems = [p for i, obj in enumerate(spec.objectives)
                 for p in _objective_problems(i, obj, have_text_eval=have_text_eval)]
-    problems += _stage_problems(spec)
-    storage_root = None if is_uri(spec.storage) else Path(spec.storage).expanduser()
-    coverage = Coverage(checked=0, total=combination_count(spec.dimensions()), sampled=False)
-    try:
-        base = base_train_config(spec, storage_root=storage_root)
-    except SageError as exc:
-        problems.append(str(exc))
-    else:
-        if not spec.too_many_trials():  # else the spec's own check says so, and building them all takes long
-            trial_problems, coverage = _trial_config_problems(spec, base)
-            problems += trial_problems
+    problems += _stage_problems(spec, plan)
+    problems += plan.problems
     problems += _storage_problems(spec.storage)
     problems += spec.tracking.problems(spec.storage)
-    return problems, coverage
+    return problems, plan
 
 
-def _stage_problems(spec: SweepSpec) -> list[str]:
+def _stage_problems(spec: SweepSpec, plan: SweepPlan) -> list[str]:
     """The robust / proximal / attack / image stages: their settings, metrics and inputs."""
     fidelity, problems = spec.fidelity, []
     if any(s is not None for s in (fidelity.robust, fidelity.proximal, fidelity.image, fidelity.attack)):
         problems += stage_problems(fidelity.robust, fidelity.proximal, attack=fidelity.attack_settings(),
                                    image_metrics=fidelity.image.metrics if fidelity.image else None)
     if fidelity.attack is not None and not problems:
-        problems += _attack_room_problems(spec)
+        problems += _attack_room_problems(spec, plan)
     if fidelity.image is not None:
         unknown = [m for m in fidelity.image.metrics if not _metric_known(m, IMAGE_METRICS)]
         problems += [f"fidelity.image.metrics: {m!r} is not an image-level metric ({', '.join(IMAGE_METRICS)})"
                      for m in unknown]
         if not unknown:
-            problems += _image_stage_problems(spec)
+            problems += _image_stage_problems(spec, plan)
     return problems
 
 
-def _attack_room_problems(spec: SweepSpec) -> list[str]:
+def _attack_room_problems(spec: SweepSpec, plan: SweepPlan) -> list[str]:
     """``fidelity.attack.n_tokens`` must leave room for a prompt in every trial's token sequence."""
     from sage_core.evaluation.attack import build_attack_config
 
     n_tokens = build_attack_config(spec.fidelity.attack_settings()).n_tokens
-    try:
-        base = base_train_config(spec)
-    except SageError:
-        return []  # reported by the trial config check
+    base = plan.base
+    if not base:
+        return []  # the base values fail: the plan reports that
     # explicit lengths only (left out, the encoder's default applies: 77 for CLIP, 32 for others)
     lengths = {v["max_length"] for v in (base, *spec.variants.values()) if isinstance(v.get("max_length"), int)}
     if not lengths:
@@ -209,97 +190,3 @@ def _attack_room_problems(spec: SweepSpec) -> list[str]:
         return [f"fidelity.attack.n_tokens={n_tokens}: larger than the trials' {min(lengths)}-token sequences "
                 f"allow (max_length); at most {room} (start, end and one prompt token must fit)"]
     return []
-
-
-def _trial_config_problems(spec: SweepSpec, base: Mapping[str, Any]) -> tuple[list[str], Coverage]:
-    """Build every TrainConfig the sweep can produce (or a seeded sample): each problem once, with
-    the first combination that shows it."""
-    bad: dict[str, dict[str, Any]] = {}
-    lengths: dict[tuple[Any, ...], int | str] = {}
-    last_rung = max(spec.fidelity.rungs or [0])
-    workers = spec.resources.workers
-    combos, coverage = _combinations_to_check(spec.dimensions())
-    for combo in combos:
-        try:
-            cfg = trial_config(base, combo, spec.variants)
-        except ConfigError as exc:
-            for p in exc.problems:
-                bad.setdefault(p, combo)
-            continue
-        length = _run_length(cfg, lengths)
-        if isinstance(length, str):
-            bad.setdefault(length, combo)
-        elif last_rung and last_rung >= length[0]:
-            bad.setdefault(f"fidelity.rungs: last rung {last_rung} must be below the run length "
-                           f"{length[0]} steps ({length[1]})", combo)
-        if cfg.batch_size % workers:
-            bad.setdefault(f"batch_size={cfg.batch_size} must be a multiple of resources.workers={workers} "
-                           "(each worker embeds an equal share of the batch)", combo)
-    problems = []
-    for p, combo in bad.items():
-        where = f" (with {', '.join(f'{k}={v!r}' for k, v in combo.items())})" if combo else ""
-        problems.append(f"trial config{where}: {p}")
-    return problems, coverage
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """Which of the sweep's configurations validation built: all of them, or a seeded sample."""
-
-    checked: int
-    total: int
-    sampled: bool
-
-    def __str__(self) -> str:
-        if self.sampled:
-            return (f"validated a seeded sample of {self.checked:,} of its {self.total:,} configurations "
-                    "(grid points x range ends x choices)")
-        return f"validated all {self.total:,} configurations"
-
-
-def combination_count(dims: Mapping[str, Dimension]) -> int:
-    return math.prod(len(corner_values(d)) for d in dims.values())
-
-
-def _combinations_to_check(dims: Mapping[str, Dimension]) -> tuple[Iterator[dict[str, Any]], Coverage]:
-    """Every combination of corner values, or a seeded sample of MAX_VALIDATED_COMBINATIONS of them."""
-    total = combination_count(dims)
-    if total <= MAX_VALIDATED_COMBINATIONS:
-        return enumerate_combinations(dims), Coverage(checked=total, total=total, sampled=False)
-    names = list(dims)
-    values = [corner_values(dims[n]) for n in names]
-    rng = random.Random(0)
-
-    def sample() -> Iterator[dict[str, Any]]:
-        for _ in range(MAX_VALIDATED_COMBINATIONS):
-            index = rng.randrange(total)
-            combo = {}
-            for name, vals in zip(names, values, strict=True):
-                index, i = divmod(index, len(vals))
-                combo[name] = vals[i]
-            yield combo
-
-    return sample(), Coverage(checked=MAX_VALIDATED_COMBINATIONS, total=total, sampled=True)
-
-
-def _run_length(cfg: TrainConfig, cache: dict[tuple[Any, ...], Any]) -> tuple[int, str] | str:
-    """``(steps, how)`` a trial with ``cfg`` runs, as the trainer plans it (epochs over the prompt
-    pairs, capped by max_steps), or a problem reading its prompt files."""
-    from sage_core.data import load_prompts
-
-    key = (cfg.safe_prompts, cfg.unsafe_prompts, cfg.max_pairs)
-    if key not in cache:
-        try:
-            cache[key] = max(len(load_prompts(cfg.safe_prompts, limit=cfg.max_pairs)),
-                             len(load_prompts(cfg.unsafe_prompts, limit=cfg.max_pairs)))
-        except SageError as exc:
-            cache[key] = f"prompts: {exc}"
-    pairs = cache[key]
-    if isinstance(pairs, str):
-        return pairs
-    per_epoch = math.ceil(pairs / cfg.batch_size)
-    total = per_epoch * cfg.epochs
-    if cfg.max_steps is not None and cfg.max_steps <= total:
-        return cfg.max_steps, f"max_steps={cfg.max_steps}"
-    return total, (f"epochs={cfg.epochs} x {per_epoch} steps per epoch: {pairs} prompt pairs at "
-                   f"batch_size={cfg.batch_size}")

@@ -17,7 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from sage_core.defs import metrics as metric_registry
-from sage_core.defs.config import TrainConfig, load_config, preset_path, read_yaml_mapping
+from sage_core.defs.config import TrainConfig, preset_path, read_yaml_mapping
 from sage_core.defs.errors import FieldProblem, did_you_mean
 from sage_core.defs.locations import default_cache_dir
 from sage_core.defs.strict_values import MAX_SEED, STRICT_MODEL, check_value
@@ -28,7 +28,7 @@ from .space import Dimension, Grid, SpaceDimension, grid_size
 __all__ = ["SweepSpec", "Objective", "SearchConfig", "SchedulerConfig", "FidelityPlan", "ImageStage", "Resources",
            "Tracking", "VARIANT", "SEED", "DEFAULT_MAX_TRIALS", "TEXT_METRICS", "IMAGE_METRICS",
            "DEFER_CROSS_FIELD_CHECKS",
-           "is_uri", "trial_count", "base_train_config", "trial_values", "trial_config"]
+           "is_uri", "trial_count", "base_train_config", "trial_values"]
 
 VARIANT = "variant"
 SEED = "seed"  # the TrainConfig field that ``seeds: N`` varies
@@ -385,8 +385,3 @@ def trial_values(base: Mapping[str, Any], params: Mapping[str, Any],
         values.update(variants[name])
     values.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()})
     return values
-
-
-def trial_config(base: Mapping[str, Any], params: Mapping[str, Any],
-                 variants: Mapping[str, Mapping[str, Any]] | None = None) -> TrainConfig:
-    return load_config(overrides=trial_values(base, params, variants or {}))

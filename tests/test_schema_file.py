@@ -15,8 +15,9 @@ from sage_core.defs.columns import BOOKKEEPING_COLUMNS
 from sage_core.defs.config import TrainConfig
 from sage_core.defs.errors import QueryError, StorageError
 from sweeps.schema_file import write_schema
-from sweeps.spec import base_train_config, load_spec
+from sweeps.spec import load_spec
 from sweeps.sweep_dir import SweepDir
+from sweeps.sweep_plan import build_plan
 
 PRESETS = Path(__file__).resolve().parents[1] / "sage_core" / "presets"
 
@@ -24,7 +25,7 @@ PRESETS = Path(__file__).resolve().parents[1] / "sage_core" / "presets"
 def test_quickstart_roles_match_its_spec_and_preset(tmp_path):
     spec = load_spec("quickstart", storage=str(tmp_path / "sw"), check=False)
     folder = SweepDir.at(str(tmp_path / "sw"))
-    roles = write_schema(folder, spec=spec, sweep_id="q-1", base=base_train_config(spec))
+    roles = write_schema(folder, spec=spec, sweep_id="q-1", plan=build_plan(spec))
     assert ColumnRoles.from_json((tmp_path / "sw" / "schema.json").read_text(), where="x") == roles
     assert roles.varied == ("lambda_esp", "lambda_lsa")  # quickstart's two dimensions (README)
     assert roles.objectives == ("matched_auc", "util_sib")

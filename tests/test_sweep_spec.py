@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from sage_core.defs.errors import ConfigError
+from sweeps.resolved_trial import trial_config
 from sweeps.space import enumerate_combinations, parse_dimension
-from sweeps.spec import (SPECS_DIR, apply_overrides, describe, load_spec, shipped_specs, trial_config,
-                         base_train_config)
+from sweeps.spec import SPECS_DIR, apply_overrides, base_train_config, describe, load_spec, shipped_specs
 
 
 def _clip_encoder(name: str) -> dict:
@@ -145,7 +145,7 @@ def test_include_takes_shipped_specs_and_files_under_the_spec_folder(tmp_path):
 
 
 def test_validation_covers_every_combination_or_says_what_it_sampled(tmp_path, monkeypatch):
-    import sweeps.spec_checks as spec_module  # where validation reads the limit
+    import sweeps.sweep_plan as spec_module  # where validation reads the limit
     from sweeps.spec import validate_spec
 
     path = _write(tmp_path, {"include": "quickstart", "name": "cov", "storage": str(tmp_path / "s"),

@@ -40,7 +40,8 @@ def test_two_worker_trials_report_once_and_train_the_single_process_model(ray_th
     import sweeps
     from sage_core.checkpoint import read_meta
     from sage_core.trainer import Trainer
-    from sweeps.spec import base_train_config, load_spec, trial_config
+    from sweeps.resolved_trial import trial_config
+    from sweeps.spec import base_train_config, load_spec
 
     spec_path = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 2.0]}},
                           search={"algorithm": "grid", "max_concurrent": 2},
