@@ -6,7 +6,6 @@ RESULTS is the dataset root (folders ``sweep_id=...``) or a sweep/storage folder
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,13 +13,9 @@ from typing import Any, Literal
 import typer
 
 from analysis.ablation import PAPER_DEFAULTS
+from sweeps.cli.common import RESULTS_HELP, SKIP_BAD_HELP, duckdb_errors, print_frame
+from sweeps.cli.reliability_cmd import front_checks
 
-RESULTS_HELP = (
-    "Results dataset: its root (holding sweep_id=... folders), a sweep folder that contains "
-    "results/, or a URI such as s3://bucket/prefix. Example: runs/demo"
-)
-SKIP_BAD_HELP = ("Skip bad Parquet files (corrupt, foreign, wrong column types, links out of the store; each "
-                 "is named in a warning) instead of failing.")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 ABLATION_HELP = f"""Print the appendix-style ablation table of one hyperparameter: one row per value, the
 objectives (the sweep's, read from its spec.yaml when RESULTS is a sweep folder) and the paper's
@@ -47,51 +42,6 @@ Example: sage ablation runs/demo --param lambda_esp --format md
 Example: sage ablation runs/ablation-components-cpu --param variant --all-columns
 Example: sage ablation runs/ablation-components-cpu --param variant --vs DES
 """
-
-
-@contextmanager
-def _duckdb_errors():
-    """A DuckDB failure inside a command becomes one line (what the sandbox refused, when it did)."""
-    import duckdb
-
-    from analysis.sandbox import duckdb_error
-
-    try:
-        yield
-    except duckdb.Error as exc:
-        raise duckdb_error(exc) from None
-
-
-def _print_frame(df, *, title: str | None = None, max_rows: int = 200, intervals: bool = False) -> None:
-    """``intervals``: show a column ``m`` with ``m_lo``/``m_hi`` beside it as ``0.612 [0.581, 0.640]``."""
-    import math
-
-    from rich.console import Console
-    from rich.table import Table
-
-    numeric = {c for c in df.columns if df[c].dtype.kind in "iuf"}
-    if intervals:
-        from analysis.intervals import interval_frame
-
-        df = interval_frame(df)
-    table = Table(title=title, show_lines=False)
-    for col in df.columns:
-        table.add_column(str(col), min_width=len(str(col)), justify="right" if col in numeric else "left")
-    for row in df.head(max_rows).itertuples(index=False):
-        cells = []
-        for v in row:
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                cells.append("–")
-            elif isinstance(v, float):
-                cells.append(f"{v:.4g}")
-            else:
-                cells.append(str(v))
-        table.add_row(*cells)
-    probe = Console()
-    console = probe if probe.is_terminal else Console(width=400)  # piped: never crop columns
-    console.print(table)
-    if len(df) > max_rows:
-        console.print(f"... {len(df) - max_rows} more rows")
 
 
 def pareto(
@@ -138,7 +88,7 @@ def _pareto(results: str, *, x: str | None, y: str | None, extra: str | None, by
             fidelity: str | None, all_steps: bool, plot: Path | None, skip_bad: bool) -> None:
     import analysis
 
-    with _duckdb_errors():
+    with duckdb_errors():
         got = _front(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity, all_steps=all_steps,
                      skip_bad=skip_bad)
     front, ranked, reported, x, y = got.front, got.ranked, got.reported, got.x, got.y
@@ -152,10 +102,8 @@ def _pareto(results: str, *, x: str | None, y: str | None, extra: str | None, by
     varied = got.varied
     shown_objs = [c for o in objs for c in (o, f"{o}_lo", f"{o}_hi") if c in front.columns]
     show = list(dict.fromkeys(show + shown_objs + varied))
-    from sweeps.cli.reliability_cmd import front_checks
-
     checks = front_checks(results, ranked=ranked, objectives=objs, group=group, skip_bad=skip_bad)
-    _print_frame(checks.mark(front[show]), title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""),
+    print_frame(checks.mark(front[show]), title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""),
                  intervals=True)
     from analysis.pareto import nadir
 
@@ -244,7 +192,7 @@ def ablation(
         if not sep or not name.strip():
             raise QueryError(f"--default {item!r} is not NAME=NUMBER (example: --default local_k=10)")
     results = _results_path(results)
-    with _duckdb_errors():
+    with duckdb_errors():
         table_fmt: Literal["md", "csv"] = "csv" if fmt == "csv" else "md"  # fmt was checked above
         text = analysis.ablation_table(results, param=param, fmt=table_fmt, defaults=defaults, skip_bad=skip_bad,
                                        objectives=_spec_objectives(results), all_columns=all_columns, vs=vs)
@@ -307,7 +255,7 @@ def sql(
         if result.truncated:
             typer.echo(f"note: {more}", err=True)
     else:
-        _print_frame(df, max_rows=limit)
+        print_frame(df, max_rows=limit)
         if result.truncated:
             typer.echo(more)
 
@@ -326,7 +274,7 @@ def report(
     from sweeps.paths import output_dir
 
     results = _results_path(results)
-    with output_dir(out, option="--out") as folder, _duckdb_errors():
+    with output_dir(out, option="--out") as folder, duckdb_errors():
         page = analysis.write_report(results, folder, skip_bad=skip_bad)
     typer.echo(f"report written to {page}")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from sweeps.cli.analysis_cmds import RESULTS_HELP, SKIP_BAD_HELP, _duckdb_errors, _print_frame
+from sweeps.cli.common import RESULTS_HELP, SKIP_BAD_HELP, duckdb_errors, print_frame
 
 
 def reliability(
@@ -38,12 +38,12 @@ def reliability(
         if not names:
             raise QueryError(f"--objectives {objectives!r} names no objective "
                              "(example: --objectives concept_auc,util_sib)")
-    with _duckdb_errors():
+    with duckdb_errors():
         table = reliability_table(results, objectives=names, skip_bad=skip_bad)
     if table.empty:
         typer.echo("no objective columns in the results; nothing to measure")
         return
-    _print_frame(table, title="Reliability per objective (final step of each trial)", intervals=True)
+    print_frame(table, title="Reliability per objective (final step of each trial)", intervals=True)
     typer.echo(COLUMNS_NOTE)
     for note in table.attrs.get("notes", []):
         typer.echo(f"note: {note}")
@@ -69,7 +69,7 @@ class FrontChecks:
     def echo(self) -> None:
         compared = self.pairs is not None and not self.pairs.empty and "P(A dom)" in self.pairs.columns
         if compared:
-            _print_frame(self.pairs, title="Pairs that decide the front (paired bootstrap over prompts)",
+            print_frame(self.pairs, title="Pairs that decide the front (paired bootstrap over prompts)",
                          intervals=True)
             typer.echo("A-B: difference of A and B [95% paired interval]; P(A dom): share of paired replicates in "
                        "which A dominates B; verdict at 95%: A dominates, B dominates, trade-off (the order of the "
@@ -90,7 +90,7 @@ def front_checks(results: str, *, ranked, objectives: Sequence[str], group: str 
     from analysis.reliability import low_signal_lines, reliability_table
     from analysis.views import locate
 
-    with _duckdb_errors():
+    with duckdb_errors():
         warnings = low_signal_lines(reliability_table(results, objectives=list(objectives), skip_bad=skip_bad))
     needed = {"sweep_id", "trial_id", "step"}
     if ranked.empty or not needed <= set(ranked.columns):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sweeps.cli.analysis_cmds import SKIP_BAD_HELP
+from sweeps.cli.common import SKIP_BAD_HELP
 
 sweep_app = typer.Typer(
     name="sweep",
