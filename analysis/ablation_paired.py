@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from analysis.errors import QueryError
 from analysis.intervals import fmt_interval, fmt_number
 from analysis.paired_compare import CONFIDENCE, RESAMPLES, mean_difference
 from analysis.prompt_scores import ScoreTable, read_prompt_scores, scores_root_for
 from analysis.views import Source
+from sage_core.defs.errors import QueryError
 
 if TYPE_CHECKING:
     import pandas as pd

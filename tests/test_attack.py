@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sage_core.errors import ConfigError, ModelError
+from sage_core.defs.errors import ConfigError, ModelError
 from sage_core.evaluation import attack as atk
 from sage_core.evaluation.attack import AttackConfig, build_attack_config, run_attack
 

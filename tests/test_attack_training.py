@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 from sage_core.losses import LossWeights, sage_loss
 from sage_core.trainer import Trainer, TrainerCallback
 

@@ -178,7 +178,7 @@ def ablation(
 ) -> None:
     """``sage ablation``; what the user reads is ABLATION_HELP."""
     import analysis
-    from analysis.errors import QueryError
+    from sage_core.defs.errors import QueryError
 
     if fmt not in ("md", "csv"):
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: md, csv)")
@@ -238,9 +238,9 @@ def sql(
 
     Example: sage sql runs/demo "SELECT trial_id, matched_auc, util_sib FROM results ORDER BY util_sib DESC LIMIT 5"
     """
-    from analysis.errors import QueryError
     from analysis.sandbox import Limits
     from analysis.sql import check_limit, run_query
+    from sage_core.defs.errors import QueryError
 
     if fmt not in ("table", "csv"):
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: table, csv)")
