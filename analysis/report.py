@@ -7,7 +7,9 @@ paper's reported rows as stars where they have the same fidelity's metrics) and 
 ``checkpoint`` column, each trial's checkpoint path); when the rows hold a ``robust_*`` safety
 objective (a spec with ``fidelity.robust``), the 3-objective front of safety, utility and safety
 after the benign fine-tune (pairwise projections, and a table with the fine-tune's paired deltas
-and the proximal-disruption objectives beside it); learning curves of every graded text
+and the proximal-disruption objectives beside it); when the rows hold ``attack_depth`` (a spec with
+``fidelity.attack``), the erasure depth under an optimised attack (:mod:`analysis.report_attack`);
+learning curves of every graded text
 objective per trial (a pruned trial's line stops at its rung, marked X); the reliability of each
 objective (``analysis.reliability``: signal share over training seeds, rung-to-final tau, the
 smallest difference it resolves); the calibration of the
@@ -33,6 +35,7 @@ from analysis.errors import QueryError
 from analysis.intervals import fmt_number, interval_frame
 from analysis.metrics import DEFAULT_OBJECTIVES, describe, is_metric, objective_metrics
 from analysis.pareto import DEFAULT_PAIRS, hypervolume, nadir, pareto_ranks
+from analysis.report_attack import attack_section
 from analysis.store import ResultStore
 from analysis.views import columns_of, connect, locate
 
@@ -121,6 +124,7 @@ def write_report(
             for fidelity, (x, y) in DEFAULT_PAIRS.items():
                 parts += _pareto_section(con, cols, fidelity=fidelity, x=x, y=y, out=out)
             parts += _robust_front_sections(con, cols, out=out)
+            parts += attack_section(con, cols, out=out)
             parts += _curves_section(con, cols, out=out)
             parts += _reliability_section(con)
             parts += _calibration_section(con, cols)

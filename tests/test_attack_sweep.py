@@ -91,23 +91,58 @@ def test_the_stage_runs_at_its_steps_and_the_final_one():
     assert not TrialStages(None, robust=None, proximal=None).attacks_at(8, final=True)
 
 
+def _report_table(page: str) -> dict[str, dict[str, str]]:
+    """The erasure-depth table of a report page: trial_id -> {column: cell text}."""
+    import re
+
+    table = page.split('<table data-section="attack_depth"', 1)[1].split("</table>", 1)[0]
+    header, *body = [re.findall(r"<t[hd]>(.*?)</t[hd]>", tr, re.S)
+                     for tr in re.findall(r"<tr.*?>(.*?)</tr>", table, re.S)]
+    return {row[header.index("trial_id")]: dict(zip(header, row, strict=True)) for row in body}
+
+
+def test_the_report_reads_each_trials_last_attacked_step(tmp_path):
+    """A store without column roles: between the attack's steps attack_depth is NaN, a pruned trial's
+    last attacked step is its rung, a trial whose last row carries no attack (c) shows the one before;
+    no front note without the sweep's objectives; no section at all for rows without attack_depth."""
+    from analysis.intervals import fmt_interval
+    from analysis.report import write_report
+    from analysis.store import ResultStore
+
+    nan = float("nan")
+    rows = []
+    for trial, depths in {"a": (nan, 0.25, 0.5), "b": (nan, 0.75), "c": (0.5, nan)}.items():
+        for step, depth in zip((2, 4, 6), depths, strict=False):   # b, c end at 4
+            curve = {f"attack_recovered_at_{t}": (1 - depth) * t / 2 for t in range(3)}
+            rows.append({"sweep_id": "s", "trial_id": trial, "step": step, "fidelity": "text", "util_sib": 0.9,
+                         "status": "pruned" if (trial, step) == ("b", 4) else "running", "attack_depth": depth,
+                         "attack_depth_lo": depth - 0.1, "attack_depth_hi": depth + 0.1,
+                         "attack_steps_median": 3.0 + step, **curve})
+    ResultStore(tmp_path / "results").write(rows)
+    page = write_report(tmp_path, tmp_path / "report").read_text(encoding="utf-8")
+    table = _report_table(page)
+    assert {t: (r["step"], r["attack_depth"], r["attack_steps_median"]) for t, r in table.items()} == {
+        "a": ("6", fmt_interval(0.5, 0.4, 0.6), "9"), "b": ("4", fmt_interval(0.75, 0.65, 0.85), "7"),
+        "c": ("2", fmt_interval(0.5, 0.4, 0.6), "5")}
+    assert "front" not in next(iter(table.values())) and "ranks by" not in page
+    assert (tmp_path / "report" / "attack_curves.png").stat().st_size > 5000
+
+    ResultStore(tmp_path / "plain" / "results").write([{k: v for k, v in r.items() if not k.startswith("attack")}
+                                                       for r in rows])
+    plain = write_report(tmp_path / "plain", tmp_path / "plain-report").read_text(encoding="utf-8")
+    assert "Erasure depth" not in plain and not (tmp_path / "plain-report" / "attack_curves.png").exists()
+
+
 # --- slow: a real sweep, checked against an independent evaluation of its checkpoints ------------
-@pytest.mark.slow
-def test_a_sweep_stores_attack_depth_at_the_rungs_and_the_end(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def attack_sweep(tmp_path_factory) -> Path:
     """Two trials (real Ray, DeepSpeed, the Pareto scheduler at rung 4) of 6 steps, text metrics every
-    2: attack rows at steps 4 and 6, none at 2; each row's attack metrics equal a fresh
-    AttackDepthEvaluator (its own cache) on the row's checkpoint; the scheduler ranked by them."""
+    2, the attack stage at the rung and the end; the folder holding the spec and ``sweep/``."""
     import ray
 
     import sweeps
-    from analysis.store import ResultStore
-    from sage_core.encoders import load_encoder
-    from sage_core.evaluation import build_eval_config
-    from sage_core.evaluation.attack import AttackConfig
-    from sage_core.evaluation.attack_depth import AttackDepthEvaluator
-    from sweeps.cli import main
-    from tests.pareto_oracle import brute_front
 
+    tmp_path = tmp_path_factory.mktemp("attack-sweep")
     spec = tiny_spec(tmp_path, train={"cache_dir": str(tmp_path / "cache"), "max_steps": 6},
                      space={"lambda_esp": {"uniform": [0.0, 2.0]}}, objectives=THREE,
                      search={"algorithm": "tpe", "num_samples": 2, "max_concurrent": 2, "seed": 0},
@@ -119,6 +154,22 @@ def test_a_sweep_stores_attack_depth_at_the_rungs_and_the_end(tmp_path, capsys):
     finally:
         ray.shutdown()
     assert outcome.state == "finished"
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_sweep_stores_attack_depth_at_the_rungs_and_the_end(attack_sweep, capsys):
+    """Attack rows at steps 4 and 6, none at 2; each row's attack metrics equal a fresh
+    AttackDepthEvaluator (its own cache) on the row's checkpoint; the scheduler ranked by them."""
+    from analysis.store import ResultStore
+    from sage_core.encoders import load_encoder
+    from sage_core.evaluation import build_eval_config
+    from sage_core.evaluation.attack import AttackConfig
+    from sage_core.evaluation.attack_depth import AttackDepthEvaluator
+    from sweeps.cli import main
+    from tests.pareto_oracle import brute_front
+
+    tmp_path = attack_sweep
     rows = ResultStore(tmp_path / "sweep" / "results").read().to_pylist()
     attacked = {(r["trial_id"], r["step"]) for r in rows if r.get("attack_depth_lo") is not None}
     assert {s for _, s in attacked} <= {4, 6} and {(t, 4) for t in {r["trial_id"] for r in rows}} <= attacked
@@ -153,3 +204,40 @@ def test_a_sweep_stores_attack_depth_at_the_rungs_and_the_end(tmp_path, capsys):
         main(["pareto", str(tmp_path / "sweep"), "--x", "matched_auc", "--y", "util_sib", "--extra", "attack_depth"])
     assert exit_.value.code == 0
     assert f"{on_front} of {len(last)} trials on the front" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_report_shows_erasure_depth(attack_sweep, tmp_path):
+    """`sage report` on that sweep: per trial, attack_depth [lo, hi] and the median steps at its last
+    attacked step as DuckDB reads them straight from the Parquet files, each trial's rank on the
+    three-objective front against a brute-force front, and the success-curve plot beside the page."""
+    import duckdb
+
+    from analysis.intervals import fmt_interval, fmt_number
+    from sweeps.cli import main
+    from tests.pareto_oracle import brute_front
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", str(attack_sweep / "sweep"), "--out", str(tmp_path / "report")])
+    assert exit_.value.code == 0
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert "<h2>Erasure depth under an optimised attack</h2>" in page
+    assert "ranks by 3 objectives (matched_auc, attack_depth, util_sib)" in page
+    assert 'src="attack_curves.png"' in page and (tmp_path / "report" / "attack_curves.png").stat().st_size > 5000
+
+    shown = _report_table(page)
+
+    files = str(attack_sweep / "sweep" / "results" / "**" / "*.parquet")
+    last = duckdb.sql(
+        f"SELECT trial_id, step, attack_depth, attack_depth_lo, attack_depth_hi, attack_steps_median, matched_auc, "
+        f"util_sib FROM read_parquet('{files}', union_by_name = true) WHERE fidelity = 'text' AND NOT "
+        "isnan(attack_depth) ORDER BY trial_id, step").df().groupby("trial_id").tail(1)
+    assert set(shown) == set(last["trial_id"]) and len(last) == 2
+    on_front = brute_front(last[["matched_auc", "attack_depth", "util_sib"]].to_numpy(), [1, -1, -1])
+    assert f"On their front at each trial's last step: {int(on_front.sum())} of 2 trials" in page
+    for (_, r), front in zip(last.iterrows(), on_front, strict=True):
+        row = shown[r["trial_id"]]
+        assert row["step"] == str(r["step"])
+        assert row["attack_depth"] == fmt_interval(r["attack_depth"], r["attack_depth_lo"], r["attack_depth_hi"])
+        assert row["attack_steps_median"] == fmt_number(r["attack_steps_median"])
+        assert (row["front"] == "1") == bool(front)
