@@ -190,20 +190,21 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: SweepPlan 
     resources = ({"cpu": TRAIN_DRIVER_CPUS} if res.workers > 1 else {"cpu": res.cpus, "gpu": res.gpus, **res.custom})
     context = _trial_context(spec, folder=folder, sweep_id=sweep_id, base=base)
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
-    search = search or build_search(spec)
+    search = search or build_search(spec, dims=plan.dimensions if plan is not None else None)
     scheduler = build_scheduler(spec, folder.scheduler_state, prior=prior.trials if prior else ())
     tune_config = tune.TuneConfig(search_alg=search.search_alg, scheduler=scheduler,
                                   num_samples=search.num_samples, max_concurrent_trials=spec.search.max_concurrent,
                                   reuse_actors=_reuse_actors(spec))
     # shared: each trial resolved once, from the plan's configs where it has the trial's params
-    resolver = TrialResolver(base=base, variants=spec.variants, planned=plan.configs() if plan is not None else None)
+    resolver = TrialResolver(base=base, variants=spec.variants, planned=plan.configs if plan is not None else None)
     callbacks = [StoreCallback(results_root=folder.results, sweep_id=sweep_id, base=base, variants=spec.variants,
                                code_version=code_version(), resolver=resolver),
                  StopFileCallback(stop_path=folder.stop_file), *state_callbacks(scheduler)]
     # TensorBoard files always, MLflow or W&B as spec.tracking says (a resumed sweep restores these with tuner.pkl).
     callbacks += tracking_callbacks(spec, storage=folder.root, sweep_id=sweep_id, resolver=resolver)
     reporter = tune.CLIReporter(metric_columns=["step", *spec.objective_metrics()],
-                                parameter_columns=list(spec.dimensions()), max_report_frequency=30)
+                                parameter_columns=list(plan.dimensions if plan is not None else spec.dimensions()),
+                                max_report_frequency=30)
     run_config = tune.RunConfig(name=EXPERIMENT, storage_path=folder.ray, callbacks=callbacks,
                                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -320,7 +321,7 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
     plan = plan_of(spec)  # the one its validation built (a spec passed in is checked here)
     if plan.problems:
         raise spec_error(list(plan.problems), name=spec.name)
-    prior, search = _warm_start(spec)  # before anything is written: a bad warm start leaves no folder behind
+    prior, search = _warm_start(spec, plan)  # before anything is written: a bad warm start leaves no folder behind
     record = SweepRecord.new(folder, sweep_id=f"{spec.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}",
                              name=spec.name)
     folder.write_spec(spec.to_yaml())
@@ -339,12 +340,12 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
         return _finish(spec, record=record, counts=_fit(tuner, parts))
 
 
-def _warm_start(spec: SweepSpec) -> tuple[Any, Any]:
+def _warm_start(spec: SweepSpec, plan: SweepPlan) -> tuple[Any, Any]:
     """``(prior, search plan)`` of a spec with ``search.warm_start`` (the earlier sweep read and
     checked, :mod:`sweeps.warm_start`); ``(None, None)`` without one."""
     from .warm_start import load_and_plan
 
-    return load_and_plan(spec) if spec.search.warm_start else (None, None)
+    return load_and_plan(spec, plan=plan) if spec.search.warm_start else (None, None)
 
 
 def load_sweep_spec(storage: str) -> tuple[SweepSpec, dict[str, Any]]:

@@ -6,7 +6,8 @@ at a rung are not the objectives of a finished run, and telling them as COMPLETE
 sampler values the configuration never reached.
 
 Warm start (``prior``, the trials of an earlier sweep, :mod:`sweeps.warm_start`): every searcher
-is called as ``SEARCHERS[name](spec, prior=...)``. ``tpe``/``nsga2`` add the earlier trials to the
+is called as ``SEARCHERS[name](spec, dims=..., prior=...)`` (``dims``: the search dimensions of the
+sweep's plan, :class:`sweeps.sweep_plan.SweepPlan`). ``tpe``/``nsga2`` add the earlier trials to the
 Optuna study before the first suggestion (finished ones COMPLETE with their final objectives,
 stopped ones PRUNED, as this sweep tells its own), so TPE's start-up phase counts them and NSGA-II
 takes them as its first generation. ``grid`` does not run again a configuration that finished in
@@ -20,14 +21,14 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from sage_core.defs.errors import ConfigError, did_you_mean
 
 from .resolved_trial import point_key
-from .space import to_optuna, to_tune
+from .space import Dimension, to_optuna, to_tune
 from .spec import SweepSpec
 
 if TYPE_CHECKING:
@@ -53,10 +54,9 @@ class SearchPlan:
     reused: tuple[PriorTrial, ...] = ()  # earlier trials whose configurations this plan does not run again
 
 
-def _basic(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
+def _basic(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Sequence[PriorTrial] = ()) -> SearchPlan:
     from ray.tune.search import BasicVariantGenerator
 
-    dims = spec.dimensions()
     finished = [t for t in prior if t.finished]
     if not finished:
         alg = BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=spec.search.max_concurrent)
@@ -87,7 +87,7 @@ def _basic(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
                       notes=[note], reused=tuple(reused))
 
 
-def _ehvi(spec: SweepSpec, *, prior: Any = ()) -> SearchPlan:
+def _ehvi(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Any = ()) -> SearchPlan:
     """``ehvi``: the proposals of Tune's variant generator (the grid points x num_samples, or num_samples
     draws) handed out one at a time by :class:`sweeps.ehvi_search.EhviSearcher`, by expected
     hypervolume gain (a warm start's ``prior`` trains its surrogate). With ``search.probe`` every
@@ -98,7 +98,7 @@ def _ehvi(spec: SweepSpec, *, prior: Any = ()) -> SearchPlan:
 
     from .ehvi_search import EhviSearcher, proposals
 
-    plan = _basic(spec)
+    plan = _basic(spec, dims=dims)
     if spec.search.probe:  # no max_concurrent here: it would hide all but that many from the scheduler
         plan.search_alg = BasicVariantGenerator(random_state=spec.search.seed)
         return plan
@@ -139,10 +139,10 @@ def _optuna_search_class():
     return ParetoOptunaSearch
 
 
-def _optuna(spec: SweepSpec, sampler_name: str, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
+def _optuna(spec: SweepSpec, sampler_name: str, *, dims: Mapping[str, Dimension],
+            prior: Sequence[PriorTrial] = ()) -> SearchPlan:
     import optuna
 
-    dims = spec.dimensions()
     seed = spec.search.seed
     sampler: optuna.samplers.BaseSampler
     if sampler_name == "tpe":
@@ -156,19 +156,22 @@ def _optuna(spec: SweepSpec, sampler_name: str, *, prior: Sequence[PriorTrial] =
     return SearchPlan(param_space={}, search_alg=alg, num_samples=spec.search.num_samples)
 
 
-# ``search.algorithm`` -> (spec, *, prior) -> SearchPlan; ``prior``: an earlier sweep's trials (warm start).
+# ``search.algorithm`` -> (spec, *, dims, prior) -> SearchPlan; ``prior``: an earlier sweep's trials (warm start).
 SEARCHERS: dict[str, Callable[..., SearchPlan]] = {
     "grid": _basic,
     "random": _basic,
-    "tpe": lambda spec, *, prior=(): _optuna(spec, "tpe", prior=prior),
-    "nsga2": lambda spec, *, prior=(): _optuna(spec, "nsga2", prior=prior),
+    "tpe": lambda spec, *, dims, prior=(): _optuna(spec, "tpe", dims=dims, prior=prior),
+    "nsga2": lambda spec, *, dims, prior=(): _optuna(spec, "nsga2", dims=dims, prior=prior),
     "ehvi": _ehvi,
 }
 
 
-def build_search(spec: SweepSpec, *, prior: Sequence[PriorTrial] = ()) -> SearchPlan:
+def build_search(spec: SweepSpec, *, prior: Sequence[PriorTrial] = (),
+                 dims: Mapping[str, Dimension] | None = None) -> SearchPlan:
+    """The search of ``spec`` over ``dims`` (the plan's dimensions; a resumed sweep, whose Tune
+    restores its searcher, passes none: the spec's)."""
     name = spec.search.algorithm
     if name not in SEARCHERS:
         raise ConfigError(f"search.algorithm={name!r}: unknown{did_you_mean(name, SEARCHERS)}; "
                           f"known: {', '.join(SEARCHERS)}")
-    return SEARCHERS[name](spec, prior=prior)
+    return SEARCHERS[name](spec, dims=spec.dimensions() if dims is None else dims, prior=prior)

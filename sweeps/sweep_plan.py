@@ -14,11 +14,13 @@ validated spec is planned once per process.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from sage_core.data import load_prompts
@@ -73,9 +75,10 @@ class SweepPlan:
     problems: tuple[str, ...]
     coverage: Coverage
 
-    def configs(self) -> dict[str, TrainConfig]:
+    @functools.cached_property
+    def configs(self) -> Mapping[str, TrainConfig]:
         """Each planned config by :func:`~sweeps.resolved_trial.point_key` of its params."""
-        return {point_key(t.params): t.config for t in self.trials}
+        return MappingProxyType({point_key(t.params): t.config for t in self.trials})
 
     def first(self) -> ResolvedTrial:
         """The first planned trial with its columns (every trial of a sweep has the same columns)."""
@@ -111,7 +114,7 @@ def _fingerprint(spec: SweepSpec, base: Mapping[str, Any] | str) -> str:
                       sort_keys=True, default=str)
 
 
-_LAST: dict[str, SweepPlan] = {}  # the plan the latest validation built, until a run takes it
+_LAST: dict[str, SweepPlan] = {}  # the plan the latest build (a validation) made, by fingerprint
 
 
 def build_plan(spec: SweepSpec) -> SweepPlan:
@@ -137,12 +140,13 @@ def build_plan(spec: SweepSpec) -> SweepPlan:
 
 
 def plan_of(spec: SweepSpec) -> SweepPlan:
-    """The plan the latest validation built for this spec (taken once), else a new one."""
+    """The plan the latest validation built for this spec (same spec but its storage, same base
+    values), else a new one."""
     try:
         base: Mapping[str, Any] | str = base_train_config(spec)
     except SageError as exc:
         base = str(exc)
-    plan = _LAST.pop(_fingerprint(spec, base), None)
+    plan = _LAST.get(_fingerprint(spec, base))
     return plan if plan is not None else build_plan(spec)
 
 

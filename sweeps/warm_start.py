@@ -26,6 +26,7 @@ its store under the sweep id that produced them), so warm starts chain.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -35,9 +36,10 @@ from typing import Any, get_args
 
 from sage_core.defs.errors import ConfigError, SageError
 
-from .resolved_trial import hyperparameter_columns
+from .resolved_trial import hyperparameter_columns, point_key
 from .space import Dimension, Grid
 from .spec import SweepSpec, base_train_config, trial_values
+from .sweep_plan import SweepPlan, plan_of
 
 __all__ = ["PriorTrial", "Prior", "load_prior", "load_and_plan", "CONTEXT_FIELDS", "NOT_A_SETTING", "WHERE"]
 
@@ -116,6 +118,12 @@ def _resolved(values: Mapping[str, Any]) -> dict[str, Any]:
     return load_config(overrides=dict(values)).to_dict()
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """TrainConfig's defaults, resolved once (read only)."""
+    return _resolved({})
+
+
 def _context_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | None:
     """What makes the earlier sweep's results another experiment (None: nothing)."""
     old, new = _resolved(base_train_config(earlier)), _resolved(base_train_config(spec))
@@ -188,8 +196,8 @@ def _stored(row: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> A
 
 
 def _settings(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The training settings of a TrainConfig (``values`` resolved), as store columns."""
-    return hyperparameter_columns({k: v for k, v in _resolved(values).items()
+    """The training settings of resolved TrainConfig ``values`` (``to_dict()``), as store columns."""
+    return hyperparameter_columns({k: v for k, v in values.items()
                                    if k not in NOT_A_SETTING and k not in CONTEXT_FIELDS})
 
 
@@ -199,7 +207,7 @@ def _configured(row: Mapping[str, Any], earlier: SweepSpec, earlier_base: Mappin
     ``concept_guidance_ratio``, on the encoder and data the context check compared) and reports."""
     params = {n: _space_value(d, row.get(n)) for n, d in earlier.dimensions().items() if _in_space(d, row.get(n))}
     try:
-        return _settings(trial_values(earlier_base, params, earlier.variants))
+        return _settings(_resolved(trial_values(earlier_base, params, earlier.variants)))
     except SageError:
         return {}
 
@@ -210,25 +218,25 @@ def _setting_mismatch(row: Mapping[str, Any], expected: Mapping[str, Any], confi
     spec's, as store columns), None when all agree. A setting both specs leave None agrees whatever
     the trainer filled in (``configured``: the earlier spec's). A nested setting (``adv_attack.steps``)
     the earlier trial set and this spec leaves unset differs too."""
-    defaults = _settings({})
+    defaults = _settings(_defaults())
     for name, want in expected.items():
         if name in ignore:
             continue
         got = _stored(row, name, defaults)
         if not _same(got, want) and not (want is None and name in configured and configured[name] is None):
             return f"{name}={got!r} where this spec trains with {want!r}"
-    nested = {k for k, v in _resolved({}).items() if isinstance(v, dict)} - NOT_A_SETTING - set(CONTEXT_FIELDS)
+    nested = {k for k, v in _defaults().items() if isinstance(v, dict)} - NOT_A_SETTING - set(CONTEXT_FIELDS)
     for name, got in row.items():
         if got is not None and name.split(".", 1)[0] in nested and name not in expected:
             return f"{name}={got!r} where this spec leaves it unset"
     return None
 
 
-def _match(row: Mapping[str, Any], spec: SweepSpec, base: Mapping[str, Any], earlier: SweepSpec,
+def _match(row: Mapping[str, Any], spec: SweepSpec, plan: SweepPlan, earlier: SweepSpec,
            earlier_base: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """The trial's params in ``spec``'s space, or None and why it does not belong to this sweep."""
     params = {}
-    for name, dim in spec.dimensions().items():
+    for name, dim in plan.dimensions.items():
         value = row.get(name)
         if not _in_space(dim, value):
             kind = "grid" if isinstance(dim, Grid) else dim.kind
@@ -237,8 +245,9 @@ def _match(row: Mapping[str, Any], spec: SweepSpec, base: Mapping[str, Any], ear
     # A model-based search learns from another training seed's results as well (the seed is noise
     # around the same configuration); a grid reuses runs instead, so its runs must be the same runs.
     ignore = frozenset() if spec.search.algorithm == "grid" else frozenset({"seed"})
-    why = _setting_mismatch(row, _settings(trial_values(base, params, spec.variants)),
-                            _configured(row, earlier, earlier_base), ignore=ignore)
+    planned = plan.configs.get(point_key(params))  # this sweep's config of these params, if planned
+    expected = planned.to_dict() if planned is not None else _resolved(trial_values(plan.base, params, spec.variants))
+    why = _setting_mismatch(row, _settings(expected), _configured(row, earlier, earlier_base), ignore=ignore)
     return (None, why) if why else (params, "")
 
 
@@ -260,19 +269,18 @@ def _other_context(row: Mapping[str, Any], context: Mapping[str, Any]) -> str | 
     return None
 
 
-def _trials(rows: list[dict[str, Any]], spec: SweepSpec, earlier: SweepSpec,
-            sweep_id: str) -> tuple[list[tuple[PriorTrial, tuple[str, str]]], Counter[str]]:
+def _trials(rows: list[dict[str, Any]], spec: SweepSpec, earlier: SweepSpec, *, sweep_id: str,
+            plan: SweepPlan) -> tuple[list[tuple[PriorTrial, tuple[str, str]]], Counter[str]]:
     """The usable trials with their (sweep id, trial id), and the others counted by why they are
     dropped. Rows of another sweep id are those the earlier sweep's own warm start reused: they count
     as its trials when they were trained in this spec's context."""
     metrics = spec.objective_metrics()
-    context = hyperparameter_columns({k: v for k, v in _resolved(base_train_config(spec)).items()
-                                      if k in CONTEXT_FIELDS})
+    context = hyperparameter_columns({k: v for k, v in _resolved(plan.base).items() if k in CONTEXT_FIELDS})
     by_trial: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row.get("fidelity") == "text":
             by_trial[(str(row["sweep_id"]), str(row["trial_id"]))].append(row)
-    base, earlier_base, kept, dropped = base_train_config(spec), base_train_config(earlier), [], Counter[str]()
+    earlier_base, kept, dropped = base_train_config(earlier), [], Counter[str]()
     for key in sorted(by_trial, key=lambda k: (k[0] != sweep_id, k)):  # the earlier sweep's own trials first
         steps = sorted(by_trial[key], key=lambda r: int(r["step"]))
         last = steps[-1]
@@ -282,7 +290,7 @@ def _trials(rows: list[dict[str, Any]], spec: SweepSpec, earlier: SweepSpec,
         if key[0] != sweep_id and (why := _other_context(last, context)) is not None:
             dropped[why] += 1
             continue
-        params, why = _match(last, spec, base, earlier, earlier_base)
+        params, why = _match(last, spec, plan, earlier, earlier_base)
         if params is None:
             dropped[why] += 1
             continue
@@ -296,10 +304,10 @@ def _same_folder(a: str, b: str) -> bool:
     return a == b if "://" in a or "://" in b else Path(a).resolve() == Path(b).resolve()
 
 
-def load_prior(source: str, spec: SweepSpec) -> Prior:
-    """The usable trials of the sweep folder ``source`` for ``spec``; a :class:`ConfigError` (one
-    line, ``search.warm_start: ...``) when it is no sweep, another experiment, or holds no usable
-    trial. Reads only; writes nothing."""
+def load_prior(source: str, spec: SweepSpec, *, plan: SweepPlan | None = None) -> Prior:
+    """The usable trials of the sweep folder ``source`` for ``spec`` (``plan``: its plan, default
+    :func:`~sweeps.sweep_plan.plan_of`); a :class:`ConfigError` (one line, ``search.warm_start:
+    ...``) when it is no sweep, another experiment, or holds no usable trial. Reads only; writes nothing."""
     from pyarrow import ArrowException
 
     from .sweep_dir import SweepDir
@@ -318,7 +326,8 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
         raise _bad(f"{source!r} cannot be read ({type(exc).__name__}: {exc})") from None
     if (line := _context_line(source, earlier, spec)) is not None:
         raise _bad(line)
-    kept, dropped = _trials(rows, spec, earlier, str(meta["sweep_id"]))
+    kept, dropped = _trials(rows, spec, earlier, sweep_id=str(meta["sweep_id"]),
+                            plan=plan if plan is not None else plan_of(spec))
     if not kept:
         why = "; ".join(f"{k} ({n})" for k, n in sorted(dropped.items())) or "it holds no results"
         raise _bad(f"no trial of {source!r} fits this spec: {why}")
@@ -330,7 +339,7 @@ def load_prior(source: str, spec: SweepSpec) -> Prior:
                  dropped=dict(dropped), stored=stored)
 
 
-def load_and_plan(spec: SweepSpec) -> tuple[Prior, Any]:
+def load_and_plan(spec: SweepSpec, *, plan: SweepPlan | None = None) -> tuple[Prior, Any]:
     """``(prior, search plan)`` for a spec with ``search.warm_start``: :func:`load_prior`, then the
     search built with it (which refuses a grid with nothing left to run). ``sage sweep run`` and
     ``sage sweep validate`` both call this before anything is written."""
@@ -338,5 +347,6 @@ def load_and_plan(spec: SweepSpec) -> tuple[Prior, Any]:
 
     if not spec.search.warm_start:
         raise _bad("not set")
-    prior = load_prior(spec.search.warm_start, spec)
-    return prior, build_search(spec, prior=prior.trials)
+    plan = plan if plan is not None else plan_of(spec)
+    prior = load_prior(spec.search.warm_start, spec, plan=plan)
+    return prior, build_search(spec, prior=prior.trials, dims=plan.dimensions)

@@ -98,7 +98,7 @@ def test_the_driver_builds_one_config_per_trial_for_every_part_that_reads_it(tmp
     roles = column_roles(spec, sweep_id="v-1", plan=plan)
     combos = list(enumerate_combinations(spec.dimensions()))
     trials = [Trial("train_trial", config=c, trial_id=f"t{i}", stub=True) for i, c in enumerate(combos)]
-    resolver = TrialResolver(base=plan.base, variants=spec.variants, planned=plan.configs())
+    resolver = TrialResolver(base=plan.base, variants=spec.variants, planned=plan.configs)
     got = [resolver(t) for t in trials]
     assert constructions["n"] == 8  # nothing was built again
     sampled = resolver(Trial("train_trial", config={**combos[0], "lambda_esp": 0.7}, trial_id="x", stub=True))
