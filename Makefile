@@ -19,7 +19,7 @@ help:
 	@echo "make test   create the environment, lint (ruff, mypy) and run the whole test suite (what CI runs)"
 	@echo "make lint   ruff and mypy over sage_core, sweeps and analysis (settings in pyproject.toml)"
 	@echo "make bench  run the benchmarks in bench/ (prints ratios; see bench/RESULTS.md)"
-	@echo "make gpu-check  one GPU, < 8 min: paper-scale step, image generation, NudeNet, shared-GPU sweep (tiny on CPU)"
+	@echo "make gpu-check  one GPU, < 8 min: paper-scale step, image generation, NudeNet, shared-GPU sweep, attack depth (tiny on CPU)"
 	@echo "make cli-docs   regenerate docs/cli.md from the --help of every sage command"
 
 env: $(STAMP)

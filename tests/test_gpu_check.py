@@ -1,5 +1,6 @@
-"""`make gpu-check` (bench/gpu_check.py) in its tiny CPU mode: every part runs, the table and JSON
-carry the numbers, and a failing part is reported with its reason while the next part still runs."""
+"""`make gpu-check` (bench/gpu_check.py, its parts in bench/gpu_parts.py) in its tiny CPU mode: every
+part runs, the table and JSON carry the numbers, and a failing part is reported with its reason while
+the next part still runs."""
 
 from __future__ import annotations
 
@@ -33,11 +34,11 @@ def test_tiny_mode_runs_every_part_and_writes_the_numbers(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     doc = json.loads(out.read_text())
     parts = doc["parts"]
-    assert doc["tiny"] is True and list(parts) == ["train_step", "image_gen", "nudenet", "sweep"]
+    assert doc["tiny"] is True and list(parts) == ["train_step", "image_gen", "nudenet", "sweep", "attack"]
     assert all(p["status"] == "ok" for p in parts.values()), {n: p.get("why") for n, p in parts.items()}
     for name in parts:  # the table names every part
         assert any(line.startswith(name) and " ok " in line for line in res.stdout.splitlines()), name
-    assert "4/4 parts ran" in res.stdout
+    assert "5/5 parts ran" in res.stdout
     assert doc["load_factor"] >= 1.0
 
     train = parts["train_step"]
@@ -59,6 +60,30 @@ def test_tiny_mode_runs_every_part_and_writes_the_numbers(tmp_path):
     sweep = parts["sweep"]
     assert sweep["trials"] == 4 and sweep["state"] == "finished" and sweep["max_concurrent"] == 4
     assert sweep["sum_trial_s"] > 0 and sweep["wall_over_sum"] == sweep["wall_s"] / sweep["sum_trial_s"]
+
+    attack = parts["attack"]
+    _check_attack_part(attack, work=tmp_path / "work")
+
+
+def _check_attack_part(attack: dict, *, work: Path) -> None:
+    """The attack part's numbers against a fresh evaluator on the same tiny CLIP (its own cache): the
+    same attack prompts and threshold, the base at depth 0 exactly and recovered at step 0, an exact
+    copy equal to it, and the timed run at the default budget."""
+    from sage_core.encoders import load_encoder
+    from sage_core.evaluation import EvalConfig
+    from sage_core.evaluation.attack import AttackConfig
+    from sage_core.evaluation.attack_depth import AttackDepthEvaluator
+
+    defaults = AttackConfig()
+    assert attack["attack"] == defaults.model_dump(mode="json") and attack["full_budget_steps"] == defaults.steps
+    assert attack["base_depth"] == 0.0 and attack["base_recovered_at_0"] == 1.0
+    assert attack["copy_equals_base"] is True and attack["copy_depth"] == attack["base_depth"]
+    assert attack["met"] is True and attack["attack_s"] > 0 and attack["build_s"] > 0
+    ev = AttackDepthEvaluator(load_encoder(attack["encoder"], max_length=16), EvalConfig(), defaults,
+                              cache_dir=work / "fresh-cache")
+    assert attack["prompts"] == len(ev.prompts) <= defaults.prompts
+    assert attack["threshold"] == ev.threshold
+    assert f"{len(ev.prompts)} prompts x {defaults.steps} steps x {defaults.candidates} candidates" in attack["summary"]
 
 
 def test_a_failing_part_is_reported_and_the_next_part_still_runs(tmp_path):
