@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from analysis import metrics as registry
-from sage_core.errors import ConfigError
+from sage_core.defs.errors import ConfigError
 from tests.conftest import TINY_TEXT_EVAL
 from tests.test_sweep_run import tiny_spec
 
