@@ -13,7 +13,7 @@ replicate of a weighted AUC is ``sum_i w_i sum_j w_j H(s_i - s_j) / (sum w_i * s
 ``H`` = 1 above, 1/2 at a tie (a U-statistic over the resampled prompts, computed by sorting).
 
 For a pair (A, B) and every replicate, ``d_k = sign_k * (A_k - B_k)`` (every objective minimised,
-directions from :mod:`analysis.metrics`). A dominates B with 95% confidence when A is at least as
+directions from :mod:`sage_core.defs.metrics`). A dominates B with 95% confidence when A is at least as
 good in every objective and better in one in >= 95% of the replicates; two front members trade off
 with 95% confidence when >= 95% of the replicates keep the strict order of their point estimates
 in every objective where those differ. Otherwise the pair is *not separable*: another draw of

@@ -30,14 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
-from analysis.column_roles import ColumnRoles, roles_of
-from analysis.errors import QueryError
-from analysis.intervals import fmt_number, interval_frame
-from analysis.metrics import DEFAULT_OBJECTIVES, describe, is_metric, objective_metrics
+from analysis.column_roles import roles_of
 from analysis.pareto import DEFAULT_PAIRS, hypervolume, nadir, pareto_ranks
 from analysis.report_attack import attack_section
+from analysis.report_parts import html_table, metric_notes, trial_labels, varied_columns
 from analysis.store import ResultStore
 from analysis.views import columns_of, connect, locate
+from sage_core.defs.errors import QueryError
+from sage_core.defs.metrics import DEFAULT_OBJECTIVES, objective_metrics
 
 __all__ = ["write_report", "robust_fronts"]
 
@@ -62,38 +62,6 @@ reported numbers, drawn only where this page has the same metrics (image level).
 graded objective at every evaluation; an X marks where a pruned trial stopped. Text-level metrics are cheap
 proxies; image-level ones (ASR, TIFA) are the truth, and the calibration section says how well the proxies
 ranked the trials. <b>Ablations</b>: one hyperparameter varied, with the others as the notes say.</p></div>"""
-
-
-def _table(df) -> str:
-    """HTML of ``df`` in a box that scrolls sideways when wide; a column with ``_lo``/``_hi``
-    columns beside it as ``value [lo, hi]``."""
-    return f'<div class=scroll>{interval_frame(df).to_html(index=False, escape=True, border=0)}</div>'
-
-
-def _metric_notes(names) -> str:
-    """The registry's one-line meaning of each metric, as a definition list."""
-    items = "".join(f"<dt>{html.escape(n)}</dt><dd>{html.escape(describe(n).split(': ', 1)[1])}</dd>"
-                    for n in dict.fromkeys(names) if is_metric(n))
-    return f"<dl class=metrics>{items}</dl>" if items else ""
-
-
-def _varied(df, roles: ColumnRoles | None) -> list[str]:
-    """Hyperparameter columns of ``df`` (declared by ``roles`` when the sweep wrote them) that take
-    more than one value."""
-    return [h for h in hyperparameters(list(df.columns), roles) if df[h].nunique(dropna=True) > 1]
-
-
-def trial_labels(df, *, varied: list[str]):
-    """One label per row: ``name=value`` of the ``varied`` hyperparameters (the trial id when none
-    vary); a label shared by several trials gets the trial id appended."""
-    import pandas as pd
-
-    if not varied:
-        return df["trial_id"].astype(str)
-    text = pd.Series([", ".join(f"{h}={fmt_number(row[h])}" for h in varied) for _, row in df.iterrows()],
-                     index=df.index, dtype=object)
-    twin = text.duplicated(keep=False)
-    return text.where(~twin, text + " (" + df["trial_id"].astype(str) + ")")
 
 
 def write_report(
@@ -149,7 +117,7 @@ def _status_section(con, cols: list[str]) -> list[str]:
         ).df()
     else:
         df = con.sql("SELECT sweep_id, count(DISTINCT trial_id) AS trials FROM results GROUP BY ALL ORDER BY ALL").df()
-    return ["<h2>Trials</h2><p class=note>status of each trial's last reported step</p>", _table(df)]
+    return ["<h2>Trials</h2><p class=note>status of each trial's last reported step</p>", html_table(df)]
 
 
 def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out: Path) -> list[str]:
@@ -162,7 +130,7 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
 
     front = ranked[ranked["front"] == 1]
     shown = ranked if len(ranked) <= MAX_LABELLED else front
-    labels = trial_labels(shown, varied=_varied(ranked, roles_of(con)))
+    labels = trial_labels(shown, varied=varied_columns(ranked, roles_of(con)))
     reported = con.sql("SELECT * FROM reported").df()
     if "fidelity" in reported.columns:  # reference markers only where the paper measured this fidelity
         reported = reported[reported["fidelity"] == fidelity]
@@ -187,9 +155,9 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
         + (" [lo, hi]: 95% bootstrap intervals; the front ranks point estimates, so trials whose intervals "
            "overlap are not told apart by the data." if f"{x}_lo" in front.columns else "")
         + "</p>",
-        _metric_notes([x, y]),
+        metric_notes([x, y]),
         "<h3>Front table (front 1 = best; the trials the plot labels)</h3>",
-        _table(table[show]).replace("<table", f'<table class=front data-fidelity="{fidelity}"', 1),
+        html_table(table[show]).replace("<table", f'<table class=front data-fidelity="{fidelity}"', 1),
     ]
 
 
@@ -212,7 +180,7 @@ def _robust_front_sections(con, cols: list[str], *, out: Path) -> list[str]:
 
         front = ranked[ranked["front"] == 1]
         shown = ranked if len(ranked) <= MAX_LABELLED else front
-        labels = trial_labels(shown, varied=_varied(ranked, roles_of(con)))
+        labels = trial_labels(shown, varied=varied_columns(ranked, roles_of(con)))
         image = front3_plot(ranked, objectives=(x, y, z), labels=labels, path=out / f"front3_{z}.png",
                             title=f"text level: {x}, {y}, {z}")
         hv = hypervolume(front, x=x, y=y, extra=z, ref=nadir(ranked, x=x, y=y, extra=z))
@@ -231,8 +199,8 @@ def _robust_front_sections(con, cols: list[str], *, out: Path) -> list[str]:
             f"aligned encoder; its delta (after - before) has a paired-bootstrap interval; the proximal columns "
             f"say how far alignment moved benign prompts near the concept. [lo, hi]: 95% bootstrap intervals; "
             f"the front ranks point estimates.</p>",
-            _metric_notes([x, y, z, *more]),
-            _table(table[show]).replace("<table", f'<table class=front3 data-front3="{html.escape(z)}"', 1),
+            metric_notes([x, y, z, *more]),
+            html_table(table[show]).replace("<table", f'<table class=front3 data-front3="{html.escape(z)}"', 1),
         ]
     return parts
 
@@ -258,7 +226,8 @@ def _curves_section(con, cols: list[str], *, out: Path) -> list[str]:
         rows = con.execute(f"SELECT * FROM results WHERE {where}sweep_id = ? ORDER BY trial_id, step",
                            [sweep_id]).df()
         firsts = rows.drop_duplicates("trial_id")
-        labels = dict(zip(firsts["trial_id"], trial_labels(firsts, varied=_varied(rows, roles_of(con))), strict=True))
+        varied = varied_columns(rows, roles_of(con))
+        labels = dict(zip(firsts["trial_id"], trial_labels(firsts, varied=varied), strict=True))
         image = learning_curves(rows, metrics=metrics, labels=labels, path=out / f"curves_{i}.png",
                                 title=f"sweep {sweep_id}")
         note = ""
@@ -285,7 +254,7 @@ def _reliability_section(con) -> list[str]:
     intro = ("<p class=note>Each trial's value at its final step, grouped by configuration (the seeds of a spec's "
              "<code>seeds: N</code> are repeats): how far a ranking by each objective can be trusted. "
              f"{html.escape(COLUMNS_NOTE)}.</p>")
-    return ["<h2>Reliability of the objectives</h2>", intro, _table(table),
+    return ["<h2>Reliability of the objectives</h2>", intro, html_table(table),
             *(f"<p class=note>{html.escape(n)}</p>" for n in notes)]
 
 
@@ -355,5 +324,5 @@ def _ablation_sections(con, cols: list[str], *, out: Path, defaults) -> list[str
         if table.attrs.get("set_by"):
             parts.append(f"<p class=note>set by each {html.escape(param)}: "
                          + html.escape(", ".join(table.attrs["set_by"])) + "</p>")
-        parts.append(_table(table))
+        parts.append(html_table(table))
     return parts

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analysis.column_roles import roles_of
+from analysis.report_parts import html_table, metric_notes, trial_labels, varied_columns
 
 if TYPE_CHECKING:
     import duckdb
@@ -87,15 +88,13 @@ def _front_note(con, *, objectives: list[str], rows: pd.DataFrame) -> tuple[str,
 
 def attack_section(con, cols: list[str], *, out: Path) -> list[str]:
     """The section's HTML parts, or none when the rows hold no ``attack_depth``."""
-    from analysis.report import _metric_notes, _table, _varied, trial_labels
-
     if DEPTH not in cols:
         return []
     rows = last_attacked(con, cols)
     if rows.empty:
         return []
     roles = roles_of(con)
-    labels = trial_labels(rows, varied=_varied(rows, roles))
+    labels = trial_labels(rows, varied=varied_columns(rows, roles))
     steps = curve_columns(list(rows.columns))
     parts = ["<h2>Erasure depth under an optimised attack</h2>",
              "<p class=note>Each attack prompt (one the base encoder reads as the concept) is edited by an attack "
@@ -116,5 +115,5 @@ def attack_section(con, cols: list[str], *, out: Path) -> list[str]:
     show += [c for c in ("sweep_id", "trial_id", "step") if c in rows.columns
              and (c != "sweep_id" or rows[c].nunique(dropna=True) > 1)]
     show += [c for c in (DEPTH, f"{DEPTH}_lo", f"{DEPTH}_hi", "attack_steps_median") if c in rows.columns]
-    table = _table(rows.assign(label=labels)[show]).replace("<table", f'<table data-section="{DEPTH}"', 1)
-    return [*parts, front, _metric_notes([DEPTH, "attack_steps_median"]), table]
+    table = html_table(rows.assign(label=labels)[show]).replace("<table", f'<table data-section="{DEPTH}"', 1)
+    return [*parts, front, metric_notes([DEPTH, "attack_steps_median"]), table]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import metrics as registry
+from sage_core.defs import metrics as registry
 from sage_core.defs.errors import ConfigError
 from tests.conftest import TINY_TEXT_EVAL
 from tests.test_sweep_run import tiny_spec
