@@ -31,7 +31,7 @@ from typing import Any
 
 from sage_core.defs.errors import TrialError
 
-from .resolved_trial import resolve_trial
+from .resolved_trial import trial_config
 from .search import FINAL_KEY
 
 __all__ = ["TrialContext", "train_trial", "TuneReportCallback", "TrainWorkerReportCallback", "reported_metrics",
@@ -202,13 +202,13 @@ def _wait_until_taken() -> None:
 
 def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: Any, callback: TuneReportCallback,
                  name: str) -> None:
-    """Resolve the trial (its TrainConfig, built once here) and fit, resuming from ``checkpoint``
-    (a Ray checkpoint) if any."""
+    """Build the trial's TrainConfig (once, from the values the driver checked: its base and
+    variants, and the trial's params) and fit, resuming from ``checkpoint`` (a Ray checkpoint) if any."""
     from sage_core.trainer import Trainer
 
     from .fault_injection import fault_callbacks  # tests inject faults through the environment
 
-    cfg = resolve_trial(name, config, base=context.base, variants=context.variants).config
+    cfg = trial_config(context.base, config, context.variants)
     if context.robust is not None or context.proximal is not None or context.attack is not None:
         from .robust_stage import TrialStages
 
