@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -81,18 +82,25 @@ def _quickstart_with_variants(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_driver_builds_one_config_per_trial_for_every_part_that_reads_it(tmp_path, constructions):  # noqa: F811
+def test_the_driver_builds_one_config_per_trial_for_every_part_that_reads_it(tmp_path, capsys,
+                                                                             constructions):  # noqa: F811
     from ray.tune.experiment import Trial
 
+    from sweeps.cli import main
     from sweeps.resolved_trial import TrialResolver
     from sweeps.schema_file import column_roles
     from sweeps.space import enumerate_combinations
     from sweeps.spec import load_spec
     from sweeps.sweep_plan import plan_of
 
-    spec = load_spec(_quickstart_with_variants(tmp_path))  # `sage sweep validate` / `sage sweep run` load it so
+    path = _quickstart_with_variants(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "validate", str(path)])
+    assert exit_info.value.code in (0, None) and "validated all 8 configurations" in capsys.readouterr().out
     assert constructions["n"] == 8
-    # what `run` does next: storage resolved, the plan taken, bases prepared, schema written, trials resolved
+    # what `sage sweep run` does next (its spec loaded again, the same): storage resolved, the plan
+    # taken, bases prepared, schema written, trials resolved as Tune starts them
+    spec = load_spec(path, check=False)
     plan = plan_of(spec.model_copy(update={"storage": str(tmp_path / "elsewhere")}))
     bases = plan.base_configs()
     roles = column_roles(spec, sweep_id="v-1", plan=plan)
@@ -103,6 +111,10 @@ def test_the_driver_builds_one_config_per_trial_for_every_part_that_reads_it(tmp
     assert constructions["n"] == 8  # nothing was built again
     sampled = resolver(Trial("train_trial", config={**combos[0], "lambda_esp": 0.7}, trial_id="x", stub=True))
     assert constructions["n"] == 9  # a value the plan could not know: built when its trial starts
+    # tuner.pkl holds the resolver without the plan: a restored driver resolves each trial again, once
+    restored = pickle.loads(pickle.dumps(resolver))
+    assert restored(trials[0]).columns == got[0].columns and restored(trials[0]) is restored(trials[0])
+    assert constructions["n"] == 10
     # against configs built independently from the preset, the variant and the params
     preset = yaml.safe_load(Path("sage_core/presets/quickstart.yaml").read_text())
     for combo, trial in zip(combos, got, strict=True):
