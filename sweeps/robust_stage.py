@@ -30,7 +30,7 @@ reuse it at every evaluation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,24 +69,31 @@ def attack_objective_problems(attack: Mapping[str, Any] | None, *, rungs: Sequen
             f"rung of fidelity.rungs={list(rungs)} in at, or leave at out"] if missing else []
 
 
+def stage_builders() -> dict[str, Callable[..., Any]]:
+    """Stage name -> the function that validates its ``fidelity.<stage>`` settings into its config (the
+    one mapping: validation, the trials and warm starts all use it). Imported here, not at module level:
+    the attack and robustness configs load torch."""
+    from sage_core.evaluation.attack import build_attack_config
+    from sage_core.evaluation.proximal import build_proximal_config
+    from sage_core.robustness import build_robust_config
+
+    return {"robust": build_robust_config, "proximal": build_proximal_config, "attack": build_attack_config}
+
+
 def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any] | None, *,
                    image_metrics: Sequence[str] | None = None, attack: Mapping[str, Any] | None = None) -> list[str]:
     """Every problem of ``fidelity.robust`` / ``fidelity.proximal`` / ``fidelity.attack`` settings (validated
     before Ray starts; ``attack`` without ``at``); ``image_metrics``: the image stage's metrics (None: no
     image stage), for ``fidelity.robust.image``."""
     from sage_core.defs.errors import ConfigError
-    from sage_core.evaluation.attack import build_attack_config
-    from sage_core.evaluation.proximal import build_proximal_config
-    from sage_core.robustness import build_robust_config
 
     problems: list[str] = []
-    for values, build, where in ((robust, build_robust_config, "fidelity.robust"),
-                                 (proximal, build_proximal_config, "fidelity.proximal"),
-                                 (attack, build_attack_config, "fidelity.attack")):
+    builders = stage_builders()
+    for stage, values in (("robust", robust), ("proximal", proximal), ("attack", attack)):
         if values is None:
             continue
         try:
-            build(dict(values), where=where)
+            builders[stage](dict(values), where=f"fidelity.{stage}")
         except ConfigError as exc:
             problems += list(exc.problems)
     return problems + _image_problems((robust or {}).get("image"), image_metrics)
@@ -126,14 +133,11 @@ class TrialStages:
 
     def __init__(self, cfg: Any, *, robust: Mapping[str, Any] | None, proximal: Mapping[str, Any] | None,
                  attack: Mapping[str, Any] | None = None, attack_at: Sequence[int] | None = None):
-        from sage_core.evaluation.attack import build_attack_config
-        from sage_core.evaluation.proximal import build_proximal_config
-        from sage_core.robustness import build_robust_config
-
+        build = stage_builders()
         self.cfg = cfg
-        self.robust = build_robust_config(robust, where="fidelity.robust") if robust is not None else None
-        self.proximal = build_proximal_config(proximal, where="fidelity.proximal") if proximal is not None else None
-        self.attack = build_attack_config(dict(attack), where="fidelity.attack") if attack is not None else None
+        self.robust = build["robust"](robust, where="fidelity.robust") if robust is not None else None
+        self.proximal = build["proximal"](proximal, where="fidelity.proximal") if proximal is not None else None
+        self.attack = build["attack"](dict(attack), where="fidelity.attack") if attack is not None else None
         self.attack_at = None if attack_at is None else frozenset(int(s) for s in attack_at)
         self._state: dict[str, Any] | None = None
 

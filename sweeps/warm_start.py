@@ -37,6 +37,7 @@ from typing import Any, get_args
 from sage_core.defs.errors import ConfigError, SageError
 
 from .resolved_trial import hyperparameter_columns, point_key
+from .robust_stage import stage_builders
 from .space import Dimension, Grid
 from .spec import SweepSpec, base_train_config, trial_values
 from .sweep_plan import SweepPlan, plan_of
@@ -146,11 +147,8 @@ def _stage_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | None:
     (``fidelity.robust`` / ``fidelity.proximal`` / ``fidelity.attack``) make it mean: they must agree
     as well."""
     from sage_core.defs import metrics as metric_registry
-    from sage_core.evaluation.attack import build_attack_config
-    from sage_core.evaluation.proximal import build_proximal_config
-    from sage_core.robustness import build_robust_config
 
-    builders = {"robust": build_robust_config, "proximal": build_proximal_config, "attack": build_attack_config}
+    builders = stage_builders()
     stages = {str(getattr(metric_registry.lookup(o.metric), "fidelity", "")) for o in spec.objectives}
     for stage in sorted(stages & set(builders)):
         # the attack stage's settings without ``at`` (where it runs is no setting of what it measures)
