@@ -282,9 +282,10 @@ def write_calibration(store: ResultStore, *, sweep_id: str, entries: Sequence[Ma
     returns its path."""
     import pyarrow.parquet as pq
 
-    from analysis.store import _SWEEP_ID, _TMP_PREFIX, _publish
+    from analysis.store import _TMP_PREFIX, _publish
+    from analysis.store_schema import SWEEP_ID
 
-    if not isinstance(sweep_id, str) or not _SWEEP_ID.match(sweep_id):
+    if not isinstance(sweep_id, str) or not SWEEP_ID.match(sweep_id):
         raise StorageError(f"sweep_id {sweep_id!r} is not allowed (allowed: letters, digits, '.', '_', '-', "
                          "starting with a letter or digit, at most 200 characters)")
     final = calibration_path(store, sweep_id)
@@ -307,7 +308,7 @@ def read_calibration(store: ResultStore, *, skip_bad: bool = False) -> pa.Table:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from analysis.store import BadFile
+    from analysis.store_schema import BadFile
 
     root = f"{store.path}/{CALIBRATION_DIR}"
     try:
