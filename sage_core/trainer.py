@@ -6,7 +6,8 @@ engine, evaluator, log), then :meth:`~Trainer.train_step` for each step, with
 :meth:`~Trainer.cleanup`. Each stage's pieces live in their own module: the batch plan and its
 last-partial-batch rule (``batch_plan``), the exact full-batch gradient under micro-batches and
 data parallelism (``exact_step``), the last-good checkpoint logic (``checkpoint_keeper``),
-DeepSpeed and ``torch.distributed`` plumbing (``distributed``), the log (``run_log``).
+DeepSpeed and ``torch.distributed`` plumbing (``distributed``), the log (``run_log``), and what a
+step reads besides the weights: base encoder, base data, evaluator, step inputs (``train_inputs``).
 
 Under ``torch.distributed`` (a Ray Train ``TorchTrainer`` worker group, or the
 ``deepspeed``/``torchrun`` launchers) N workers train the same model as one; rank 0 alone
@@ -23,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,9 @@ from .adversarial import AdversarialPrompts
 from .batch_plan import plan_batches
 from .checkpoint import load_optimizer_state, load_weights, read_meta, save_checkpoint
 from .checkpoint_keeper import CheckpointKeeper
-from .codebook import BaseData, build_base_data
-from .data import load_prompts
+from .codebook import BaseData
 from .defs.config import TrainConfig
 from .defs.errors import ConfigError, NonFiniteLossError, StorageError
-from .diagnostics import geometry_report
 from .distributed import (
     agree,
     deepspeed_config,
@@ -50,11 +49,20 @@ from .distributed import (
     release_engine,
     resolve_device,
 )
-from .encoders import TextEncoder, load_encoder
+from .encoders import TextEncoder
 from .exact_step import backward_full_batch
-from .losses import LossWeights, unsafe_targets
-from .precision import uses_autocast, weights_dtype
+from .losses import LossWeights
+from .precision import uses_autocast
 from .run_log import RunLog
+from .train_inputs import (
+    StepInputs,
+    base_data,
+    base_encoder,
+    geometry_base,
+    make_evaluator,
+    text_evaluator_factory,
+    training_prompts,
+)
 from .version import code_version
 
 __all__ = ["Trainer", "TrainerCallback", "StepInfo", "EvalInfo", "TrainResult", "train", "prepare",
@@ -105,91 +113,20 @@ class TrainerCallback:
         """After a checkpoint folder is complete on disk."""
 
 
-def _base_encoder(cfg: TrainConfig, device: torch.device | str = "cpu") -> TextEncoder:
-    return load_encoder(cfg.encoder, max_length=cfg.max_length, device=device, dtype=weights_dtype(cfg.precision))
-
-
-def _load_training_prompts(cfg: TrainConfig) -> tuple[list[str], list[str]]:
-    return (load_prompts(cfg.safe_prompts, limit=cfg.max_pairs),
-            load_prompts(cfg.unsafe_prompts, limit=cfg.max_pairs))
-
-
-def _base_data(cfg: TrainConfig, enc: TextEncoder, *, progress: bool) -> BaseData:
-    safe, unsafe = _load_training_prompts(cfg)
-    return build_base_data(enc, safe_prompts=safe, unsafe_prompts=unsafe, concept=cfg.concept,
-                           cache_dir=cfg.resolved_cache_dir(), progress=progress)
-
-
 def prepare(cfg: TrainConfig, *, progress: bool = True, encoder: TextEncoder | None = None) -> BaseData:
     """Build (or load) everything the frozen encoder contributes, in ``cfg.cache_dir``: base
     embeddings, codebook, diagnostics prompts and the text evaluator's base data.
 
     Idempotent; a sweep calls it once in the driver so no trial pays for it.
     """
-    enc = encoder or _base_encoder(cfg)
-    base = _base_data(cfg, enc, progress=progress)
-    factory = _text_evaluator_factory()
+    enc = encoder or base_encoder(cfg)
+    base = base_data(cfg, enc, progress=progress)
+    factory = text_evaluator_factory()
     if factory is not None:
         factory(enc, cfg)
     else:
-        _geometry_base(enc, cfg)
+        geometry_base(enc, cfg)
     return base
-
-
-def _geometry_base(enc: TextEncoder, cfg: TrainConfig) -> tuple[list[str], torch.Tensor]:
-    from .cache import cached_embeddings
-
-    prompts = load_prompts(cfg.diag_prompts, limit=cfg.diag_samples)
-    if len(prompts) <= cfg.diag_k:
-        raise ConfigError(f"diag_prompts={cfg.diag_prompts!r} has {len(prompts)} prompts; diag_k={cfg.diag_k} "
-                          "needs more")
-    return prompts, cached_embeddings(enc, prompts, cache_dir=cfg.resolved_cache_dir(), tag="diag")
-
-
-def _text_evaluator_factory() -> Callable[[TextEncoder, TrainConfig], Callable[[TextEncoder], dict]] | None:
-    """The text-level evaluator (asr_text, util_text, geometry) when the evaluation module is present."""
-    try:
-        from .evaluation import TextEvaluator, build_eval_config
-    except ImportError:
-        return None
-
-    def make(enc: TextEncoder, cfg: TrainConfig):
-        return TextEvaluator(enc, build_eval_config(cfg.eval_config_values()), cache_dir=cfg.resolved_cache_dir())
-
-    return make
-
-
-def _evaluator(enc: TextEncoder, cfg: TrainConfig, *, text: bool) -> Callable[[TextEncoder], dict[str, float]]:
-    """The text-level evaluator when ``text`` (and the evaluation module is present), else the geometry alone."""
-    factory = _text_evaluator_factory() if text else None
-    if factory is not None:
-        return factory(enc, cfg)
-    prompts, base = _geometry_base(enc, cfg)
-    return lambda trained: geometry_report(trained.embed(prompts), base, k=cfg.diag_k)
-
-
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _StepInputs:
-    """Everything a step reads besides the weights: tokens of every prompt and the cached base data."""
-
-    safe: dict[str, torch.Tensor]
-    unsafe: dict[str, torch.Tensor]
-    concept: dict[str, torch.Tensor]
-    b_all: torch.Tensor  # f0(safe prompts)
-    m_all: torch.Tensor  # f0 of each safe prompt's farthest codebook entry (the DES anchors)
-    v: torch.Tensor  # concept direction
-    u: torch.Tensor  # f0(empty prompt)
-    scale: float
-
-    def batch(self, idx: np.ndarray, device: torch.device) -> dict[str, Any]:
-        s_idx = torch.as_tensor(idx % len(self.safe["input_ids"]))
-        u_idx = torch.as_tensor(idx % len(self.unsafe["input_ids"]))
-        return {"safe": {k: t[s_idx].to(device) for k, t in self.safe.items()},
-                "unsafe": {k: t[u_idx].to(device) for k, t in self.unsafe.items()},
-                "concept": {k: t.to(device) for k, t in self.concept.items()},
-                "b": self.b_all[s_idx].to(device),
-                "targets": unsafe_targets(self.m_all[u_idx].to(device), self.v, self.scale)}
 
 
 class Trainer:
@@ -236,7 +173,7 @@ class Trainer:
     def setup(self) -> None:
         """Plan the batches, build the trainable copy, the DeepSpeed engine, the evaluator and the log."""
         cfg = self.cfg
-        safe_prompts, unsafe_prompts = _load_training_prompts(cfg)
+        safe_prompts, unsafe_prompts = training_prompts(cfg)
         self._rank, self._world = process_group()
         if cfg.lambda_adv > 0 and self._world > 1:  # before any model is built
             raise ConfigError(f"lambda_adv={cfg.lambda_adv}: adversarial training runs on one rank; this run has "
@@ -253,9 +190,9 @@ class Trainer:
         device = resolve_device(cfg)
         self._autocast = uses_autocast(cfg.precision, device)
         torch.manual_seed(cfg.seed)
-        base_enc = _base_encoder(cfg, device)
-        base = _base_data(cfg, base_enc, progress=self.progress)
-        self._evaluator = _evaluator(base_enc, cfg, text=self.evaluate_enabled) if lead else None
+        base_enc = base_encoder(cfg, device)
+        base = base_data(cfg, base_enc, progress=self.progress)
+        self._evaluator = make_evaluator(base_enc, cfg, text=self.evaluate_enabled) if lead else None
         self._weights = LossWeights.from_config(cfg, mean_safe_norm=base.mean_safe_norm)
         self._adv = AdversarialPrompts(base_enc, unsafe_prompts, attack=cfg.adv_attack_config(),
                                        every=cfg.adv_every) if cfg.lambda_adv > 0 else None
@@ -268,7 +205,7 @@ class Trainer:
                 self._optimizer.load_state_dict(opt_state)
         dev = self._engine.device
         tok = self.encoder.tokenize
-        self._inputs = _StepInputs(safe=tok(safe_prompts), unsafe=tok(unsafe_prompts), concept=tok([cfg.concept]),
+        self._inputs = StepInputs(safe=tok(safe_prompts), unsafe=tok(unsafe_prompts), concept=tok([cfg.concept]),
                                    b_all=base.safe, m_all=base.safe[base.farthest], v=base.direction.to(dev),
                                    u=base.empty.to(dev), scale=self._weights.scale)
         self.keeper = CheckpointKeeper(self.out_dir, keep=cfg.keep_checkpoints, resume_from=self.resume_from)
