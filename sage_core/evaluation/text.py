@@ -96,6 +96,29 @@ class TextEvaluator:
 
         self.bank = load_probe_bank(cfg.concept_probe)
         held_in = self.bank.fit_prompts()
+        self._sample_prompts(held_in)
+        self._progress = self._announce_workload() if progress else False
+
+        # The concept vector c and the threshold tau live in base space and never change.
+        self.concept_vector = base_encoder.embed_pooled([cfg.concept])[0]
+        self.probe, self.probe_source = concept_probe(base_encoder, self.bank, l2=cfg.probe_l2, concept=cfg.concept,
+                                                      batch_size=cfg.batch_size, cache_dir=self.cache_dir)
+        self._embed_base()
+
+        self._base_pooled = {name: self._pooled_cached(prompts, tag=f"attack-{metric_suffix(name)}")
+                             for name, prompts in self.attacks.items()}
+        # The matched controls of matched_auc, chosen once in base space from a held-out safe pool.
+        self.matched = MatchedControls(source=cfg.control_prompts, exclude=held_in, k=cfg.control_k,
+                                       base_pooled=lambda ps, tag: self._pooled_cached(ps, tag=tag),
+                                       attacks=self._base_pooled)
+        self._base_controls = self._pooled_cached(self.matched.prompts, tag="controls-chosen")
+        self._base_metrics = self._base_figures()
+
+    # --- set-up steps -------------------------------------------------------------------------
+    def _sample_prompts(self, held_in: set[str]) -> None:
+        """The seeded prompt samples: pairs, benign, distractors, geometry and attack prompts, none of
+        them among the concept probe's fitting prompts (``held_in``)."""
+        cfg = self.cfg
         self.pairs = load_util_pairs(cfg.util_pairs, groups_per_category=cfg.util_groups)
         # One seeded pool of benign prompts, embedded once in full, gives the calibration sample and
         # the retrieval distractors; it leaves out the probe's fitting prompts and the pair prompts.
@@ -117,20 +140,23 @@ class TextEvaluator:
         if empty:
             raise ModelError(f"attack set(s) {empty}: no prompts left after leaving out the concept probe's "
                              "fitting prompts")
-        note = attack_workload(base_encoder, self.attacks, uncached=[
+
+    def _announce_workload(self) -> bool:
+        """With large attack sets, say their size and the expected time on stderr; True when it did
+        (then a progress bar shows while they are embedded)."""
+        note = attack_workload(self.base, self.attacks, uncached=[
             n for n, ps in self.attacks.items()
             if not self._cache_path(ps, tag=f"pooled-attack-{metric_suffix(n)}").is_file()],
-            attack_samples=cfg.attack_samples, batch_size=cfg.batch_size) if progress else None
+            attack_samples=self.cfg.attack_samples, batch_size=self.cfg.batch_size)
         if note:
             print(note, file=sys.stderr, flush=True)
-        self._progress = note is not None
+        return note is not None
 
-        # The concept vector c and the threshold tau live in base space and never change.
-        self.concept_vector = base_encoder.embed_pooled([cfg.concept])[0]
-        self.probe, self.probe_source = concept_probe(base_encoder, self.bank, l2=cfg.probe_l2, concept=cfg.concept,
-                                                      batch_size=cfg.batch_size, cache_dir=self.cache_dir)
-
-        # Full [L, H] base embeddings, one forward per distinct prompt: the pool and the pairs.
+    def _embed_base(self) -> None:
+        """The base side of every call: the calibrated threshold, the base rows of the geometry sample
+        and the pairs, and the retrieval candidates. The full [L, H] base embeddings (one forward per
+        distinct prompt) live only in this method: just the rows kept here stay in memory."""
+        cfg, base_encoder = self.cfg, self.base
         # The aligned encoder embeds only the geometry sample and the pairs at every call.
         self._full_prompts = list(dict.fromkeys(self.geometry_prompts + self.pairs.prompts))
         base_prompts = list(dict.fromkeys(self._full_prompts + self.benign + self.distractors))
@@ -138,8 +164,8 @@ class TextEvaluator:
         base_full = cached_embeddings(base_encoder, base_prompts, cache_dir=self.cache_dir,
                                       tag="eval-text", batch_size=cfg.batch_size)
 
-        def rows(prompts: Sequence[str], table: torch.Tensor = base_full) -> torch.Tensor:
-            return table[torch.tensor([where[p] for p in prompts], dtype=torch.long)]
+        def rows(prompts: Sequence[str]) -> torch.Tensor:
+            return base_full[torch.tensor([where[p] for p in prompts], dtype=torch.long)]
 
         self._base_benign_pooled = mean_pool(rows(self.benign),
                                              base_encoder.tokenize(self.benign)["attention_mask"]).double()
@@ -159,16 +185,6 @@ class TextEvaluator:
         self._candidates = torch.cat([self._base_util.reshape(len(self._base_util), -1),
                                       distract.reshape(len(distract), -1)])
         self._cat_of_group = np.asarray(self.pairs.categories)
-        del rows, base_full  # the full base embeddings: only the rows kept above stay in memory
-
-        self._base_pooled = {name: self._pooled_cached(prompts, tag=f"attack-{metric_suffix(name)}")
-                             for name, prompts in self.attacks.items()}
-        # The matched controls of matched_auc, chosen once in base space from a held-out safe pool.
-        self.matched = MatchedControls(source=cfg.control_prompts, exclude=held_in, k=cfg.control_k,
-                                       base_pooled=lambda ps, tag: self._pooled_cached(ps, tag=tag),
-                                       attacks=self._base_pooled)
-        self._base_controls = self._pooled_cached(self.matched.prompts, tag="controls-chosen")
-        self._base_metrics = self._base_figures()
 
     # --- base side, cached --------------------------------------------------------------------
     def _cache_path(self, prompts: Sequence[str], *, tag: str, **extra: object) -> Path:
