@@ -123,23 +123,31 @@ def check_shared_storage(
 
     scheme = storage_scheme(storage)
     if scheme is not None:
-        if scheme in SHARED_SCHEMES:
-            return None
-        allowed = ", ".join(f"{s}://" for s in sorted(SHARED_SCHEMES))
-        return (
-            f"storage: {storage!r} uses the scheme {scheme}://, which the {num_nodes} nodes of this "
-            f"cluster do not share; use object storage ({allowed}) or a folder on a shared "
-            f"filesystem (NFS, Lustre, GPFS ...)"
-        )
-
+        return _uri_problem(storage, scheme=scheme, num_nodes=num_nodes)
     if declared_shared is None:
         declared_shared = os.environ.get(SHARED_STORAGE_ENV, "").strip().lower() in _TRUE
     if declared_shared:
         return None
+    return _local_path_problem(storage, num_nodes=num_nodes, mounts=_read_mounts() if mounts is None else mounts)
 
+
+def _uri_problem(storage: str, *, scheme: str, num_nodes: int) -> str | None:
+    """None for a scheme every node reaches, else the message naming the allowed ones."""
+    if scheme in SHARED_SCHEMES:
+        return None
+    allowed = ", ".join(f"{s}://" for s in sorted(SHARED_SCHEMES))
+    return (
+        f"storage: {storage!r} uses the scheme {scheme}://, which the {num_nodes} nodes of this "
+        f"cluster do not share; use object storage ({allowed}) or a folder on a shared "
+        f"filesystem (NFS, Lustre, GPFS ...)"
+    )
+
+
+def _local_path_problem(storage: str, *, num_nodes: int, mounts: str) -> str | None:
+    """None when the mount holding the (undeclared) local path is a network filesystem, else how to fix it."""
     path = storage[len("file://"):] if storage.lower().startswith("file://") else storage
     path = os.path.abspath(os.path.expanduser(path))
-    fstype = mount_fstype(path, mounts=_read_mounts() if mounts is None else mounts)
+    fstype = mount_fstype(path, mounts=mounts)
     if fstype is not None and fstype.lower() in SHARED_FSTYPES:
         return None
 
