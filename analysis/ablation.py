@@ -159,8 +159,6 @@ def ablation_frame(
     fixed values, ``attrs['set_by']`` the columns ``param`` sets. With the sweep's declared column
     roles (its schema.json), the other hyperparameters sit at its base config and the objectives are
     its own; without them, at :data:`PAPER_DEFAULTS`."""
-    import pandas as pd
-
     con, owned = open_source(source, skip_bad=skip_bad)
     try:
         roles = roles_of(con)
@@ -182,14 +180,33 @@ def ablation_frame(
     metrics = headline_metrics(measured, objectives=objectives)
     if all_columns:
         metrics += [m for m in measured if m not in metrics]
+    out = _by_value(df, param=param, columns=_with_bounds(df, metrics), set_by=set_by)
+    out.attrs["notes"] = notes
+    out.attrs["objectives"] = [m for m in (objectives or DEFAULT_OBJECTIVES) if m in out.columns]
+    out.attrs["trials"] = df[[param, "sweep_id", "trial_id", "_text_step"]].to_dict("records")
+    out.attrs["param"] = param
+    out.attrs["set_by"] = set_by
+    return out
+
+
+def _with_bounds(df: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """Each metric, followed by its interval columns where the rows hold them."""
     with_bounds: list[str] = []
     for m in metrics:
         with_bounds.append(m)
         lo, hi = interval_columns(m)
         if lo in df.columns and hi in df.columns and df[lo].notna().any() and df[hi].notna().any():
             with_bounds += [lo, hi]
+    return with_bounds
+
+
+def _by_value(df: pd.DataFrame, *, param: str, columns: Sequence[str], set_by: Sequence[str]) -> pd.DataFrame:
+    """One row per value of ``param``: the trial count ``n``, the method and the other columns ``param``
+    sets, and the mean of ``columns``."""
+    import pandas as pd
+
     grouped = df.groupby(param, sort=True)
-    out = (grouped[with_bounds].mean() if with_bounds
+    out = (grouped[list(columns)].mean() if columns
            else pd.DataFrame(index=pd.Index(sorted(df[param].unique()), name=param)))  # no headline metric
     out.insert(0, "n", grouped.size())
     front = ["method"] if "method" in df.columns else []
@@ -199,13 +216,7 @@ def ablation_frame(
             out.insert(i, h, grouped[h].first())
         else:
             out.insert(i, h, grouped[h].agg(lambda s: "/".join(sorted({str(v) for v in s.dropna()}))))
-    out = out.reset_index()
-    out.attrs["notes"] = notes
-    out.attrs["objectives"] = [m for m in (objectives or DEFAULT_OBJECTIVES) if m in out.columns]
-    out.attrs["trials"] = df[[param, "sweep_id", "trial_id", "_text_step"]].to_dict("records")
-    out.attrs["param"] = param
-    out.attrs["set_by"] = set_by
-    return out
+    return out.reset_index()
 
 
 def _at_defaults(df: pd.DataFrame, *, param: str, base: Mapping[str, float],
