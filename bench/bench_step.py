@@ -30,81 +30,139 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@dataclass
+class _Rig:
+    """The trainer's own step outside ``Trainer.setup``: a trainable copy of the base encoder on a
+    DeepSpeed engine, the cached base data and the tokenised prompts, cut into batches by index."""
+
+    trainer: Any
+    engine: Any
+    base_enc: Any
+    trainable: Any
+    base: Any
+    w: Any
+    safe: list[str]
+    unsafe: list[str]
+    tok: dict[str, dict[str, Any]]
+    batch: int
+    accumulation: int
+    dev: Any
+    base_s: float
+    v: Any = field(init=False)  # the concept direction, on the device
+    u: Any = field(init=False)  # f0(empty prompt), on the device
+    m_all: Any = field(init=False)  # f0 of each safe prompt's farthest codebook entry
+
+    def __post_init__(self) -> None:
+        self.v, self.u = self.base.direction.to(self.dev), self.base.empty.to(self.dev)
+        self.m_all = self.base.safe[self.base.farthest]
+
+    def batch_at(self, i: int) -> dict:
+        import torch
+
+        idx = torch.arange(i * self.batch, (i + 1) * self.batch)
+        return {"safe": {k: x[idx].to(self.dev) for k, x in self.tok["safe"].items()},
+                "unsafe": {k: x[idx].to(self.dev) for k, x in self.tok["unsafe"].items()},
+                "concept": self.tok["concept"], "b": self.base.safe[idx].to(self.dev),
+                "targets": self.targets(idx)}
+
+    def targets(self, idx) -> Any:
+        from sage_core.losses import unsafe_targets
+
+        return unsafe_targets(self.m_all[idx].to(self.dev), self.v, self.w.scale)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One SAGE step through the trainer's own step function, then the engine's optimiser step."""
+        terms = self.trainer._train_step(self.engine, batch, v=self.v, u=self.u, w=self.w,
+                                         accumulation=self.accumulation)
+        self.engine.step()
+        return terms
+
+
+def _rig(cfg, *, encoder: str, n: int, length: int, dev, out_dir: str, micro: int | None = None,
+         autocast: bool = False) -> _Rig:
+    """Load ``n`` prompt pairs, build the base data (timed) and the engine of a trainable copy."""
+    import copy
+
+    from sage_core.codebook import build_base_data
+    from sage_core.data import load_prompts
+    from sage_core.encoders import TextEncoder, load_encoder
+    from sage_core.losses import LossWeights
+    from sage_core.trainer import Trainer
+
+    batch = cfg.batch_size
+    safe, unsafe = load_prompts("copro-safe", limit=n), load_prompts("copro-unsafe", limit=n)
+    base_enc = load_encoder(encoder, max_length=length, device=dev)
+    t = time.perf_counter()
+    base = build_base_data(base_enc, safe_prompts=safe, unsafe_prompts=unsafe, concept=cfg.concept,
+                           cache_dir=cfg.resolved_cache_dir())
+    base_s = time.perf_counter() - t
+    trainable = TextEncoder(model=copy.deepcopy(base_enc.model), tokenizer=base_enc.tokenizer, max_length=length,
+                            is_clip=base_enc.is_clip, source=encoder)
+    trainable.model.train()
+    trainer = Trainer(cfg, out_dir=out_dir, progress=False)
+    accumulation = batch // (micro or batch)
+    engine, _ = trainer._init_engine(trainable, micro=micro or batch, accumulation=accumulation)
+    trainer._autocast = autocast
+    tok = {"safe": trainable.tokenize(safe), "unsafe": trainable.tokenize(unsafe),
+           "concept": {k: x.to(dev) for k, x in trainable.tokenize([cfg.concept]).items()}}
+    return _Rig(trainer=trainer, engine=engine, base_enc=base_enc, trainable=trainable, base=base,
+                w=LossWeights.from_config(cfg, mean_safe_norm=base.mean_safe_norm), safe=safe, unsafe=unsafe,
+                tok=tok, batch=batch, accumulation=accumulation, dev=dev, base_s=base_s)
 
 
 def _measure(batch: int, steps: int, length: int) -> dict[str, float]:
     import torch
 
-    from sage_core.codebook import build_base_data
-    from sage_core.data import load_prompts
     from sage_core.defs.config import load_config
-    from sage_core.encoders import TextEncoder, load_encoder
-    from sage_core.losses import LossWeights, unsafe_targets
-    from sage_core.trainer import Trainer
 
     cfg = load_config(preset="quickstart", overrides={"batch_size": batch, "max_length": length,
                                                       "local_k": min(10, batch - 1)})
-    n = max(batch * (steps + 2), 256)
-    safe, unsafe = load_prompts("copro-safe", limit=n), load_prompts("copro-unsafe", limit=n)
-    base_enc = load_encoder("minilm", max_length=length)
-    base = build_base_data(base_enc, safe_prompts=safe, unsafe_prompts=unsafe, concept=cfg.concept,
-                           cache_dir=cfg.resolved_cache_dir())
-    import copy
-
-    trainable = TextEncoder(model=copy.deepcopy(base_enc.model), tokenizer=base_enc.tokenizer, max_length=length,
-                            is_clip=False, source="minilm")
-    trainable.model.train()
-    trainer = Trainer(cfg, out_dir="/tmp/bench-step", progress=False)
-    engine, _ = trainer._init_engine(trainable, micro=batch, accumulation=1)
-    w = LossWeights.from_config(cfg, mean_safe_norm=base.mean_safe_norm)
-    v, u = base.direction, base.empty
-    safe_tok, unsafe_tok, concept_tok = trainable.tokenize(safe), trainable.tokenize(unsafe), trainable.tokenize([cfg.concept])
-    m_all = base.safe[base.farthest]
-
-    def batch_at(i: int) -> dict:
-        idx = torch.arange(i * batch, (i + 1) * batch)
-        return {"safe": {k: t[idx] for k, t in safe_tok.items()}, "unsafe": {k: t[idx] for k, t in unsafe_tok.items()},
-                "concept": concept_tok, "b": base.safe[idx], "targets": unsafe_targets(m_all[idx], v, w.scale)}
-
-    def ours(i: int) -> None:
-        trainer._train_step(engine, batch_at(i), v=v, u=u, w=w, accumulation=1)
-        engine.step()
+    rig = _rig(cfg, encoder="minilm", n=max(batch * (steps + 2), 256), length=length, dev=torch.device("cpu"),
+               out_dir="/tmp/bench-step")
+    engine, frozen = rig.engine, rig.base_enc.module().eval()
 
     def floor(i: int) -> None:
-        bt = batch_at(i)
+        bt = rig.batch_at(i)
         loss = sum(engine(t["input_ids"], t["attention_mask"]).float().mean()
                    for t in (bt["safe"], bt["unsafe"], bt["concept"]))
         engine.backward(loss)
         engine.step()
 
-    frozen = base_enc.module().eval()
-
     def reference(i: int) -> None:
         # What the official loop does each step: tokenise text and re-embed the safe batch with E0.
         sl = slice(i * batch, (i + 1) * batch)
-        tok_s, tok_u = trainable.tokenize(safe[sl]), trainable.tokenize(unsafe[sl])
-        tok_c = trainable.tokenize([cfg.concept])
+        tok_s, tok_u = rig.trainable.tokenize(rig.safe[sl]), rig.trainable.tokenize(rig.unsafe[sl])
         with torch.no_grad():
             b = frozen(tok_s["input_ids"], tok_s["attention_mask"])
-        idx = torch.arange(sl.start, sl.stop)
-        bt = {"safe": tok_s, "unsafe": tok_u, "concept": tok_c, "b": b,
-              "targets": unsafe_targets(m_all[idx], v, w.scale)}
-        trainer._train_step(engine, bt, v=v, u=u, w=w, accumulation=1)
-        engine.step()
+        rig.train_step({"safe": tok_s, "unsafe": tok_u, "concept": rig.trainable.tokenize([cfg.concept]), "b": b,
+                        "targets": rig.targets(torch.arange(sl.start, sl.stop))})
 
-    times: dict[str, list[float]] = {"ours": [], "floor": [], "reference": []}
-    ours(0), floor(0), reference(0)  # warm-up
-    for i in range(1, steps + 1):  # interleaved, so load changes hit all three alike
-        for name, fn in (("ours", ours), ("floor", floor), ("reference", reference)):
-            t = time.perf_counter()
-            fn(i)
-            times[name].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = _interleaved_medians({"ours": lambda i: rig.train_step(rig.batch_at(i)), "floor": floor,
+                                "reference": reference}, steps=steps)
     return {"batch": batch, "length": length, **{f"{k}_s": v for k, v in med.items()},
             "ours_over_floor": med["ours"] / med["floor"], "reference_over_ours": med["reference"] / med["ours"],
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _interleaved_medians(fns: dict[str, Callable[[int], Any]], *, steps: int) -> dict[str, float]:
+    """Median seconds of each function over ``steps`` steps after one warm-up step each; interleaved,
+    so load changes hit all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up
+        fn(0)
+    for i in range(1, steps + 1):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(i)
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -215,77 +273,63 @@ def paper_step(*, batch: int = 128, length: int = 77, micro: int | None = None, 
     Uses the trainer's own step (cached base data, codebook targets, all six loss terms, DeepSpeed
     engine step) on the default device. Returns seconds per step, peak memory, counted FLOPs.
     """
-    import copy
     import tempfile
 
     import torch
 
-    from sage_core.codebook import build_base_data
-    from sage_core.data import load_prompts
     from sage_core.defs.config import load_config
-    from sage_core.encoders import TextEncoder, load_encoder
-    from sage_core.losses import LossWeights, unsafe_targets
-    from sage_core.trainer import Trainer
 
     tmp = tempfile.mkdtemp(prefix="sage-paper-step-")
     cfg = load_config(preset="paper", overrides={
         "encoder": encoder, "batch_size": batch, "max_length": length, "local_k": min(15, batch - 1),
         "micro_batch_size": micro, "precision": precision, "cache_dir": cache_dir or f"{tmp}/cache"})
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    n = batch * (steps + warmup)
-    safe, unsafe = load_prompts("copro-safe", limit=n), load_prompts("copro-unsafe", limit=n)
-    base_enc = load_encoder(encoder, max_length=length, device=dev)
-    t = time.perf_counter()
-    base = build_base_data(base_enc, safe_prompts=safe, unsafe_prompts=unsafe, concept=cfg.concept,
-                           cache_dir=cfg.resolved_cache_dir())
-    base_s = time.perf_counter() - t
-    trainable = TextEncoder(model=copy.deepcopy(base_enc.model), tokenizer=base_enc.tokenizer, max_length=length,
-                            is_clip=True, source=encoder)
-    trainable.model.train()
-    trainer = Trainer(cfg, out_dir=f"{tmp}/run", progress=False)
-    accumulation = batch // (micro or batch)
-    engine, _ = trainer._init_engine(trainable, micro=micro or batch, accumulation=accumulation)
-    trainer._autocast = precision == "bf16"
-    w = LossWeights.from_config(cfg, mean_safe_norm=base.mean_safe_norm)
-    v, u = base.direction.to(dev), base.empty.to(dev)
-    tok = {"safe": trainable.tokenize(safe), "unsafe": trainable.tokenize(unsafe)}
-    concept = {k: x.to(dev) for k, x in trainable.tokenize([cfg.concept]).items()}
-    m_all = base.safe[base.farthest]
+    rig = _rig(cfg, encoder=encoder, n=batch * (steps + warmup), length=length, dev=dev, out_dir=f"{tmp}/run",
+               micro=micro, autocast=precision == "bf16")
+    times, losses = _timed_steps(rig, warmup=warmup, steps=steps)
+    return _paper_result(rig, times=times, losses=losses, precision=precision, encoder=encoder, length=length,
+                         micro=micro)
 
-    def batch_at(i: int) -> dict:
-        idx = torch.arange(i * batch, (i + 1) * batch)
-        return {"safe": {k: x[idx].to(dev) for k, x in tok["safe"].items()},
-                "unsafe": {k: x[idx].to(dev) for k, x in tok["unsafe"].items()}, "concept": concept,
-                "b": base.safe[idx].to(dev), "targets": unsafe_targets(m_all[idx].to(dev), v, w.scale)}
+
+def _timed_steps(rig: _Rig, *, warmup: int, steps: int) -> tuple[list[float], list[float]]:
+    """Seconds and loss of each of ``steps`` steps after ``warmup`` untimed ones (the GPU synchronised
+    around each, its peak memory counted from the first timed step)."""
+    import torch
 
     def sync() -> None:
-        if dev.type == "cuda":
+        if rig.dev.type == "cuda":
             torch.cuda.synchronize()
 
-    losses = []
     for i in range(warmup):
-        trainer._train_step(engine, batch_at(i), v=v, u=u, w=w, accumulation=accumulation)
-        engine.step()
-    if dev.type == "cuda":
+        rig.train_step(rig.batch_at(i))
+    if rig.dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, losses = [], []
     for i in range(warmup, warmup + steps):
         sync()
         t = time.perf_counter()
-        losses.append(trainer._train_step(engine, batch_at(i), v=v, u=u, w=w, accumulation=accumulation)["loss"])
-        engine.step()
+        losses.append(rig.train_step(rig.batch_at(i))["loss"])
         sync()
         times.append(time.perf_counter() - t)
+    return times, losses
+
+
+def _paper_result(rig: _Rig, *, times: list[float], losses: list[float], precision: str, encoder: str, length: int,
+                  micro: int | None) -> dict[str, float | str | None]:
+    """The measured step with its peak memory, counted FLOPs and the projection to one GPU."""
+    import torch
+
+    dev, batch = rig.dev, rig.batch
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    flops = step_flops(base_enc.model.config, batch=batch, length=length, accumulation=accumulation)
-    per_seq = saved_bytes_per_sequence(trainable.model, length=length, device=dev, autocast=precision == "bf16")
-    n_params = sum(p.numel() for p in base_enc.model.parameters())
+    flops = step_flops(rig.base_enc.model.config, batch=batch, length=length, accumulation=rig.accumulation)
+    per_seq = saved_bytes_per_sequence(rig.trainable.model, length=length, device=dev, autocast=precision == "bf16")
+    n_params = sum(p.numel() for p in rig.base_enc.model.parameters())
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     s_step = statistics.median(times)
-    return {"device": name, "encoder": encoder, "precision": precision, "batch": batch, "length": length, "micro": micro or batch,
-            "steps": steps, "s_per_step": s_step, "step_times_s": times, "loss": losses[-1] if losses else None,
-            "base_cache_s": base_s, "peak_memory_gib": peak / 2**30,
+    return {"device": name, "encoder": encoder, "precision": precision, "batch": batch, "length": length,
+            "micro": micro or batch, "steps": len(times), "s_per_step": s_step, "step_times_s": times,
+            "loss": losses[-1] if losses else None, "base_cache_s": rig.base_s, "peak_memory_gib": peak / 2**30,
             "peak_memory_kind": "torch.cuda.max_memory_allocated" if dev.type == "cuda" else "peak RSS",
             "flops_as_run": flops["as_run"], "flops_unsplit": flops["unsplit"],
             "achieved_tflops": flops["as_run"] / s_step / 1e12, "params": n_params,
