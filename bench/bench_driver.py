@@ -30,9 +30,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 METRICS = ("concept_auc", "util_sib", "concept_auc_abs", "attack_auc", "asr_text", "asr_text_selfcal",
@@ -58,11 +58,9 @@ def synthetic_result(rng: random.Random, *, quality: float, step: int) -> dict:
 
 
 def _arm(mode: str, *, n_results: int, concurrent: int, state_every: int, seed: int) -> dict:
-    import sweeps
-    from analysis.store import ResultStore
     from ray.tune import Checkpoint
-    from ray.tune.experiment import Trial
-    from ray.tune.schedulers import TrialScheduler
+
+    import sweeps
     from sweeps.pareto_scheduler import ParetoSuccessiveHalving, SchedulerStateCallback
     from sweeps.spec import base_train_config
     from sweeps.store_callback import StoreCallback
@@ -76,64 +74,91 @@ def _arm(mode: str, *, n_results: int, concurrent: int, state_every: int, seed: 
                                         rungs=list(RUNGS), eta=2, state_path=f"{tmp}/scheduler_state.json")
         sched_cb = SchedulerStateCallback(sched)  # Tune calls its get_state at every experiment-state save
         cb = StoreCallback(results_root=results_root, sweep_id="bench", base=base, variants=spec.variants)
-        hooks = ("on_trial_result", "on_checkpoint", "on_trial_complete", "on_trial_error")
-
-        def call(hook: str, **kw) -> None:
-            getattr(cb, hook)(**kw)
-            if mode == "per-row" and hook in hooks:
-                cb.flush()
-
+        call = _caller(cb, per_row=mode == "per-row")
         trials: list = []
         running: dict[str, tuple] = {}  # trial id -> (trial, quality, next step)
-        per_result: list[float] = []
-        scheduler_s: list[float] = []  # the scheduler's part of per_result
-        state_saves: list[float] = []
+        # per_result: seconds to feed one result; scheduler: the scheduler's part of it
+        timed: dict[str, list[float]] = {"per_result": [], "scheduler": [], "state_saves": []}
         fed: set[tuple[str, int]] = set()
-        started = 0
-        while len(per_result) < n_results:
-            while len(running) < concurrent:
-                params = {"lambda_esp": rng.choice([0.0, 0.5, 1.0, 2.0]), "lambda_lsa": rng.choice([0.0, 0.05, 0.1])}
-                trial = Trial("train_trial", config=params, trial_id=f"t{started:05d}", stub=True)
-                started += 1
-                trials.append(trial)
-                running[trial.trial_id] = (trial, rng.random(), EVERY)
+        while len(timed["per_result"]) < n_results:
+            _top_up(running, trials, rng=rng, concurrent=concurrent)
             tid = rng.choice(sorted(running))
             trial, quality, step = running[tid]
             result = synthetic_result(rng, quality=quality, step=step)
             checkpoint = Checkpoint(path=f"{tmp}/ray/tune/{tid}/checkpoint_{step // EVERY - 1:06d}")
-            t0 = time.perf_counter()
-            decision = sched.on_trial_result(None, trial, dict(result))
-            scheduler_s.append(time.perf_counter() - t0)
-            if decision == TrialScheduler.STOP:
-                result["done"] = True
-            call("on_trial_result", iteration=len(per_result), trials=trials, trial=trial, result=result)
-            call("on_checkpoint", iteration=len(per_result), trials=trials, trial=trial, checkpoint=checkpoint)
-            ended = result["done"] if "done" in result else step >= TOTAL
-            if ended:
-                sched.on_trial_complete(None, trial, result)
-                call("on_trial_complete", iteration=len(per_result), trials=trials, trial=trial, result=result)
-            per_result.append(time.perf_counter() - t0)
+            ended = _feed(sched, call, trials=trials, trial=trial, result=result, checkpoint=checkpoint, timed=timed)
             fed.add((tid, step))
             if ended:
                 del running[tid]
             else:
                 running[tid] = (trial, quality, step + EVERY)
-            if len(per_result) % state_every == 0:
-                t0 = time.perf_counter()
-                cb.get_state()
-                sched_cb.get_state()
-                state_saves.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        cb.on_experiment_end(trials=trials)
-        sched_cb.on_experiment_end(trials=trials)
-        end_s = time.perf_counter() - t0
-        store = ResultStore(results_root)
-        table = store.read()
-        keys = {(r["trial_id"], r["step"]) for r in table.select(["trial_id", "step"]).to_pylist()}
-        if keys != fed:
-            raise SystemExit(f"{mode}: the store holds {len(keys)} keys, {len(fed)} results were fed")
-        return {"per_result": per_result, "scheduler": scheduler_s, "state_saves": state_saves, "end_s": end_s, "files": len(store.files()),
-                "trials": started, "pruned": len(sched.pruned)}
+            if len(timed["per_result"]) % state_every == 0:
+                timed["state_saves"].append(_seconds(lambda: (cb.get_state(), sched_cb.get_state())))
+        end_s = _seconds(lambda: (cb.on_experiment_end(trials=trials), sched_cb.on_experiment_end(trials=trials)))
+        files = _check_store(results_root, fed=fed, mode=mode)
+        return {**timed, "end_s": end_s, "files": files, "trials": len(trials), "pruned": len(sched.pruned)}
+
+
+def _caller(cb, *, per_row: bool) -> Callable[..., None]:
+    """Call a StoreCallback hook; the per-row arm flushes after each one (a write per row)."""
+    hooks = ("on_trial_result", "on_checkpoint", "on_trial_complete", "on_trial_error")
+
+    def call(hook: str, **kw) -> None:
+        getattr(cb, hook)(**kw)
+        if per_row and hook in hooks:
+            cb.flush()
+
+    return call
+
+
+def _top_up(running: dict[str, tuple], trials: list, *, rng: random.Random, concurrent: int) -> None:
+    """Start trials (random lambda_esp, lambda_lsa and quality) until ``concurrent`` run."""
+    from ray.tune.experiment import Trial
+
+    while len(running) < concurrent:
+        params = {"lambda_esp": rng.choice([0.0, 0.5, 1.0, 2.0]), "lambda_lsa": rng.choice([0.0, 0.05, 0.1])}
+        trial = Trial("train_trial", config=params, trial_id=f"t{len(trials):05d}", stub=True)
+        trials.append(trial)
+        running[trial.trial_id] = (trial, rng.random(), EVERY)
+
+
+def _feed(sched, call, *, trials: list, trial, result: dict, checkpoint, timed: dict[str, list[float]]) -> bool:
+    """Feed one result as Tune's driver does (scheduler, then the callback's result, checkpoint and
+    completion hooks); records its seconds in ``timed``; True when the trial ended."""
+    from ray.tune.schedulers import TrialScheduler
+
+    n = len(timed["per_result"])
+    t0 = time.perf_counter()
+    decision = sched.on_trial_result(None, trial, dict(result))
+    timed["scheduler"].append(time.perf_counter() - t0)
+    if decision == TrialScheduler.STOP:
+        result["done"] = True
+    call("on_trial_result", iteration=n, trials=trials, trial=trial, result=result)
+    call("on_checkpoint", iteration=n, trials=trials, trial=trial, checkpoint=checkpoint)
+    ended = result["done"] if "done" in result else result["step"] >= TOTAL
+    if ended:
+        sched.on_trial_complete(None, trial, result)
+        call("on_trial_complete", iteration=n, trials=trials, trial=trial, result=result)
+    timed["per_result"].append(time.perf_counter() - t0)
+    return bool(ended)
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _check_store(results_root: str, *, fed: set[tuple[str, int]], mode: str) -> int:
+    """The store must hold exactly the fed keys; returns its number of files."""
+    from analysis.store import ResultStore
+
+    store = ResultStore(results_root)
+    table = store.read()
+    keys = {(r["trial_id"], r["step"]) for r in table.select(["trial_id", "step"]).to_pylist()}
+    if keys != fed:
+        raise SystemExit(f"{mode}: the store holds {len(keys)} keys, {len(fed)} results were fed")
+    return len(store.files())
 
 
 def _ms(xs: list[float]) -> str:
@@ -159,7 +184,8 @@ def main() -> None:
         out[mode] = r
         print(f"{mode:8s} per result        {_ms(r['per_result'])}   ({r['trials']} trials, {r['pruned']} pruned)")
         print(f"{mode:8s}  of which scheduler {_ms(r['scheduler'])}")
-        print(f"{mode:8s}  of which callback  {_ms([a - b for a, b in zip(r['per_result'], r['scheduler'])])}")
+        callback = [a - b for a, b in zip(r["per_result"], r["scheduler"], strict=True)]
+        print(f"{mode:8s}  of which callback  {_ms(callback)}")
         print(f"{mode:8s} experiment state  {_ms(r['state_saves'])}   end of experiment {r['end_s'] * 1e3:.1f} ms; "
               f"{r['files']} Parquet files")
     a, b = (sorted(out[m]["per_result"]) for m in ("per-row", "batched"))
