@@ -145,7 +145,6 @@ def _pick_batch(make_gen: Callable[[int, int], Any], encoder, *, candidates: tup
 
 def part_image_gen(*, tiny: bool, work: Path) -> dict[str, Any]:
     import torch
-    from bench_eval_image import _flops
 
     from sage_core.evaluation.generation import GenerationSettings, ImageGenerator
 
@@ -167,39 +166,14 @@ def part_image_gen(*, tiny: bool, work: Path) -> dict[str, Any]:
         batch, tried = _pick_batch(make_gen, encoder, candidates=(64, 32, 16, 8, 4, 2, 1))
     gen = make_gen(batch, steps)
     dev, dt = gen.device, gen.dtype
-    lat = res // (2 ** (len(vae.config.block_out_channels) - 1))
-    x = torch.randn(2, 4, lat, lat, device=dev, dtype=dt)
-    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=dev, dtype=dt)
-    with torch.inference_mode():
-        unet_f = _flops(lambda: gen.unet(x, 10, encoder_hidden_states=ctx)) / 2  # one branch of one image
-        vae_f = _flops(lambda: gen.vae.decode(x[:1]))
+    unet_f, vae_f = _image_model_flops(gen, res=res)
     per_image = steps * 2 * unet_f + vae_f  # CFG: conditional + unconditional pass at every step
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    # (1) the pipeline alone (denoising + VAE decode, tensors out): what the FLOP ratio is about
     prompts = [f"a photo of object number {i}" for i in range(batch)]
-    pipe = gen._pipeline(encoder)
-    pipe.set_progress_bar_config(disable=True)
-    encoder.model.to(dev)
-    emb = encoder.embed(prompts).to(dev, dt)
-    uncond = encoder.embed([""]).to(dev, dt).expand(batch, -1, -1)
-    sync()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    with torch.inference_mode():
-        pipe(prompt_embeds=emb, negative_prompt_embeds=uncond, num_inference_steps=steps,
-             guidance_scale=gen.settings.guidance_scale, height=res, width=res, output_type="pt")
-    sync()
-    pipe_wall = time.perf_counter() - t
-    peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None
+    pipe_wall, peak = _pipeline_seconds(gen, encoder, prompts, res=res, steps=steps)
     # (2) end to end as `sage eval --fidelity image` runs it (embedding, per-prompt seeds, PNG files)
     t = time.perf_counter()
     gen.generate(encoder, prompts, seeds=list(range(batch)))
-    sync()
+    _sync(dev)
     wall = time.perf_counter() - t
     ips, e2e = batch / pipe_wall, batch / wall
     bound, source = flop_bound("bf16")
@@ -215,6 +189,51 @@ def part_image_gen(*, tiny: bool, work: Path) -> dict[str, Any]:
             "summary": (f"{res}x{res}, {steps} steps, CFG {gen.settings.guidance_scale}, {dt}, batch {batch}: "
                         f"{ips:.3g} images/s ({e2e:.3g} with PNG files), {per_image / 1e12:.3g} TFLOP/image, "
                         f"{100 * ratio:.1f}% of {bound:.3g} TFLOP/s bound")}
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _image_model_flops(gen, *, res: int) -> tuple[float, float]:
+    """FLOPs of one UNet branch of one image and of one VAE decode at ``res`` (counted on random inputs)."""
+    import torch
+    from bench_eval_image import _flops
+
+    dev, dt = gen.device, gen.dtype
+    lat = res // (2 ** (len(gen.vae.config.block_out_channels) - 1))
+    x = torch.randn(2, 4, lat, lat, device=dev, dtype=dt)
+    ctx = torch.randn(2, 77, gen.unet.config.cross_attention_dim, device=dev, dtype=dt)
+    with torch.inference_mode():
+        unet_f = _flops(lambda: gen.unet(x, 10, encoder_hidden_states=ctx)) / 2  # one branch of one image
+        vae_f = _flops(lambda: gen.vae.decode(x[:1]))
+    return unet_f, vae_f
+
+
+def _pipeline_seconds(gen, encoder, prompts: list[str], *, res: int, steps: int) -> tuple[float, float | None]:
+    """(1) the pipeline alone (denoising + VAE decode, tensors out; what the FLOP ratio is about): its
+    seconds for ``prompts`` and the peak GiB on a GPU (None on CPU)."""
+    import torch
+
+    dev, dt = gen.device, gen.dtype
+    pipe = gen._pipeline(encoder)
+    pipe.set_progress_bar_config(disable=True)
+    encoder.model.to(dev)
+    emb = encoder.embed(prompts).to(dev, dt)
+    uncond = encoder.embed([""]).to(dev, dt).expand(len(prompts), -1, -1)
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    with torch.inference_mode():
+        pipe(prompt_embeds=emb, negative_prompt_embeds=uncond, num_inference_steps=steps,
+             guidance_scale=gen.settings.guidance_scale, height=res, width=res, output_type="pt")
+    _sync(dev)
+    wall = time.perf_counter() - t
+    return wall, (torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else None)
 
 
 def part_nudenet(*, tiny: bool, work: Path) -> dict[str, Any]:
