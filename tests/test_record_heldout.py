@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_heldout_grid_is_every_combination_and_each_is_a_valid_config(rec, tmp_path):
     configs = rec.grid_configs("heldout")
     assert configs == [{"local_k": k, "alpha": a, "lr": lr}
-                       for k, a, lr in itertools.product((5, 10, 20), (0.0, 0.5, 1.0, 2.0), (5e-5, 1e-4))]
+                       for k, a, lr in itertools.product((5, 10, 20), (0.0, 2.0), (5e-5, 1e-4))]
     fixed = rec.GRIDS["heldout"][1]
     for params in configs:
         cfg = rec.trial_config(params, steps=8, seed=0, cache_dir=tmp_path, fixed=fixed)
