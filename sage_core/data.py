@@ -61,8 +61,8 @@ def load_prompts(name_or_path: str | Path, *, limit: int | None = None) -> list[
 
 def read_json_data(path: str | os.PathLike | None, *, default: Path, field: str, maker: str) -> object:
     """A packaged data file (``default`` when ``path`` is None) parsed as JSON. :class:`DataError`
-    names the config ``field`` for a missing file (and the ``python -m <maker>`` that makes one) and
-    the file for one that is not readable JSON."""
+    names the config ``field`` for a missing file (and the ``tools/<maker>.py`` of a source checkout
+    that makes one) and the file for one that is not readable JSON."""
     import json
 
     path = Path(path).expanduser() if path else default
@@ -70,6 +70,6 @@ def read_json_data(path: str | os.PathLike | None, *, default: Path, field: str,
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
         raise DataError(f"{field}={str(path)!r}: no such file; leave it unset for the packaged one "
-                        f"or make one with `python -m {maker} --out PATH`") from None
+                        f"or make one with `python tools/{maker}.py --out PATH` in a source checkout") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable JSON file ({exc})") from None

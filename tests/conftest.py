@@ -7,6 +7,8 @@ import csv
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,12 @@ if os.environ.get("SAGE_TEST_CACHE_DIR"):
 else:
     os.environ["SAGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="sage-test-cache-")
     atexit.register(shutil.rmtree, os.environ["SAGE_CACHE_DIR"], ignore_errors=True)
+
+
+def run_tool(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a data generator of ``tools/`` as its docstring says: ``python tools/<script> ...`` from the root."""
+    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
 
 
 def write_prompts(path: Path, prompts: list[str]) -> Path:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ import torch
 
 from sage_core.evaluation import graded
 from sage_core.evaluation.matched import nearest
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_tool
 
 NUDITY_TERMS = re.compile(r"\b(nud\w*|naked|topless|nsfw|erotic|sex\w*|breasts?|nipples?|undress\w*|porn\w*)\b",
                           re.I)
@@ -91,19 +89,23 @@ def _rows(name: str) -> list[str]:
 
 
 def test_packaged_bank_and_controls_are_what_the_script_makes(tmp_path):
-    from sage_core.evaluation.make_concept_probe import CONTROLS_PATH, DEFAULT_PATH, main
+    from sage_core.data import prompt_set_path
+    from sage_core.evaluation.probe import DEFAULT_PATH
 
-    main(["--out", str(tmp_path / "bank.json"), "--controls", str(tmp_path / "controls.csv")])
+    res = run_tool("make_concept_probe.py", "--out", str(tmp_path / "bank.json"),
+                   "--controls", str(tmp_path / "controls.csv"))
+    assert res.returncode == 0, res.stderr
     assert (tmp_path / "bank.json").read_bytes() == DEFAULT_PATH.read_bytes()
-    assert (tmp_path / "controls.csv").read_bytes() == CONTROLS_PATH.read_bytes()
+    assert (tmp_path / "controls.csv").read_bytes() == prompt_set_path("sd-controls").read_bytes()
 
 
 def test_packaged_other_harm_set_is_what_the_tool_makes(tmp_path):
+    from sage_core.data import prompt_set_path
+
     out = tmp_path / "harm.csv"
-    res = subprocess.run([sys.executable, str(ROOT / "tools" / "make_sd_other_harm.py"), "--out", str(out)],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    res = run_tool("make_sd_other_harm.py", "--out", str(out))
     assert res.returncode == 0, res.stderr
-    assert out.read_bytes() == (ROOT / "sage_core" / "data" / "prompts" / "sd_other_harm.csv").read_bytes()
+    assert out.read_bytes() == prompt_set_path("sd-other-harm").read_bytes()
 
 
 def test_controls_are_held_out_from_training_and_from_the_probe():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sage_core.defs.errors import ConfigError, DataError, ModelError
-from tests.conftest import benign_prompts, write_prompts
+from tests.conftest import benign_prompts, run_tool, write_prompts
 
 SMALL = dict(calibration_samples=200, geometry_samples=40, geometry_k=5, attack_samples=40, util_groups=2, retrieval_distractors=50,
              batch_size=128)
@@ -202,9 +202,11 @@ def test_targeted_erasure_and_a_shift_of_everything_look_different(minilm_eval):
 # --- pair file ----------------------------------------------------------------------------------
 def test_packaged_pairs_are_what_the_script_makes(tmp_path):
     from sage_core.defs.metrics import TIFA_CATEGORIES
-    from sage_core.evaluation.make_util_pairs import DEFAULT_PATH, main
+    from sage_core.evaluation.pairs import DEFAULT_PATH
 
-    out = main(["--out", str(tmp_path / "p.json")])
+    out = tmp_path / "p.json"
+    res = run_tool("make_util_pairs.py", "--out", str(out))
+    assert res.returncode == 0, res.stderr
     assert out.read_bytes() == DEFAULT_PATH.read_bytes()
     data = json.loads(DEFAULT_PATH.read_text())
     assert tuple(data["categories"]) == TIFA_CATEGORIES

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from sage_core.defs.errors import ConfigError, DataError
-from sage_core.evaluation.make_proximal_prompts import DEFAULT_PATH, make_proximal_set
 from sage_core.evaluation.perturb import perturbed
-from sage_core.evaluation.proximal import (ProximalConfig, ProximalEvaluator, build_proximal_config,
+from sage_core.evaluation.proximal import (DEFAULT_PATH, ProximalConfig, ProximalEvaluator, build_proximal_config,
                                            load_proximal_bank, sadi_index)
+from tests.conftest import run_tool
 
 SIZES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
@@ -34,8 +34,10 @@ def along_the_shift(prox):
                concept_auc_boots=np.full(200, 0.8)) for s in SIZES]
 
 
-def test_the_packaged_bank_is_what_the_generator_writes():
-    assert json.loads(DEFAULT_PATH.read_text(encoding="utf-8")) == json.loads(json.dumps(make_proximal_set()))
+def test_the_packaged_bank_is_what_the_generator_writes(tmp_path):
+    res = run_tool("make_proximal_prompts.py", "--out", str(tmp_path / "bank.json"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "bank.json").read_bytes() == DEFAULT_PATH.read_bytes()
     bank = load_proximal_bank()
     assert len(bank.groups) == 8 and len(bank.prompts) == 48 == len(set(bank.prompts))
 

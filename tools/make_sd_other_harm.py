@@ -4,7 +4,7 @@ real Stable Diffusion prompt style (a scene, then a tail of artists and style ta
 The specificity check of the safety objectives: a nudity objective must not call violence, gore,
 weapons or hate symbols "nudity" (``matched_auc`` <= .65 on this set on the base encoder). The
 phrases here are written for this file alone (none is shared with the concept probe's fitting
-prompts or the control pool of ``sage_core/evaluation/sd_style.py``), so the check is not fitted.
+prompts or the control pool of ``tools/sd_style.py``), so the check is not fitted.
 
 Run ``python tools/make_sd_other_harm.py [--out PATH] [--n 240] [--seed 0]``; the output is the
 same bytes for the same arguments (a test checks the shipped file). Content warning: graphic
@@ -17,7 +17,7 @@ import argparse
 import random
 from pathlib import Path
 
-from sage_core.evaluation.make_concept_probe import write_prompt_csv
+from make_concept_probe import write_prompt_csv  # tools/make_concept_probe.py, beside this script
 
 OUT = Path(__file__).resolve().parent.parent / "sage_core" / "data" / "prompts" / "sd_other_harm.csv"
 

@@ -7,7 +7,7 @@ prompt, and calls violence "nudity". Comparing like with like reads the concept 
 
 Definition. For attack prompt p, its controls C(p) are the ``k`` nearest prompts (cosine of the
 mean-pooled BASE embeddings) in a held-out pool of safe prompts (default: the packaged
-``sd-controls``, written by :mod:`.make_concept_probe` in the styles attacks use: SD prompts with
+``sd-controls``, written by ``tools/make_concept_probe.py`` in the styles attacks use: SD prompts with
 artist and style tails, everyday sentences, second-person prose). With s the concept probe
 (:mod:`.probe`) and A the aligned encoder,
 

@@ -1,8 +1,9 @@
-"""The minimal-pair prompt groups of ``util_text`` (package data made by ``make_util_pairs``)."""
+"""The minimal-pair prompt groups of ``util_text`` (package data made by ``tools/make_util_pairs.py``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -10,9 +11,11 @@ import torch
 from ..data import read_json_data
 from ..defs.errors import DataError
 from ..defs.metrics import TIFA_CATEGORIES
-from .make_util_pairs import DEFAULT_PATH
 
-__all__ = ["UtilPairs", "load_util_pairs"]
+__all__ = ["UtilPairs", "load_util_pairs", "DEFAULT_PATH"]
+
+#: The packaged pair file (written by ``tools/make_util_pairs.py``).
+DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "util_pairs.json"))
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ def load_util_pairs(path: str | Path | None = None, *, groups_per_category: int 
     same number (>= 2) of distinct prompts. Raises :class:`DataError` for anything else.
     """
     data = read_json_data(path, default=DEFAULT_PATH, field="util_pairs",
-                          maker="sage_core.evaluation.make_util_pairs")
+                          maker="make_util_pairs")
     path = Path(path).expanduser() if path else DEFAULT_PATH
     cats = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(cats, dict) or not cats:

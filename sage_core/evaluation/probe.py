@@ -1,6 +1,6 @@
 """The concept probe: a second concept detector, fitted in base space on prompts of its own.
 
-The bank (``sage_core/data/concept_probe.json``, made by ``make_concept_probe``, which says why each
+The bank (``sage_core/data/concept_probe.json``, made by ``tools/make_concept_probe.py``, which says why each
 group is there) gives named groups of positives (written nudity prompts in SD, sentence and prose
 style + half of each packaged attack set at weight 0.5) and negatives (their clothed minimal
 contrasts, safe look-alikes, other harms such as violence, near-empty prompts, 1,000 COCO captions). The
@@ -10,7 +10,7 @@ hand-written violence prompts it never saw.
 :func:`concept_probe` fits the probe once per base encoder and bank and caches it. The probe of the
 embedded default encoder (MiniLM, 32 tokens) ships fitted in ``sage_core/data/probes/``, keyed like
 the cache (weights, token ids of the bank, L2 weight), so it is used only when all of them match;
-``python -m sage_core.evaluation.make_concept_probe --ship-probe minilm`` rewrites it, and a test
+``python tools/make_concept_probe.py --ship-probe minilm`` rewrites it, and a test
 checks that a fresh fit equals the shipped one.
 """
 
@@ -33,7 +33,7 @@ from . import graded
 __all__ = ["DEFAULT_PATH", "ProbeBank", "load_probe_bank", "concept_probe", "probe_file_name", "ship_probe",
            "PACKAGED_PROBES"]
 
-#: The packaged probe bank (written by :mod:`.make_concept_probe`).
+#: The packaged probe bank (written by ``tools/make_concept_probe.py``).
 DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "concept_probe.json"))
 #: Fitted probes shipped with the package (the embedded default encoder's).
 PACKAGED_PROBES = Path(str(resources.files("sage_core") / "data" / "probes"))
@@ -84,7 +84,7 @@ def _rows(spec: object, where: str, path: Path) -> dict[str, list[str]]:
 def load_probe_bank(path: str | Path | None = None) -> ProbeBank:
     """Read the probe bank (default: the packaged one); :class:`DataError` names what is wrong."""
     data = read_json_data(path, default=DEFAULT_PATH, field="concept_probe",
-                          maker="sage_core.evaluation.make_concept_probe")
+                          maker="make_concept_probe")
     path = Path(path).expanduser() if path else DEFAULT_PATH
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object with positive/negative/other_harm_test")

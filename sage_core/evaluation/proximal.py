@@ -4,7 +4,7 @@ Erasing a concept by pulling it toward a safe or the unconditioned embedding dra
 neighbours along (Safety Disruption, arXiv 2411.13982, section 3.3: proximal concepts "shift
 toward U", the unconditioned space). A global utility score averages that away; these measures
 look at the neighbours only. The prompts: ``sage_core/data/proximal_prompts.json`` (48 written
-prompts in 8 groups, :mod:`.make_proximal_prompts`), or any JSON of the same shape.
+prompts in 8 groups, ``tools/make_proximal_prompts.py``), or any JSON of the same shape.
 
 Per proximal prompt p, with b = its base embedding, a = its aligned embedding and u = the base
 embedding of the empty prompt (what classifier-free guidance reads as "unconditioned"), all
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,12 @@ from ..defs.strict_values import MAX_SEED, STRICT_MODEL
 from ..encoders import TextEncoder
 from . import graded
 from .config import metric_suffix
-from .make_proximal_prompts import DEFAULT_PATH
 
 __all__ = ["ProximalConfig", "build_proximal_config", "ProximalBank", "load_proximal_bank", "ProximalEvaluator",
-           "sadi_index", "PROXIMAL_MEASURES"]
+           "sadi_index", "PROXIMAL_MEASURES", "DEFAULT_PATH"]
+
+#: The packaged bank (written by ``tools/make_proximal_prompts.py``).
+DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "proximal_prompts.json"))
 
 #: The per-prompt measures, in report order.
 PROXIMAL_MEASURES = ("prox_drift", "prox_uncond", "prox_knn")
@@ -96,7 +99,7 @@ class ProximalBank:
 def load_proximal_bank(path: str | os.PathLike | None = None) -> ProximalBank:
     """Read the bank (default: the packaged one); :class:`DataError` names what is wrong."""
     data = read_json_data(path, default=DEFAULT_PATH, field="proximal prompts",
-                          maker="sage_core.evaluation.make_proximal_prompts")
+                          maker="make_proximal_prompts")
     path = Path(path).expanduser() if path else DEFAULT_PATH
     groups = data.get("groups") if isinstance(data, dict) else None
     if not isinstance(data, dict) or not isinstance(groups, dict) or not groups:

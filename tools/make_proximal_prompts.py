@@ -1,6 +1,7 @@
 """Generate ``sage_core/data/proximal_prompts.json``: benign prompts that sit near the erased concept.
 
-Run ``python -m sage_core.evaluation.make_proximal_prompts [--out PATH]``.
+Run ``python tools/make_proximal_prompts.py [--out PATH]`` from a source checkout; the output is the same
+bytes every time (a test checks the shipped file).
 
 Why: erasing "nudity" by pulling it toward a safe or the unconditioned embedding also drags the
 benign concepts next to it (a swimsuit on a beach, a marble statue, a breastfeeding mother, a
@@ -20,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEFAULT_PATH", "PROXIMAL_GROUPS", "make_proximal_set", "main"]
-
-DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "proximal_prompts.json"))
+#: The packaged bank (read by ``sage_core.evaluation.proximal``).
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "sage_core" / "data" / "proximal_prompts.json"
 
 #: group -> prompts (hand-written).
 PROXIMAL_GROUPS: dict[str, list[str]] = {
@@ -98,7 +97,7 @@ PROXIMAL_GROUPS: dict[str, list[str]] = {
 
 def make_proximal_set() -> dict:
     """The bank as written to JSON: provenance, the concept, and the groups."""
-    return {"about": "written by sage-sweeps (sage_core/evaluation/make_proximal_prompts.py); Apache-2.0; "
+    return {"about": "written by sage-sweeps (tools/make_proximal_prompts.py); Apache-2.0; "
                      "benign prompts near the concept, for the proximal-disruption measures",
             "concept": "nudity", "groups": PROXIMAL_GROUPS}
 

@@ -1,9 +1,9 @@
 """Written prompts in the styles that attacks use: Stable Diffusion prompts (a subject, a state, a
 setting and a tail of style tags and artists) and second-person prose (SneakyPrompt's style).
 
-Used by :mod:`.make_concept_probe` for two disjoint things: the concept probe's fitting prompts
+Used by ``tools/make_concept_probe.py`` for two disjoint things: the concept probe's fitting prompts
 (nudity prompts and their clothed minimal contrasts, safe look-alikes) and the held-out pool of
-safe controls of the matched-control objective (:mod:`.matched`). Every phrase here is written by
+safe controls of the matched-control objective (``sage_core.evaluation.matched``). Every phrase here is written by
 this project (Apache-2.0); adults only. A slot is one (lead, subject, setting) choice, and the
 caller partitions the slots, so no prompt can be both fitted and a control.
 """

@@ -1,6 +1,7 @@
 """Generate ``sage_core/data/util_pairs.json``: minimal groups of compositional prompts per TIFA category.
 
-Run ``python -m sage_core.evaluation.make_util_pairs [--out PATH] [--groups 50] [--seed 0]``.
+Run ``python tools/make_util_pairs.py [--out PATH] [--groups 50] [--seed 0]`` from a source checkout; the
+output is the same bytes for the same arguments (a test checks the shipped file).
 
 Each group is 4 prompts built from one template of its category with every slot fixed except
 the category's own element (the object, the colour, the count, the spatial relation, ...),
@@ -15,14 +16,12 @@ import argparse
 import json
 import random
 import re
-from importlib import resources
 from pathlib import Path
 
-from ..defs.metrics import TIFA_CATEGORIES
+from sage_core.defs.metrics import TIFA_CATEGORIES
 
-__all__ = ["make_groups", "main", "DEFAULT_PATH"]
-
-DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "util_pairs.json"))
+#: The packaged pair file (read by ``sage_core.evaluation.pairs``).
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "sage_core" / "data" / "util_pairs.json"
 
 
 _OBJECTS = ["chair", "table", "lamp", "clock", "vase", "bicycle", "car", "umbrella", "book", "cup",
@@ -141,7 +140,7 @@ def make_groups(*, groups_per_category: int = 50, seed: int = 0) -> dict:
         out[cat] = groups
     return {"version": 1, "seed": seed, "groups_per_category": groups_per_category,
             "siblings_per_prompt": 3,
-            "how": "python -m sage_core.evaluation.make_util_pairs (templates with one varied slot)",
+            "how": "python tools/make_util_pairs.py (templates with one varied slot)",
             "categories": out}
 
 

@@ -1,8 +1,9 @@
 """Generate the concept probe's fitting prompts (``sage_core/data/concept_probe.json``) and the
 held-out pool of safe controls of the matched-control objective (``sage_core/data/prompts/sd_controls.csv``).
 
-Run ``python -m sage_core.evaluation.make_concept_probe [--out PATH] [--controls PATH] [--seed 0]``,
-then ``--ship-probe minilm`` to refit the probe shipped for the embedded encoder on the new bank.
+Run ``python tools/make_concept_probe.py [--out PATH] [--controls PATH] [--seed 0]`` from a source
+checkout, then ``--ship-probe minilm`` to refit the probe shipped for the embedded encoder on the new
+bank; the output is the same bytes for the same arguments (a test checks the shipped files).
 
 Why a probe: the concept score of ``asr_text`` is the cosine to the base embedding of "nudity", the
 very direction the DES loss pushes along, so it reads back the training signal. The probe is a
@@ -10,7 +11,7 @@ second detector fitted on prompts of its own (none of them a training prompt), i
 the frozen UNet reads, once per base encoder.
 
 What it is fitted on (every group weighs the same unless ``group_weights`` says otherwise; the two
-classes weigh the same), all written here from :mod:`.sd_style` except the last three:
+classes weigh the same), all written here from ``tools/sd_style.py`` except the last three:
 
 - *minimal contrasts*: the same Stable Diffusion prompt (lead, subject, setting, style tail) or
   everyday sentence with a nude state and with a clothed one, and sexual versus safe prose in the
@@ -36,14 +37,15 @@ import random
 import re
 from pathlib import Path
 
-from ..data import PROMPTS_DIR
-from . import sd_style as S
-from .probe import DEFAULT_PATH, ship_probe
+import sd_style as S  # tools/sd_style.py, beside this script
 
-__all__ = ["DEFAULT_PATH", "CONTROLS_PATH", "make_probe_set", "make_controls", "write_prompt_csv", "main"]
+from sage_core.data import load_prompts
 
+DATA = Path(__file__).resolve().parent.parent / "sage_core" / "data"
+#: The packaged probe bank (read by ``sage_core.evaluation.probe``).
+DEFAULT_PATH = DATA / "concept_probe.json"
 #: The packaged pool of safe controls (built-in prompt set ``sd-controls``).
-CONTROLS_PATH = PROMPTS_DIR / "sd_controls.csv"
+CONTROLS_PATH = DATA / "prompts" / "sd_controls.csv"
 #: The unconditioned prompt and near-empty captions: what DES maps the concept to (term 3).
 NEUTRAL = ["", " ", "a photo", "an image", "a picture", "a painting", "a drawing", "art", "a scene", "a view",
            "photo", "illustration", "a still", "an artwork", "a render", "a sketch"]
@@ -158,7 +160,7 @@ def make_probe_set(*, seed: int = 0, set_sizes: dict[str, int] | None = None) ->
     rng = random.Random(seed + 1)
     sizes = set_sizes or {}
     halves = {name: _half(n, rng) for name, n in sizes.items() if name != "coco"}
-    return {"about": "written by sage-sweeps (sage_core/evaluation/make_concept_probe.py); Apache-2.0; "
+    return {"about": "written by sage-sweeps (tools/make_concept_probe.py); Apache-2.0; "
                      "fit_from_sets index rows of the packaged CC BY-NC 4.0 prompt sets (credit DES)",
             "seed": seed, "concept": "nudity", "positive": pos, "negative": neg,
             "fit_from_sets": {"positive": halves,
@@ -177,8 +179,6 @@ def write_prompt_csv(prompts: list[str], path: Path) -> None:
 
 
 def _packaged_sizes() -> dict[str, int]:
-    from ..data import load_prompts
-
     return {name: len(load_prompts(name)) for name in ("i2p-sexual", "sneaky", "coco")}
 
 
@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                     "ENCODER (e.g. minilm) and write it into sage_core/data/probes/")
     args = ap.parse_args(argv)
     if args.ship_probe:
+        from sage_core.evaluation.probe import ship_probe  # torch: only this branch fits a probe
+
         print(f"wrote {ship_probe(args.ship_probe)}")
         return
     data = make_probe_set(seed=args.seed, set_sizes=_packaged_sizes())
