@@ -212,6 +212,9 @@ class ParetoSuccessiveHalving(TrialScheduler):
         self.widths: dict[int, dict[str, list[float]]] = {}
         self._loaded = False
         self._unsaved = False  # decisions made since the state file was last written
+        # Set by a SchedulerStateCallback: Tune's experiment-state saves write the state file. Without
+        # one, every decision writes it.
+        self.saved_by_tune = False
         self.seed_noise = SeedNoiseWatch(self.metrics)
         for i, trial in enumerate(prior):
             last = max(trial.rungs, default=None) if trial.metrics else None  # its final evaluation
@@ -250,7 +253,7 @@ class ParetoSuccessiveHalving(TrialScheduler):
     def write_state(self) -> bool:
         """Write the state file if a decision was made since the last write; True when written.
         Called when Tune saves its experiment state (:class:`SchedulerStateCallback`)."""
-        if not self.state_path or not self.__dict__.get("_unsaved", True):
+        if not self.state_path or not self._unsaved:
             return False
         self._load()  # never overwrite an earlier driver's records with a partial view
         self.save(str(self.state_path))
@@ -294,14 +297,12 @@ class ParetoSuccessiveHalving(TrialScheduler):
         if not keep:
             self.pruned[trial_id] = rung
         self._unsaved = True
-        if not self.__dict__.get("saved_by_tune"):  # no SchedulerStateCallback (e.g. a sweep started before it)
+        if not self.saved_by_tune:
             self.write_state()
         return TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
-        # setdefault: a scheduler restored from an older sweep's tuner.pkl has no watch yet
-        watch = self.__dict__.setdefault("seed_noise", SeedNoiseWatch(self.metrics))
-        watch.observe(trial.trial_id, result, getattr(trial, "config", None))
+        self.seed_noise.observe(trial.trial_id, result, getattr(trial, "config", None))
         return self.decide(trial.trial_id, result)
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:

@@ -82,9 +82,8 @@ class SchedulerStateCallback(Callback):
 
     def __init__(self, scheduler: Any):
         self.scheduler = scheduler
-        # From now on the scheduler leaves writing to Tune's saves. A scheduler without this mark (one
-        # used without the callback, or restored from the tuner.pkl of a sweep started before the
-        # callback existed) still writes its file at every decision.
+        # From now on the scheduler leaves writing to Tune's saves; one used without this callback
+        # writes its file at every decision.
         scheduler.saved_by_tune = True
 
     def get_state(self) -> dict | None:

@@ -79,15 +79,6 @@ class StoreCallback(_TuneCallback):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_store": None, "_writer": None}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # tuner.pkl of an older sweep: no _writer (before the write-behind), base/variants and no
-        # resolver (before the shared resolver). Resuming it must work.
-        state = {"_store": None, "_writer": None, **state}
-        if "resolver" not in state:
-            state["resolver"] = TrialResolver(base=state.pop("base"), variants=state.pop("variants", None))
-        state.pop("_resolved", None)
-        self.__dict__.update(state)
-
     @property
     def base(self) -> dict[str, Any]:
         return self.resolver.base

@@ -47,13 +47,6 @@ def trial_params(trial: Any, *, resolver: TrialResolver) -> dict[str, Any]:
     return dict(resolver(trial).columns)
 
 
-def _resolver(tracker: Any) -> TrialResolver:
-    """The tracker's resolver; a tracker restored from an older sweep's tuner.pkl has base/variants."""
-    if getattr(tracker, "resolver", None) is None:
-        tracker.resolver = TrialResolver(base=tracker.base, variants=tracker.variants)
-    return tracker.resolver
-
-
 def trial_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The finite numeric metrics of one Tune result (what the results store writes as metrics)."""
     from .store_callback import BOOKKEEPING_KEYS
@@ -97,7 +90,7 @@ class TensorBoardTracker(_TBX):
     def log_trial_start(self, trial: Any) -> None:
         super().log_trial_start(trial)
         writer = self._trial_writer[trial]
-        params = trial_params(trial, resolver=_resolver(self))
+        params = trial_params(trial, resolver=self.resolver)
         writer.add_text("sage/sweep_id", self.sweep_id, global_step=0)
         writer.add_text("sage/variant", str(trial.config.get(VARIANT, "")), global_step=0)
         # Four leading spaces: TensorBoard's text tab renders markdown, this keeps the JSON as code.
@@ -170,7 +163,7 @@ class MLflowTracker(_MLflow):
             tags = {**(self.tags or {}), f"{TAG_PREFIX}trial_id": trial_id, f"{TAG_PREFIX}status": "running",
                     f"{TAG_PREFIX}variant": str(trial.config.get(VARIANT, "")), "trial_name": str(trial)}
             run_id = self.mlflow_util.start_run(tags=tags, run_name=str(trial)).info.run_id
-            params = [Param(k, str(v)) for k, v in trial_params(trial, resolver=_resolver(self)).items()]
+            params = [Param(k, str(v)) for k, v in trial_params(trial, resolver=self.resolver).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
                 self.client.log_batch(run_id, params=params[i:i + 100])
         self._trial_runs[trial] = run_id

@@ -166,13 +166,14 @@ def test_get_state_waits_for_the_rows_and_the_callback_pickles_without_its_threa
     assert set(state["last_rows"]) == {r["trial_id"] for r in results}
     clone = pickle.loads(pickle.dumps(cb))
     assert clone._writer is None and clone.last_rows == cb.last_rows
-    # A tuner.pkl written before the write-behind existed holds no _writer: it still resumes.
-    old = {k: v for k, v in cb.__getstate__().items() if k != "_writer"}
-    revived = type(cb).__new__(type(cb))
-    revived.__setstate__(old)
-    revived.on_trial_complete(iteration=0, trials=[], trial=trials[results[0]["trial_id"]])
-    revived.flush()
     cb.on_experiment_end(trials=[])
+    # The restored callback (this sweep's tuner.pkl, same code) starts a writer of its own and keeps writing.
+    more = synthetic_results(seed=5)[3:6]
+    for i, r in enumerate(more):
+        clone.on_trial_result(iteration=3 + i, trials=[], trial=trials[r["trial_id"]], result=dict(r))
+    clone.on_experiment_end(trials=[])
+    got = {(r["trial_id"], r["step"]) for r in ResultStore(root).read().to_pylist()}
+    assert got == {(r["trial_id"], r["step"]) for r in results + more} and len(got) == 6
 
 
 def test_write_behind_keeps_failed_rows_and_lets_newer_rows_of_a_key_win(tmp_path):
