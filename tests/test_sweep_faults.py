@@ -297,3 +297,15 @@ def test_driver_killed_at_a_rung_decision_then_resumed_decides_every_trial_exact
                                                for t, _, _ in resumed}
     assert sorted((r["trial_id"], r["step"]) for r in rows) == sorted(
         [(t, 2) for t in order] + [(t, 4) for t in order if t not in expected_pruned])
+
+
+def test_faults_are_read_once_as_callbacks_and_unset_add_none(tmp_path):
+    """What the trial passes to its trainer, read once when it starts: nothing when unset (so no
+    per-step cost outside tests), else one callback per armed fault with the step, rank and switch."""
+    from sweeps import fault_injection as fi
+
+    assert fi.fault_callbacks({}) == [] and fi.fault_callbacks({fi.FAULT_ENV: "", fi.ABORT_AFTER_FINAL_ENV: ""}) == []
+    kill, abort = fi.fault_callbacks({fi.FAULT_ENV: f"7:1:{tmp_path / 'k'}",
+                                      fi.ABORT_AFTER_FINAL_ENV: f"0:{tmp_path / 'a'}"})
+    assert isinstance(kill, fi.KillAtStep) and (kill.step, kill.rank, kill.armed) == (7, 1, tmp_path / "k")
+    assert isinstance(abort, fi.AbortAfterFinalReport) and (abort.rank, abort.armed) == (0, tmp_path / "a")
