@@ -184,6 +184,37 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _replay_table(path: Path, table: CurveTable, others: list[CurveTable], finals: np.ndarray, args: argparse.Namespace,
+                  only: list[str] | None) -> tuple[list[MethodResult], dict]:
+    """Every method replayed on one table (the first of ``others`` is its prior), printed as each ends:
+    its results and what the JSON records of it."""
+    scorer = Scorer(table, finals)
+    prior = table_prior(others[0]) if others else None
+    print(f"\n== {path.name}: {len(table.params)} configurations, evaluations at {list(table.steps)}; one "
+          f"evaluation = {table.eval_cost:.2f} steps; grid compute {table.grid_compute:.0f}")
+    print(*oracle_lines(table, scorer, first_rung=args.first_rung, prior=others[0] if others else None), sep="\n")
+    print(f"{'HV/avg front: median [95% CI] p10':<20}" + "".join(f"{f'@ {b:.0%}':>24}" for b in SHOWN)
+          + f"{'spent':>8}")
+    results = []
+    for r in run_all(table, orders=args.orders, workers=args.workers, scorer=scorer, only=only,
+                     first_rung=args.first_rung, prior=prior):
+        results.append(r)
+        print(summary(r), flush=True)
+    by = {r.name: r for r in results}
+    checks = {name: target_check(by[name], by["grid"]) for name in ("ehvi", "ehvi_warm") if name in by
+              and "grid" in by}
+    for name, c in checks.items():
+        print(f"target ({name}): median {c['median']:.3f}, p10 {c['p10']:.3f} at 35%; budgets where the median "
+              f"paired difference to the grid is negative: "
+              f"{', '.join(f'{b:.0%} ({d:+.3f})' for b, d in c['paired_worse']) or 'none'} -> "
+              f"{'MET' if c['met'] else 'NOT met'}")
+    oracle = oracle_lines(table, scorer, first_rung=args.first_rung, prior=others[0] if others else None)
+    return results, {"eval_cost": table.eval_cost, "grid_hv": scorer.grid_hv, "ref": list(scorer.ref),
+                     "oracle": oracle, "targets": checks,
+                     "methods": {r.name: {"fractions": np.round(r.fractions, 4).tolist(),
+                                          "spent": np.round(r.spent, 4).tolist()} for r in results}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     problem = _check(args)
@@ -213,33 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                  "per_table": {}}
     per_table: dict[str, list[MethodResult]] = {}
     for i, (path, table) in enumerate(zip(paths, tables, strict=True)):
-        scorer = Scorer(table, finals)
         others = [t for k, t in enumerate(tables) if k != i]
-        prior = table_prior(others[0]) if others else None
-        print(f"\n== {path.name}: {len(table.params)} configurations, evaluations at {list(table.steps)}; one "
-              f"evaluation = {table.eval_cost:.2f} steps; grid compute {table.grid_compute:.0f}")
-        print(*oracle_lines(table, scorer, first_rung=args.first_rung, prior=others[0] if others else None), sep="\n")
-        print(f"{'HV/avg front: median [95% CI] p10':<20}" + "".join(f"{f'@ {b:.0%}':>24}" for b in SHOWN)
-              + f"{'spent':>8}")
-        results = []
-        for r in run_all(table, orders=args.orders, workers=args.workers, scorer=scorer, only=only,
-                         first_rung=args.first_rung, prior=prior):
-            results.append(r)
-            print(summary(r), flush=True)
-        by = {r.name: r for r in results}
-        checks = {name: target_check(by[name], by["grid"]) for name in ("ehvi", "ehvi_warm") if name in by
-                  and "grid" in by}
-        for name, c in checks.items():
-            print(f"target ({name}): median {c['median']:.3f}, p10 {c['p10']:.3f} at 35%; budgets where the median "
-                  f"paired difference to the grid is negative: "
-                  f"{', '.join(f'{b:.0%} ({d:+.3f})' for b, d in c['paired_worse']) or 'none'} -> "
-                  f"{'MET' if c['met'] else 'NOT met'}")
-        per_table[path.name] = results
-        oracle = oracle_lines(table, scorer, first_rung=args.first_rung, prior=others[0] if others else None)
-        out["per_table"][path.name] = {"eval_cost": table.eval_cost, "grid_hv": scorer.grid_hv,
-                                       "ref": list(scorer.ref), "oracle": oracle, "targets": checks,
-                                       "methods": {r.name: {"fractions": np.round(r.fractions, 4).tolist(),
-                                                            "spent": np.round(r.spent, 4).tolist()} for r in results}}
+        per_table[path.name], out["per_table"][path.name] = _replay_table(path, table, others, finals, args, only)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out) + "\n", encoding="utf-8")
     plot(per_table, args.plot, title=f"replay of recorded SAGE curves ({' vs '.join(objectives)}), {args.workers} "

@@ -303,7 +303,7 @@ def _ids_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated configuration ids, e.g. 0,1,14") from None
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--eval-at", type=_steps_list, default=_steps_list(DEFAULT_EVAL_AT),
@@ -324,17 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", choices=sorted(GRIDS), default="main",
                    help="main: lambda_esp x lambda_lsa x lr (the search bench's tables); heldout: local_k x alpha "
                         "x lr at batch 32, lambda_lsa 0.5 (no search method is tuned on it)")
-    args = p.parse_args(argv)
-    if args.merge:
-        return merge_tables(args.merge, args.out)
-    if args.jobs < 1 or (args.jobs > 1 and args.shard != (0, 1)):
-        print(f"error: --jobs={args.jobs}: expected >= 1, and not with --shard", file=sys.stderr)
-        return 2
-    if args.jobs > 1:
-        return run_jobs(args, n_configs=len(grid_configs(args.grid)[: args.only]))
-    steps = args.eval_at[-1]
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    configs = grid_configs(args.grid)[: args.only]
+    return p
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """What a recording holds fixed; resuming --out requires the same."""
     grid, fixed = GRIDS[args.grid]
     settings = {"eval_at": args.eval_at, "seed": args.seed, "grid": grid, "preset": "quickstart",
                 "diag_samples": DIAG_SAMPLES, "text_eval": TEXT_EVAL}
@@ -342,6 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         settings["fixed"] = fixed
     if args.shard != (0, 1):  # a merged table drops it, so it compares equal to an unsharded recording
         settings["shard"] = list(args.shard)
+    return settings
+
+
+def record(args: argparse.Namespace) -> int:
+    """Record this process's configurations (its shard's) into --out, resuming what --out holds;
+    the table is rewritten after each configuration."""
+    steps = args.eval_at[-1]
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    configs = grid_configs(args.grid)[: args.only]
+    fixed = GRIDS[args.grid][1]
+    settings = _settings(args)
     rows: list[dict] = []
     if args.out.is_file():
         rows, old = read_rows(args.out)
@@ -374,6 +379,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {len(rows)} rows ({len({r['config_id'] for r in rows})} configurations) to {args.out} "
           f"in {time.perf_counter() - t_all:.0f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.merge:
+        return merge_tables(args.merge, args.out)
+    if args.jobs < 1 or (args.jobs > 1 and args.shard != (0, 1)):
+        print(f"error: --jobs={args.jobs}: expected >= 1, and not with --shard", file=sys.stderr)
+        return 2
+    if args.jobs > 1:
+        return run_jobs(args, n_configs=len(grid_configs(args.grid)[: args.only]))
+    return record(args)
 
 
 if __name__ == "__main__":
