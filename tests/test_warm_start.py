@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_hostile_inputs import refuse
+from tests.hostile_world import refuse
 from tests.test_sweep_run import tiny_spec
 
 EARLIER_ID = "tiny-earlier-1"
