@@ -59,15 +59,8 @@ def _meta(storage: Path) -> dict:
     return json.loads((storage / "sweep.json").read_text())
 
 
-@pytest.mark.slow
-def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, capsys):
-    storage = tmp_path / "sweep"
-    # 4 grid points, one trial at a time, 32 steps with text metrics every 16: 4 trials x 2 evaluations;
-    # the stop is asked at the first of those 8 results and lands before the next trial's.
-    spec = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 1.0, 2.0, 3.0]}},
-                     search={"algorithm": "grid", "max_concurrent": 1}, fidelity={"text_every": 16},
-                     train={"max_steps": 32, "epochs": 8})  # 32 pairs / batch 8 = 4 steps an epoch
-    n_trials, steps = 4, (16, 32)
+def _run_a_driver_that_stops_itself(tmp_path: Path, spec: Path, storage: Path) -> tuple[int, str, dict]:
+    """DRIVER on ``spec`` in its own process: its exit code, its output, and what `sage sweep stop` said."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     log, note = tmp_path / "driver.log", tmp_path / "stop-note.json"
     with log.open("w") as fh:  # a file, not a pipe: a full pipe would block the driver
@@ -79,12 +72,17 @@ def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, cap
         if proc.poll() is None:
             os.killpg(proc.pid, 9)
             proc.wait(30)
-    stop = json.loads(note.read_text())
+    return proc.returncode, log.read_text(), json.loads(note.read_text())
+
+
+def _check_stopped_mid_sweep(storage: Path, code: int, out: str, stop: dict, *, n_trials: int,
+                             steps: tuple[int, ...]) -> list[dict]:
+    """The stop was accepted, the run exited 1 as stopped (resumable, nothing pruned) and said how
+    to resume, mid-sweep; returns the rows written before the stop."""
     assert stop["code"] == 0, stop["output"]
     assert "stop requested" in stop["output"] and f"sage sweep resume {storage}" in stop["output"]
-    out = log.read_text()
     # `sage sweep run` exits 1 whenever the sweep did not finish, and prints how to go on.
-    assert proc.returncode == 1, out[-3000:]
+    assert code == 1, out[-3000:]
     meta = _meta(storage)
     # the trial the stop interrupted is unfinished (resumable), not pruned: the scheduler stopped nothing
     assert meta["state"] == "stopped" and meta["counts"]["finished"] < n_trials, meta
@@ -94,11 +92,17 @@ def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, cap
     assert not (storage / "STOP").exists()
     before = _rows(storage)
     assert 1 <= len(before) < n_trials * len(steps), "the stop landed mid-sweep"
+    return before
 
+
+def _check_resume_loses_or_duplicates_no_row(storage: Path, before: list[dict], capsys, *, n_trials: int,
+                                             steps: tuple[int, ...]) -> str:
+    """`sage sweep resume` finishes every trial with one row per evaluation, and the rows written
+    before the stop stay as they were; returns the sweep id."""
     code, out, err = _sage(["sweep", "resume", str(storage)], capsys)
     assert code == 0, out + err
-    assert f"sweep {meta['sweep_id']} finished: {n_trials} finished" in out
     meta = _meta(storage)
+    assert f"sweep {meta['sweep_id']} finished: {n_trials} finished" in out
     assert meta["state"] == "finished" and meta["counts"]["finished"] == n_trials, meta
     assert not (storage / "STOP").exists()
     rows = _rows(storage)
@@ -108,24 +112,40 @@ def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, cap
     assert sorted(keys) == sorted((t, s, "text") for t in trials for s in steps)  # no row lost or duplicated
     assert {r["sweep_id"] for r in rows} == {meta["sweep_id"]}
     assert {(r["lambda_esp"], r["step"]): r["status"] for r in rows} == {
-        (e, s): ("finished" if s == 32 else "running") for e in (0.0, 1.0, 2.0, 3.0) for s in steps}
+        (e, s): ("finished" if s == steps[-1] else "running") for e in (0.0, 1.0, 2.0, 3.0) for s in steps}
     # rows written before the stop are kept as they were (same checkpoints, same metrics)
     after = {(r["trial_id"], r["step"]): r for r in rows}
     for r in before:
         assert after[(r["trial_id"], r["step"])]["asr_text"] == pytest.approx(r["asr_text"], abs=1e-4)
+    return meta["sweep_id"]
 
-    # Stopping a finished sweep, or a folder without a sweep: one line on stderr, exit 2, no STOP file.
-    code, out, err = _sage(["sweep", "stop", str(storage)], capsys)
+
+def _check_stop_refuses(folder: Path, capsys, *expected: str) -> None:
+    """`sage sweep stop FOLDER` is refused: one line on stderr naming ``expected``, exit 2, no STOP file."""
+    code, out, err = _sage(["sweep", "stop", str(folder)], capsys)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert meta["sweep_id"] in err and "is finished" in err and "nothing to stop" in err
-    assert not (storage / "STOP").exists()
+    assert all(e in err for e in expected), err
+    assert not (folder / "STOP").exists()
+
+
+@pytest.mark.slow
+def test_stop_is_graceful_resumable_and_loses_or_duplicates_no_row(tmp_path, capsys):
+    storage = tmp_path / "sweep"
+    # 4 grid points, one trial at a time, 32 steps with text metrics every 16: 4 trials x 2 evaluations;
+    # the stop is asked at the first of those 8 results and lands before the next trial's.
+    spec = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 1.0, 2.0, 3.0]}},
+                     search={"algorithm": "grid", "max_concurrent": 1}, fidelity={"text_every": 16},
+                     train={"max_steps": 32, "epochs": 8})  # 32 pairs / batch 8 = 4 steps an epoch
+    shape = {"n_trials": 4, "steps": (16, 32)}
+    code, out, stop = _run_a_driver_that_stops_itself(tmp_path, spec, storage)
+    before = _check_stopped_mid_sweep(storage, code, out, stop, **shape)
+    sweep_id = _check_resume_loses_or_duplicates_no_row(storage, before, capsys, **shape)
+    # Stopping a finished sweep, or a folder without a sweep: refused.
+    _check_stop_refuses(storage, capsys, sweep_id, "is finished", "nothing to stop")
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, out, err = _sage(["sweep", "stop", str(empty)], capsys)
-    assert code == 2 and out == ""
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert "holds no sweep" in err and "sage sweep run" in err
+    _check_stop_refuses(empty, capsys, "holds no sweep", "sage sweep run")
     assert list(empty.iterdir()) == []
 
 

@@ -132,35 +132,31 @@ def _pngs(cache: Path) -> set[Path]:
     return set((cache / "images").rglob("*.png"))
 
 
-@pytest.mark.slow  # 60-130 s on the shared 2-core CPU: a 3-trial sweep, then 3 image evaluations
-def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, models, capsys):
-    """3 trials; image stage with survivors=1, then the state a driver killed after its first survivor
-    leaves behind (sweep.json 'running' + tune_finished, survivors=2 in spec.yaml): `resume` must
-    finish the stage without rerunning a trial; a repeated stage writes nothing new and generates
-    no image."""
+def _run_a_sweep_with_one_survivor(tmp_path: Path, models, capsys):
+    """3 trials, image stage with survivors=1; the sweep finishes and evaluates the base and one survivor."""
     import sweeps
-    from sweeps.image_stage import run_image_stage
-    from sweeps.runner import load_sweep_spec
-    from sweeps.status import format_status, sweep_status
-
-    # tiny_spec trains the encoder at tmp_path/enc: make that the tiny SD folder (its text encoder).
     from tests.tiny_models import make_tiny_sd_pipeline
 
+    # tiny_spec trains the encoder at tmp_path/enc: make that the tiny SD folder (its text encoder).
     make_tiny_sd_pipeline(tmp_path / "enc")
     image = {"metrics": ["asr", "tifa"], "survivors": 1, "eval": _eval(models, sd_model=str(tmp_path / "enc"))}
-    cache = tmp_path / "cache"
     path = tiny_spec(tmp_path, space={"lambda_esp": {"grid": [0.0, 1.0, 2.0]}, "lambda_lsa": {"grid": [0.1]}},
-                     fidelity={"text_every": 2, "image": image}, train={"cache_dir": str(cache)})
-    storage = tmp_path / "sweep"
+                     fidelity={"text_every": 2, "image": image}, train={"cache_dir": str(tmp_path / "cache")})
     outcome = sweeps.run(str(path), progress=False)
     assert outcome.state == "finished" and outcome.counts["finished"] == 3, outcome.summary()
     first_log = capsys.readouterr().err
     assert "evaluating the base encoder" in first_log and "evaluating survivor 1/1: trial" in first_log
+    return outcome
+
+
+def _check_roles_and_the_first_survivor(storage: Path) -> tuple[list[dict], dict[str, dict], dict[str, int]]:
+    """The declared column roles, and one image row, for a trial on the text-level front; returns the
+    rows, the final text rows by trial and each trial's front (brute-force dominance)."""
+    from analysis.column_roles import ColumnRoles
+    from tests.pareto_oracle import brute_ranks
 
     rows = _rows(storage)
     # The sweep declared its column roles: its dimensions, objectives, and the rows' hyperparameters.
-    from analysis.column_roles import ColumnRoles
-
     roles = ColumnRoles.from_json((storage / "schema.json").read_text(), where="schema.json")
     assert roles.varied == ("lambda_esp", "lambda_lsa") and roles.objectives == ("asr_text", "util_text")
     assert roles.metrics == {"asr_text": "minimize", "util_text": "maximize", "asr": "minimize", "tifa": "maximize"}
@@ -169,13 +165,15 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
     img = [r for r in rows if r["fidelity"] == "image"]
     assert len(text) == 3 and len(img) == 1
     # The survivor is on the text-level front (brute-force dominance, independent of analysis.dominance).
-    from tests.pareto_oracle import brute_ranks
-
     ids = sorted(text)
     front = dict(zip(ids, brute_ranks([[text[t]["asr_text"], text[t]["util_text"]] for t in ids], [1, -1]).tolist()))
     assert front[img[0]["trial_id"]] == 1
+    return rows, text, front
 
-    # A driver killed after writing the first survivor's row, with survivors=2, leaves exactly this:
+
+def _leave_a_driver_killed_after_its_first_survivor(storage: Path) -> None:
+    """What a driver killed after writing the first survivor's row, with survivors=2, leaves: sweep.json
+    'running' with tune_finished, survivors=2 in spec.yaml."""
     spec_path, meta_path = storage / "spec.yaml", storage / "sweep.json"
     spec_doc = yaml.safe_load(spec_path.read_text())
     spec_doc["fidelity"]["image"]["survivors"] = 2
@@ -183,18 +181,30 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
     meta = json.loads(meta_path.read_text())
     assert meta["tune_finished"] is True and meta["state"] == "finished"
     meta_path.write_text(json.dumps({**meta, "state": "running"}))
-    text_before = sorted((r for r in rows if r["fidelity"] == "text"), key=lambda r: (r["trial_id"], r["step"]))
-    pngs_before = _pngs(cache)
+
+
+def _text_rows_by_key(rows: list[dict]) -> list[dict]:
+    return sorted((r for r in rows if r["fidelity"] == "text"), key=lambda r: (r["trial_id"], r["step"]))
+
+
+def _check_resume_evaluates_only_the_second_survivor(storage: Path, capsys, rows: list[dict]) -> list[dict]:
+    """`resume` finishes the stage: the second survivor only, no trial rerun, the base reused; returns the rows."""
+    import sweeps
 
     resumed = sweeps.resume(str(storage))
     assert resumed.state == "finished", resumed.summary()
     log = capsys.readouterr().err
     assert "1 already evaluated, 1 to go" in log and "evaluating survivor 2/2: trial" in log
     assert "evaluating survivor 1/2" not in log and "evaluating the base encoder" not in log  # base_* reused
+    after = _rows(storage)
+    assert _text_rows_by_key(after) == _text_rows_by_key(rows)  # no trial reran, no text row rewritten
+    return after
 
-    rows = _rows(storage)
-    text_after = sorted((r for r in rows if r["fidelity"] == "text"), key=lambda r: (r["trial_id"], r["step"]))
-    assert text_after == text_before  # no trial reran, no text row rewritten
+
+def _check_survivor_rows(rows: list[dict], text: dict[str, dict], front: dict[str, int], *, sweep_id: str,
+                         models, encoder: Path) -> dict[str, dict]:
+    """Two image rows, for the best two by (non-dominated rank, crowding), each with its trial's
+    checkpoint and settings, metrics in [0, 1] and one base measurement; returns them by trial."""
     img = {r["trial_id"]: r for r in rows if r["fidelity"] == "image"}
     assert len(img) == 2 and len([r for r in rows if r["fidelity"] == "image"]) == 2
     picked = set(img)
@@ -203,24 +213,32 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
     if sum(f == 1 for f in front.values()) >= 2:
         assert all(front[t] == 1 for t in picked)
     for t, r in img.items():
-        assert r["step"] == 4 and r["status"] == "finished" and r["sweep_id"] == outcome.sweep_id
+        assert r["step"] == 4 and r["status"] == "finished" and r["sweep_id"] == sweep_id
         assert r["checkpoint"] == text[t]["checkpoint"] and Path(r["checkpoint"], "meta.json").is_file()
         assert r["lambda_esp"] == text[t]["lambda_esp"] and r["local_k"] == text[t]["local_k"]
         for col in ("asr", "asr_toy", "tifa", "tifa_color", "base_asr", "base_tifa"):
             assert 0.0 <= r[col] <= 1.0, col
         assert len(r["detector_sha256"]) == 64 and r["vqa_model"] == str(models["vqa"])
-        assert r["base_encoder"] == str(tmp_path / "enc") and r["wall_s"] > 0
+        assert r["base_encoder"] == str(encoder) and r["wall_s"] > 0
     assert len({(r["base_asr"], r["base_tifa"]) for r in img.values()}) == 1  # one base measurement
-    new_pngs = _pngs(cache) - pngs_before
-    assert 0 < len(new_pngs) <= 3 + 2  # the second survivor's images only (3 attack prompts, 2 TIFA captions)
+    return img
 
+
+def _check_a_repeated_stage_changes_nothing(storage: Path, rows: list[dict], img: dict[str, dict],
+                                            cache: Path, pngs: set[Path]) -> None:
+    """A finished sweep does not resume; the stage again has nothing to do; forced to re-evaluate, it
+    writes the same keys and values and takes every image from the cache (``pngs``: all there are)."""
+    import sweeps
+    from sweeps.image_stage import run_image_stage
+    from sweeps.runner import load_sweep_spec
+    from sweeps.status import format_status, sweep_status
+
+    picked = set(img)
     with pytest.raises(StorageError, match="already finished"):
         sweeps.resume(str(storage))
     status = format_status(sweep_status(str(storage)))
     assert "image stage: 2 image row(s):" in status
     assert all(f"  {t} step 4: asr " in status for t in picked)
-
-    # The stage again: nothing to do; forced to re-evaluate: same keys, every image from the cache.
     spec, meta = load_sweep_spec(str(storage))
     again = run_image_stage(spec, storage=str(storage), sweep_id=meta["sweep_id"])
     assert again.evaluated == [] and sorted(again.already_done) == sorted(picked)
@@ -231,7 +249,25 @@ def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, 
     img2 = {r["trial_id"]: r for r in rows2 if r["fidelity"] == "image"}
     assert len(rows2) == len(rows) and len([r for r in rows2 if r["fidelity"] == "image"]) == 2
     assert all(img2[t][m] == img[t][m] for t in picked for m in ("asr", "tifa", "base_asr", "base_tifa"))
-    assert _pngs(cache) == pngs_before | new_pngs
+    assert _pngs(cache) == pngs
+
+
+@pytest.mark.slow  # 60-130 s on the shared 2-core CPU: a 3-trial sweep, then 3 image evaluations
+def test_sweep_evaluates_the_survivors_at_image_level_once(ray_local, tmp_path, models, capsys):
+    """3 trials; image stage with survivors=1, then the state a driver killed after its first survivor
+    leaves behind (sweep.json 'running' + tune_finished, survivors=2 in spec.yaml): `resume` must
+    finish the stage without rerunning a trial; a repeated stage writes nothing new and generates
+    no image."""
+    storage, cache = tmp_path / "sweep", tmp_path / "cache"
+    outcome = _run_a_sweep_with_one_survivor(tmp_path, models, capsys)
+    rows, text, front = _check_roles_and_the_first_survivor(storage)
+    _leave_a_driver_killed_after_its_first_survivor(storage)
+    pngs_before = _pngs(cache)
+    rows = _check_resume_evaluates_only_the_second_survivor(storage, capsys, rows)
+    img = _check_survivor_rows(rows, text, front, sweep_id=outcome.sweep_id, models=models, encoder=tmp_path / "enc")
+    new_pngs = _pngs(cache) - pngs_before
+    assert 0 < len(new_pngs) <= 3 + 2  # the second survivor's images only (3 attack prompts, 2 TIFA captions)
+    _check_a_repeated_stage_changes_nothing(storage, rows, img, cache, pngs_before | new_pngs)
 
 
 # --- survivors: selection and a failing survivor, on hand-written results -----------------------------
