@@ -17,6 +17,8 @@ from types import ModuleType
 
 import typer
 
+from sage_core.defs.errors import SageError
+
 app = typer.Typer(
     name="sage",
     help="Sweeps, Pareto fronts and ablations for SAGE text-encoder safety alignment.\n\n"
@@ -30,8 +32,6 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    import importlib
-
     for name in ("train", "doctor", "evaluate", "sweep", "analysis_cmds", "metrics_cmd", "reliability_cmd"):
         try:
             module = importlib.import_module(f"sweeps.cli.{name}")
@@ -48,8 +48,6 @@ _register_all()
 def user_errors() -> tuple[type[BaseException], ...]:
     """The project's exception root, named once: the user's mistake or a reported failure, printed
     as one line without a traceback (``analysis``'s errors are a branch of it)."""
-    from sage_core.defs.errors import SageError
-
     return (SageError,)
 
 

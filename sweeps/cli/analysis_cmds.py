@@ -13,8 +13,12 @@ from typing import Any, Literal
 import typer
 
 from analysis.ablation import PAPER_DEFAULTS
+from sage_core.defs.errors import QueryError
 from sweeps.cli.common import RESULTS_HELP, SKIP_BAD_HELP, duckdb_errors, print_frame
 from sweeps.cli.reliability_cmd import front_checks
+from sweeps.paths import check_arg, output_dir, output_file
+from sweeps.spec import spec_from_text
+from sweeps.sweep_files import read_small_text
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 ABLATION_HELP = f"""Print the appendix-style ablation table of one hyperparameter: one row per value, the
@@ -76,8 +80,6 @@ def pareto(
 
     Example: sage pareto runs/demo --x matched_auc --y util_sib --plot runs/demo/pareto.png
     """
-    from sweeps.paths import output_file
-
     results = _results_path(results)
     with output_file(plot, option="--plot", suffixes=PLOT_SUFFIXES) as plot_path:
         _pareto(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity, all_steps=all_steps, plot=plot_path,
@@ -122,8 +124,6 @@ def _pareto(results: str, *, x: str | None, y: str | None, extra: str | None, by
 
 def _results_path(results: str) -> str:
     """RESULTS as given, once the operating system can name it (a URI is left to pyarrow)."""
-    from sweeps.paths import check_arg
-
     return check_arg(results, option="RESULTS")
 
 
@@ -178,7 +178,6 @@ def ablation(
 ) -> None:
     """``sage ablation``; what the user reads is ABLATION_HELP."""
     import analysis
-    from sage_core.defs.errors import QueryError
 
     if fmt not in ("md", "csv"):
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: md, csv)")
@@ -208,9 +207,6 @@ def _spec_objectives(results: str) -> list[str] | None:
     for folder in (path, path.parent) if path.name == "results" else (path,):
         spec_file = folder / "spec.yaml"
         if spec_file.is_file() and (folder / "results").is_dir():
-            from sweeps.spec import spec_from_text
-            from sweeps.sweep_files import read_small_text
-
             text = read_small_text(str(spec_file)) or ""  # bounded, UTF-8 checked: one-line errors
             return spec_from_text(text, where=f"saved spec {spec_file}").objective_metrics()
     return None
@@ -240,7 +236,6 @@ def sql(
     """
     from analysis.sandbox import Limits
     from analysis.sql import check_limit, run_query
-    from sage_core.defs.errors import QueryError
 
     if fmt not in ("table", "csv"):
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: table, csv)")
@@ -271,7 +266,6 @@ def report(
     Example: sage report runs/demo --out runs/demo/report   (then open runs/demo/report/index.html)
     """
     import analysis
-    from sweeps.paths import output_dir
 
     results = _results_path(results)
     with output_dir(out, option="--out") as folder, duckdb_errors():

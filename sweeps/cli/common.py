@@ -3,7 +3,11 @@ the rich table printer (a module of its own so the commands import it, not each 
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
+
+from rich.console import Console
+from rich.table import Table
 
 RESULTS_HELP = (
     "Results dataset: its root (holding sweep_id=... folders), a sweep folder that contains "
@@ -28,11 +32,6 @@ def duckdb_errors():
 
 def print_frame(df, *, title: str | None = None, max_rows: int = 200, intervals: bool = False) -> None:
     """``intervals``: show a column ``m`` with ``m_lo``/``m_hi`` beside it as ``0.612 [0.581, 0.640]``."""
-    import math
-
-    from rich.console import Console
-    from rich.table import Table
-
     numeric = {c for c in df.columns if df[c].dtype.kind in "iuf"}
     if intervals:
         from analysis.intervals import interval_frame

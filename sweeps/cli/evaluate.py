@@ -6,6 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from sage_core.defs.config import parse_overrides
+from sage_core.defs.errors import ConfigError
+from sweeps.evaluate import calibrate_checkpoints, evaluate_checkpoint, write_rows
+from sweeps.paths import check_path, output_dir
 
 HELP = """Evaluate an aligned text encoder against its base, at text or image fidelity.
 
@@ -39,8 +46,6 @@ Examples:
 
 
 def _parse_attacks(items: list[str]) -> dict[str, str]:
-    from sage_core.defs.errors import ConfigError
-
     out: dict[str, str] = {}
     for item in items:
         name, sep, src = item.partition("=")
@@ -59,9 +64,6 @@ def _cell(v: Any) -> str:
 
 
 def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     t = Table(title=title)
     t.add_column("metric")
     t.add_column("base", justify="right")
@@ -74,9 +76,6 @@ def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
 def _print_calibration(entries: list[dict[str, Any]], *, n: int) -> None:
     """Kendall and Spearman of each text proxy with its image metric over ``n`` checkpoints, with
     bootstrap intervals (``analysis.calibration``, the report the sweeps' image stage stores)."""
-    from rich.console import Console
-    from rich.table import Table
-
     from analysis.calibration import calibration_display
 
     t = Table(title=f"text proxy vs image metric over {n} checkpoints (Kendall tau-b, Spearman; "
@@ -114,10 +113,7 @@ def register(app: typer.Typer) -> None:
             "Spearman's rho (95% bootstrap intervals) of each text proxy with its image metric (repeat, or list "
             "after TARGET; 3 or more to rank)."),
     ) -> None:
-        from sage_core.defs.config import parse_overrides
-        from sage_core.defs.errors import ConfigError
         from sage_core.evaluation import build_eval_config
-        from sweeps.paths import check_path, output_dir
 
         # Every input checked, and the output folder made, before any model loads.
         if not target and not calibrate:
@@ -136,8 +132,6 @@ def register(app: typer.Typer) -> None:
 
 def _evaluate(target: str | None, *, fidelity: str, base: str | None, values: dict[str, Any],
               cache_dir: Path | None, sweep_id: str, calibrate: list[str], out: Path) -> None:
-    from sweeps.evaluate import calibrate_checkpoints, evaluate_checkpoint, write_rows
-
     if calibrate:
         targets = ([target] if target else []) + list(calibrate)
         rows, entries = calibrate_checkpoints(targets, base=base, values=values, cache_dir=cache_dir,

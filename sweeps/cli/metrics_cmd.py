@@ -5,7 +5,11 @@ from __future__ import annotations
 import typing
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from sage_core.defs import metrics as registry
+from sage_core.defs.errors import QueryError
 from sage_core.defs.metrics import Fidelity
 
 FIDELITIES = typing.get_args(Fidelity)  # the registry's own list: the help can never miss one
@@ -26,12 +30,6 @@ def metrics(
 
     Example: sage metrics --fidelity text --objectives
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    from sage_core.defs import metrics as registry
-    from sage_core.defs.errors import QueryError
-
     kinds = typing.get_args(registry.Fidelity)
     if fidelity is not None and fidelity not in kinds:
         raise QueryError(f"--fidelity {fidelity!r} is not allowed (allowed: {', '.join(kinds)})")

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import typer
+
 __all__ = ["WIDTH", "render_reference", "iter_help"]
 
 WIDTH = 100
@@ -44,8 +46,6 @@ def _walk(command: Any, ctx: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple
 
 def iter_help() -> Iterator[tuple[tuple[str, ...], str]]:
     """(command path, help text) for ``sage`` and every subcommand, depth first, in the CLI's order."""
-    import typer
-
     from sweeps.cli import app
 
     root = typer.main.get_command(app)

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from sage_core.defs.errors import QueryError
 from sweeps.cli.common import RESULTS_HELP, SKIP_BAD_HELP, duckdb_errors, print_frame
 
 
@@ -30,7 +31,6 @@ def reliability(
     Example: sage reliability runs/ablation-components-cpu
     """
     from analysis.reliability import COLUMNS_NOTE, low_signal_lines, reliability_table
-    from sage_core.defs.errors import QueryError
 
     names = None
     if objectives is not None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from sage_core.defs.config import parse_overrides
 from sweeps.cli.common import SKIP_BAD_HELP
+from sweeps.paths import check_arg
+from sweeps.spec import describe, load_validated_spec
+from sweeps.warm_start import load_and_plan
 
 sweep_app = typer.Typer(
     name="sweep",
@@ -44,7 +48,6 @@ def run_cmd(
 ) -> None:
     """Validate SPEC, then run the sweep; results go to STORAGE/results, the live table shows the
     objectives. Interrupt with Ctrl+C or `sage sweep stop STORAGE`; finish with `sage sweep resume`."""
-    from sage_core.defs.config import parse_overrides
     from sweeps.runner import run
 
     spec, storage = _checked(spec, storage)
@@ -112,10 +115,6 @@ def validate_cmd(
     (e.g. local_k >= batch_size), objectives no evaluator produces, unreachable storage, and the
     earlier sweep of search.warm_start. All problems are listed at once. Example:
     `sage sweep validate ablation-local-k`."""
-    from sage_core.defs.config import parse_overrides
-    from sweeps.spec import describe, load_validated_spec
-    from sweeps.warm_start import load_and_plan
-
     spec, storage = _checked(spec, storage)
     overrides = parse_overrides(set_)
     _set_warm_start(overrides, warm_start)
@@ -129,8 +128,6 @@ def validate_cmd(
 def _checked(spec: str, storage: str | None) -> tuple[str, str | None]:
     """SPEC and --storage once the operating system can name them (the spec check then tests that
     the storage can be written)."""
-    from sweeps.paths import check_arg
-
     return check_arg(spec, option="SPEC"), check_arg(storage, option="--storage") if storage is not None else None
 
 
@@ -141,8 +138,6 @@ def _set_warm_start(overrides: dict, warm_start: str | None) -> None:
 
 
 def _sweep_folder(storage: str, *, option: str = "STORAGE") -> str:
-    from sweeps.paths import check_arg
-
     return check_arg(storage, option=option)
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import typer
+
+from sage_core.defs.config import load_config, parse_overrides
+from sage_core.defs.errors import ConfigError
+from sweeps.paths import check_path, output_dir
 
 HELP = """Train an aligned text encoder with SAGE (or DES) on a DeepSpeed engine.
 
@@ -44,12 +50,6 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar (for logs)."),
         show_config: bool = typer.Option(False, "--show-config", help="Print the resolved config and exit."),
     ) -> None:
-        import json
-        import time
-
-        from sage_core.defs.config import load_config, parse_overrides
-        from sweeps.paths import check_path, output_dir
-
         config = check_path(config, option="--config") if config is not None else None
         resume = check_path(resume, option="--resume") if resume is not None else None
         default_preset = preset is None and config is None
@@ -66,7 +66,6 @@ def register(app: typer.Typer) -> None:
             return
         if resume is not None:
             from sage_core.checkpoint import check_checkpoint
-            from sage_core.defs.errors import ConfigError
 
             if not resume.is_dir():
                 raise ConfigError(f"--resume {resume}: no such checkpoint folder")
