@@ -7,6 +7,9 @@ import importlib
 import time
 from collections.abc import Iterator
 
+from sage_core.data import load_prompts
+from sage_core.defs.locations import BUILTIN_PROMPT_SETS
+
 __all__ = ["doctor_checks", "LIBRARIES"]
 
 LIBRARIES = ("transformers", "diffusers", "deepspeed", "ray", "optuna", "duckdb", "pyarrow")
@@ -21,8 +24,6 @@ def doctor_checks(*, skip_deepspeed: bool = False) -> Iterator[tuple[str, str]]:
     yield "torch", f"{torch.__version__} (cuda: {torch.cuda.is_available()})"
     for name in LIBRARIES:
         yield name, getattr(importlib.import_module(name), "__version__", "?")
-    from sage_core.data import load_prompts
-    from sage_core.defs.locations import BUILTIN_PROMPT_SETS
 
     for name in BUILTIN_PROMPT_SETS:
         yield "prompts", f"{name}: {len(load_prompts(name))} rows"

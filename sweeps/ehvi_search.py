@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray.tune.search import Searcher
 
 from .mf_search import MIN_FIT, MIN_GAIN, SAMPLES, ParetoGainModel, PriorTrial
@@ -28,7 +29,6 @@ def proposals(param_space: Mapping[str, Any], *, num_samples: int, seed: int | N
     """The configurations Tune's variant generator makes of ``param_space`` (``tune.grid_search`` and
     sampled domains), ``num_samples`` times, in a seeded random order (a grid's own order would make
     the first trials neighbours)."""
-    import numpy as np
     from ray.tune.search.variant_generator import generate_variants
 
     rng = np.random.default_rng(seed)
@@ -94,8 +94,6 @@ class EhviSearcher(Searcher):
         Path(checkpoint_path).write_text(json.dumps(state), encoding="utf-8")
 
     def restore(self, checkpoint_path: str) -> None:
-        import numpy as np
-
         state = json.loads(Path(checkpoint_path).read_text(encoding="utf-8"))
         self.left, self.running, self.done = state["left"], state["running"], state["done"]
         # a trial running when the driver stopped is resumed by Tune under its id: it stays running

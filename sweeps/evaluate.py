@@ -11,6 +11,7 @@ from typing import Any
 
 from sage_core.defs.errors import ConfigError
 from sage_core.defs.locations import default_cache_dir
+from sage_core.defs.metrics import interval_columns, is_interval_column
 
 __all__ = ["Evaluation", "resolve_target", "evaluate_checkpoint", "calibrate_checkpoints", "write_rows"]
 
@@ -44,8 +45,6 @@ def resolve_target(target: str, base: str | None) -> tuple[str, int | None, str,
 
 
 def _text_table(metrics: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    from sage_core.defs.metrics import interval_columns, is_interval_column
-
     identity = {k: (0.0 if k in _IDENTITY_ZERO else 1.0)
                 for k in metrics if k in ("spread_ratio", "spread_dev") or k.startswith(("jaccard", "distortion_"))}
     table = []

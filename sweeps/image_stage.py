@@ -30,6 +30,7 @@ killed driver finishes it without rerunning any trial.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -39,6 +40,9 @@ from typing import Any
 
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 from analysis.rows import last_rows
+from sage_core.defs.config import TrainConfig
+from sage_core.defs.errors import AnalysisError, StorageError
+from sage_core.version import code_version
 
 from .image_task import error_text, evaluate_encoder
 from .spec import ImageStage, SweepSpec, base_train_config
@@ -128,8 +132,6 @@ def image_row(survivor: Survivor, *, sweep_id: str, columns: Mapping[str, Any], 
               wall_s: float, device_share: float, code_version: str) -> dict[str, Any]:
     """One ``fidelity="image"`` row: the survivor's hyperparameter columns (as in its text row), the
     image metrics, ``base_*`` and provenance (``columns``), timing."""
-    from sage_core.defs.config import TrainConfig
-
     row = {k: v for k, v in survivor.row.items()
            if v is not None and (k.split(".", 1)[0] in TrainConfig.model_fields or k in _CARRIED)}
     row.update({"sweep_id": sweep_id, "trial_id": survivor.trial_id, "step": survivor.step, "fidelity": IMAGE,
@@ -154,8 +156,6 @@ def _base_from_rows(done: Mapping[tuple[str, int], Mapping[str, Any]], encoder: 
 def _find_checkpoint(folder: SweepDir, trial_id: str, step: int) -> str | None:
     """A trial's checkpoint of ``step`` in the Tune experiment folder (when its row lacks the path:
     the driver died between the result and the checkpoint registration)."""
-    import json
-
     if folder.is_uri:
         return None
     for meta in sorted(Path(folder.experiment).glob(f"*{trial_id}*/checkpoint_*/meta.json")):
@@ -227,8 +227,6 @@ class _StageRun:
     def __init__(self, spec: SweepSpec, *, stage: ImageStage, folder: SweepDir, sweep_id: str, result: StageResult,
                  say: Callable[[str], None], done: Mapping[tuple[str, int], Mapping[str, Any]], rerun: bool):
         import ray
-
-        from sage_core.version import code_version
 
         self.spec, self.folder, self.sweep_id, self.result, self.say = spec, folder, sweep_id, result, say
         self.done, self.rerun, self.stage = done, rerun, stage
@@ -341,7 +339,6 @@ def _calibrate(spec: SweepSpec, *, store: Any, sweep_id: str, storage: str, resu
                say: Callable[[str], None]) -> None:
     """The calibration table of the sweep's image rows, written beside its results (module docstring, 5)."""
     from analysis.calibration import calibration_display, calibration_table, write_calibration
-    from sage_core.defs.errors import AnalysisError, StorageError
 
     rows = store.read(sweep_id=sweep_id).to_pylist()
     n_image = len(image_rows(rows))

@@ -6,6 +6,8 @@ sweep's trials asked for.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,9 +42,6 @@ def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mappi
     Returns ``columns`` (metrics, ``base_*`` from ``base_metrics``, provenance), ``metrics``,
     ``generated`` (images not served by the cache) and ``wall_s``. Runs inside a Ray task.
     """
-    import shutil
-    import tempfile
-
     from sage_core.encoders import load_encoder, quiet_hf_progress
     from sage_core.evaluation import ImageEvaluator, build_eval_config
 

@@ -62,6 +62,8 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
+from sage_core.defs.errors import ConfigError
+from sweeps.spec_model import SEED
 
 from .scheduler_state import SchedulerStateCallback, _read_widths, read_state, state_callbacks
 
@@ -133,7 +135,6 @@ class SeedNoiseWatch:
     def observe(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any] | None) -> list[str]:
         """Record one result; the warning lines it triggers (also printed)."""
         from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, signal_share
-        from sweeps.spec_model import SEED
 
         if not config or SEED not in config or result.get("step") is None:
             return []
@@ -364,8 +365,6 @@ SCHEDULERS: dict[str, Callable[..., Any]] = {"pareto_sh": _pareto_sh, "fifo": _f
 def build_scheduler(spec: Any, state_path: str | None, *, prior: Sequence[Any] = ()) -> Any:
     """The Tune scheduler ``spec.scheduler.kind`` names; ``state_path``: where a Pareto scheduler
     writes its rung records (None on object storage); ``prior``: an earlier sweep's trials (warm start)."""
-    from sage_core.defs.errors import ConfigError
-
     if getattr(spec.search, "algorithm", None) == "ehvi" and spec.search.probe:  # it pauses and resumes trials
         from .mf_search import build_mf_scheduler
 

@@ -34,6 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sage_core.defs.errors import ConfigError, DataError
+from sage_core.defs.metrics import lookup
+
 __all__ = ["TrialStages", "stage_problems", "ATTACK_AT", "attack_at_problems", "attack_objective_problems"]
 
 #: ``fidelity.attack.at``: the steps of the attack stage (its other keys are AttackConfig values).
@@ -55,8 +58,6 @@ def attack_at_problems(attack: Mapping[str, Any] | None, *, text_every: int) -> 
 def attack_objective_problems(attack: Mapping[str, Any] | None, *, rungs: Sequence[int] | None,
                               objectives: Sequence[str]) -> list[str]:
     """An attack objective ranks at the rungs: an explicit ``fidelity.attack.at`` must hold them all."""
-    from sage_core.defs.metrics import lookup
-
     at = (attack or {}).get(ATTACK_AT)
     ranked = [m for m in objectives if getattr(lookup(m), "fidelity", None) == "attack"]
     if not ranked or not isinstance(at, list):
@@ -85,8 +86,6 @@ def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any]
     """Every problem of ``fidelity.robust`` / ``fidelity.proximal`` / ``fidelity.attack`` settings (validated
     before Ray starts; ``attack`` without ``at``); ``image_metrics``: the image stage's metrics (None: no
     image stage), for ``fidelity.robust.image``."""
-    from sage_core.defs.errors import ConfigError
-
     problems: list[str] = []
     builders = stage_builders()
     for stage, values in (("robust", robust), ("proximal", proximal), ("attack", attack)):
@@ -102,8 +101,6 @@ def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any]
 def _image_problems(values: Mapping[str, Any] | None, image_metrics: Sequence[str] | None) -> list[str]:
     """``fidelity.robust.image`` (the UNet fine-tune of the image stage) and the ``robust_asr*`` metrics
     that need it."""
-    from sage_core.defs.errors import ConfigError, DataError
-    from sage_core.defs.metrics import lookup
     from sage_core.robustness_image import build_image_robust_config, read_image_captions
 
     where = "fidelity.robust.image"

@@ -18,15 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sage_core.defs.errors import ConfigError, StorageError
+from sage_core.version import code_version
 
+from .cluster_checks import check_shared_storage
 from .image_stage import run_image_stage
 from .resolved_trial import TrialResolver
 from .schema_file import write_schema
+from .search import build_search
 from .spec import SweepSpec, base_train_config, load_spec
 from .spec_checks import spec_error
 from .stop_callback import StopFileCallback
 from .sweep_dir import EXPERIMENT, STOP_FILE, SweepDir, SweepRecord
 from .sweep_plan import SweepPlan, plan_of
+from .warm_start import load_and_plan
 
 __all__ = ["run", "resume", "SweepOutcome", "STOP_FILE", "resume_command", "StopFileCallback", "load_sweep_spec",
            "trial_counts"]
@@ -122,8 +126,6 @@ def _check_storage_shared(storage: str) -> None:
     """On a multi-node cluster the storage must be shared; say so before any trial starts."""
     import ray
 
-    from .cluster_checks import check_shared_storage
-
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     problem = check_shared_storage(storage, num_nodes=max(nodes, 1))
     if problem:
@@ -176,10 +178,7 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: SweepPlan 
     start's ``prior``)."""
     from ray import tune
 
-    from sage_core.version import code_version
-
     from .pareto_scheduler import build_scheduler, state_callbacks
-    from .search import build_search
     from .store_callback import StoreCallback
     from .tracking import tracking_callbacks
     from .trial import train_trial
@@ -343,8 +342,6 @@ def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, stora
 def _warm_start(spec: SweepSpec, plan: SweepPlan) -> tuple[Any, Any]:
     """``(prior, search plan)`` of a spec with ``search.warm_start`` (the earlier sweep read and
     checked, :mod:`sweeps.warm_start`); ``(None, None)`` without one."""
-    from .warm_start import load_and_plan
-
     return load_and_plan(spec, plan=plan) if spec.search.warm_start else (None, None)
 
 

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sage_core.defs.errors import StorageError
+
 try:
     from ray.tune import Callback
 except ImportError:  # pragma: no cover - ray is a dependency of sweeps
@@ -20,8 +22,6 @@ __all__ = ["read_state", "SchedulerStateCallback", "state_callbacks"]
 def read_state(path: Path) -> tuple[dict[int, dict[str, list[float]]], dict[str, int]]:
     """Rung records and pruned trials from a state file, checked; one line naming the file when
     it is truncated, not UTF-8 or of the wrong shape (a resumed driver must not guess)."""
-    from sage_core.defs.errors import StorageError
-
     def bad(why: str) -> StorageError:
         return StorageError(f"{path}: {why}; the scheduler state is damaged: move it away to let the resumed "
                             "sweep re-record its rungs")

@@ -12,6 +12,7 @@ from typing import Any
 
 from analysis.dominance import minimised_rows, nondominated_ranks, objective_signs
 from analysis.intervals import fmt_cell, has_interval
+from sage_core.defs.errors import StorageError
 
 from .image_stage import final_text_rows
 from .sweep_dir import SweepDir, driver_alive
@@ -113,8 +114,6 @@ def _cell(row: dict[str, Any], name: str) -> str:
 def request_stop(storage: str) -> str:
     """Write the stop file the driver polls; returns its path. Refused when sweep.json says no
     driver runs (finished, failed, interrupted, stopped): nobody would read the file."""
-    from sage_core.defs.errors import StorageError
-
     folder = SweepDir.at(storage)
     _, meta = folder.load()
     state = meta.get("state")

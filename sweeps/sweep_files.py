@@ -15,6 +15,7 @@ from typing import Any
 
 from sage_core.defs.errors import ConfigError, StorageError
 
+from .spec import spec_from_text
 from .storage_io import filesystem
 
 __all__ = ["STATES", "MAX_FILE_BYTES", "read_small_text", "parse_sweep_meta", "read_sweep_folder"]
@@ -76,8 +77,6 @@ def parse_sweep_meta(text: str, *, path: str) -> dict[str, Any]:
 
 def read_sweep_folder(storage: str, *, spec_file: str, meta_file: str, scheduler_file: str | None = None):
     """``(spec, meta)`` of a sweep folder, both checked; one-line errors naming the file."""
-    from .spec import spec_from_text
-
     text, meta_text = read_small_text(spec_file), read_small_text(meta_file)
     if text is None or meta_text is None:
         raise StorageError(f"{storage!r} holds no sweep (no spec.yaml/sweep.json); start one with "

@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sage_core.defs.errors import TrialError
+from sage_core.defs.errors import NonFiniteLossError, TrialError
+from sage_core.defs.metrics import lookup, objective_metrics
 
 from .resolved_trial import trial_config
+from .robust_stage import TrialStages
 from .search import FINAL_KEY
 
 __all__ = ["TrialContext", "train_trial", "TuneReportCallback", "TrainWorkerReportCallback", "reported_metrics",
@@ -103,16 +105,12 @@ class TuneReportCallback(_Base):
         self._write_prompt_scores(info)
         bad = [m for m in self.context.objectives if m not in unmeasured and not math.isfinite(metrics[m])]
         if bad:
-            from sage_core.defs.errors import NonFiniteLossError
-
             raise NonFiniteLossError(f"objective(s) {bad} are not finite at step {info.step}")
         return metrics
 
     def _measured(self, metric: str, step: int, final: bool) -> bool:
         """``metric`` is measured at this evaluation: the attack stage's only at its steps (the rungs and
         the final step, where the scheduler and the search read them)."""
-        from sage_core.defs.metrics import lookup
-
         if getattr(lookup(metric), "fidelity", None) != "attack" or self.stages is None:
             return True
         return bool(self.stages.attacks_at(int(step), final=final))
@@ -122,7 +120,6 @@ class TuneReportCallback(_Base):
         scores = getattr(info, "prompt_scores", None)
         if self.context.scores_root and self.trial_id and scores is not None:
             from analysis.prompt_scores import write_prompt_scores
-            from sage_core.defs.metrics import objective_metrics
 
             write_prompt_scores(self.context.scores_root, sweep_id=self.context.sweep_id, trial_id=self.trial_id,
                                 step=int(info.step), columns=scores.columns(), pools=scores.pools,
@@ -210,8 +207,6 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
 
     cfg = trial_config(context.base, config, context.variants)
     if context.robust is not None or context.proximal is not None or context.attack is not None:
-        from .robust_stage import TrialStages
-
         callback.stages = TrialStages(cfg, robust=context.robust, proximal=context.proximal, attack=context.attack,
                                       attack_at=context.attack_at)
     work = Path(tempfile.mkdtemp(prefix=f"sage-trial-{name}-"))

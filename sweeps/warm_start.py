@@ -34,12 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
+from sage_core.defs import metrics as metric_registry
+from sage_core.defs.config import TrainConfig, load_config
 from sage_core.defs.errors import ConfigError, SageError
 
 from .resolved_trial import hyperparameter_columns, point_key
 from .robust_stage import stage_builders
+from .search import build_search
 from .space import Dimension, Grid
 from .spec import SweepSpec, base_train_config, trial_values
+from .sweep_dir import SweepDir
 from .sweep_plan import SweepPlan, plan_of
 
 __all__ = ["PriorTrial", "Prior", "load_prior", "load_and_plan", "CONTEXT_FIELDS", "NOT_A_SETTING", "WHERE"]
@@ -114,8 +118,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _resolved(values: Mapping[str, Any]) -> dict[str, Any]:
-    from sage_core.defs.config import load_config
-
     return load_config(overrides=dict(values)).to_dict()
 
 
@@ -146,8 +148,6 @@ def _stage_line(source: str, earlier: SweepSpec, spec: SweepSpec) -> str | None:
     """An objective measured by the robust, proximal or attack stage means what that stage's settings
     (``fidelity.robust`` / ``fidelity.proximal`` / ``fidelity.attack``) make it mean: they must agree
     as well."""
-    from sage_core.defs import metrics as metric_registry
-
     builders = stage_builders()
     stages = {str(getattr(metric_registry.lookup(o.metric), "fidelity", "")) for o in spec.objectives}
     for stage in sorted(stages & set(builders)):
@@ -184,8 +184,6 @@ def _stored(row: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> A
     """The earlier trial's value of setting column ``name``. A column its code did not write (absent,
     or null where the setting cannot be None) reads as today's default: a new setting defaults to the
     behaviour from before it existed (``lambda_adv`` 0 = off)."""
-    from sage_core.defs.config import TrainConfig
-
     if name in row and row[name] is not None:
         return row[name]
     field = TrainConfig.model_fields.get(name)
@@ -308,8 +306,6 @@ def load_prior(source: str, spec: SweepSpec, *, plan: SweepPlan | None = None) -
     ...``) when it is no sweep, another experiment, or holds no usable trial. Reads only; writes nothing."""
     from pyarrow import ArrowException
 
-    from .sweep_dir import SweepDir
-
     folder = SweepDir.at(source)
     if not folder.is_uri and not Path(folder.root).is_dir():
         raise _bad(f"{source!r} is not a folder; give the storage folder of an earlier sweep (its --storage)")
@@ -341,8 +337,6 @@ def load_and_plan(spec: SweepSpec, *, plan: SweepPlan | None = None) -> tuple[Pr
     """``(prior, search plan)`` for a spec with ``search.warm_start``: :func:`load_prior`, then the
     search built with it (which refuses a grid with nothing left to run). ``sage sweep run`` and
     ``sage sweep validate`` both call this before anything is written."""
-    from .search import build_search
-
     if not spec.search.warm_start:
         raise _bad("not set")
     plan = plan if plan is not None else plan_of(spec)
