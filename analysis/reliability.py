@@ -250,12 +250,13 @@ def reliability_table(source: Source, *, objectives: Sequence[str] | None = None
 
 
 def low_signal_line(metric: str, *, share: float, seeds: str, configs: int, lo: float | None = None,
-                    hi: float | None = None, where: str = "") -> str:
-    """The one-line warning for an objective whose signal share is below :data:`SIGNAL_THRESHOLD`."""
+                    hi: float | None = None, where: str = "", then: str = "") -> str:
+    """The one-line warning for an objective whose signal share is below :data:`SIGNAL_THRESHOLD`
+    (``where``: after the metric's name, e.g. `` at step 12``; ``then``: what follows for the caller)."""
     interval = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None and np.isfinite([lo, hi]).all() else ""
     return (f"warning: {metric}{where}: signal share {share:.2f}{interval} (training seeds {seeds} x {configs} "
             f"configurations) is below {SIGNAL_THRESHOLD}: most of its spread between configurations is seed "
-            "noise, so rankings by it are unreliable")
+            "noise, so rankings by it are unreliable" + (f"; {then}" if then else ""))
 
 
 def low_signal_lines(table: pd.DataFrame) -> list[str]:

@@ -21,15 +21,18 @@ learns from another seed's results too; settings that only say where or how ofte
 evaluated are ignored, :data:`NOT_A_SETTING`). The others are dropped, counted by reason in
 :attr:`Prior.dropped`, which the runner prints before the sweep starts. Failed trials are never
 used. The earlier sweep's trials include those its own warm start reused (their rows, copied into
-its store under the sweep id that produced them), so warm starts chain.
+its store under the sweep id that produced them), so warm starts chain. An objective whose ranking
+over the trials used is mostly training-seed noise gets a warning line, never a refusal
+(:mod:`sweeps.warm_start_signal`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -45,6 +48,7 @@ from .space import Dimension, Grid
 from .spec import SweepSpec, base_train_config, trial_values
 from .sweep_dir import SweepDir
 from .sweep_plan import SweepPlan, plan_of
+from .warm_start_signal import seed_noise_lines
 
 __all__ = ["PriorTrial", "Prior", "load_prior", "load_and_plan", "CONTEXT_FIELDS", "NOT_A_SETTING", "WHERE"]
 
@@ -333,12 +337,22 @@ def load_prior(source: str, spec: SweepSpec, *, plan: SweepPlan | None = None) -
                  dropped=dict(dropped), stored=stored)
 
 
-def load_and_plan(spec: SweepSpec, *, plan: SweepPlan | None = None) -> tuple[Prior, Any]:
+def load_and_plan(spec: SweepSpec, *, plan: SweepPlan | None = None,
+                  warn: Callable[[str], None] | None = None) -> tuple[Prior, Any]:
     """``(prior, search plan)`` for a spec with ``search.warm_start``: :func:`load_prior`, then the
     search built with it (which refuses a grid with nothing left to run). ``sage sweep run`` and
-    ``sage sweep validate`` both call this before anything is written."""
+    ``sage sweep validate`` both call this before anything is written. Once both succeed, each
+    objective whose ranking in the earlier sweep is mostly seed noise gets a warning line
+    (:func:`~sweeps.warm_start_signal.seed_noise_lines`), passed to ``warn`` (default: stderr)."""
     if not spec.search.warm_start:
         raise _bad("not set")
     plan = plan if plan is not None else plan_of(spec)
     prior = load_prior(spec.search.warm_start, spec, plan=plan)
-    return prior, build_search(spec, prior=prior.trials, dims=plan.dimensions)
+    search = build_search(spec, prior=prior.trials, dims=plan.dimensions)
+    for line in seed_noise_lines(prior, spec.objective_metrics()):
+        (warn or _print_line)(line)
+    return prior, search
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -28,10 +28,12 @@ EARLIER = [
 ]
 
 
-def earlier_folder(root: Path, trials=EARLIER, *, unwritten: dict | None = None, **changes) -> Path:
+def earlier_folder(root: Path, trials=EARLIER, *, unwritten: dict | None = None, values=earlier_values,
+                   **changes) -> Path:
     """An earlier sweep's folder as the runner leaves it: spec.yaml, sweep.json, result rows.
     ``unwritten``: column -> ``"absent"`` / ``"null"``, a setting older code did not store (absent from
-    its rows, or null there because a later file of the same sweep added the column)."""
+    its rows, or null there because a later file of the same sweep added the column); ``values``:
+    ``(i, step) -> objective values`` of trial ``i`` (default :func:`earlier_values`)."""
     from analysis.store import ResultStore
     from sweeps.resolved_trial import resolve_trial
     from sweeps.spec import base_train_config, load_spec
@@ -50,7 +52,7 @@ def earlier_folder(root: Path, trials=EARLIER, *, unwritten: dict | None = None,
         trial = resolve_trial(f"e{i}", params, base=base, variants={})
         for step in steps:
             # the trainer reports the guidance scale it derived from concept_guidance_ratio (the spec's None)
-            result = {"step": step, "concept_guidance_scale": 18.1 + i, **earlier_values(i, step)}
+            result = {"step": step, "concept_guidance_scale": 18.1 + i, **values(i, step)}
             rows.append(result_row(sweep_id=EARLIER_ID, trial=trial, result=result,
                                    status=status if step == steps[-1] else "running", code_version="test"))
     for column, how in (unwritten or {}).items():
