@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
+from analysis.ablation_paired import marked, with_paired_deltas
 from analysis.column_roles import ColumnRoles, roles_of
 from analysis.intervals import interval_frame
 from analysis.rows import last_step_sql, trial_status_sql
@@ -203,7 +204,7 @@ def _with_bounds(df: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
 def _by_value(df: pd.DataFrame, *, param: str, columns: Sequence[str], set_by: Sequence[str]) -> pd.DataFrame:
     """One row per value of ``param``: the trial count ``n``, the method and the other columns ``param``
     sets, and the mean of ``columns``."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas (~0.15 s), off `import analysis` and `sage` start-up
 
     grouped = df.groupby(param, sort=True)
     out = (grouped[list(columns)].mean() if columns
@@ -223,7 +224,7 @@ def _at_defaults(df: pd.DataFrame, *, param: str, base: Mapping[str, float],
                  set_by: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
     """The trials whose other hyperparameters sit at ``base`` (those ``param`` sets excepted), and
     the notes saying what was fixed or filtered."""
-    import pandas as pd
+    import pandas as pd  # lazy: pandas (~0.15 s), off `import analysis` and `sage` start-up
 
     notes: list[str] = []
     for name, value in base.items():
@@ -304,15 +305,11 @@ def ablation_table(
     df = ablation_frame(source, param=param, defaults=defaults, statuses=statuses, skip_bad=skip_bad,
                         objectives=objectives, all_columns=all_columns)
     if vs is not None:
-        from analysis.ablation_paired import with_paired_deltas
-
         df = with_paired_deltas(df, source, vs=vs)
     if fmt is None:
         return df
     if fmt == "csv":
         return df.to_csv(index=False)
     if vs is not None:
-        from analysis.ablation_paired import marked
-
         return to_markdown(marked(df))
     return to_markdown(df)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from analysis.intervals import fmt_interval, fmt_number
 from analysis.paired_compare import CONFIDENCE, RESAMPLES, mean_difference
 from analysis.prompt_scores import ScoreTable, read_prompt_scores, scores_root_for
-from analysis.views import Source
+from analysis.views import Source, locate
 from sage_core.defs.errors import QueryError
 
 if TYPE_CHECKING:
@@ -60,9 +60,7 @@ def reference_row(table: pd.DataFrame, *, vs: str | float) -> int:
 
 
 def _scores_root(source: Source) -> str | None:
-    import duckdb
-
-    from analysis.views import locate
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     if isinstance(source, duckdb.DuckDBPyConnection):
         return None  # a caller's connection: no folder to find the scores in

@@ -34,15 +34,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from numpy.typing import ArrayLike
 
+from analysis.intervals import fmt_interval
 from analysis.rows import last_rows
+from analysis.store import _TMP_PREFIX, _publish
+from analysis.store_schema import SWEEP_ID, BadFile
 from sage_core.defs.errors import QueryError, StorageError
 from sage_core.defs.metrics import CALIBRATION_PAIRS, lookup, sign
 
 if TYPE_CHECKING:
     import duckdb
-    import pyarrow as pa
 
     from analysis.store import ResultStore
 
@@ -82,7 +87,7 @@ def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def spearman_rho(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho of each row pair [B, n]: the Pearson correlation of the average ranks; NaN
     for a row where either side takes one value."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # lazy: scipy (~0.4 s), off `import analysis` and `sage` start-up
 
     rx = rankdata(np.atleast_2d(np.asarray(x, float)), axis=1)
     ry = rankdata(np.atleast_2d(np.asarray(y, float)), axis=1)
@@ -158,7 +163,7 @@ def calibration_report(trials: Sequence[Mapping[str, Any]], *, pairs: Sequence[t
     text and image values): ``{text, image, n, expected, kendall, kendall_lo, kendall_hi, spearman,
     spearman_lo, spearman_hi, note, confidence, resamples, resamples_used, seed}`` (see the module
     docstring). Fewer than 3 trials, or a column with one value, give numbers ``None`` and a note."""
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau, spearmanr  # lazy: scipy (~0.4 s), off `import analysis` and `sage` start-up
 
     keys: set[str] = set().union(*(t.keys() for t in trials)) if trials else set()
     out = []
@@ -245,8 +250,6 @@ def calibration_table(rows: Iterable[Mapping[str, Any]], *, early_step: int | No
 def calibration_display(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     """Display rows: ``kendall``/``spearman`` as ``0.612 [0.581, 0.640]``, or the note
     (``no variation in ...``) where there is no number."""
-    from analysis.intervals import fmt_interval
-
     out = []
     for e in entries:
         row = {k: ("" if e.get(k) is None else str(e.get(k))) for k in ("text_at", "text", "image", "n")}
@@ -269,8 +272,6 @@ def calibration_path(store: ResultStore, sweep_id: str) -> str:
 
 
 def _arrow(entries: Sequence[Mapping[str, Any]]) -> pa.Table:
-    import pyarrow as pa
-
     types = {"sweep_id": pa.string(), "text_at": pa.string(), "text": pa.string(), "image": pa.string(),
              "n": pa.int64(), "expected": pa.int64(), "note": pa.string(), "text_steps": pa.string(),
              "resamples": pa.int64(), "resamples_used": pa.int64(), "seed": pa.int64()}
@@ -280,11 +281,6 @@ def _arrow(entries: Sequence[Mapping[str, Any]]) -> pa.Table:
 def write_calibration(store: ResultStore, *, sweep_id: str, entries: Sequence[Mapping[str, Any]]) -> str:
     """Replace the calibration table of ``sweep_id`` atomically (temporary name, then rename);
     returns its path."""
-    import pyarrow.parquet as pq
-
-    from analysis.store import _TMP_PREFIX, _publish
-    from analysis.store_schema import SWEEP_ID
-
     if not isinstance(sweep_id, str) or not SWEEP_ID.match(sweep_id):
         raise StorageError(f"sweep_id {sweep_id!r} is not allowed (allowed: letters, digits, '.', '_', '-', "
                          "starting with a letter or digit, at most 200 characters)")
@@ -304,12 +300,6 @@ def write_calibration(store: ResultStore, *, sweep_id: str, entries: Sequence[Ma
 def read_calibration(store: ResultStore, *, skip_bad: bool = False) -> pa.Table:
     """Every sweep's calibration table in ``store`` (empty, with :data:`COLUMNS`, when there is none).
     An unreadable file or one without the columns raises :class:`StorageError`, unless ``skip_bad``."""
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    from analysis.store_schema import BadFile
-
     root = f"{store.path}/{CALIBRATION_DIR}"
     try:
         infos = store.filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))

@@ -90,7 +90,7 @@ def read_schema_file(results_uri: str) -> ColumnRoles | None:
     parent, _, name = root.rpartition("/")
     if name != "results" or not parent:
         return None
-    import fsspec.core
+    import fsspec.core  # lazy: fsspec, off `import analysis` and `sage` start-up
 
     path = f"{parent}/{SCHEMA_FILE}"
     try:
@@ -118,7 +118,7 @@ def install_roles(con: duckdb.DuckDBPyConnection, roles: ColumnRoles | None) -> 
 def roles_of(con: duckdb.DuckDBPyConnection) -> ColumnRoles | None:
     """The roles :func:`install_roles` put in this connection; None for a store without them (or a
     connection not made by :func:`analysis.connect`)."""
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     try:
         rows = con.sql("SELECT schema FROM column_roles").fetchall()

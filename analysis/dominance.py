@@ -19,6 +19,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import moocore
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -222,6 +223,5 @@ def hypervolume(points: Any, ref: Sequence[float]) -> float:
     pts = pts[np.all(pts < r, axis=1)]
     if len(pts) == 0:
         return 0.0
-    import moocore
 
     return float(moocore.hypervolume(pts, ref=r))

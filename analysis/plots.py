@@ -17,8 +17,8 @@ __all__ = ["pareto_plot", "ablation_plot", "learning_curves", "reported_scale", 
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: matplotlib (~0.2 s), off `import analysis`
+    from matplotlib.figure import Figure  # lazy: matplotlib (~0.2 s), off `import analysis`
 
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
@@ -162,7 +162,7 @@ def learning_curves(rows: pd.DataFrame, *, metrics: Sequence[str], labels: Mappi
     trial and step with ``trial_id``, ``step``, ``status`` and the metrics), bootstrap intervals
     as a band, and the trial's last step marked by how it ended (a pruned trial's line stops at
     the rung that pruned it, marked X). ``labels``: trial_id -> legend text."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # lazy: matplotlib (~0.2 s), off `import analysis`
 
     metrics = [m for m in metrics if m in rows.columns and rows[m].notna().any()]
     n = max(len(metrics), 1)

@@ -37,7 +37,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
+from analysis.store import _filesystem_for  # the store's one resolution of paths and URIs
 from sage_core.defs.errors import StorageError
 
 __all__ = ["FOLDER", "METADATA_KEY", "ScoreTable", "scores_root_for", "write_prompt_scores", "read_prompt_scores"]
@@ -80,8 +84,6 @@ def _path(root: str, *, sweep_id: str, trial_id: str, step: int) -> str:
 
 
 def _filesystem(root: str):
-    from analysis.store import _filesystem_for  # the store's one resolution of paths and URIs
-
     return _filesystem_for(root)
 
 
@@ -89,9 +91,6 @@ def write_prompt_scores(root: str, *, sweep_id: str, trial_id: str, step: int, c
                         pools: Mapping[str, Mapping[str, Any]], metrics: Collection[str] | None = None) -> str:
     """Write one evaluation's scores atomically (temporary name, then rename); returns the path.
     ``metrics``: keep only these objectives' rows (and their pools)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     fs, base = _filesystem(root)
     final = _path(base, sweep_id=sweep_id, trial_id=trial_id, step=step)
     if metrics is not None:
@@ -118,10 +117,6 @@ def write_prompt_scores(root: str, *, sweep_id: str, trial_id: str, step: int, c
 def read_prompt_scores(root: str, *, sweep_id: str, trial_id: str, step: int) -> ScoreTable | None:
     """One evaluation's scores, checked (the folder is storage: untrusted); None when not written
     (also for ids no prompt-score path can hold, e.g. rows that a sweep did not write)."""
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
     fs, base = _filesystem(root)
     try:
         path = _path(base, sweep_id=sweep_id, trial_id=trial_id, step=step)

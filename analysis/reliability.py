@@ -26,6 +26,7 @@ the same prompts, and the store's ``seed`` column tells the repeats apart. Per o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from analysis.ablation import hyperparameters
 from analysis.column_roles import roles_of
-from analysis.views import Source, columns_of, open_source
+from analysis.views import Source, columns_of, open_source, require_columns
 from sage_core.defs.metrics import DEFAULT_OBJECTIVES, lookup, objective_metrics
 
 if TYPE_CHECKING:
@@ -136,7 +138,7 @@ def signal_share_interval(values: ArrayLike, groups: ArrayLike, *, resamples: in
 def least_significant_difference(anova: Anova, *, seeds: float, confidence: float = 0.95) -> float:
     """``t_{(1+c)/2, N - a} * sqrt(2 MSW / seeds)``: the smallest difference between two means of
     ``seeds`` runs that a two-sided test at level ``1 - c`` resolves."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy (~0.4 s), off `import analysis` and `sage` start-up
 
     if anova.df_within < 1:
         return float("nan")
@@ -148,7 +150,7 @@ def rung_agreement(trials: pd.DataFrame, *, value: str = "value") -> dict[int, t
 
     ``trials``: columns ``trial``, ``step``, ``final_step`` and ``value``; only steps before the
     final one, and only steps that at least three trials reached, get a tau."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy (~0.4 s), off `import analysis` and `sage` start-up
 
     final = trials[trials["step"] == trials["final_step"]].set_index("trial")[value]
     out: dict[int, tuple[float, int]] = {}
@@ -169,7 +171,6 @@ def _objectives(con, cols: list[str], objectives: Sequence[str] | None) -> list[
         objectives = list(roles.objectives) if roles is not None and roles.objectives else \
             list(dict.fromkeys([*DEFAULT_OBJECTIVES, *objective_metrics()]))
         objectives = [m for m in objectives if m in cols]
-    from analysis.views import require_columns
 
     require_columns(list(objectives), available=cols, kind="objective column")
     return list(objectives)
@@ -179,8 +180,6 @@ def _runs(con, metric: str, *, hyper: list[str], cols: list[str]) -> pd.DataFram
     """One row per (trial, step) holding ``metric``: ``trial``, ``config``, ``seed``, ``step``,
     ``final_step`` (the last step of the trial's configuration) and ``value``; one trial per
     (configuration, seed): a repeat of the same seed adds no information about seed noise."""
-    import json
-
     q = lambda c: '"' + c.replace('"', '""') + '"'  # noqa: E731
     keep = ["sweep_id", "trial_id", "step", *([SEED] if SEED in cols else []), *hyper]
     where = f"{q(metric)} IS NOT NULL AND NOT isnan(CAST({q(metric)} AS DOUBLE))"
@@ -206,9 +205,7 @@ def reliability_table(source: Source, *, objectives: Sequence[str] | None = None
     ``lsd`` (two means of the sweep's seeds) and ``lsd_1`` (two single runs), then ``tau@<step>``
     per earlier evaluation step (module docstring). ``attrs["notes"]`` says what could not be
     estimated and why."""
-    import pandas as pd
-
-    from analysis.ablation import hyperparameters
+    import pandas as pd  # lazy: pandas (~0.15 s), off `import analysis` and `sage` start-up
 
     con, owned = open_source(source, skip_bad=skip_bad)
     try:

@@ -30,8 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.ablation import ABLATION_PARAMS, ablation_frame, headline_metrics, hyperparameters
+from analysis.calibration import calibration_display, calibration_table
 from analysis.column_roles import roles_of
 from analysis.pareto import DEFAULT_PAIRS, hypervolume, nadir, pareto_ranks
+from analysis.plots import ablation_plot, front3_plot, learning_curves, pareto_plot
+from analysis.reliability import COLUMNS_NOTE, low_signal_lines, reliability_table
 from analysis.report_attack import attack_section
 from analysis.report_parts import html_table, metric_notes, trial_labels, varied_columns
 from analysis.store import ResultStore
@@ -126,7 +129,6 @@ def _pareto_section(con, cols: list[str], *, fidelity: str, x: str, y: str, out:
     ranked = pareto_ranks(con, x=x, y=y, fidelity=fidelity)
     if ranked.empty:
         return []
-    from analysis.plots import pareto_plot
 
     front = ranked[ranked["front"] == 1]
     shown = ranked if len(ranked) <= MAX_LABELLED else front
@@ -176,7 +178,6 @@ def _robust_front_sections(con, cols: list[str], *, out: Path) -> list[str]:
         ranked = pareto_ranks(con, x=x, y=y, extra=z, fidelity="text" if "fidelity" in cols else None)
         if ranked.empty:
             continue
-        from analysis.plots import front3_plot
 
         front = ranked[ranked["front"] == 1]
         shown = ranked if len(ranked) <= MAX_LABELLED else front
@@ -215,7 +216,6 @@ def _curves_section(con, cols: list[str], *, out: Path) -> list[str]:
     metrics = _curve_metrics(cols)
     if not metrics or "step" not in cols:
         return []
-    from analysis.plots import learning_curves
 
     where = "fidelity = 'text' AND " if "fidelity" in cols else ""
     parts = ["<h2>Learning curves (text level)</h2>",
@@ -245,8 +245,6 @@ def _curves_section(con, cols: list[str], *, out: Path) -> list[str]:
 
 def _reliability_section(con) -> list[str]:
     """Per objective: signal share over training seeds, rung-to-final agreement, resolution."""
-    from analysis.reliability import COLUMNS_NOTE, low_signal_lines, reliability_table
-
     table = reliability_table(con)
     if table.empty:
         return []
@@ -260,8 +258,6 @@ def _reliability_section(con) -> list[str]:
 
 def _calibration_section(con, cols: list[str]) -> list[str]:
     """The stored calibration tables, else one computed from the rows (trials with image rows)."""
-    from analysis.calibration import calibration_display, calibration_table
-
     stored = con.sql("SELECT * FROM calibration ORDER BY sweep_id").df()
     entries = stored.astype(object).where(stored.notna(), None).to_dict("records")
     where = "stored by the image stage"
@@ -277,7 +273,7 @@ def _calibration_section(con, cols: list[str]) -> list[str]:
         where = "computed from the rows (no stored table)"
     if not entries:
         return []
-    import pandas as pd
+    import pandas as pd  # lazy: pandas (~0.15 s), off `import analysis` and `sage` start-up
 
     parts = ["<h2>Calibration: text proxies vs image metrics</h2>",
              f"<p class=note>{where}. Kendall's tau-b and Spearman's rho over the trials with image rows, with 95% "
@@ -313,8 +309,6 @@ def _ablation_sections(con, cols: list[str], *, out: Path, defaults) -> list[str
             parts.append(f"<p class=note>no table: {html.escape(str(exc))}</p>")
             continue
         if len(table) > 1:
-            from analysis.plots import ablation_plot
-
             metrics = headline_metrics(list(table.columns))
             image = ablation_plot(table, param=param, metrics=metrics, path=out / f"ablation_{param}.png")
             parts.append(f'<img src="{image.name}" alt="ablation plots for {html.escape(param)}">')

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from analysis.column_roles import roles_of
+from analysis.intervals import fmt_number
+from analysis.pareto import pareto_ranks
+from analysis.plots import _figure
 from analysis.report_parts import html_table, metric_notes, trial_labels, varied_columns
 
 if TYPE_CHECKING:
@@ -45,9 +48,6 @@ def last_attacked(con: duckdb.DuckDBPyConnection, cols: list[str]) -> pd.DataFra
 
 def success_curves(rows: pd.DataFrame, *, steps: list[str], labels: pd.Series, path: Path) -> Path:
     """Share of the attack prompts brought back within t steps against t, one line per row (trial)."""
-    from analysis.intervals import fmt_number
-    from analysis.plots import _figure
-
     fig = _figure(6.4, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     budget = [int(c.removeprefix(CURVE)) for c in steps]
@@ -72,8 +72,6 @@ def success_curves(rows: pd.DataFrame, *, steps: list[str], labels: pd.Series, p
 
 def _front_note(con, *, objectives: list[str], rows: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """The note on the sweep's front over its objectives, and ``rows`` with each trial's rank on it."""
-    from analysis.pareto import pareto_ranks
-
     x, y, *extra = objectives
     ranked = pareto_ranks(con, x=x, y=y, extra=extra, fidelity="text" if "fidelity" in rows.columns else None)
     rows = rows.merge(ranked[["sweep_id", "trial_id", "front"]], on=["sweep_id", "trial_id"], how="left")

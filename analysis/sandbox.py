@@ -71,7 +71,7 @@ class Limits:
 def open_sandbox(limits: Limits | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the resource bounds set and file access still open, so the
     caller can load its tables; call :func:`lock_down` before any query it did not write."""
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     limits = limits or Limits()
     spill = tempfile.mkdtemp(prefix="sage-duckdb-")
@@ -116,7 +116,7 @@ def error_line(exc: BaseException) -> str:
 
 def duckdb_error(exc: BaseException, *, timeout_s: float | None = None) -> QueryError:
     """One line for a DuckDB failure, saying what the sandbox refused when it refused something."""
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     first = error_line(exc)
     if isinstance(exc, duckdb.PermissionException) or "disabled by configuration" in first:
@@ -135,7 +135,7 @@ def duckdb_error(exc: BaseException, *, timeout_s: float | None = None) -> Query
 
 def run_bounded(con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, timeout_s: float) -> T:
     """``work()`` (queries on ``con``), interrupted after ``timeout_s`` seconds of wall-clock time."""
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     fired = threading.Event()
 

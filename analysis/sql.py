@@ -26,7 +26,7 @@ MAX_LIMIT = 1_000_000
 
 def check_readonly(query: str) -> None:
     """Raise :class:`QueryError` unless ``query`` is one statement that parses as SELECT."""
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     if not isinstance(query, str) or not query.strip():
         raise QueryError("empty query; pass one SELECT statement, e.g. \"SELECT count(*) FROM results\"")

@@ -53,7 +53,7 @@ def _filesystem_for(root: str) -> tuple[pafs.FileSystem, str]:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         pass
     try:
-        import fsspec.core
+        import fsspec.core  # lazy: fsspec, off `import analysis` and `sage` start-up
     except ImportError as exc:  # pragma: no cover - fsspec is a dependency
         raise StorageError(f"root {root!r}: pyarrow does not know this scheme and fsspec is missing") from exc
     try:
@@ -311,7 +311,7 @@ class ResultStore:
 
 def _dedup(table: pa.Table) -> pa.Table:
     """Keep the row of the newest file per key; drop the helper ``_file`` column."""
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     con = duckdb.connect()
     try:

@@ -20,15 +20,19 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from analysis.calibration import create_view
 from analysis.column_roles import install_roles, read_schema_file
 from analysis.rows import newest_write_sql
 from analysis.sandbox import Limits, lock_down, open_sandbox
 from analysis.store import KEY_COLUMNS, ResultStore
 from sage_core.defs.errors import QueryError, StorageError, unknown_name
+from sage_core.defs.metrics import DEFAULT_PAIRS
 
 if TYPE_CHECKING:
     import duckdb
-    import pyarrow as pa
 
 __all__ = ["connect", "locate", "reported_table", "columns_of", "require_columns", "default_objectives", "Source"]
 
@@ -53,9 +57,6 @@ def locate(root: str | os.PathLike[str] | ResultStore) -> ResultStore:
 
 def reported_table() -> pa.Table:
     """The paper's reported rows as an Arrow table, labelled ``source='reported'``, ``fidelity='image'``."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     data = resources.files("analysis").joinpath("data/reported.csv").read_bytes()
     table = pacsv.read_csv(io.BytesIO(data))
     n = len(table)
@@ -80,7 +81,7 @@ def connect(
     A bad file raises :class:`sage_core.defs.errors.StorageError` naming it, unless ``skip_bad=True``
     (then it is skipped with a warning and the good files still answer).
     """
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     store = locate(root)
     roles = _roles(store)  # a damaged schema file is refused before anything loads
@@ -110,7 +111,6 @@ def _load(con: duckdb.DuckDBPyConnection, store: ResultStore, *, skip_bad: bool)
     con.execute("CREATE TABLE _reported_rows AS SELECT * FROM _reported_arrow")
     con.unregister("_reported_arrow")
     con.execute("CREATE VIEW reported AS SELECT * FROM _reported_rows")
-    from analysis.calibration import create_view
 
     create_view(con, store, skip_bad=skip_bad)  # the view ``calibration``: text proxies vs image metrics
     keys = ", ".join(KEY_COLUMNS)
@@ -129,8 +129,6 @@ def _load(con: duckdb.DuckDBPyConnection, store: ResultStore, *, skip_bad: bool)
     else:
         table = store.read(skip_bad=skip_bad)
         if len(table):
-            import pyarrow as pa
-
             table = table.append_column("_file", pa.array([""] * len(table), pa.string()))
             con.register("_results_arrow", table)
             con.execute("CREATE TABLE _results_rows AS SELECT * FROM _results_arrow")
@@ -150,7 +148,7 @@ def open_source(
 ) -> tuple[duckdb.DuckDBPyConnection, bool]:
     """``(connection, owned)``: reuse the caller's connection (theirs, as they configured it), or
     open a sandboxed one on a path/URI/store (owned=True)."""
-    import duckdb
+    import duckdb  # lazy: duckdb, off `import analysis` and `sage` start-up
 
     if isinstance(source, duckdb.DuckDBPyConnection):
         return source, False
@@ -176,8 +174,6 @@ def require_columns(names: list[str], *, available: list[str], kind: str = "colu
 def default_objectives(con: duckdb.DuckDBPyConnection, fidelity: str | None = None) -> tuple[str, str]:
     """The registry's default objective pair of ``fidelity``; without one, the first pair (image level
     first: it is the truth when measured) that some row of ``results`` holds both of."""
-    from sage_core.defs.metrics import DEFAULT_PAIRS
-
     if fidelity is not None:
         if fidelity not in DEFAULT_PAIRS:
             raise QueryError(f"--fidelity {fidelity!r} is not allowed (allowed: {', '.join(DEFAULT_PAIRS)})")
