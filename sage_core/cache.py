@@ -80,7 +80,7 @@ def _locked(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``<path>.lock`` (released when the holder exits, even by a crash).
     Without ``fcntl`` (Windows) there is no lock: the atomic rename still keeps the entry whole."""
     try:
-        import fcntl
+        import fcntl  # lazy: fcntl is POSIX-only: on Windows the ImportError below means no lock
     except ImportError:  # pragma: no cover - POSIX only
         yield
         return

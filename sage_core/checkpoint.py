@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .defs.errors import StorageError
@@ -132,8 +133,6 @@ def _skeleton_ok(skeleton: Any) -> bool:
 
 def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
     """One safetensors file, or one line naming it (truncated, corrupt, unreadable)."""
-    from safetensors import SafetensorError
-
     try:
         return load_file(str(file))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -145,8 +144,6 @@ def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
 def check_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Everything :class:`~sage_core.trainer.Trainer` resume reads, checked before any model loads:
     ``meta.json`` and the headers of every safetensors file (a truncated file fails here)."""
-    from safetensors import SafetensorError, safe_open
-
     meta = read_meta(path)
     folder = Path(path) / "text_encoder"
     files = sorted(folder.glob("*.safetensors"))

@@ -48,7 +48,7 @@ _SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 
 def sd14_text_config():
     """A fresh ``CLIPTextConfig`` equal to SD v1.4's text encoder configuration."""
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig  # lazy: transformers (~1 s), only for loading a model
 
     return CLIPTextConfig(**SD14_TEXT_CONFIG)
 
@@ -119,7 +119,7 @@ def sd14_tokenizer(cache_dir: str | os.PathLike | None = None):
 
     ``cache_dir`` holds the vocabulary files; default ``$SAGE_CACHE_DIR``, else ``~/.cache/sage-sweeps``.
     """
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer  # lazy: transformers (~1 s), only for loading a model
 
     folder = _vocab_folder(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
     return CLIPTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
@@ -131,8 +131,8 @@ def build_sd14_init(*, seed: int = SD14_SEED, cache_dir: str | os.PathLike | Non
 
     The draw uses a forked RNG, so building it leaves the caller's random state untouched.
     """
-    import torch
-    from transformers import CLIPTextModel
+    import torch  # lazy: torch (~1 s), only for building the SD v1.4 init
+    from transformers import CLIPTextModel  # lazy: transformers (~1 s), only for loading a model
 
     tokenizer = sd14_tokenizer(cache_dir)
     with torch.random.fork_rng(devices=[]):

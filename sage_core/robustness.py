@@ -49,6 +49,9 @@ from .data import load_prompts
 from .defs.errors import ConfigError, FieldProblem, ModelError, format_validation_error
 from .defs.strict_values import MAX_SEED, STRICT_MODEL
 from .encoders import TextEncoder
+from .evaluation import graded
+from .evaluation.paired import PairedAUC, probe_scores
+from .evaluation.text import sample_prompts
 
 __all__ = ["RobustConfig", "build_robust_config", "BenignObjective", "BENIGN_OBJECTIVES", "register_objective",
            "FineTuned", "lora_finetune", "finetune_prompts", "robustness_metrics", "ROBUST_SAFETY", "lora_targets",
@@ -154,8 +157,6 @@ class FineTuned:
 
 def finetune_prompts(cfg: RobustConfig, *, exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """``cfg.samples`` prompts of ``cfg.data`` (seeded sample), none of them in ``exclude``."""
-    from .evaluation.text import sample_prompts
-
     prompts = sample_prompts(load_prompts(cfg.data), cfg.samples, seed=cfg.seed, exclude=set(exclude))
     if not prompts:
         raise ConfigError(f"robust.data={cfg.data!r}: no prompts left after leaving out the evaluator's prompts")
@@ -165,7 +166,7 @@ def finetune_prompts(cfg: RobustConfig, *, exclude: set[str] | frozenset[str] = 
 def lora_finetune(aligned: TextEncoder, *, base: TextEncoder, prompts: Sequence[str], cfg: RobustConfig,
                   objective: BenignObjective | str | None = None) -> FineTuned:
     """Fine-tune LoRA adapters on a copy of ``aligned`` (module docstring); ``aligned`` is not modified."""
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # lazy: peft (~1.8 s), only for the LoRA attack
 
     obj = objective if isinstance(objective, BenignObjective) else BENIGN_OBJECTIVES[objective or cfg.objective]
     if not prompts:
@@ -222,9 +223,6 @@ def robustness_metrics(aligned: TextEncoder, *, evaluator, cfg: RobustConfig | N
     ``paired`` / ``aligned_scores``: a :class:`~sage_core.evaluation.paired.PairedAUC` and the probe
     scores of ``aligned`` when the caller has them already.
     """
-    from .evaluation import graded
-    from .evaluation.paired import PairedAUC, probe_scores
-
     cfg = cfg or RobustConfig()
     ev = evaluator
     prompts = finetune_prompts(cfg, exclude=evaluator_prompts(ev) | set(exclude or ()))

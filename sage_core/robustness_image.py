@@ -42,11 +42,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from .defs.errors import DataError, ModelError
 from .defs.strict_values import MAX_SEED, STRICT_MODEL
 from .encoders import TextEncoder, weights_fingerprint
+from .evaluation.config import metric_suffix
+from .evaluation.graded import interval, mean_boots
+from .evaluation.nudity import is_unsafe
 from .robustness import build_settings
 
 __all__ = ["ImageRobustConfig", "build_image_robust_config", "ImageCaption", "read_image_captions",
@@ -131,8 +135,6 @@ def read_image_captions(folder: str | Path, *, samples: int | None = None, seed:
     exist and an image that does not decode are errors (:class:`DataError`, naming the files).
     ``samples``: a seeded sample of that many pairs.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(folder).expanduser()
     if not path.is_dir():
         raise DataError(f"{where}={str(folder)!r}: no such folder; give a folder of benign images with "
@@ -173,8 +175,6 @@ def read_image_captions(folder: str | Path, *, samples: int | None = None, seed:
 
 def _pixels(pairs: Sequence[ImageCaption], size: tuple[int, int]) -> torch.Tensor:
     """``[N, 3, H, W]`` in [-1, 1]: each image resized to cover ``size`` (bicubic), centre-cropped."""
-    from PIL import Image
-
     h, w = size
     out = []
     for pair in pairs:
@@ -214,7 +214,7 @@ def unet_lora(generator, *, encoder: TextEncoder, pairs: Sequence[ImageCaption],
               cfg: ImageRobustConfig) -> Iterator[UnetFineTuned]:
     """Fine-tune LoRA adapters on ``generator.unet`` (an :class:`~sage_core.evaluation.generation.ImageGenerator`)
     for the block's duration (module docstring); on exit the UNet is restored bit for bit."""
-    from peft import LoraConfig, LoraModel
+    from peft import LoraConfig, LoraModel  # lazy: peft (~1.8 s), only for the LoRA attack
 
     unet, vae, scheduler = generator.unet, generator.vae, generator.scheduler
     device, dtype = generator.device, generator.dtype
@@ -274,8 +274,6 @@ def unet_lora(generator, *, encoder: TextEncoder, pairs: Sequence[ImageCaption],
 
 def _unsafe_flags(evaluator, encoder: TextEncoder) -> dict[str, np.ndarray]:
     """Per attack set, one unsafe flag per prompt (the images and detections ``evaluator.asr`` uses)."""
-    from .evaluation.nudity import is_unsafe
-
     cfg = evaluator.cfg
     return {name: np.asarray([is_unsafe(d, labels=cfg.nudenet_labels, threshold=cfg.nudenet_threshold)
                               for d in evaluator.detector().detect(evaluator._images(encoder, prompts))], dtype=float)
@@ -290,9 +288,6 @@ def asr_change(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]
     the paired, set-stratified bootstrap of per-prompt differences; recovered = delta / (base_asr -
     asr_before) when that is at least 0.02, else NaN. ``reps`` 0: no intervals.
     """
-    from .evaluation.config import metric_suffix
-    from .evaluation.graded import interval, mean_boots
-
     if list(before) != list(after) or any(len(before[k]) != len(after[k]) for k in before):
         raise ValueError("before and after need the same attack sets with the same prompts")
     rate = {k: float(np.mean(after[k])) for k in after}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 __all__ = ["RunLog"]
 
 #: Evaluation metrics the progress bar prints (when present).
@@ -18,8 +20,6 @@ class RunLog:
         self._file = (out_dir / "log.jsonl").open("a", encoding="utf-8") if lead else None
         self._bar = None
         if progress and lead:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
     def step(self, *, step: int, epoch: int, losses: dict[str, float]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import cached_embeddings
 from .codebook import BaseData, build_base_data
 from .data import load_prompts
 from .defs.config import TrainConfig
@@ -42,8 +43,6 @@ def base_data(cfg: TrainConfig, enc: TextEncoder, *, progress: bool) -> BaseData
 
 
 def geometry_base(enc: TextEncoder, cfg: TrainConfig) -> tuple[list[str], torch.Tensor]:
-    from .cache import cached_embeddings
-
     prompts = load_prompts(cfg.diag_prompts, limit=cfg.diag_samples)
     if len(prompts) <= cfg.diag_k:
         raise ConfigError(f"diag_prompts={cfg.diag_prompts!r} has {len(prompts)} prompts; diag_k={cfg.diag_k} "
@@ -54,7 +53,10 @@ def geometry_base(enc: TextEncoder, cfg: TrainConfig) -> tuple[list[str], torch.
 def text_evaluator_factory() -> Callable[[TextEncoder, TrainConfig], Callable[[TextEncoder], dict]] | None:
     """The text-level evaluator (asr_text, util_text, geometry) when the evaluation module is present."""
     try:
-        from .evaluation import TextEvaluator, build_eval_config
+        from .evaluation import (  # lazy: torch evaluators; None without the evaluation module
+            TextEvaluator,
+            build_eval_config,
+        )
     except ImportError:
         return None
 

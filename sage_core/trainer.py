@@ -257,7 +257,7 @@ class Trainer:
                 "code_version": code_version(), "concept_guidance_scale": self._inputs.scale,
                 "metrics": self._last_metrics, "exact_resume": opt_state is not None}
         if cfg.zero_stage == 3:  # ZeRO-3 partitions the weights: gather them to save them whole
-            import deepspeed
+            import deepspeed  # lazy: deepspeed (~1 s), only for training or the DeepSpeed probe
 
             with deepspeed.zero.GatheredParameters(list(enc.model.parameters()), modifier_rank=None):
                 if self._rank != 0:

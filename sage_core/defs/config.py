@@ -162,7 +162,7 @@ class TrainConfig(BaseModel):
                             "or --set require_clip_encoder=false to train this encoder anyway")
         problems.extend(self._adversarial_problems())
         if self.text_eval:
-            from ..evaluation.config import build_eval_config  # lazy: only a text_eval needs EvalConfig
+            from ..evaluation.config import build_eval_config  # lazy: torch (sage_core.evaluation), off sage_core.defs
 
             try:
                 build_eval_config(self.text_eval)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 from ..defs.errors import DataError, ModelError
 
@@ -83,8 +85,7 @@ class ClipModel:
     """A local ``CLIPModel`` + ``CLIPProcessor`` folder."""
 
     def __init__(self, folder: str | os.PathLike, *, device: str | None = None):
-        import torch
-        from transformers import CLIPModel, CLIPProcessor
+        from transformers import CLIPModel, CLIPProcessor  # lazy: transformers (~1 s), only for loading a model
 
         path = Path(folder).expanduser()
         if not (path / "config.json").is_file():
@@ -102,13 +103,9 @@ class ClipModel:
 
     @staticmethod
     def _open(images: Sequence):
-        from PIL import Image
-
         return [Image.open(i).convert("RGB") if isinstance(i, (str, Path)) else i for i in images]
 
     def image_features(self, images: Sequence, *, batch_size: int = 32) -> np.ndarray:
-        import torch
-
         feats = []
         for i in range(0, len(images), batch_size):
             px = self.processor(images=self._open(images[i:i + batch_size]), return_tensors="pt")
@@ -119,8 +116,6 @@ class ClipModel:
 
     def clipscore(self, images: Sequence, prompts: Sequence[str], *, batch_size: int = 32) -> list[float]:
         """100 * cos(image_i, prompt_i) per pair, no clamp."""
-        import torch
-
         scores: list[float] = []
         for i in range(0, len(images), batch_size):
             inputs = self.processor(text=list(prompts[i:i + batch_size]), images=self._open(images[i:i + batch_size]),

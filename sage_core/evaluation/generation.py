@@ -14,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
 from ..defs.errors import ModelError, StorageError
 from ..encoders import TextEncoder
@@ -69,7 +72,7 @@ class ImageGenerator:
     def __init__(self, sd_model: str | os.PathLike, *, cache_dir: str | os.PathLike,
                  settings: GenerationSettings = GenerationSettings(), device: str = "auto",
                  precision: str = "auto", batch_size: int = 8):
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel  # lazy: diffusers (~2 s)
 
         path = Path(sd_model).expanduser()
         missing = [s for s in ("unet", "vae", "scheduler") if not (path / s).is_dir()]
@@ -122,7 +125,7 @@ class ImageGenerator:
         return self.cache_dir / key[:2] / f"{key}.png"
 
     def _pipeline(self, encoder: TextEncoder):
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline  # lazy: diffusers (~2 s), only for image generation
 
         cross = getattr(self.unet.config, "cross_attention_dim", None)
         if cross is not None and int(cross) != encoder.hidden_size:
@@ -138,8 +141,6 @@ class ImageGenerator:
     def generate(self, encoder: TextEncoder, prompts: Sequence[str], *, seeds: Sequence[int],
                  progress: bool = False) -> list[Path]:
         """PNG paths, one per prompt (seed ``seeds[i]``); only cache misses are generated."""
-        from PIL import Image
-
         if len(seeds) != len(prompts):
             raise ValueError("one seed per prompt")
         keys = [self.key(encoder, p, s) for p, s in zip(prompts, seeds, strict=True)]
@@ -154,7 +155,6 @@ class ImageGenerator:
         uncond = encoder.embed([""]).to(self.device, self.dtype)
         chunks: Iterable[int] = range(0, len(todo), self.batch_size)
         if progress:
-            from tqdm.auto import tqdm
             chunks = tqdm(chunks, desc="generating", unit="batch", leave=False)
         try:
             for start in chunks:
@@ -176,8 +176,6 @@ class ImageGenerator:
 
 
 def _atomic_png(img, path: Path) -> None:
-    import tempfile
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -17,16 +17,19 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from ..data import load_prompts
 from ..defs.errors import ConfigError
 from ..encoders import TextEncoder
+from .clip_metrics import ClipModel, feature_stats, frechet_distance, load_reference_stats
 from .config import EvalConfig, metric_suffix
 from .generation import GenerationSettings, ImageGenerator
+from .nudity import NudityDetector, unsafe_rate
+from .tifa import BlipVQA, load_tifa_questions, match_choice, tifa_scores
 
 if TYPE_CHECKING:
-    from .clip_metrics import ClipModel
-    from .nudity import NudityDetector
-    from .tifa import BlipVQA, TifaQuestion
+    from .tifa import TifaQuestion
 
 __all__ = ["ImageEvaluator"]
 
@@ -58,7 +61,6 @@ class ImageEvaluator:
             if not (cfg.tifa_questions and cfg.vqa_model):
                 raise ConfigError("tifa needs both tifa_questions (TIFA v1.0 JSON) and vqa_model (local folder); "
                                   f"got tifa_questions={cfg.tifa_questions!r}, vqa_model={cfg.vqa_model!r}")
-            from .tifa import load_tifa_questions
 
             self._tifa = load_tifa_questions(cfg.tifa_questions, limit_images=cfg.tifa_samples)
         else:
@@ -74,16 +76,12 @@ class ImageEvaluator:
     # --- lazily loaded scorers --------------------------------------------------------------------
     def detector(self) -> NudityDetector:
         if self._detector is None:
-            from .nudity import NudityDetector
-
             self._detector = NudityDetector()
             self.info.update(self._detector.describe())
         return self._detector
 
     def clip(self) -> ClipModel:
         if self._clip is None:
-            from .clip_metrics import ClipModel
-
             if not self.cfg.clip_model:
                 raise ConfigError("clipscore and fid need clip_model=FOLDER (a local CLIP model)")
             self._clip = ClipModel(self.cfg.clip_model)
@@ -93,8 +91,6 @@ class ImageEvaluator:
 
     def vqa(self) -> BlipVQA:
         if self._vqa is None:
-            from .tifa import BlipVQA
-
             if not self.cfg.vqa_model:
                 raise ConfigError("tifa needs vqa_model=FOLDER (a local VQA model)")
             self._vqa = BlipVQA(self.cfg.vqa_model)
@@ -107,8 +103,6 @@ class ImageEvaluator:
         return self.generator.generate(encoder, prompts, seeds=seeds, progress=self.progress)
 
     def asr(self, encoder: TextEncoder) -> dict[str, float]:
-        from .nudity import unsafe_rate
-
         per_set = {}
         for name, prompts in self.attacks.items():
             dets = self.detector().detect(self._images(encoder, prompts))
@@ -117,10 +111,6 @@ class ImageEvaluator:
         return {"asr": sum(per_set.values()) / len(per_set), **per_set}
 
     def tifa(self, encoder: TextEncoder) -> dict[str, float]:
-        from PIL import Image
-
-        from .tifa import match_choice, tifa_scores
-
         questions = self._tifa
         if questions is None:
             raise ConfigError("tifa needs tifa_questions=FILE.json (TIFA v1.0) and vqa_model=FOLDER")
@@ -140,8 +130,6 @@ class ImageEvaluator:
         scores = self.clip().clipscore(paths, prompts)
         out["clipscore"] = sum(scores) / len(scores)
         if self.cfg.fid_reference:
-            from .clip_metrics import feature_stats, frechet_distance, load_reference_stats
-
             mu_r, sig_r = load_reference_stats(self.cfg.fid_reference, clip=self.clip())
             mu, sig = feature_stats(self.clip().image_features(paths))
             out["fid"] = frechet_distance(mu, sig, mu_r, sig_r)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from ..defs.errors import ModelError
@@ -38,8 +39,8 @@ class NudityDetector:
 
     def __init__(self, model_path: str | os.PathLike | None = None):
         try:
-            import nudenet
-            from nudenet import NudeDetector
+            import nudenet  # lazy: nudenet + onnxruntime, only for the image-level detector
+            from nudenet import NudeDetector  # lazy: nudenet + onnxruntime, only for the image-level detector
         except ImportError:  # pragma: no cover - a dependency
             raise ModelError("image-level asr needs the package nudenet (pip install nudenet)") from None
         path = Path(model_path) if model_path else Path(nudenet.__file__).parent / "320n.onnx"
@@ -72,8 +73,6 @@ class NudityDetector:
 
 
 def _dist_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(name)
     except PackageNotFoundError:  # pragma: no cover

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from ..cache import build_once, cache_key, load_cached
+from ..cache import atomic_save, build_once, cache_key, load_cached
 from ..data import load_prompts, read_json_data
 from ..defs.errors import DataError
 from ..defs.locations import BUILTIN_PROMPT_SETS
-from ..encoders import TextEncoder
+from ..encoders import TextEncoder, load_encoder
 from . import graded
+from .config import EvalConfig
 
 __all__ = ["DEFAULT_PATH", "ProbeBank", "load_probe_bank", "concept_probe", "probe_file_name", "ship_probe",
            "PACKAGED_PROBES"]
@@ -153,10 +154,6 @@ def concept_probe(base: TextEncoder, bank: ProbeBank, *, l2: float, concept: str
 
 def ship_probe(encoder: str = "minilm", *, max_length: int | None = None) -> Path:
     """Fit the default probe (default EvalConfig) on ``encoder`` and write it into the package."""
-    from ..cache import atomic_save
-    from ..encoders import load_encoder
-    from .config import EvalConfig
-
     cfg = EvalConfig()
     base = load_encoder(encoder, max_length=max_length)
     bank = load_probe_bank(cfg.concept_probe)

@@ -49,6 +49,7 @@ from ..defs.strict_values import MAX_SEED, STRICT_MODEL
 from ..encoders import TextEncoder
 from . import graded
 from .config import metric_suffix
+from .text import sample_prompts
 
 __all__ = ["ProximalConfig", "build_proximal_config", "ProximalBank", "load_proximal_bank", "ProximalEvaluator",
            "sadi_index", "PROXIMAL_MEASURES", "DEFAULT_PATH"]
@@ -129,8 +130,6 @@ class ProximalEvaluator:
     """Proximal disruption of aligned encoders against one frozen base encoder (base side cached)."""
 
     def __init__(self, base: TextEncoder, cfg: ProximalConfig | None = None, *, cache_dir: str | os.PathLike):
-        from .text import sample_prompts
-
         self.base = base
         self.cfg = cfg = cfg if cfg is not None else ProximalConfig()
         self.bank = load_proximal_bank(cfg.prompts)

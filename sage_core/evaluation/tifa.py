@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..defs.errors import DataError, ModelError
 from .config import metric_suffix
 
@@ -113,8 +115,10 @@ class BlipVQA:
     """Free-form VQA with a local ``BlipForQuestionAnswering`` folder (model + BlipProcessor)."""
 
     def __init__(self, folder: str | os.PathLike, *, device: str | None = None, max_new_tokens: int = 10):
-        import torch
-        from transformers import BlipForQuestionAnswering, BlipProcessor
+        from transformers import (  # lazy: transformers (~1 s), only for the VQA model
+            BlipForQuestionAnswering,
+            BlipProcessor,
+        )
 
         path = Path(folder).expanduser()
         if not (path / "config.json").is_file():
@@ -131,8 +135,6 @@ class BlipVQA:
         self.max_new_tokens = max_new_tokens
 
     def answer(self, images: Sequence, questions: Sequence[str], *, batch_size: int = 16) -> list[str]:
-        import torch
-
         out: list[str] = []
         for i in range(0, len(questions), batch_size):
             inputs = self.processor(images=list(images[i:i + batch_size]), text=list(questions[i:i + batch_size]),
