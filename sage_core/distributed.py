@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .build_lock import check_build_locks
 from .defs.config import TrainConfig
 from .defs.errors import ConfigError
 
@@ -57,6 +58,7 @@ def import_group_holders() -> None:
     argument when imported: ``deepspeed.comm`` (TorchBackend.barrier) and ``torch.distributed.nn``
     (its functional collectives, which DeepSpeed's engine imports). Imported after a group started,
     they would hold that group, and its gloo threads, until interpreter exit (issue 27)."""
+    check_build_locks()  # DeepSpeed builds its CPU op next; a killed build's lock would hang it forever
     import deepspeed.comm  # noqa: F401  # lazy: deepspeed (~1 s), just before a group starts (issue 27)
     import torch.distributed.nn  # noqa: F401  # lazy: with deepspeed.comm, just before a group starts (issue 27)
 
@@ -209,6 +211,7 @@ def initialize_engine(module: torch.nn.Module, cfg: TrainConfig, *, micro: int, 
 def deepspeed_probe() -> None:
     """Initialise one tiny DeepSpeed engine on this machine (builds or loads DeepSpeed's CPU op
     cache, so later runs start fast). Raises what DeepSpeed raises when it cannot."""
+    check_build_locks()
     import deepspeed  # lazy: deepspeed (~1 s), only for training or the DeepSpeed probe
 
     module = torch.nn.Linear(2, 2)
