@@ -19,7 +19,7 @@ def doctor_checks(*, skip_deepspeed: bool = False) -> Iterator[tuple[str, str]]:
     """``(name, detail)`` per passed check, in order; a failing check raises. The DeepSpeed check
     initialises an engine through the public :func:`sage_core.distributed.deepspeed_probe` (which
     builds its small CPU op once)."""
-    import torch
+    import torch  # lazy: torch (~1 s), off `sage` start-up
 
     yield "torch", f"{torch.__version__} (cuda: {torch.cuda.is_available()})"
     for name in LIBRARIES:
@@ -27,12 +27,12 @@ def doctor_checks(*, skip_deepspeed: bool = False) -> Iterator[tuple[str, str]]:
 
     for name in BUILTIN_PROMPT_SETS:
         yield "prompts", f"{name}: {len(load_prompts(name))} rows"
-    from sage_core.encoders import load_encoder
+    from sage_core.encoders import load_encoder  # lazy: torch (~1 s), off `sage` start-up
 
     enc = load_encoder("minilm")
     yield "encoder", f"minilm ({enc.hidden_size}-d, max_length {enc.max_length}) from {enc.source}"
     if not skip_deepspeed:
-        from sage_core.distributed import deepspeed_probe
+        from sage_core.distributed import deepspeed_probe  # lazy: torch (~1 s), off `sage` start-up
 
         t = time.perf_counter()
         deepspeed_probe()

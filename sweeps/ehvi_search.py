@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from ray.tune.search import Searcher
+from ray.tune.search.variant_generator import generate_variants
 
 from .mf_search import MIN_FIT, MIN_GAIN, SAMPLES, ParetoGainModel, PriorTrial
 
@@ -29,8 +30,6 @@ def proposals(param_space: Mapping[str, Any], *, num_samples: int, seed: int | N
     """The configurations Tune's variant generator makes of ``param_space`` (``tune.grid_search`` and
     sampled domains), ``num_samples`` times, in a seeded random order (a grid's own order would make
     the first trials neighbours)."""
-    from ray.tune.search.variant_generator import generate_variants
-
     rng = np.random.default_rng(seed)
     out: list[dict[str, Any]] = []
     for _ in range(num_samples):

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.calibration import calibration_report
+from analysis.store import ResultStore
 from sage_core.defs.errors import ConfigError
 from sage_core.defs.locations import default_cache_dir
 from sage_core.defs.metrics import interval_columns, is_interval_column
@@ -34,7 +36,7 @@ def resolve_target(target: str, base: str | None) -> tuple[str, int | None, str,
     step = 0
     base_spec = base
     if meta_path.is_file():
-        from sage_core.checkpoint import read_meta
+        from sage_core.checkpoint import read_meta  # lazy: torch (~1 s), off `sage` start-up
 
         meta = read_meta(meta_path.parent)  # checked: an object, whole step, config an object
         cfg = meta.get("config", {})
@@ -62,8 +64,8 @@ def evaluate_checkpoint(target: str, *, fidelity: str = "text", base: str | None
                         sweep_id: str = "eval", progress: bool = True) -> Evaluation:
     """Metrics of ``target`` (a checkpoint folder or encoder spec) against its base at ``fidelity``;
     ``values``: EvalConfig values; ``cache_dir``: default ``$SAGE_CACHE_DIR``, else ~/.cache/sage-sweeps."""
-    from sage_core.encoders import load_encoder
-    from sage_core.evaluation import ImageEvaluator, TextEvaluator, build_eval_config
+    from sage_core.encoders import load_encoder  # lazy: torch (~1 s), off `sage` start-up
+    from sage_core.evaluation import ImageEvaluator, TextEvaluator, build_eval_config  # lazy: torch (~1 s)
 
     if fidelity not in FIDELITIES:
         raise ConfigError(f"fidelity={fidelity!r}: allowed are 'text' and 'image'")
@@ -91,8 +93,6 @@ def calibrate_checkpoints(targets: Sequence[str], *, base: str | None = None,
                           values: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None,
                           sweep_id: str = "eval") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every target at both fidelities: ``(rows, calibration entries)`` (``analysis.calibration``)."""
-    from analysis.calibration import calibration_report
-
     if len(targets) < 3:
         raise ConfigError(f"--calibrate needs at least 3 checkpoints to rank (got {len(targets)}): a rank "
                           "correlation of 2 is always -1 or 1")
@@ -107,7 +107,5 @@ def calibrate_checkpoints(targets: Sequence[str], *, base: str | None = None,
 
 def write_rows(rows: list[dict[str, Any]], out: str | Path) -> str:
     """Through ``analysis.store.ResultStore`` (Parquet, atomic, deduplicated by key)."""
-    from analysis.store import ResultStore
-
     ResultStore(str(out)).write(rows)
     return str(out)

@@ -19,6 +19,8 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch.distributed as dist
+
 from sage_core.trainer import TrainerCallback
 
 __all__ = ["FAULT_ENV", "ABORT_AFTER_FINAL_ENV", "Fault", "KillAtStep", "AbortAfterFinalReport", "fault_callbacks"]
@@ -28,8 +30,6 @@ ABORT_AFTER_FINAL_ENV = "SAGE_FAULT_ABORT_AFTER_FINAL"
 
 
 def _rank() -> int:
-    import torch.distributed as dist
-
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.calibration import calibration_display, calibration_table, write_calibration
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
 from analysis.rows import last_rows
 from sage_core.defs.config import TrainConfig
@@ -226,7 +227,7 @@ class _StageRun:
 
     def __init__(self, spec: SweepSpec, *, stage: ImageStage, folder: SweepDir, sweep_id: str, result: StageResult,
                  say: Callable[[str], None], done: Mapping[tuple[str, int], Mapping[str, Any]], rerun: bool):
-        import ray
+        import ray  # lazy: ray (~0.2 s more here), only for the stage's Ray tasks
 
         self.spec, self.folder, self.sweep_id, self.result, self.say = spec, folder, sweep_id, result, say
         self.done, self.rerun, self.stage = done, rerun, stage
@@ -249,7 +250,7 @@ class _StageRun:
     def bases(self, todo: list[Survivor]) -> dict[tuple[str, int | None], dict[str, float]] | None:
         """``base_*`` metrics per base encoder: once per sweep (and per distinct base, should the
         encoder be varied); None when a base failed (said in the result)."""
-        import ray
+        import ray  # lazy: ray (~0.2 s more here), only for the stage's Ray tasks
 
         bases: dict[tuple[str, int | None], dict[str, float]] = {}
         for s in todo:
@@ -297,7 +298,7 @@ class _StageRun:
 
     def survivors(self, todo: list[Survivor], bases: Mapping[tuple[str, int | None], dict[str, float]]) -> None:
         """At most max_concurrent tasks in flight; each row is written as soon as it is back."""
-        import ray
+        import ray  # lazy: ray (~0.2 s more here), only for the stage's Ray tasks
 
         store, result = self.folder.store(), self.result
         in_flight: dict[Any, Survivor] = {}
@@ -338,8 +339,6 @@ def first_rung(spec: SweepSpec) -> int:
 def _calibrate(spec: SweepSpec, *, store: Any, sweep_id: str, storage: str, result: StageResult,
                say: Callable[[str], None]) -> None:
     """The calibration table of the sweep's image rows, written beside its results (module docstring, 5)."""
-    from analysis.calibration import calibration_display, calibration_table, write_calibration
-
     rows = store.read(sweep_id=sweep_id).to_pylist()
     n_image = len(image_rows(rows))
     if not n_image:

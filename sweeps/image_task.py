@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from .spec import is_uri
 
 __all__ = ["evaluate_encoder", "error_text"]
@@ -23,8 +25,7 @@ def _local_encoder(path: str, storage: str | None, work: Path) -> str:
     None); a checkpoint on object storage is downloaded into ``work`` first."""
     if storage is None or Path(path).expanduser().is_dir() or not is_uri(storage):
         return path
-    import pyarrow.fs as pafs
-    from ray.tune import Checkpoint
+    from ray.tune import Checkpoint  # lazy: ray (~0.7 s), only for running on Ray
 
     fs, _ = pafs.FileSystem.from_uri(storage)
     return Checkpoint(path, filesystem=fs).to_directory(str(work / "checkpoint"))
@@ -42,8 +43,8 @@ def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mappi
     Returns ``columns`` (metrics, ``base_*`` from ``base_metrics``, provenance), ``metrics``,
     ``generated`` (images not served by the cache) and ``wall_s``. Runs inside a Ray task.
     """
-    from sage_core.encoders import load_encoder, quiet_hf_progress
-    from sage_core.evaluation import ImageEvaluator, build_eval_config
+    from sage_core.encoders import load_encoder, quiet_hf_progress  # lazy: torch (~1 s), only for evaluating
+    from sage_core.evaluation import ImageEvaluator, build_eval_config  # lazy: torch (~1 s)
 
     t0 = time.time()
     _quiet_libraries()
@@ -55,7 +56,10 @@ def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mappi
         with quiet_hf_progress():
             columns, _ = iev.evaluate_with_base(enc, base_metrics=dict(base_metrics or {}))
             if robust_values is not None:
-                from sage_core.robustness_image import build_image_robust_config, image_robustness_metrics
+                from sage_core.robustness_image import (  # lazy: torch
+                    build_image_robust_config,
+                    image_robustness_metrics,
+                )
 
                 cfg_ft = build_image_robust_config(robust_values, where="fidelity.robust.image")
                 columns.update(image_robustness_metrics(enc, evaluator=iev, cfg=cfg_ft,
@@ -70,8 +74,8 @@ def evaluate_encoder(encoder: str, *, max_length: int | None, eval_values: Mappi
 def _quiet_libraries() -> None:
     """Inside the task (its own process): library warnings and bars would flood the driver's log
     (Ray forwards worker output); errors still come through."""
-    import diffusers
-    import transformers
+    import diffusers  # lazy: diffusers (~2 s), only for image generation
+    import transformers  # lazy: transformers (~1 s), only for loading a model
 
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()

@@ -94,9 +94,9 @@ def _gp(x: np.ndarray, y: np.ndarray, *, seed: int, start: list[Any] | None = No
     """One scikit-learn GP per column of ``y`` (Matern 5/2 with a length scale per feature, plus noise);
     ``start``: GPs fitted earlier on fewer rows, whose kernel hyperparameters start the optimiser (or
     are kept as they are, ``optimise=False``: the posterior is conditioned on the new rows only)."""
-    from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
-    from sklearn.gaussian_process import GaussianProcessRegressor  # type: ignore[import-untyped]
-    from sklearn.gaussian_process.kernels import (  # type: ignore[import-untyped]
+    from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]  # lazy: scikit-learn (~0.7 s)
+    from sklearn.gaussian_process import GaussianProcessRegressor  # type: ignore[import-untyped]  # lazy: sklearn
+    from sklearn.gaussian_process.kernels import (  # type: ignore[import-untyped]  # lazy: sklearn
         ConstantKernel,
         Matern,
         WhiteKernel,
@@ -114,7 +114,7 @@ def _gp(x: np.ndarray, y: np.ndarray, *, seed: int, start: list[Any] | None = No
 def _lbfgsb(obj_func: Any, initial_theta: Any, bounds: Any) -> tuple[np.ndarray, float]:
     """scikit-learn's own optimiser (L-BFGS-B on the log marginal likelihood) with at most
     :data:`GP_ITERATIONS` iterations: each fit starts from the previous one's hyperparameters."""
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize  # lazy: scipy (~0.3 s), only for the acquisition optimiser
 
     res = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
                    options={"maxiter": GP_ITERATIONS})

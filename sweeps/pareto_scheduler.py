@@ -60,11 +60,14 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
+from ray.tune.schedulers import FIFOScheduler
 
 from analysis.dominance import minimised_rows, objective_signs, ranks_and_crowding
+from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, signal_share
 from sage_core.defs.errors import ConfigError
 from sweeps.spec_model import SEED
 
+from .mf_search import build_mf_scheduler
 from .scheduler_state import SchedulerStateCallback, _read_widths, read_state, state_callbacks
 
 __all__ = ["strictly_ahead", "keeps_at_rung", "dominated_beyond_noise", "half_widths", "ParetoSuccessiveHalving",
@@ -134,8 +137,6 @@ class SeedNoiseWatch:
 
     def observe(self, trial_id: str, result: Mapping[str, Any], config: Mapping[str, Any] | None) -> list[str]:
         """Record one result; the warning lines it triggers (also printed)."""
-        from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, signal_share
-
         if not config or SEED not in config or result.get("step") is None:
             return []
         key = json.dumps({k: v for k, v in config.items() if k != SEED}, sort_keys=True, default=str)
@@ -353,8 +354,6 @@ def _pareto_sh(spec: Any, state_path: str | None, *, prior: Sequence[Any] = ()) 
 
 
 def _fifo(spec: Any, state_path: str | None, *, prior: Sequence[Any] = ()) -> Any:
-    from ray.tune.schedulers import FIFOScheduler
-
     return FIFOScheduler()
 
 
@@ -366,7 +365,6 @@ def build_scheduler(spec: Any, state_path: str | None, *, prior: Sequence[Any] =
     """The Tune scheduler ``spec.scheduler.kind`` names; ``state_path``: where a Pareto scheduler
     writes its rung records (None on object storage); ``prior``: an earlier sweep's trials (warm start)."""
     if getattr(spec.search, "algorithm", None) == "ehvi" and spec.search.probe:  # it pauses and resumes trials
-        from .mf_search import build_mf_scheduler
 
         return build_mf_scheduler(spec, state_path, prior=prior)
     kind = spec.scheduler.kind

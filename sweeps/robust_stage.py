@@ -74,9 +74,9 @@ def stage_builders() -> dict[str, Callable[..., Any]]:
     """Stage name -> the function that validates its ``fidelity.<stage>`` settings into its config (the
     one mapping: validation, the trials and warm starts all use it). Imported here, not at module level:
     the attack and robustness configs load torch."""
-    from sage_core.evaluation.attack import build_attack_config
-    from sage_core.evaluation.proximal import build_proximal_config
-    from sage_core.robustness import build_robust_config
+    from sage_core.evaluation.attack import build_attack_config  # lazy: torch (~1 s), off `sage` start-up
+    from sage_core.evaluation.proximal import build_proximal_config  # lazy: torch (~1 s), off `sage` start-up
+    from sage_core.robustness import build_robust_config  # lazy: torch (~1 s), off `sage` start-up
 
     return {"robust": build_robust_config, "proximal": build_proximal_config, "attack": build_attack_config}
 
@@ -101,7 +101,10 @@ def stage_problems(robust: Mapping[str, Any] | None, proximal: Mapping[str, Any]
 def _image_problems(values: Mapping[str, Any] | None, image_metrics: Sequence[str] | None) -> list[str]:
     """``fidelity.robust.image`` (the UNet fine-tune of the image stage) and the ``robust_asr*`` metrics
     that need it."""
-    from sage_core.robustness_image import build_image_robust_config, read_image_captions
+    from sage_core.robustness_image import (  # lazy: torch, off `sage` start-up
+        build_image_robust_config,
+        read_image_captions,
+    )
 
     where = "fidelity.robust.image"
     needs = [m for m in image_metrics or ()
@@ -144,11 +147,11 @@ class TrialStages:
 
     def _setup(self) -> dict[str, Any]:
         if self._state is None:
-            from sage_core.encoders import load_encoder
-            from sage_core.evaluation import TextEvaluator, build_eval_config
-            from sage_core.evaluation.attack_depth import AttackDepthEvaluator
-            from sage_core.evaluation.paired import PairedAUC
-            from sage_core.evaluation.proximal import ProximalEvaluator
+            from sage_core.encoders import load_encoder  # lazy: torch (~1 s), off `sage` start-up
+            from sage_core.evaluation import TextEvaluator, build_eval_config  # lazy: torch (~1 s), off `sage` start-up
+            from sage_core.evaluation.attack_depth import AttackDepthEvaluator  # lazy: torch, off `sage` start-up
+            from sage_core.evaluation.paired import PairedAUC  # lazy: torch (~1 s), off `sage` start-up
+            from sage_core.evaluation.proximal import ProximalEvaluator  # lazy: torch (~1 s), off `sage` start-up
 
             cfg, cache = self.cfg, self.cfg.resolved_cache_dir()
             base = load_encoder(cfg.encoder, max_length=cfg.max_length)
@@ -169,7 +172,7 @@ class TrialStages:
         """The stages' metrics of the aligned encoder saved in ``checkpoint`` at ``step`` (``final``: the
         trial's last evaluation); ``metrics``: the text evaluation of that same encoder (``concept_auc``
         etc. before the fine-tune)."""
-        from sage_core.encoders import load_encoder, quiet_hf_progress
+        from sage_core.encoders import load_encoder, quiet_hf_progress  # lazy: torch (~1 s), off `sage` start-up
 
         state = self._setup()
         with quiet_hf_progress():
@@ -181,8 +184,8 @@ class TrialStages:
 
     def _robust_and_proximal(self, state: dict[str, Any], metrics: Mapping[str, float],
                              aligned: Any) -> dict[str, float]:
-        from sage_core.evaluation.paired import probe_scores
-        from sage_core.robustness import robustness_metrics
+        from sage_core.evaluation.paired import probe_scores  # lazy: torch (~1 s), off `sage` start-up
+        from sage_core.robustness import robustness_metrics  # lazy: torch (~1 s), off `sage` start-up
 
         ev, prox, paired = state["ev"], state["prox"], state["paired"]
         scores = probe_scores(ev, aligned)

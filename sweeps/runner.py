@@ -17,17 +17,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import ray
+from ray import tune
+from ray.tune import ExperimentAnalysis
+
 from sage_core.defs.errors import ConfigError, StorageError
 from sage_core.version import code_version
 
 from .cluster_checks import check_shared_storage
 from .image_stage import run_image_stage
+from .pareto_scheduler import build_scheduler, state_callbacks
 from .resolved_trial import TrialResolver
 from .schema_file import write_schema
 from .search import build_search
 from .spec import SweepSpec, base_train_config, load_spec
 from .spec_checks import spec_error
 from .stop_callback import StopFileCallback
+from .store_callback import StoreCallback
 from .sweep_dir import EXPERIMENT, STOP_FILE, SweepDir, SweepRecord
 from .sweep_plan import SweepPlan, plan_of
 from .warm_start import load_and_plan
@@ -64,8 +70,6 @@ def resume_command(storage: str) -> str:
 # -- Ray ---------------------------------------------------------------------------------------
 def _init_ray(spec: SweepSpec, *, address: str | None, num_cpus: float | None) -> bool:
     """Attach to ``address``/``RAY_ADDRESS`` or start a small local Ray; True if we started it."""
-    import ray
-
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter table with our objective columns
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -95,8 +99,6 @@ def _driver(spec: SweepSpec, *, record: SweepRecord, address: str | None, num_cp
     """Ray started (or attached) and the storage checked; then the sweep is marked running (a
     resumed one moves back to running), and marked interrupted (with the resume command printed)
     if the body fails or is interrupted."""
-    import ray
-
     folder = record.folder
     started = _init_ray(spec, address=address, num_cpus=num_cpus)
     try:
@@ -124,8 +126,6 @@ def _driver(spec: SweepSpec, *, record: SweepRecord, address: str | None, num_cp
 
 def _check_storage_shared(storage: str) -> None:
     """On a multi-node cluster the storage must be shared; say so before any trial starts."""
-    import ray
-
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     problem = check_shared_storage(storage, num_nodes=max(nodes, 1))
     if problem:
@@ -134,7 +134,7 @@ def _check_storage_shared(storage: str) -> None:
 
 def _prepare_bases(plan: SweepPlan, *, progress: bool) -> int:
     """Run ``sage_core.trainer.prepare`` once per distinct ``TrainConfig.base_data_key()`` of the plan."""
-    from sage_core.trainer import prepare  # torch and the encoders: off the CLI's import path
+    from sage_core.trainer import prepare  # lazy: torch (~1 s), off `sage sweep stop`, which imports this module
 
     configs = plan.base_configs()
     for cfg in configs:
@@ -153,7 +153,7 @@ class TuneParts:
 
 
 def _trial_context(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, base: dict[str, Any]):
-    from .trial import TrialContext
+    from .trial import TrialContext  # lazy: torch (~1 s), off `sage sweep stop`, which imports this module
 
     res = spec.resources
     worker_resources = {"CPU": res.cpus, **({"GPU": res.gpus} if res.gpus else {}), **res.custom}
@@ -176,12 +176,8 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: SweepPlan 
     """``plan``: the sweep's plan (None for a resumed sweep: Tune restores its own callbacks, which
     resolve each trial once); ``search``: the search plan when it was built already (with a warm
     start's ``prior``)."""
-    from ray import tune
-
-    from .pareto_scheduler import build_scheduler, state_callbacks
-    from .store_callback import StoreCallback
-    from .tracking import tracking_callbacks
-    from .trial import train_trial
+    from .tracking import tracking_callbacks  # lazy: mlflow (~0.7 s), only for tracking
+    from .trial import train_trial  # lazy: torch (~1 s), off `sage sweep stop`, which imports this module
 
     base = dict(plan.base) if plan is not None else base_train_config(spec)
     res = spec.resources
@@ -225,8 +221,6 @@ def _reuse_actors(spec: SweepSpec) -> bool:
     """A reused actor skips the interpreter start and the torch/DeepSpeed imports of every trial
     after the first in its slot. Only on one node: after a lost node Tune would try to reuse actors
     that died with it and burn the trials' retries on them."""
-    import ray
-
     return spec.resources.workers == 1 and sum(1 for n in ray.nodes() if n.get("Alive")) == 1
 
 
@@ -250,8 +244,6 @@ def trial_counts(trials: list[Any], pruned: set[str] | None = None) -> dict[str,
 
 def _experiment_trials(results: Any) -> list[Any]:
     """The trials of a finished ``Tuner.fit()``, read back through Tune's public ExperimentAnalysis."""
-    from ray.tune import ExperimentAnalysis
-
     return ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem).trials
 
 
@@ -303,8 +295,6 @@ def _fit(tuner: Any, parts: TuneParts) -> dict[str, int]:
 def run(spec: SweepSpec | str, *, overrides: dict[str, Any] | None = None, storage: str | None = None,
         address: str | None = None, num_cpus: float | None = None, progress: bool = True) -> SweepOutcome:
     """Run a sweep to the end (or until stopped); every result lands in ``<storage>/results``."""
-    from ray import tune
-
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec, overrides=overrides, storage=storage)
     elif overrides or storage:
@@ -354,8 +344,6 @@ def resume(storage: str, *, retry_failed: bool = False, address: str | None = No
            num_cpus: float | None = None) -> SweepOutcome:
     """Finish an interrupted sweep: finished trials are kept, unfinished ones continue from their
     last checkpoint; ``retry_failed`` also restarts failed trials from theirs."""
-    from ray import tune
-
     folder = SweepDir.at(storage)
     spec, meta = folder.load()
     record = SweepRecord.for_resume(folder, meta)

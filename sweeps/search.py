@@ -55,7 +55,7 @@ class SearchPlan:
 
 
 def _basic(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Sequence[PriorTrial] = ()) -> SearchPlan:
-    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search import BasicVariantGenerator  # lazy: ray (~0.7 s), off `sage` start-up
 
     finished = [t for t in prior if t.finished]
     if not finished:
@@ -94,9 +94,9 @@ def _ehvi(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Any = ()) ->
     proposal is handed to Tune at once instead and the scheduler
     :func:`sweeps.mf_search.build_mf_scheduler` pauses them at the first rung and resumes the best
     (``build_scheduler`` builds it and hands it the prior)."""
-    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search import BasicVariantGenerator  # lazy: ray (~0.7 s), off `sage` start-up
 
-    from .ehvi_search import EhviSearcher, proposals
+    from .ehvi_search import EhviSearcher, proposals  # lazy: ray (~0.7 s), off `sage` start-up
 
     plan = _basic(spec, dims=dims)
     if spec.search.probe:  # no max_concurrent here: it would hide all but that many from the scheduler
@@ -109,7 +109,7 @@ def _ehvi(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Any = ()) ->
 
 
 def _optuna_search_class():
-    from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.search.optuna import OptunaSearch  # lazy: ray + optuna, off `sage` start-up
 
     class ParetoOptunaSearch(OptunaSearch):
         """OptunaSearch that tells early-stopped trials as PRUNED, not COMPLETE with partial values."""
@@ -123,7 +123,7 @@ def _optuna_search_class():
             """Earlier trials into the study: finished ones COMPLETE with their final objectives (in
             ``metric`` order), the others PRUNED. A genetic sampler (NSGA-II) reads only trials
             tagged with a generation: the finished ones are its generation 0."""
-            import optuna
+            import optuna  # lazy: optuna (~0.1 s), off `sage` start-up
 
             tag = getattr(self._sampler, "_get_generation_key", None)
             study = cast(optuna.Study, self._ot_study)
@@ -141,7 +141,7 @@ def _optuna_search_class():
 
 def _optuna(spec: SweepSpec, sampler_name: str, *, dims: Mapping[str, Dimension],
             prior: Sequence[PriorTrial] = ()) -> SearchPlan:
-    import optuna
+    import optuna  # lazy: optuna (~0.1 s), off `sage` start-up
 
     seed = spec.search.seed
     sampler: optuna.samplers.BaseSampler

@@ -66,7 +66,7 @@ class _Values(_Strict):
         return list(getattr(self, self.kind))
 
     def to_optuna(self) -> Any:
-        from optuna.distributions import CategoricalDistribution
+        from optuna.distributions import CategoricalDistribution  # lazy: optuna (~0.1 s), off `sage` start-up
 
         # a list value becomes a tuple (hashable): optuna takes it, though its type names only scalars
         return CategoricalDistribution([tuple(v) if isinstance(v, list) else v  # type: ignore[misc]
@@ -83,7 +83,7 @@ class Grid(_Values):
     grid: list[Scalar] = Field(min_length=1)
 
     def to_tune(self) -> Any:
-        from ray import tune
+        from ray import tune  # lazy: ray (~0.7 s), off `sage` start-up
 
         return tune.grid_search(self.values)
 
@@ -93,7 +93,7 @@ class Choice(_Values):
     choice: list[Scalar] = Field(min_length=1)
 
     def to_tune(self) -> Any:
-        from ray import tune
+        from ray import tune  # lazy: ray (~0.7 s), off `sage` start-up
 
         return tune.choice(self.values)
 
@@ -120,12 +120,12 @@ class Uniform(_Range):
     uniform: tuple[float, float]
 
     def to_tune(self) -> Any:
-        from ray import tune
+        from ray import tune  # lazy: ray (~0.7 s), off `sage` start-up
 
         return tune.uniform(*self.bounds)
 
     def to_optuna(self) -> Any:
-        from optuna.distributions import FloatDistribution
+        from optuna.distributions import FloatDistribution  # lazy: optuna (~0.1 s), off `sage` start-up
 
         return FloatDistribution(*self.bounds)
 
@@ -141,12 +141,12 @@ class LogUniform(_Range):
         return self
 
     def to_tune(self) -> Any:
-        from ray import tune
+        from ray import tune  # lazy: ray (~0.7 s), off `sage` start-up
 
         return tune.loguniform(*self.bounds)
 
     def to_optuna(self) -> Any:
-        from optuna.distributions import FloatDistribution
+        from optuna.distributions import FloatDistribution  # lazy: optuna (~0.1 s), off `sage` start-up
 
         return FloatDistribution(*self.bounds, log=True)
 
@@ -156,12 +156,12 @@ class IntRange(_Range):
     int: tuple[int, int]
 
     def to_tune(self) -> Any:
-        from ray import tune
+        from ray import tune  # lazy: ray (~0.7 s), off `sage` start-up
 
         return tune.randint(self.bounds[0], self.bounds[1] + 1)  # randint's upper bound is exclusive
 
     def to_optuna(self) -> Any:
-        from optuna.distributions import IntDistribution
+        from optuna.distributions import IntDistribution  # lazy: optuna (~0.1 s), off `sage` start-up
 
         return IntDistribution(*self.bounds)
 

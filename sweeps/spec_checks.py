@@ -10,6 +10,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from sage_core.defs import metrics as metric_registry
 from sage_core.defs.config import TrainConfig
 from sage_core.defs.errors import ConfigError, SageError, did_you_mean
@@ -64,8 +66,6 @@ def _looks_like_text(name: str) -> bool:
 def _storage_problems(storage: str) -> list[str]:
     if is_uri(storage):
         try:
-            import pyarrow.fs as pafs
-
             fs, path = pafs.FileSystem.from_uri(storage)
             fs.get_file_info(path)
         except Exception as exc:  # noqa: BLE001 - any failure means unreachable
@@ -82,8 +82,8 @@ def _storage_problems(storage: str) -> list[str]:
 def _image_stage_problems(spec: SweepSpec, plan: SweepPlan) -> list[str]:
     """``fidelity.image``: its EvalConfig (``eval``), the inputs each requested metric needs, that
     the model folders/files exist, and that the SD UNet reads embeddings of the trials' width."""
-    from sage_core.evaluation import build_eval_config
-    from sage_core.evaluation.config import image_input_problems
+    from sage_core.evaluation import build_eval_config  # lazy: torch (~1 s), off `sage` start-up
+    from sage_core.evaluation.config import image_input_problems  # lazy: torch (~1 s), off `sage` start-up
 
     stage = spec.fidelity.image
     assert stage is not None
@@ -113,7 +113,7 @@ def _image_stage_problems(spec: SweepSpec, plan: SweepPlan) -> list[str]:
 
 def _encoder_width(spec: str) -> int | None:
     try:
-        from sage_core.encoders import resolve_encoder_path
+        from sage_core.encoders import resolve_encoder_path  # lazy: torch (~1 s), off `sage` start-up
 
         config = json.loads((resolve_encoder_path(spec)[0] / "config.json").read_text(encoding="utf-8"))
     except (SageError, OSError, ValueError):
@@ -175,7 +175,7 @@ def _stage_problems(spec: SweepSpec, plan: SweepPlan) -> list[str]:
 
 def _attack_room_problems(spec: SweepSpec, plan: SweepPlan) -> list[str]:
     """``fidelity.attack.n_tokens`` must leave room for a prompt in every trial's token sequence."""
-    from sage_core.evaluation.attack import build_attack_config
+    from sage_core.evaluation.attack import build_attack_config  # lazy: torch (~1 s), off `sage` start-up
 
     n_tokens = build_attack_config(spec.fidelity.attack_settings()).n_tokens
     base = plan.base

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from .spec import is_uri
 
 __all__ = ["filesystem", "read_text", "write_text", "delete_file", "local_storage"]
@@ -12,8 +14,6 @@ __all__ = ["filesystem", "read_text", "write_text", "delete_file", "local_storag
 
 def filesystem(path: str) -> tuple[Any, str]:
     """``(pyarrow filesystem, path inside it)`` of a local path or a URI."""
-    import pyarrow.fs as pafs
-
     if is_uri(path):
         return pafs.FileSystem.from_uri(path)
     return pafs.LocalFileSystem(), str(Path(path.removeprefix("file://")).expanduser().resolve())
@@ -21,8 +21,6 @@ def filesystem(path: str) -> tuple[Any, str]:
 
 def read_text(path: str) -> str | None:
     """The file's UTF-8 text; None when there is no such file."""
-    import pyarrow.fs as pafs
-
     fs, p = filesystem(path)
     if fs.get_file_info(p).type != pafs.FileType.File:
         return None
@@ -41,8 +39,6 @@ def write_text(path: str, text: str) -> None:
 
 
 def delete_file(path: str) -> None:
-    import pyarrow.fs as pafs
-
     fs, p = filesystem(path)
     if fs.get_file_info(p).type == pafs.FileType.File:
         fs.delete_file(p)

@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from analysis.store import KEY_COLUMNS, ResultStore
 
 from .resolved_trial import ResolvedTrial, TrialResolver, hyperparameter_columns
 from .search import FINAL_KEY
 from .store_writer import WriteBehind
-
-if TYPE_CHECKING:
-    from analysis.store import ResultStore
 
 __all__ = ["StoreCallback", "result_row", "hyperparameter_columns", "BOOKKEEPING_KEYS"]
 
@@ -93,16 +92,12 @@ class StoreCallback(_TuneCallback):
     @property
     def store(self) -> ResultStore:
         if self._store is None:
-            from analysis.store import ResultStore
-
             self._store = ResultStore(self.results_root)
         return self._store
 
     @property
     def writer(self) -> WriteBehind:
         if self._writer is None:
-            from analysis.store import KEY_COLUMNS
-
             self._writer = WriteBehind(self.store, key=lambda row: tuple(row[k] for k in KEY_COLUMNS))
         return self._writer
 

@@ -32,6 +32,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import psutil
+
+from analysis.prompt_scores import FOLDER
+from analysis.store import ResultStore
 from sage_core.defs.errors import StorageError
 
 from .spec import is_uri
@@ -100,8 +104,6 @@ class SweepDir:
 
     @property
     def prompt_scores(self) -> str:
-        from analysis.prompt_scores import FOLDER
-
         return f"{self.root}/{FOLDER}"
 
     @property
@@ -153,8 +155,6 @@ class SweepDir:
         delete_file(self.stop_file)
 
     def store(self):
-        from analysis.store import ResultStore
-
         return ResultStore(self.results)
 
     def rows(self, sweep_id: str, *, skip_bad: bool = False) -> list[dict[str, Any]]:
@@ -232,8 +232,6 @@ def driver_alive(meta: Mapping[str, Any]) -> bool | None:
     A live process with the driver's pid that started after the driver last (re)started is a
     different process that reuses the pid, so the driver counts as gone.
     """
-    import psutil
-
     pid = meta.get("driver_pid")
     host = meta.get("driver_host")
     if not isinstance(pid, int) or (host is not None and host != socket.gethostname()):

@@ -27,9 +27,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlflow.entities import Metric, Param
+
 from .resolved_trial import TrialResolver
 from .search import FINAL_KEY
 from .spec import VARIANT, is_uri
+from .store_callback import BOOKKEEPING_KEYS
 
 if TYPE_CHECKING:
     from .spec import SweepSpec
@@ -49,8 +52,6 @@ def trial_params(trial: Any, *, resolver: TrialResolver) -> dict[str, Any]:
 
 def trial_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The finite numeric metrics of one Tune result (what the results store writes as metrics)."""
-    from .store_callback import BOOKKEEPING_KEYS
-
     return {k: float(v) for k, v in result.items()
             if k not in BOOKKEEPING_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
             and math.isfinite(v)}
@@ -150,8 +151,6 @@ class MLflowTracker(_MLflow):
         return runs[0].info.run_id if runs else None
 
     def log_trial_start(self, trial: Any) -> None:
-        from mlflow.entities import Param
-
         if trial in self._trial_runs:
             return
         trial_id = str(trial.trial_id)
@@ -169,8 +168,6 @@ class MLflowTracker(_MLflow):
         self._trial_runs[trial] = run_id
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
-        from mlflow.entities import Metric
-
         if trial not in self._trial_runs:
             self.log_trial_start(trial)
         run_id = self._trial_runs[trial]

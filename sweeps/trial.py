@@ -29,9 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from analysis.prompt_scores import write_prompt_scores
 from sage_core.defs.errors import NonFiniteLossError, TrialError
 from sage_core.defs.metrics import lookup, objective_metrics
+from sage_core.trainer import Trainer
 
+from .fault_injection import fault_callbacks  # tests inject faults through the environment
 from .resolved_trial import trial_config
 from .robust_stage import TrialStages
 from .search import FINAL_KEY
@@ -119,8 +122,6 @@ class TuneReportCallback(_Base):
         """The evaluation's per-prompt scores beside the results, for paired comparisons (``sage pareto``)."""
         scores = getattr(info, "prompt_scores", None)
         if self.context.scores_root and self.trial_id and scores is not None:
-            from analysis.prompt_scores import write_prompt_scores
-
             write_prompt_scores(self.context.scores_root, sweep_id=self.context.sweep_id, trial_id=self.trial_id,
                                 step=int(info.step), columns=scores.columns(), pools=scores.pools,
                                 metrics={*objective_metrics(), *self.context.objectives})  # graded ones only
@@ -137,7 +138,7 @@ class TuneReportCallback(_Base):
         return True
 
     def send(self, metrics: dict[str, Any], *, checkpoint: Path | None, step: int) -> None:
-        from ray import tune
+        from ray import tune  # lazy: ray (~0.7 s), only inside a Ray trial
 
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
 
@@ -160,12 +161,12 @@ class TrainWorkerReportCallback(TuneReportCallback):
     rank 0 holds the metrics and the checkpoint."""
 
     def _lead(self) -> bool:
-        import ray.train
+        import ray.train  # lazy: ray (~0.7 s), only inside a Ray trial
 
         return ray.train.get_context().get_world_rank() == 0
 
     def send(self, metrics: dict[str, Any], *, checkpoint: Path | None, step: int) -> None:
-        import ray.train
+        import ray.train  # lazy: ray (~0.7 s), only inside a Ray trial
 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint)) if checkpoint
                          else None, checkpoint_dir_name=f"step_{step:06d}")
@@ -192,7 +193,7 @@ def _wait_until_taken() -> None:
     before the trainer's teardown, commits it first. The queue is Ray Train's own (one report deep,
     emptied by each poll); Ray has no public call for this yet.
     """
-    from ray.train.v2._internal.execution.context import get_train_context
+    from ray.train.v2._internal.execution.context import get_train_context  # lazy: ray, only in a Ray Train worker
 
     get_train_context().get_result_queue().join()
 
@@ -201,10 +202,6 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
                  name: str) -> None:
     """Build the trial's TrainConfig (once, from the values the driver checked: its base and
     variants, and the trial's params) and fit, resuming from ``checkpoint`` (a Ray checkpoint) if any."""
-    from sage_core.trainer import Trainer
-
-    from .fault_injection import fault_callbacks  # tests inject faults through the environment
-
     cfg = trial_config(context.base, config, context.variants)
     if context.robust is not None or context.proximal is not None or context.attack is not None:
         callback.stages = TrialStages(cfg, robust=context.robust, proximal=context.proximal, attack=context.attack,
@@ -225,7 +222,7 @@ def _run_trainer(config: dict[str, Any], context: TrialContext, *, checkpoint: A
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker (torch.distributed is already initialised by the TorchTrainer)."""
-    import ray.train
+    import ray.train  # lazy: ray (~0.7 s), only inside a Ray trial
 
     context: TrialContext = loop_config["context"]
     ctx = ray.train.get_context()
@@ -236,10 +233,10 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
 
 def _train_with_workers(config: dict[str, Any], context: TrialContext) -> None:
     """Trial driver: one Ray Train run of ``context.workers`` data-parallel workers."""
-    import ray.train
-    from ray import tune
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback as TrainToTune
+    import ray.train  # lazy: ray (~0.7 s), only inside a Ray trial
+    from ray import tune  # lazy: ray (~0.7 s), only inside a Ray trial
+    from ray.train.torch import TorchConfig, TorchTrainer  # lazy: ray (~1 s)
+    from ray.tune.integration.ray_train import TuneReportCallback as TrainToTune  # lazy: ray (~1 s)
 
     trial_id = tune.get_context().get_trial_id()
     res = dict(context.worker_resources)
@@ -260,7 +257,7 @@ def _train_with_workers(config: dict[str, Any], context: TrialContext) -> None:
 
 def train_trial(config: dict[str, Any], context: TrialContext) -> None:
     """Tune function trainable (wrap with ``tune.with_parameters(train_trial, context=...)``)."""
-    from ray import tune
+    from ray import tune  # lazy: ray (~0.7 s), only inside a Ray trial
 
     if context.workers > 1:
         _train_with_workers(config, context)

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
+from pyarrow import ArrowException
+
 from sage_core.defs import metrics as metric_registry
 from sage_core.defs.config import TrainConfig, load_config
 from sage_core.defs.errors import ConfigError, SageError
@@ -308,8 +310,6 @@ def load_prior(source: str, spec: SweepSpec, *, plan: SweepPlan | None = None) -
     """The usable trials of the sweep folder ``source`` for ``spec`` (``plan``: its plan, default
     :func:`~sweeps.sweep_plan.plan_of`); a :class:`ConfigError` (one line, ``search.warm_start:
     ...``) when it is no sweep, another experiment, or holds no usable trial. Reads only; writes nothing."""
-    from pyarrow import ArrowException
-
     folder = SweepDir.at(source)
     if not folder.is_uri and not Path(folder.root).is_dir():
         raise _bad(f"{source!r} is not a folder; give the storage folder of an earlier sweep (its --storage)")

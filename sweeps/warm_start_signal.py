@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, signal_share, signal_share_interval
+
 from .resolved_trial import point_key
 from .spec_model import SEED
 
@@ -56,8 +58,6 @@ def seed_noise_lines(prior: Prior, objectives: Sequence[str], *, resamples: int 
     """One warning line per objective whose signal share over ``prior``'s finished trials is below the
     threshold (module docstring); none when fewer than :data:`MIN_REPEATED` configurations have two
     training seeds or more. ``resamples`` / ``seed``: the bootstrap of the interval."""
-    from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, signal_share, signal_share_interval
-
     runs = _runs(prior)
     seeds = Counter(config for config, _, _ in runs)
     if sum(n >= 2 for n in seeds.values()) < MIN_REPEATED:

@@ -12,7 +12,14 @@ from typing import Any, Literal
 
 import typer
 
-from analysis.ablation import PAPER_DEFAULTS
+import analysis
+from analysis.ablation import PAPER_DEFAULTS, hyperparameters
+from analysis.column_roles import roles_of
+from analysis.pareto import nadir
+from analysis.plots import pareto_plot
+from analysis.sandbox import Limits
+from analysis.sql import check_limit, run_query
+from analysis.views import default_objectives
 from sage_core.defs.errors import QueryError
 from sweeps.cli.common import RESULTS_HELP, SKIP_BAD_HELP, duckdb_errors, print_frame
 from sweeps.cli.reliability_cmd import front_checks
@@ -88,8 +95,6 @@ def pareto(
 
 def _pareto(results: str, *, x: str | None, y: str | None, extra: str | None, by: str | None,
             fidelity: str | None, all_steps: bool, plot: Path | None, skip_bad: bool) -> None:
-    import analysis
-
     with duckdb_errors():
         got = _front(results, x=x, y=y, extra=extra, by=by, fidelity=fidelity, all_steps=all_steps,
                      skip_bad=skip_bad)
@@ -107,7 +112,6 @@ def _pareto(results: str, *, x: str | None, y: str | None, extra: str | None, by
     checks = front_checks(results, ranked=ranked, objectives=objs, group=group, skip_bad=skip_bad)
     print_frame(checks.mark(front[show]), title=f"Pareto front: {x} vs {y}" + (f" vs {extra}" if extra else ""),
                  intervals=True)
-    from analysis.pareto import nadir
 
     hv = analysis.hypervolume(front, x=x, y=y, extra=extra, ref=nadir(ranked, x=x, y=y, extra=extra))
     typer.echo(f"{len(front)} of {len(ranked)} trials on the front; hypervolume against the trials' nadir: {hv:.4g}")
@@ -116,8 +120,6 @@ def _pareto(results: str, *, x: str | None, y: str | None, extra: str | None, by
                    "overlap may swap places under another draw of prompts")
     checks.echo()
     if plot is not None:
-        from analysis.plots import pareto_plot
-
         path = pareto_plot(ranked, front, x=x, y=y, path=plot, by=group, reported=reported)
         typer.echo(f"plot written to {path}")
 
@@ -138,11 +140,6 @@ class _Front:
 
 
 def _front(results, *, x, y, extra, by, fidelity, all_steps, skip_bad) -> _Front:
-    import analysis
-    from analysis.ablation import hyperparameters
-    from analysis.column_roles import roles_of
-    from analysis.views import default_objectives
-
     con = analysis.connect(results, skip_bad=skip_bad)
     try:
         if x is None or y is None:
@@ -177,8 +174,6 @@ def ablation(
     skip_bad: bool = typer.Option(False, "--skip-bad", help=SKIP_BAD_HELP),
 ) -> None:
     """``sage ablation``; what the user reads is ABLATION_HELP."""
-    import analysis
-
     if fmt not in ("md", "csv"):
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: md, csv)")
     defaults: dict[str, float] = {}
@@ -234,9 +229,6 @@ def sql(
 
     Example: sage sql runs/demo "SELECT trial_id, matched_auc, util_sib FROM results ORDER BY util_sib DESC LIMIT 5"
     """
-    from analysis.sandbox import Limits
-    from analysis.sql import check_limit, run_query
-
     if fmt not in ("table", "csv"):
         raise QueryError(f"--format {fmt!r} is not allowed (allowed: table, csv)")
     check_limit(limit)
@@ -265,8 +257,6 @@ def report(
 
     Example: sage report runs/demo --out runs/demo/report   (then open runs/demo/report/index.html)
     """
-    import analysis
-
     results = _results_path(results)
     with output_dir(out, option="--out") as folder, duckdb_errors():
         page = analysis.write_report(results, folder, skip_bad=skip_bad)

@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.table import Table
 
+from analysis.intervals import interval_frame
+from analysis.sandbox import duckdb_error
+
 RESULTS_HELP = (
     "Results dataset: its root (holding sweep_id=... folders), a sweep folder that contains "
     "results/, or a URI such as s3://bucket/prefix. Example: runs/demo"
@@ -20,9 +23,7 @@ SKIP_BAD_HELP = ("Skip bad Parquet files (corrupt, foreign, wrong column types, 
 @contextmanager
 def duckdb_errors():
     """A DuckDB failure inside a command becomes one line (what the sandbox refused, when it did)."""
-    import duckdb
-
-    from analysis.sandbox import duckdb_error
+    import duckdb  # lazy: duckdb, off `sage` start-up
 
     try:
         yield
@@ -34,8 +35,6 @@ def print_frame(df, *, title: str | None = None, max_rows: int = 200, intervals:
     """``intervals``: show a column ``m`` with ``m_lo``/``m_hi`` beside it as ``0.612 [0.581, 0.640]``."""
     numeric = {c for c in df.columns if df[c].dtype.kind in "iuf"}
     if intervals:
-        from analysis.intervals import interval_frame
-
         df = interval_frame(df)
     table = Table(title=title, show_lines=False)
     for col in df.columns:

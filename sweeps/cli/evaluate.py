@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from analysis.calibration import calibration_display
 from sage_core.defs.config import parse_overrides
 from sage_core.defs.errors import ConfigError
 from sweeps.evaluate import calibrate_checkpoints, evaluate_checkpoint, write_rows
@@ -76,8 +77,6 @@ def _table(title: str, rows: list[tuple[str, Any, Any]]) -> None:
 def _print_calibration(entries: list[dict[str, Any]], *, n: int) -> None:
     """Kendall and Spearman of each text proxy with its image metric over ``n`` checkpoints, with
     bootstrap intervals (``analysis.calibration``, the report the sweeps' image stage stores)."""
-    from analysis.calibration import calibration_display
-
     t = Table(title=f"text proxy vs image metric over {n} checkpoints (Kendall tau-b, Spearman; "
                     "95% bootstrap intervals)")
     for col in ("text", "image", "n", "expected", "kendall", "spearman", "note"):
@@ -113,7 +112,7 @@ def register(app: typer.Typer) -> None:
             "Spearman's rho (95% bootstrap intervals) of each text proxy with its image metric (repeat, or list "
             "after TARGET; 3 or more to rank)."),
     ) -> None:
-        from sage_core.evaluation import build_eval_config
+        from sage_core.evaluation import build_eval_config  # lazy: torch (~1 s), off `sage` start-up
 
         # Every input checked, and the output folder made, before any model loads.
         if not target and not calibrate:

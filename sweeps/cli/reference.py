@@ -16,6 +16,8 @@ from typing import Any
 
 import typer
 
+from sweeps.cli import app
+
 __all__ = ["WIDTH", "render_reference", "iter_help"]
 
 WIDTH = 100
@@ -46,8 +48,6 @@ def _walk(command: Any, ctx: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple
 
 def iter_help() -> Iterator[tuple[tuple[str, ...], str]]:
     """(command path, help text) for ``sage`` and every subcommand, depth first, in the CLI's order."""
-    from sweeps.cli import app
-
     root = typer.main.get_command(app)
     yield from _walk(root, _context(root, "sage"), ("sage",))
 

@@ -11,6 +11,10 @@ from typing import Any
 
 import typer
 
+from analysis.paired_compare import front_comparisons
+from analysis.prompt_scores import scores_root_for
+from analysis.reliability import COLUMNS_NOTE, low_signal_lines, reliability_table
+from analysis.views import locate
 from sage_core.defs.errors import QueryError
 from sweeps.cli.common import RESULTS_HELP, SKIP_BAD_HELP, duckdb_errors, print_frame
 
@@ -30,8 +34,6 @@ def reliability(
 
     Example: sage reliability runs/ablation-components-cpu
     """
-    from analysis.reliability import COLUMNS_NOTE, low_signal_lines, reliability_table
-
     names = None
     if objectives is not None:
         names = [o.strip() for o in objectives.split(",") if o.strip()]
@@ -85,11 +87,6 @@ class FrontChecks:
 def front_checks(results: str, *, ranked, objectives: Sequence[str], group: str | None,
                  skip_bad: bool) -> FrontChecks:
     """Seed-noise warnings for ``objectives`` and the paired comparisons of ``ranked``'s front."""
-    from analysis.paired_compare import front_comparisons
-    from analysis.prompt_scores import scores_root_for
-    from analysis.reliability import low_signal_lines, reliability_table
-    from analysis.views import locate
-
     with duckdb_errors():
         warnings = low_signal_lines(reliability_table(results, objectives=list(objectives), skip_bad=skip_bad))
     needed = {"sweep_id", "trial_id", "step"}

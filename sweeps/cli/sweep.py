@@ -8,6 +8,7 @@ from sage_core.defs.config import parse_overrides
 from sweeps.cli.common import SKIP_BAD_HELP
 from sweeps.paths import check_arg
 from sweeps.spec import describe, load_validated_spec
+from sweeps.status import format_status, request_stop, sweep_status
 from sweeps.warm_start import load_and_plan
 
 sweep_app = typer.Typer(
@@ -48,7 +49,7 @@ def run_cmd(
 ) -> None:
     """Validate SPEC, then run the sweep; results go to STORAGE/results, the live table shows the
     objectives. Interrupt with Ctrl+C or `sage sweep stop STORAGE`; finish with `sage sweep resume`."""
-    from sweeps.runner import run
+    from sweeps.runner import run  # lazy: ray (~0.7 s), off `sage` start-up
 
     spec, storage = _checked(spec, storage)
     overrides = parse_overrides(set_)
@@ -72,7 +73,7 @@ def resume_cmd(
     """Finish an interrupted or stopped sweep: finished trials are kept, unfinished ones continue
     from their last checkpoint. When every trial had finished, only the image stage
     (fidelity.image) runs, for the survivors without an image row. Example: `sage sweep resume runs/demo`."""
-    from sweeps.runner import resume
+    from sweeps.runner import resume  # lazy: ray (~0.7 s), off `sage` start-up
 
     outcome = resume(_sweep_folder(storage), retry_failed=retry_failed, address=address, num_cpus=num_cpus)
     typer.echo(outcome.summary())
@@ -87,8 +88,6 @@ def status_cmd(
 ) -> None:
     """Running / finished / pruned / failed trials (with reasons) and the current Pareto front.
     Works while the sweep runs. Example: `sage sweep status runs/demo`."""
-    from sweeps.status import format_status, sweep_status
-
     typer.echo(format_status(sweep_status(_sweep_folder(storage), skip_bad=skip_bad)))
 
 
@@ -96,8 +95,7 @@ def status_cmd(
 def stop_cmd(storage: str = typer.Argument(..., help="The sweep folder, e.g. runs/demo.")) -> None:
     """Ask the running sweep to stop gracefully (it checkpoints and exits; resume later).
     Example: `sage sweep stop runs/demo`."""
-    from sweeps.runner import resume_command
-    from sweeps.status import request_stop
+    from sweeps.runner import resume_command  # lazy: ray (~0.7 s), off `sage` start-up
 
     path = request_stop(_sweep_folder(storage))
     typer.echo(f"stop requested ({path}); the driver stops within a few seconds. "

@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(cfg.to_dict(), indent=2))
             return
         if resume is not None:
-            from sage_core.checkpoint import check_checkpoint
+            from sage_core.checkpoint import check_checkpoint  # lazy: torch (~1 s), off `sage` start-up
 
             if not resume.is_dir():
                 raise ConfigError(f"--resume {resume}: no such checkpoint folder")
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         with output_dir(out, option="--out") as folder:  # made before the model loads
             if default_note:
                 typer.echo(default_note, err=True)
-            from sage_core.trainer import Trainer
+            from sage_core.trainer import Trainer  # lazy: torch (~1 s), off `sage` start-up
 
             result = Trainer(cfg, out_dir=folder, resume_from=resume, progress=not no_progress).fit()
         shown = {k: v for k, v in result.metrics.items() if not k.startswith("base_")}
