@@ -46,7 +46,8 @@ def _runs(prior: Prior) -> list[tuple[str, str, dict[str, float]]]:
             continue
         rows = prior.stored[i] if i < len(prior.stored) else ()
         config = point_key({k: v for k, v in trial.params.items() if k != SEED})
-        seed = next((str(r[SEED]) for r in rows if r.get(SEED) is not None), f"trial {i}")
+        seed = next((str(r[SEED]) for r in rows if r.get(SEED) is not None),
+                    str(trial.params[SEED]) if trial.params.get(SEED) is not None else f"trial {i}")
         if (config, seed) not in seen:
             seen.add((config, seed))
             runs.append((config, seed, trial.metrics))
