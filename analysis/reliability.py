@@ -27,7 +27,7 @@ the same prompts, and the store's ``seed`` column tells the repeats apart. Per o
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -227,8 +227,7 @@ def reliability_table(source: Source, *, objectives: Sequence[str] | None = None
         entry = lookup(m)
         row: dict[str, Any] = {
             "objective": m, "better": entry.better if entry else "?", "configs": anova.configs,
-            "seeds": (f"{per_config.min()}" if per_config.min() == per_config.max() else
-                      f"{per_config.min()}-{per_config.max()}") if len(per_config) else "0",
+            "seeds": seeds_label(per_config),
             "signal_share": anova.share, "signal_share_lo": lo, "signal_share_hi": hi,
             "seed_sd": float(np.sqrt(anova.msw)) if anova.df_within > 0 else np.nan,
             "lsd": least_significant_difference(anova, seeds=n_h, confidence=confidence),
@@ -244,6 +243,14 @@ def reliability_table(source: Source, *, objectives: Sequence[str] | None = None
     table = table[[c for c in table.columns if not c.startswith("tau@")] + taus]
     table.attrs["notes"] = notes
     return table
+
+
+def seeds_label(per_config: Collection[int]) -> str:
+    """Training seeds per configuration as the tables print them: ``2``, ``1-3`` (fewest-most), ``0``."""
+    if not len(per_config):
+        return "0"
+    fewest, most = min(per_config), max(per_config)
+    return f"{fewest}" if fewest == most else f"{fewest}-{most}"
 
 
 def low_signal_line(metric: str, *, share: float, seeds: str, configs: int, lo: float | None = None,

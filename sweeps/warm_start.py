@@ -32,7 +32,7 @@ import functools
 import math
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
@@ -337,22 +337,17 @@ def load_prior(source: str, spec: SweepSpec, *, plan: SweepPlan | None = None) -
                  dropped=dict(dropped), stored=stored)
 
 
-def load_and_plan(spec: SweepSpec, *, plan: SweepPlan | None = None,
-                  warn: Callable[[str], None] | None = None) -> tuple[Prior, Any]:
+def load_and_plan(spec: SweepSpec, *, plan: SweepPlan | None = None) -> tuple[Prior, Any]:
     """``(prior, search plan)`` for a spec with ``search.warm_start``: :func:`load_prior`, then the
     search built with it (which refuses a grid with nothing left to run). ``sage sweep run`` and
     ``sage sweep validate`` both call this before anything is written. Once both succeed, each
     objective whose ranking in the earlier sweep is mostly seed noise gets a warning line
-    (:func:`~sweeps.warm_start_signal.seed_noise_lines`), passed to ``warn`` (default: stderr)."""
+    (:func:`~sweeps.warm_start_signal.seed_noise_lines`) on stderr."""
     if not spec.search.warm_start:
         raise _bad("not set")
     plan = plan if plan is not None else plan_of(spec)
     prior = load_prior(spec.search.warm_start, spec, plan=plan)
     search = build_search(spec, prior=prior.trials, dims=plan.dimensions)
     for line in seed_noise_lines(prior, spec.objective_metrics()):
-        (warn or _print_line)(line)
+        print(line, file=sys.stderr, flush=True)
     return prior, search
-
-
-def _print_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, signal_share, signal_share_interval
+from analysis.reliability import SIGNAL_THRESHOLD, low_signal_line, seeds_label, signal_share, signal_share_interval
 
 from .resolved_trial import point_key
 from .spec_model import SEED
@@ -64,7 +64,6 @@ def seed_noise_lines(prior: Prior, objectives: Sequence[str], *, resamples: int 
     if sum(n >= 2 for n in seeds.values()) < MIN_REPEATED:
         return []
     configs = [config for config, _, _ in runs]
-    fewest, most = min(seeds.values()), max(seeds.values())
     lines = []
     for metric in objectives:
         values = [metrics[metric] for _, _, metrics in runs]
@@ -72,6 +71,6 @@ def seed_noise_lines(prior: Prior, objectives: Sequence[str], *, resamples: int 
         if math.isfinite(share) and share < SIGNAL_THRESHOLD:
             lo, hi = signal_share_interval(values, configs, resamples=resamples, seed=seed)
             lines.append(low_signal_line(
-                metric, share=share, lo=lo, hi=hi, seeds=f"{fewest}" if fewest == most else f"{fewest}-{most}",
+                metric, share=share, lo=lo, hi=hi, seeds=seeds_label(list(seeds.values())),
                 configs=len(seeds), where=f" in the earlier sweep {prior.source}", then=THEN))
     return lines
