@@ -11,9 +11,11 @@ from pathlib import Path
 from .defs.errors import DataError
 from .defs.locations import BUILTIN_PROMPT_SETS
 
-__all__ = ["prompt_set_path", "load_prompts", "PROMPTS_DIR"]
+__all__ = ["prompt_set_path", "load_prompts", "PROMPTS_DIR", "DATA_DIR"]
 
-PROMPTS_DIR = Path(str(resources.files("sage_core") / "data" / "prompts"))
+#: The package's data folder (prompt sets, probe bank, minimal pairs, proximal prompts).
+DATA_DIR = Path(str(resources.files("sage_core") / "data"))
+PROMPTS_DIR = DATA_DIR / "prompts"
 
 
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
 
-from ..data import read_json_data
+from ..data import DATA_DIR, read_json_data
 from ..defs.errors import DataError
 from ..defs.metrics import TIFA_CATEGORIES
 
 __all__ = ["UtilPairs", "load_util_pairs", "DEFAULT_PATH"]
 
 #: The packaged pair file (written by ``tools/make_util_pairs.py``).
-DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "util_pairs.json"))
+DEFAULT_PATH = DATA_DIR / "util_pairs.json"
 
 
 @dataclass(frozen=True)

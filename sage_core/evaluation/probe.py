@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from ..cache import atomic_save, build_once, cache_key, load_cached
-from ..data import load_prompts, read_json_data
+from ..data import DATA_DIR, load_prompts, read_json_data
 from ..defs.errors import DataError
 from ..defs.locations import BUILTIN_PROMPT_SETS
 from ..encoders import TextEncoder, load_encoder
@@ -35,9 +34,9 @@ __all__ = ["DEFAULT_PATH", "ProbeBank", "load_probe_bank", "concept_probe", "pro
            "PACKAGED_PROBES"]
 
 #: The packaged probe bank (written by ``tools/make_concept_probe.py``).
-DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "concept_probe.json"))
+DEFAULT_PATH = DATA_DIR / "concept_probe.json"
 #: Fitted probes shipped with the package (the embedded default encoder's).
-PACKAGED_PROBES = Path(str(resources.files("sage_core") / "data" / "probes"))
+PACKAGED_PROBES = DATA_DIR / "probes"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import torch
 from pydantic import BaseModel, Field, ValidationError
 
 from ..cache import cached_embeddings
-from ..data import load_prompts, read_json_data
+from ..data import DATA_DIR, load_prompts, read_json_data
 from ..defs.errors import ConfigError, DataError, ModelError, format_validation_error
 from ..defs.strict_values import MAX_SEED, STRICT_MODEL
 from ..encoders import TextEncoder
@@ -55,7 +54,7 @@ __all__ = ["ProximalConfig", "build_proximal_config", "ProximalBank", "load_prox
            "sadi_index", "PROXIMAL_MEASURES", "DEFAULT_PATH"]
 
 #: The packaged bank (written by ``tools/make_proximal_prompts.py``).
-DEFAULT_PATH = Path(str(resources.files("sage_core") / "data" / "proximal_prompts.json"))
+DEFAULT_PATH = DATA_DIR / "proximal_prompts.json"
 
 #: The per-prompt measures, in report order.
 PROXIMAL_MEASURES = ("prox_drift", "prox_uncond", "prox_knn")
