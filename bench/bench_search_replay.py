@@ -37,6 +37,7 @@ from replay_table import (  # noqa: E402,F401
     CurveTable,
     Scorer,
     averaged_finals,
+    blind_wave,
     greedy_by_values,
     load_table,
     lower_bounds,
@@ -103,11 +104,17 @@ def target_check(r: MethodResult, grid: MethodResult) -> dict:
     return out
 
 
-def oracle_lines(table: CurveTable, scorer: Scorer, *, first_rung: int, prior: CurveTable | None) -> list[str]:
-    """What is reachable on the seed-averaged front: the oracle's fewest full runs, and two honest
-    policies (all to the first rung then the best k by this seed's rung values; the best k by the other
-    seed's finals) with their compute, evaluations counted."""
-    lines = []
+def oracle_lines(table: CurveTable, scorer: Scorer, *, first_rung: int, prior: CurveTable | None,
+                 workers: int) -> list[str]:
+    """What is reachable on the seed-averaged front: the oracle's fewest full runs, what a first wave
+    chosen without information holds, and two honest policies (all to the first rung then the best k
+    by this seed's rung values; the best k by the other seed's finals) with their compute, evaluations
+    counted."""
+    wave = blind_wave(scorer, len(table.params), workers)
+    lines = [f"  a first wave of {workers} chosen without information (all it holds until "
+             f"{workers / len(table.params):.0%} of the compute): median {np.median(wave):.3f}, "
+             f"p10 {np.percentile(wave, 10):.3f}, "
+             f"P(>= {TARGET['median']:.2f}) {np.mean(wave >= TARGET['median']):.3f}"]
     for target in (0.90, 0.95):
         b = lower_bounds(table, target=target, scorer=scorer)
         lines.append(f"  oracle (knows the averaged front): {target:.0%} needs {b.runs} full runs = {b.skip_all:.1%} "
@@ -192,7 +199,9 @@ def _replay_table(path: Path, table: CurveTable, others: list[CurveTable], final
     prior = table_prior(others[0]) if others else None
     print(f"\n== {path.name}: {len(table.params)} configurations, evaluations at {list(table.steps)}; one "
           f"evaluation = {table.eval_cost:.2f} steps; grid compute {table.grid_compute:.0f}")
-    print(*oracle_lines(table, scorer, first_rung=args.first_rung, prior=others[0] if others else None), sep="\n")
+    oracle = oracle_lines(table, scorer, first_rung=args.first_rung, prior=others[0] if others else None,
+                          workers=args.workers)
+    print(*oracle, sep="\n")
     print(f"{'HV/avg front: median [95% CI] p10':<20}" + "".join(f"{f'@ {b:.0%}':>24}" for b in SHOWN)
           + f"{'spent':>8}")
     results = []
@@ -208,7 +217,6 @@ def _replay_table(path: Path, table: CurveTable, others: list[CurveTable], final
               f"paired difference to the grid is negative: "
               f"{', '.join(f'{b:.0%} ({d:+.3f})' for b, d in c['paired_worse']) or 'none'} -> "
               f"{'MET' if c['met'] else 'NOT met'}")
-    oracle = oracle_lines(table, scorer, first_rung=args.first_rung, prior=others[0] if others else None)
     return results, {"eval_cost": table.eval_cost, "grid_hv": scorer.grid_hv, "ref": list(scorer.ref),
                      "oracle": oracle, "targets": checks,
                      "methods": {r.name: {"fractions": np.round(r.fractions, 4).tolist(),

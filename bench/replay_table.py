@@ -223,3 +223,16 @@ def synchronous_halving(table: CurveTable, *, rungs: tuple[int, ...], eta: int) 
         alive = [alive[i] for i in order[:math.ceil(len(alive) / eta)]]
     spent += len(alive) * (table.total - prev + table.eval_cost)
     return alive, spent / table.grid_compute
+
+
+def blind_wave(scorer: Scorer, n: int, wave: int, *, limit: int = 20000, seed: int = 0) -> np.ndarray:
+    """Fractions of the front held by a first wave of ``wave`` configurations out of ``n`` chosen without
+    any information (every subset equally likely: what a cold method that treats the hyperparameter
+    values as exchangeable holds until its first runs finish): every subset when there are at most
+    ``limit``, else ``limit`` seeded draws."""
+    if math.comb(n, wave) <= limit:
+        subsets: Iterable[Iterable[int]] = itertools.combinations(range(n), wave)
+    else:
+        rng = np.random.default_rng(seed)
+        subsets = (rng.choice(n, wave, replace=False) for _ in range(limit))
+    return np.asarray([scorer.fraction(int(c) for c in s) for s in subsets])

@@ -135,3 +135,18 @@ def test_synchronous_halving_keeps_the_nsga2_top_of_each_rung(bench, table, eta:
     cost += len(alive) * (4 - prev)
     assert finished == alive and len(finished) == math.ceil(math.ceil(6 / eta) / eta)
     assert spent == pytest.approx(cost / 24)
+
+
+def test_a_blind_first_wave_is_every_subset_equally_likely(bench, table):
+    import itertools
+
+    finals = table.values[:, -1, :] * np.array([1.0, -1.0])
+    high, low = finals.max(0), finals.min(0)
+    ref = high + 0.1 * (high - low)
+    whole = staircase_hv(finals, ref)
+    want = sorted(staircase_hv(finals[list(sub)], ref) / whole for sub in itertools.combinations(range(6), 3))
+    scorer = bench.Scorer(table)
+    np.testing.assert_allclose(sorted(bench.blind_wave(scorer, 6, 3)), want, rtol=1e-12)
+    drawn = bench.blind_wave(scorer, 6, 3, limit=5, seed=3)  # more subsets than the limit: seeded draws
+    assert len(drawn) == 5 and set(np.round(drawn, 12)) <= set(np.round(want, 12))
+    np.testing.assert_array_equal(drawn, bench.blind_wave(scorer, 6, 3, limit=5, seed=3))
