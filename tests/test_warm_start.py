@@ -210,3 +210,43 @@ def test_tpe_warm_start_end_to_end_tells_the_study_the_earlier_results(earlier_s
     new = {(r["lambda_esp"], r["lambda_lsa"]) for r in _store_rows(root / "tpe")}
     assert len(trials) == 4 and {(t.params["lambda_esp"], t.params["lambda_lsa"]) for t in trials[2:]} == new
     assert all(math.isfinite(v) for t in trials for v in t.values)
+
+
+@pytest.mark.slow
+def test_ehvi_warm_start_end_to_end_checks_the_earlier_ranking_on_its_own_finals(earlier_sweep, capsys, monkeypatch):
+    import re
+
+    import numpy as np
+
+    import sweeps
+    import sweeps.prior_agreement
+    from tests.test_warm_start_signal import icc1
+
+    monkeypatch.setattr(sweeps.prior_agreement, "AFTER", 2)  # the earlier sweep has two configurations
+    root = earlier_sweep
+    spec = tiny_spec(root, storage=str(root / "ehvi"), objectives=GRADED, train={"seed": 1},
+                     space={"lambda_esp": {"grid": [0.0, 2.0]}, "lambda_lsa": {"grid": [0.0]}},
+                     search={"algorithm": "ehvi", "max_concurrent": 1, "seed": 3, "warm_start": str(root / "sweep")})
+    capsys.readouterr()
+    outcome = sweeps.run(str(spec), progress=False)
+    assert outcome.state == "finished" and outcome.counts["finished"] == 2
+    err = capsys.readouterr().err
+    line = re.search(r"warm start check, 2 configurations run in both sweeps: signal share concept_auc "
+                     r"(-?\d\.\d\d|n/a \(no spread\)), util_sib (-?\d\.\d\d|n/a \(no spread\))", err)
+    assert line, err
+    # The same shares from the two stores' final rows: configurations x (earlier, this sweep's) runs.
+    final = {}
+    for where in ("sweep", "ehvi"):
+        for r in _store_rows(root / where):
+            if r["status"] == "finished":
+                final.setdefault(r["lambda_esp"], []).append(r)
+    assert sorted(final) == [0.0, 2.0] and all(len(runs) == 2 for runs in final.values())
+    assert {runs[0]["seed"] != runs[1]["seed"] for runs in final.values()} == {True}  # two training seeds
+    for printed, metric in zip(line.groups(), ("concept_auc", "util_sib"), strict=True):
+        runs = np.asarray([[r[metric] for r in final[e]] for e in (0.0, 2.0)])
+        if np.ptp(runs) == 0:  # every run gave the same value (the tiny encoder's concept_auc can): no share
+            assert printed == "n/a (no spread)" and f"warning: {metric} between" not in err, printed
+            continue
+        want = icc1(runs)
+        assert abs(float(printed) - want) <= 0.0051, (printed, want)
+        assert (f"warning: {metric} between the earlier sweep" in err) == (np.isfinite(want) and want < 0.5)
