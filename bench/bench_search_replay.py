@@ -110,9 +110,10 @@ def oracle_lines(table: CurveTable, scorer: Scorer, *, first_rung: int, prior: C
     chosen without information holds, and two honest policies (all to the first rung then the best k
     by this seed's rung values; the best k by the other seed's finals) with their compute, evaluations
     counted."""
-    wave = blind_wave(scorer, len(table.params), workers)
-    lines = [f"  a first wave of {workers} chosen without information (all it holds until "
-             f"{workers / len(table.params):.0%} of the compute): median {np.median(wave):.3f}, "
+    first = min(workers, len(table.params))
+    wave = blind_wave(scorer, len(table.params), first)
+    lines = [f"  a first wave of {first} chosen without information (all it holds until "
+             f"{first / len(table.params):.0%} of the compute): median {np.median(wave):.3f}, "
              f"p10 {np.percentile(wave, 10):.3f}, "
              f"P(>= {TARGET['median']:.2f}) {np.mean(wave >= TARGET['median']):.3f}"]
     for target in (0.90, 0.95):

@@ -27,7 +27,6 @@ from sage_core.version import code_version
 from .cluster_checks import check_shared_storage
 from .image_stage import run_image_stage
 from .pareto_scheduler import build_scheduler, state_callbacks
-from .prior_agreement import PriorAgreement, PriorAgreementCallback
 from .resolved_trial import TrialResolver
 from .schema_file import write_schema
 from .search import build_search
@@ -196,8 +195,6 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: SweepPlan 
     callbacks = [StoreCallback(results_root=folder.results, sweep_id=sweep_id, base=base, variants=spec.variants,
                                code_version=code_version(), resolver=resolver),
                  StopFileCallback(stop_path=folder.stop_file), *state_callbacks(scheduler)]
-    if prior is not None:  # a warm start: is the earlier sweep's ranking borne out here?
-        callbacks.append(PriorAgreementCallback(PriorAgreement(prior, spec.objective_metrics())))
     # TensorBoard files always, MLflow or W&B as spec.tracking says (a resumed sweep restores these with tuner.pkl).
     callbacks += tracking_callbacks(spec, storage=folder.root, sweep_id=sweep_id, resolver=resolver)
     reporter = tune.CLIReporter(metric_columns=["step", *spec.objective_metrics()],

@@ -26,10 +26,7 @@ _SET_HELP = ("Override a spec value, repeatable. Dotted paths reach into the spe
              "sets it for every trial (--set lr=1e-4 is --set train.lr=1e-4).")
 _WARM_START_HELP = ("Seed the search with the results of an earlier sweep (its storage folder) that trained the "
                     "same encoder on the same prompt data for the same objectives; checked before anything "
-                    "starts. Warns, and goes on, where the earlier ranking by an objective looks like "
-                    "training-seed noise: before the run when the earlier sweep repeated seeds, else once "
-                    "four of its configurations have run again here. Same as --set search.warm_start=DIR. "
-                    "Example: --warm-start runs/demo")
+                    "starts. Same as --set search.warm_start=DIR. Example: --warm-start runs/demo")
 
 
 @sweep_app.command("run")
