@@ -42,20 +42,26 @@ class EhviSearcher(Searcher):
     warm start's prior included) exist; before, the proposals in their order.
 
     Args (keyword-only): ``candidates`` (the proposals, in their proposed order: ties go to the
-    earlier), ``metrics`` / ``modes``, ``prior`` (see :class:`sweeps.mf_search.PriorTrial`), ``seed``,
+    earlier), ``metrics`` / ``modes``, ``prior`` (see :class:`sweeps.mf_search.PriorTrial`), ``reused``
+    (earlier runs this sweep takes as its own instead of running them again: they train the surrogate
+    and stand on this sweep's front), ``seed``,
     ``min_gain`` (stop suggesting when no proposal is expected to add this share of the front's
     hypervolume; 0 = run them all), ``samples``, ``time_attr`` / ``total_attr``.
     """
 
     def __init__(self, *, candidates: Sequence[Mapping[str, Any]], metrics: Sequence[str], modes: Sequence[str],
-                 prior: Sequence[PriorTrial] = (), seed: int = 0, min_gain: float = MIN_GAIN,
-                 samples: int = SAMPLES, time_attr: str = "step", total_attr: str = "total_steps"):
+                 prior: Sequence[PriorTrial] = (), reused: Sequence[PriorTrial] = (), seed: int = 0,
+                 min_gain: float = MIN_GAIN, samples: int = SAMPLES, time_attr: str = "step",
+                 total_attr: str = "total_steps"):
         super().__init__(metric=None, mode=None)
         self.model = ParetoGainModel(metrics=metrics, modes=modes, prior=prior, seed=seed, min_gain=min_gain,
                                      samples=samples)
         self.candidates = [dict(c) for c in candidates]
         for i, c in enumerate(self.candidates):
             self.model.add(f"c{i}", c)
+        for i, t in enumerate(reused):  # runs of the earlier sweep this sweep takes as its own (same seed)
+            self.model.add(f"r{i}", t.params)
+            self.model.observe_final(f"r{i}", t.metrics)
         self.left = [f"c{i}" for i in range(len(self.candidates))]
         self.running: dict[str, str] = {}  # trial id -> candidate id
         self.done: list[str] = []

@@ -103,9 +103,34 @@ def _ehvi(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Any = ()) ->
         plan.search_alg = BasicVariantGenerator(random_state=spec.search.seed)
         return plan
     candidates = proposals(plan.param_space, num_samples=plan.num_samples, seed=spec.search.seed)
+    reused, candidates = _same_runs(prior, candidates)
+    if not candidates:
+        raise ConfigError(f"search.warm_start: every proposal of this search finished in the earlier sweep with the "
+                          f"same settings and training seed ({len(reused)} run(s)); nothing is left to run")
+    taken = {id(t) for t in reused}
     searcher = EhviSearcher(candidates=candidates, metrics=spec.objective_metrics(), modes=spec.objective_modes(),
-                            prior=prior, seed=spec.search.seed or 0)
-    return SearchPlan(param_space={}, search_alg=searcher, num_samples=len(candidates))
+                            prior=[t for t in prior if id(t) not in taken], reused=reused, seed=spec.search.seed or 0)
+    notes = [f"ehvi: {len(reused)} run(s) the earlier sweep finished with the same settings and training seed are "
+             f"reused, {len(candidates)} to run"] if reused else []
+    return SearchPlan(param_space={}, search_alg=searcher, num_samples=len(candidates), notes=notes,
+                      reused=tuple(reused))
+
+
+def _same_runs(prior: Sequence[PriorTrial], candidates: list[dict[str, Any]]) -> tuple[list[PriorTrial],
+                                                                                      list[dict[str, Any]]]:
+    """``(reused, left)``: each finished earlier trial that is the very run a proposal would make
+    (``same_run``: its settings and training seed are this sweep's) takes one equal proposal out,
+    as a grid warm start does; running it again would only repeat it. Proposals keep their order."""
+    left, reused = list(candidates), []
+    for t in prior:
+        if not (t.finished and t.same_run):
+            continue
+        key = point_key(t.params)
+        at = next((i for i, c in enumerate(left) if point_key(c) == key), None)
+        if at is not None:
+            del left[at]
+            reused.append(t)
+    return reused, left
 
 
 def _optuna_search_class():

@@ -73,12 +73,16 @@ class PriorTrial:
 
     ``params``: its values of this spec's dimensions; ``metrics``: its final objective values
     (empty when it did not finish, e.g. pruned at a rung); ``rungs``: step -> objective -> value at
-    every text evaluation it reported (the last one included).
+    every text evaluation it reported (the last one included); ``same_run``: every training setting,
+    the training seed included, is what this sweep would train for these params, so running them
+    again would repeat this run (a grid's matches always are; a model-based search also takes other
+    seeds' runs).
     """
 
     params: dict[str, Any]
     metrics: dict[str, float]
     rungs: dict[int, dict[str, float]]
+    same_run: bool = False
 
     @property
     def finished(self) -> bool:
@@ -235,22 +239,26 @@ def _setting_mismatch(row: Mapping[str, Any], expected: Mapping[str, Any], confi
 
 
 def _match(row: Mapping[str, Any], spec: SweepSpec, plan: SweepPlan, earlier: SweepSpec,
-           earlier_base: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The trial's params in ``spec``'s space, or None and why it does not belong to this sweep."""
+           earlier_base: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str, bool]:
+    """The trial's params in ``spec``'s space (or None and why it does not belong to this sweep), and
+    whether it is the very run this sweep would make of them (the training seed included)."""
     params = {}
     for name, dim in plan.dimensions.items():
         value = row.get(name)
         if not _in_space(dim, value):
             kind = "grid" if isinstance(dim, Grid) else dim.kind
-            return None, f"{name}={value!r} outside this spec's space ({kind} {getattr(dim, kind)})"
+            return None, f"{name}={value!r} outside this spec's space ({kind} {getattr(dim, kind)})", False
         params[name] = _space_value(dim, value)
     # A model-based search learns from another training seed's results as well (the seed is noise
     # around the same configuration); a grid reuses runs instead, so its runs must be the same runs.
     ignore = frozenset() if spec.search.algorithm == "grid" else frozenset({"seed"})
     planned = plan.configs.get(point_key(params))  # this sweep's config of these params, if planned
     expected = planned.to_dict() if planned is not None else _resolved(trial_values(plan.base, params, spec.variants))
-    why = _setting_mismatch(row, _settings(expected), _configured(row, earlier, earlier_base), ignore=ignore)
-    return (None, why) if why else (params, "")
+    settings, configured = _settings(expected), _configured(row, earlier, earlier_base)
+    why = _setting_mismatch(row, settings, configured, ignore=ignore)
+    if why:
+        return None, why, False
+    return params, "", not ignore or _setting_mismatch(row, settings, configured) is None
 
 
 def _objective_values(row: Mapping[str, Any], metrics: Sequence[str]) -> dict[str, float]:
@@ -292,13 +300,14 @@ def _trials(rows: list[dict[str, Any]], spec: SweepSpec, earlier: SweepSpec, *, 
         if key[0] != sweep_id and (why := _other_context(last, context)) is not None:
             dropped[why] += 1
             continue
-        params, why = _match(last, spec, plan, earlier, earlier_base)
+        params, why, same_run = _match(last, spec, plan, earlier, earlier_base)
         if params is None:
             dropped[why] += 1
             continue
         rungs = {int(r["step"]): vals for r in steps if (vals := _objective_values(r, metrics))}
         final = _objective_values(last, metrics) if last.get("status") == "finished" else {}
-        kept.append((PriorTrial(params=params, metrics=final if len(final) == len(metrics) else {}, rungs=rungs), key))
+        kept.append((PriorTrial(params=params, metrics=final if len(final) == len(metrics) else {}, rungs=rungs,
+                                same_run=same_run), key))
     return kept, dropped
 
 

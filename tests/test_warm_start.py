@@ -22,12 +22,13 @@ def test_loader_reads_params_finals_and_rungs_and_counts_what_it_drops(tmp_path)
     earlier = earlier_folder(tmp_path)
     prior = load_prior(str(earlier), load_spec(new_spec(tmp_path)))
     assert prior.sweep_id == EARLIER_ID
-    assert prior.trials == (
+    assert prior.trials == (  # a grid takes only runs with this spec's every setting: each is the same run
         PriorTrial(params={"lambda_esp": 0.0, "lambda_lsa": 0.0}, metrics=earlier_values(0, 4),
-                   rungs={2: earlier_values(0, 2), 4: earlier_values(0, 4)}),
-        PriorTrial(params={"lambda_esp": 2.0, "lambda_lsa": 0.1}, metrics={}, rungs={2: earlier_values(1, 2)}),
+                   rungs={2: earlier_values(0, 2), 4: earlier_values(0, 4)}, same_run=True),
+        PriorTrial(params={"lambda_esp": 2.0, "lambda_lsa": 0.1}, metrics={}, rungs={2: earlier_values(1, 2)},
+                   same_run=True),
         PriorTrial(params={"lambda_esp": 2.0, "lambda_lsa": 0.0}, metrics=earlier_values(2, 4),
-                   rungs={2: earlier_values(2, 2), 4: earlier_values(2, 4)}),
+                   rungs={2: earlier_values(2, 2), 4: earlier_values(2, 4)}, same_run=True),
     )
     assert prior.dropped == {"lambda_esp=8.0 outside this spec's space (grid [0.0, 2.0, 4.0])": 1,
                              "lr=0.0001 where this spec trains with 0.001": 1, "failed in the earlier sweep": 1}
@@ -59,7 +60,8 @@ def test_trials_the_earlier_sweep_reused_from_its_own_warm_start_count_as_its_ow
     spec = load_spec(new_spec(tmp_path))
     prior = load_prior(str(earlier), spec)
     assert len(prior.trials) == 4 and prior.trials[3] == PriorTrial(
-        params={"lambda_esp": 4.0, "lambda_lsa": 0.0}, metrics=earlier_values(9, 4), rungs={4: earlier_values(9, 4)})
+        params={"lambda_esp": 4.0, "lambda_lsa": 0.0}, metrics=earlier_values(9, 4), rungs={4: earlier_values(9, 4)},
+        same_run=True)
     assert prior.dropped["rows of sweep tiny-first-0 trained with encoder='/elsewhere/encoder'"] == 1
     plan = build_search(spec, prior=prior.trials)  # (0, 0), (2, 0) and now (4, 0) finished earlier
     assert plan.num_samples == 6 - 3 and plan.reused == (prior.trials[0], prior.trials[2], prior.trials[3])
@@ -106,6 +108,46 @@ def test_grid_does_not_run_again_what_finished_earlier(tmp_path):
                                 search={"algorithm": "grid", "num_samples": 2, "max_concurrent": 1}))
     plan = build_search(twice, prior=load_prior(str(earlier), twice).trials)
     assert plan.num_samples == 2 * 6 - 2
+
+
+def test_ehvi_does_not_run_again_what_finished_earlier_with_the_same_seed(tmp_path):
+    import itertools
+
+    from sage_core.defs.errors import ConfigError
+    from sweeps.search import build_search
+    from sweeps.spec import load_spec
+    from sweeps.warm_start import load_prior
+
+    earlier = earlier_folder(tmp_path)
+    grid = [{"lambda_esp": e, "lambda_lsa": s} for e, s in itertools.product((0.0, 2.0, 4.0), (0.0, 0.1))]
+    ehvi = {"algorithm": "ehvi", "max_concurrent": 1, "seed": 3}
+    # Same training seed: (0, 0) and (2, 0) finished earlier and would repeat; (2, 0.1) was stopped early.
+    spec = load_spec(new_spec(tmp_path, search=ehvi))
+    prior = load_prior(str(earlier), spec)
+    plan = build_search(spec, prior=prior.trials)
+    assert plan.reused == (prior.trials[0], prior.trials[2]) and plan.num_samples == 4
+    searcher = plan.search_alg
+    assert sorted(map(str, searcher.candidates)) == sorted(str(g) for g in grid if (g["lambda_esp"], g["lambda_lsa"])
+                                                        not in {(0.0, 0.0), (2.0, 0.0)})
+    # the reused runs stand in this sweep's own front (minimised: asr_text, -util_text); no prior final is left
+    assert {k: v.tolist() for k, v in searcher.model.final.items()} == {
+        "r0": [earlier_values(0, 4)["asr_text"], -earlier_values(0, 4)["util_text"]],
+        "r1": [earlier_values(2, 4)["asr_text"], -earlier_values(2, 4)["util_text"]]}
+    assert plan.notes == ["ehvi: 2 run(s) the earlier sweep finished with the same settings and training seed "
+                          "are reused, 4 to run"]
+    # Another training seed: the earlier runs are evidence, not repeats; every proposal runs.
+    other = load_spec(new_spec(tmp_path, name="seed1.yaml", search=ehvi, train={"seed": 1}))
+    prior = load_prior(str(earlier), other)
+    assert [t.same_run for t in prior.trials] == [False] * 3
+    plan = build_search(other, prior=prior.trials)
+    assert plan.reused == () and plan.num_samples == 6 and plan.notes == []
+    assert sorted(plan.search_alg.model.final) == ["prior:0", "prior:2"]
+    # Every proposal finished earlier with the same seed: nothing is left to run, refused.
+    done = [({**g, "lr": 1e-3}, (2, 4), "finished") for g in grid]
+    full = earlier_folder(tmp_path / "full", trials=done)
+    spec = load_spec(new_spec(tmp_path / "full", search=ehvi))
+    with pytest.raises(ConfigError, match="every proposal of this search finished in the earlier sweep"):
+        build_search(spec, prior=load_prior(str(full), spec).trials)
 
 
 def test_scheduler_ranks_a_new_trial_against_the_earlier_rung_values(tmp_path):
@@ -185,6 +227,26 @@ def test_grid_warm_start_end_to_end_runs_only_the_new_configuration(earlier_swee
     assert sorted((r["lambda_esp"], r["step"]) for r in new) == [(4.0, 2), (4.0, 4)]  # only the new point ran
     copied = sorted((r for r in rows if r["sweep_id"] != meta["sweep_id"]), key=lambda r: (r["trial_id"], r["step"]))
     assert copied == sorted(earlier, key=lambda r: (r["trial_id"], r["step"]))  # the reused runs, as stored
+
+
+@pytest.mark.slow
+def test_ehvi_warm_start_end_to_end_does_not_repeat_the_earlier_runs(earlier_sweep):
+    import sweeps
+
+    root = earlier_sweep
+    spec = tiny_spec(root, storage=str(root / "ehvi"), objectives=GRADED,
+                     space={"lambda_esp": {"grid": [0.0, 2.0, 4.0]}, "lambda_lsa": {"grid": [0.0]}},
+                     search={"algorithm": "ehvi", "max_concurrent": 1, "seed": 3, "warm_start": str(root / "sweep")})
+    outcome = sweeps.run(str(spec), progress=False)
+    assert outcome.state == "finished" and outcome.counts["finished"] == 1
+    earlier = _store_rows(root / "sweep")
+    meta = json.loads((root / "ehvi" / "sweep.json").read_text())
+    assert meta["warm_start"]["reused"] == 2
+    rows = _store_rows(root / "ehvi")
+    new = [r for r in rows if r["sweep_id"] == meta["sweep_id"]]
+    assert sorted((r["lambda_esp"], r["step"]) for r in new) == [(4.0, 2), (4.0, 4)]  # only the new point ran
+    copied = sorted((r for r in rows if r["sweep_id"] != meta["sweep_id"]), key=lambda r: (r["trial_id"], r["step"]))
+    assert copied == sorted(earlier, key=lambda r: (r["trial_id"], r["step"]))  # the earlier runs, as stored
 
 
 @pytest.mark.slow
