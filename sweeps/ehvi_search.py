@@ -102,4 +102,5 @@ class EhviSearcher(Searcher):
         state = json.loads(Path(checkpoint_path).read_text(encoding="utf-8"))
         self.left, self.running, self.done = state["left"], state["running"], state["done"]
         # a trial running when the driver stopped is resumed by Tune under its id: it stays running
-        self.model.final.update({k: np.asarray(v) for k, v in state["final"].items()})
+        # finals of trials this searcher knows (its proposals, the runs it reused)
+        self.model.final.update({k: np.asarray(v) for k, v in state["final"].items() if k in self.model.params})

@@ -13,8 +13,10 @@ stopped ones PRUNED, as this sweep tells its own), so TPE's start-up phase count
 takes them as its first generation. ``grid`` does not run again a configuration that finished in
 the earlier sweep (as often as ``num_samples`` asks): the plan lists those trials in
 ``SearchPlan.reused`` and the runner copies their stored rows into this sweep's store under the
-earlier sweep's id, so this sweep's front covers the whole grid. ``random`` draws without reading
-results; the spec check refuses a warm start with it.
+earlier sweep's id, so this sweep's front covers the whole grid. ``ehvi`` does the same for an
+earlier trial that is the very run it would make (``PriorTrial.same_run``: the training seed
+included) and learns from the others. ``random`` draws without reading results; the spec check
+refuses a warm start with it.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ def _basic(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Sequence[Pr
 def _ehvi(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Any = ()) -> SearchPlan:
     """``ehvi``: the proposals of Tune's variant generator (the grid points x num_samples, or num_samples
     draws) handed out one at a time by :class:`sweeps.ehvi_search.EhviSearcher`, by expected
-    hypervolume gain (a warm start's ``prior`` trains its surrogate). With ``search.probe`` every
+    hypervolume gain (a warm start's ``prior`` trains its surrogate; an earlier run that is the very run a
+    proposal would make is reused instead, as a grid does, and with nothing left to run the search is
+    refused). With ``search.probe`` every
     proposal is handed to Tune at once instead and the scheduler
     :func:`sweeps.mf_search.build_mf_scheduler` pauses them at the first rung and resumes the best
     (``build_scheduler`` builds it and hands it the prior)."""

@@ -294,7 +294,7 @@ class SweepSpec(_Strict):
                             "ehvi search; set search.algorithm: ehvi or drop search.probe")
         if algorithm == "random" and self.search.warm_start:
             problems.append("search.warm_start with search.algorithm='random': random draws never read "
-                            "results; use grid, tpe or nsga2 (or drop the warm start)")
+                            "results; use grid, ehvi, tpe or nsga2 (or drop the warm start)")
         sampled = [n for n, d in dims.items() if not isinstance(d, Grid)]
         if algorithm == "grid" and sampled:
             problems.append(f"search.algorithm='grid': space dimensions {sampled} are sampled, not grid; "

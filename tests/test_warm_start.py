@@ -135,6 +135,15 @@ def test_ehvi_does_not_run_again_what_finished_earlier_with_the_same_seed(tmp_pa
         "r1": [earlier_values(2, 4)["asr_text"], -earlier_values(2, 4)["util_text"]]}
     assert plan.notes == ["ehvi: 2 run(s) the earlier sweep finished with the same settings and training seed "
                           "are reused, 4 to run"]
+    # A driver that resumes gets the same searcher back from its saved state (JSON, never a pickle).
+    state = tmp_path / "searcher.json"
+    searcher.suggest("t0")
+    searcher.save(str(state))
+    again = build_search(spec, prior=prior.trials).search_alg
+    again.restore(str(state))
+    assert again.left == searcher.left and again.running == {"t0": searcher.running["t0"]}
+    assert {k: v.tolist() for k, v in again.model.final.items()} == {
+        k: v.tolist() for k, v in searcher.model.final.items()}
     # Another training seed: the earlier runs are evidence, not repeats; every proposal runs.
     other = load_spec(new_spec(tmp_path, name="seed1.yaml", search=ehvi, train={"seed": 1}))
     prior = load_prior(str(earlier), other)

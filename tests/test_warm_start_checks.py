@@ -24,6 +24,14 @@ def test_validate_reads_the_earlier_sweep_too(tmp_path, capsys):
     assert done.value.code == 0
     assert f"warm start from {earlier} ({EARLIER_ID}): 3 earlier trial(s)" in out
     assert "grid: 2 configuration run(s) finished in the earlier sweep are reused, 4 to run" in out
+    ehvi = new_spec(tmp_path, name="ehvi.yaml", search={"algorithm": "ehvi", "max_concurrent": 1})
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        main(["sweep", "validate", str(ehvi), "--set", f"search.warm_start={earlier}"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "ehvi: 2 run(s) the earlier sweep finished with the same settings and training seed are reused, " \
+           "4 to run" in out
     refused = new_spec(tmp_path, name="other.yaml", objectives=GRADED)
     capsys.readouterr()
     line = refuse(capsys, ["sweep", "validate", refused, "--set", f"search.warm_start={earlier}"], watch=[tmp_path])
