@@ -23,8 +23,9 @@ scheduler :class:`MultiFidelityPareto` below (``choose_trial_to_run`` over PAUSE
    ones spanning a factor of 10, one-hot otherwise; Matern 5/2, a length scale per feature, a noise
    term; hyperparameters re-optimised when the rows grew by a quarter).
 3. **The end.** With ``min_gain`` = 0 (the default) every proposal runs in the end (or was reused
-   from a warm start's earlier run of the same seed), so the final front is the grid's; ``min_gain`` > 0 stops the remaining proposals once none is expected to add
-   that share of the front's hypervolume and nothing running could change it.
+   from a warm start's earlier run of the same seed), so the final front is the grid's;
+   ``min_gain`` > 0 stops the remaining proposals once none is expected to add that share of the
+   front's hypervolume and nothing running could change it.
 
 Probe (``probe=True``, ``search.probe``). Every proposal first runs to ``first_rung`` and is PAUSED
 there (Tune keeps its checkpoint); only when every probe has reported are finishers resumed, by
