@@ -22,7 +22,6 @@ refuses a warm start with it.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -65,22 +64,16 @@ def _basic(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Sequence[Pr
         return SearchPlan(param_space={k: to_tune(d) for k, d in dims.items()}, search_alg=alg,
                           num_samples=spec.search.num_samples)
     # grid (the spec check refuses a warm start with random): each grid point runs num_samples times
-    # less the times it finished in the earlier sweep; the rest are handed to Tune as explicit points.
-    done = Counter(point_key(t.params) for t in finished)
+    # less the times it finished in the earlier sweep (a grid takes only the very runs it would make:
+    # every one is same_run); the rest are handed to Tune as explicit points.
     names = list(dims)
-    todo: list[dict[str, Any]] = []
-    for values in itertools.product(*(dims[n].values for n in names)):  # type: ignore[union-attr]
-        point = dict(zip(names, values, strict=True))
-        todo += [point] * max(0, spec.search.num_samples - done[point_key(point)])
+    points = [dict(zip(names, values, strict=True))
+              for values in itertools.product(*(dims[n].values for n in names))  # type: ignore[union-attr]
+              for _ in range(spec.search.num_samples)]
+    reused, todo = _same_runs(finished, points)
     if not todo:
         raise ConfigError(f"search.warm_start: every configuration of this grid finished {spec.search.num_samples} "
                           "time(s) in the earlier sweep; nothing is left to run")
-    reused, taken = [], Counter[str]()
-    for t in finished:  # as many runs of a point as this grid asks for: the earlier sweep's first ones
-        key = point_key(t.params)
-        if taken[key] < spec.search.num_samples:
-            taken[key] += 1
-            reused.append(t)
     alg = BasicVariantGenerator(points_to_evaluate=todo, random_state=spec.search.seed,
                                 max_concurrent=spec.search.max_concurrent)
     note = f"grid: {len(reused)} configuration run(s) finished in the earlier sweep are reused, {len(todo)} to run"
@@ -123,8 +116,9 @@ def _ehvi(spec: SweepSpec, *, dims: Mapping[str, Dimension], prior: Any = ()) ->
 def _same_runs(prior: Sequence[PriorTrial], candidates: list[dict[str, Any]]) -> tuple[list[PriorTrial],
                                                                                       list[dict[str, Any]]]:
     """``(reused, left)``: each finished earlier trial that is the very run a proposal would make
-    (``same_run``: its settings and training seed are this sweep's) takes one equal proposal out,
-    as a grid warm start does; running it again would only repeat it. Proposals keep their order."""
+    (``same_run``: its settings and training seed are this sweep's) takes one equal proposal out;
+    running it again would only repeat it. The grid and ehvi warm starts both use it. Proposals keep
+    their order; a point proposed N times is reused at most N times (the earlier sweep's first runs)."""
     left, reused = list(candidates), []
     for t in prior:
         if not (t.finished and t.same_run):
