@@ -185,7 +185,10 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: SweepPlan 
     resources = ({"cpu": TRAIN_DRIVER_CPUS} if res.workers > 1 else {"cpu": res.cpus, "gpu": res.gpus, **res.custom})
     context = _trial_context(spec, folder=folder, sweep_id=sweep_id, base=base)
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
-    search = search or build_search(spec, dims=plan.dimensions if plan is not None else None)
+    if search is None:  # a warm start's plan comes built, its notes printed with the prior's summary
+        search = build_search(spec, dims=plan.dimensions if plan is not None else None)
+        if search.notes:
+            print(*search.notes, sep="\n", file=sys.stderr, flush=True)
     scheduler = build_scheduler(spec, folder.scheduler_state, prior=prior.trials if prior else ())
     tune_config = tune.TuneConfig(search_alg=search.search_alg, scheduler=scheduler,
                                   num_samples=search.num_samples, max_concurrent_trials=spec.search.max_concurrent,

@@ -10,18 +10,27 @@ is called as ``SEARCHERS[name](spec, dims=..., prior=...)`` (``dims``: the searc
 sweep's plan, :class:`sweeps.sweep_plan.SweepPlan`). ``tpe``/``nsga2`` add the earlier trials to the
 Optuna study before the first suggestion (finished ones COMPLETE with their final objectives,
 stopped ones PRUNED, as this sweep tells its own), so TPE's start-up phase counts them and NSGA-II
-takes them as its first generation. ``grid`` does not run again a configuration that finished in
-the earlier sweep (as often as ``num_samples`` asks): the plan lists those trials in
-``SearchPlan.reused`` and the runner copies their stored rows into this sweep's store under the
-earlier sweep's id, so this sweep's front covers the whole grid. ``ehvi`` does the same for an
-earlier trial that is the very run it would make (``PriorTrial.same_run``: the training seed
-included) and learns from the others. ``random`` draws without reading results; the spec check
-refuses a warm start with it.
+takes them as its first generation. Neither hands out a run already made: a proposal equal to one of
+this sweep's trials (running, finished or stopped) or to an earlier run that is the very run it would
+make (``PriorTrial.same_run``) is told FAILED to the study and the sampler is asked again; on a finite
+space (grids, choices, small integer ranges) the next configuration not yet run, in a seeded order, is
+taken after :data:`REDRAWS` repeats, and the search ends when none is left. TPE runs with a constant
+liar (running trials count among the bad ones, so parallel workers spread out).
+
+``grid`` does not run again a configuration that finished in the earlier sweep (as often as
+``num_samples`` asks): the plan lists those trials in ``SearchPlan.reused`` and the runner copies
+their stored rows into this sweep's store under the earlier sweep's id, so this sweep's front covers
+the whole grid. ``ehvi`` does the same for an earlier trial that is the very run it would make
+(``PriorTrial.same_run``: the training seed included) and learns from the others. ``random`` draws
+without reading results; the spec check refuses a warm start with it. On a finite space a
+``tpe``/``nsga2`` warm start reuses the earlier same runs as ``ehvi`` does (their rows copied,
+counted in this sweep's front).
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -29,15 +38,16 @@ from typing import TYPE_CHECKING, Any, cast
 from sage_core.defs.errors import ConfigError, did_you_mean
 
 from .resolved_trial import point_key
-from .space import Dimension, to_optuna, to_tune
+from .space import Dimension, finite_points, to_optuna, to_tune
 from .spec import SweepSpec
 
 if TYPE_CHECKING:
     from .warm_start import PriorTrial
 
-__all__ = ["SearchPlan", "SEARCHERS", "build_search", "is_final_result", "FINAL_KEY"]
+__all__ = ["SearchPlan", "SEARCHERS", "build_search", "is_final_result", "FINAL_KEY", "REDRAWS"]
 
 FINAL_KEY = "final"  # the trial reports 1.0 with its last evaluation (step == total_steps)
+REDRAWS = 50  # an Optuna sampler is asked at most this often for a configuration not yet run
 
 
 def is_final_result(result: dict | None) -> bool:
@@ -132,12 +142,47 @@ def _same_runs(prior: Sequence[PriorTrial], candidates: list[dict[str, Any]]) ->
 
 
 def _optuna_search_class():
+    from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch  # lazy: ray + optuna, off `sage` start-up
 
     class ParetoOptunaSearch(OptunaSearch):
-        """OptunaSearch that tells early-stopped trials as PRUNED, not COMPLETE with partial values."""
+        """OptunaSearch that tells early-stopped trials as PRUNED, not COMPLETE with partial values, and
+        never hands out a run already made (``taken``: point keys of earlier runs that are this sweep's
+        very runs; ``points``: a finite space's configurations in a seeded order, the fallback after
+        :data:`REDRAWS` repeated proposals). Its state (``__dict__``) is what Tune's save pickles."""
+
+        def __init__(self, *args: Any, taken: Sequence[str] = (), points: Sequence[dict[str, Any]] | None = None,
+                     **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._taken: set[str] = set(taken)
+            self._points = None if points is None else [dict(p) for p in points]
+            self._key_of: dict[str, str] = {}
+
+        def suggest(self, trial_id: str) -> Any:  # the params, or Searcher.FINISHED
+            import optuna  # lazy: optuna (~0.1 s), off `sage` start-up
+
+            if trial_id in self._key_of:  # asked again for a trial it already configured
+                return super().suggest(trial_id)
+            study = cast(optuna.Study, self._ot_study)
+            for _ in range(REDRAWS):
+                params = cast(dict, super().suggest(trial_id))
+                if point_key(params) not in self._taken:
+                    break
+                study.tell(self._ot_trials.pop(trial_id), state=optuna.trial.TrialState.FAIL)
+            else:  # only runs already made were proposed
+                left = next((p for p in self._points or () if point_key(p) not in self._taken), None)
+                if left is not None:
+                    study.enqueue_trial({k: tuple(v) if isinstance(v, list) else v for k, v in left.items()})
+                elif self._points is not None:
+                    return Searcher.FINISHED
+                params = cast(dict, super().suggest(trial_id))  # the enqueued one; on an infinite space: a repeat
+            self._key_of[trial_id] = point_key(params)
+            self._taken.add(self._key_of[trial_id])
+            return params
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if error:  # a failed run made nothing: its configuration may run again
+                self._taken.discard(self._key_of.get(trial_id, ""))
             if not error and result is not None and not is_final_result(result):
                 result = None  # OptunaSearch tells a result-less, error-less trial as PRUNED
             super().on_trial_complete(trial_id, result=result, error=error)
@@ -169,14 +214,32 @@ def _optuna(spec: SweepSpec, sampler_name: str, *, dims: Mapping[str, Dimension]
     seed = spec.search.seed
     sampler: optuna.samplers.BaseSampler
     if sampler_name == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, spec.search.num_samples // 3)))
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True,
+                                             n_startup_trials=min(10, max(2, spec.search.num_samples // 3)))
     else:
         pop = max(2, min(50, spec.search.num_samples // 2))
         sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
+    points = finite_points(dims)
+    if points is not None:
+        random.Random(seed).shuffle(points)
+    same = [t for t in prior if t.finished and t.same_run]
+    reused, left = _same_runs(same, points) if points is not None else ([], [])
+    if points is not None and not left:
+        raise ConfigError(f"search.warm_start: every configuration of this space finished in the earlier sweep with "
+                          f"the same settings and training seed ({len(reused)} run(s)); nothing is left to run")
     alg = _optuna_search_class()(space={k: to_optuna(d) for k, d in dims.items()},
-                                 metric=spec.objective_metrics(), mode=spec.objective_modes(), sampler=sampler)
+                                 metric=spec.objective_metrics(), mode=spec.objective_modes(), sampler=sampler,
+                                 taken=[point_key(t.params) for t in same], points=points)
     alg.add_prior(prior)
-    return SearchPlan(param_space={}, search_alg=alg, num_samples=spec.search.num_samples)
+    num_samples, notes = spec.search.num_samples, []
+    if reused:
+        notes.append(f"{sampler_name}: {len(reused)} run(s) the earlier sweep finished with the same settings and "
+                     f"training seed are reused, {len(left)} configuration(s) of the space left to run")
+    if points is not None and num_samples > len(left):
+        notes.append(f"{sampler_name}: search.num_samples={num_samples} but the space has {len(left)} configuration(s) "
+                     f"not yet run, and none runs twice: the search ends after {len(left)}")
+        num_samples = len(left)
+    return SearchPlan(param_space={}, search_alg=alg, num_samples=num_samples, notes=notes, reused=tuple(reused))
 
 
 # ``search.algorithm`` -> (spec, *, dims, prior) -> SearchPlan; ``prior``: an earlier sweep's trials (warm start).

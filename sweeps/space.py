@@ -36,7 +36,8 @@ from sage_core.defs.errors import ConfigError, FieldProblem, did_you_mean, forma
 from sage_core.defs.strict_values import STRICT_MODEL
 
 __all__ = ["Dimension", "SpaceDimension", "Grid", "Choice", "Uniform", "LogUniform", "IntRange", "KINDS",
-           "parse_dimension", "to_tune", "to_optuna", "corner_values", "enumerate_combinations", "grid_size"]
+           "parse_dimension", "to_tune", "to_optuna", "corner_values", "enumerate_combinations", "grid_size",
+           "finite_points", "FINITE_LIMIT"]
 
 Scalar = bool | int | float | str | None | list
 
@@ -224,6 +225,26 @@ def corner_values(dim: Dimension) -> list[Any]:
 def grid_size(space: Mapping[str, Dimension]) -> int:
     """Number of grid points (1 without grid dimensions)."""
     return math.prod(len(d.grid) for d in space.values() if isinstance(d, Grid))
+
+
+FINITE_LIMIT = 100_000  # a space with at most this many configurations is enumerated
+
+
+def finite_points(dims: Mapping[str, Dimension]) -> list[dict[str, Any]] | None:
+    """Every configuration of a space whose dimensions are all grids, choices or integer ranges (at most
+    :data:`FINITE_LIMIT`), else None."""
+    ranges: list[range | list[Any]] = []
+    for dim in dims.values():
+        if isinstance(dim, IntRange):
+            ranges.append(range(dim.bounds[0], dim.bounds[1] + 1))
+        elif isinstance(dim, _Values):
+            ranges.append(dim.values)
+        else:  # a float range: infinitely many
+            return None
+    if math.prod(len(r) for r in ranges) > FINITE_LIMIT:
+        return None
+    values = [list(r) for r in ranges]
+    return [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 def enumerate_combinations(space: Mapping[str, Dimension]) -> Iterator[dict[str, Any]]:

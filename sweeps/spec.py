@@ -24,7 +24,7 @@ from sage_core.defs.config import TrainConfig, read_yaml_mapping
 from sage_core.defs.errors import ConfigError, did_you_mean, format_validation_error
 from sage_core.defs.safe_yaml import load_yaml_text
 
-from .space import grid_size
+from .space import finite_points, grid_size
 from .spec_checks import (
     MAX_VALIDATED_COMBINATIONS,
     Coverage,
@@ -250,6 +250,11 @@ def describe(spec: SweepSpec, coverage: Coverage | None = None) -> str:
     dims = spec.dimensions()
     n = grid_size(dims) * spec.search.num_samples
     kind = "grid points x repeats" if spec.search.algorithm == "grid" else "samples"
+    if spec.search.algorithm in ("tpe", "nsga2"):  # Optuna draws num_samples; a grid is a categorical there
+        points = finite_points(dims)
+        n = spec.search.num_samples if points is None else min(spec.search.num_samples, len(points))
+        if points is not None and len(points) < spec.search.num_samples:
+            kind = f"samples: the space has {len(points)} configuration(s) and none runs twice"
     objs = ", ".join(f"{o.resolved_mode} {o.metric}" for o in spec.objectives)
     eta = f" (eta {spec.scheduler.eta})" if spec.scheduler.kind == "pareto_sh" else ""
     return (f"spec '{spec.name}' is valid: {n} trial(s) ({kind}), search {spec.search.algorithm}, "
