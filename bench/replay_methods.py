@@ -15,6 +15,10 @@
                 calls (suggest, on_trial_result, on_trial_complete); the proposals are the grid
                 in the seeded order; ``ehvi_warm`` with ``prior`` = the other table's trials (a
                 warm start from another training seed)
+  ehvi_known_kernel
+                ``ehvi`` cold, its surrogate's kernel hyperparameters fitted beforehand on every
+                configuration's finals in every table (``known_kernels``) and held fixed: what a GP
+                search gets when the surrogate's shape is known in advance (not a method a sweep has)
   ehvi_probe    search.probe: sweeps/mf_search.MultiFidelityPareto through Tune's scheduler calls
                 (every configuration added PENDING, choose_trial_to_run, CONTINUE/PAUSE/STOP,
                 stop_trial): every configuration first to ``first_rung``, paused there
@@ -321,9 +325,34 @@ def table_prior(table: CurveTable) -> list[TablePrior]:
                        rungs={s: table.result(c, s) for s in table.steps[:-1]}) for c, p in enumerate(table.params)]
 
 
+def known_kernels(tables: list[CurveTable]) -> list[Any]:
+    """The kernels (scikit-learn, one per objective) that ``ehvi``'s surrogate fits on every configuration's
+    finals of every table (one row per configuration and table, the model's own feature encoding and
+    signs)."""
+    from sweeps.mf_search import _encode, _gp
+
+    x = _encode(tables[0].params, sorted(tables[0].params[0]))
+    signs = dominance.objective_signs(list(tables[0].objectives))
+    fits = _gp(np.vstack([x] * len(tables)), np.vstack([t.values[:, -1, :] * signs for t in tables]), seed=0)
+    return [m.kernel_ for m in fits]
+
+
+def _fixed_kernel_fits(kernels: list[Any]) -> Callable[..., list[Any]]:
+    """A ``ParetoGainModel._fitted`` that conditions GPs with ``kernels`` held fixed (no optimiser)."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    def fitted(kind: str, rows: Any, x: np.ndarray, y: np.ndarray) -> list[Any]:
+        return [GaussianProcessRegressor(kernels[k], normalize_y=True, optimizer=None).fit(x, col)
+                for k, col in enumerate(y.T)]
+
+    return fitted
+
+
 def methods(table: CurveTable, *, workers: int, etas: tuple[int, ...] = (2, 3), first_rung: int | None = None,
-            prior: list[TablePrior] | None = None) -> dict[str, Callable[[int], Method]]:
-    """Name -> factory(seed). The seed picks the arrival order (or the sampler's seed)."""
+            prior: list[TablePrior] | None = None,
+            known: list[CurveTable] | None = None) -> dict[str, Callable[[int], Method]]:
+    """Name -> factory(seed). The seed picks the arrival order (or the sampler's seed); ``known``: the
+    tables whose finals fix ``ehvi_known_kernel``'s kernels (default: this one)."""
     from sweeps.ehvi_search import EhviSearcher
     from sweeps.mf_search import MultiFidelityPareto
     from sweeps.pareto_scheduler import ParetoSuccessiveHalving
@@ -338,9 +367,11 @@ def methods(table: CurveTable, *, workers: int, etas: tuple[int, ...] = (2, 3), 
         sched = ParetoSuccessiveHalving(metrics=list(table.objectives), modes=_modes(table), rungs=list(rungs), eta=eta)
         return TuneScheduled(Grid(order(seed)), sched, total=table.total, eval_steps=rungs)
 
-    def ehvi(seed: int, warm: list[TablePrior] | None) -> Method:
+    def ehvi(seed: int, warm: list[TablePrior] | None, kernels: list[Any] | None = None) -> Method:
         searcher = EhviSearcher(candidates=[table.params[c] for c in order(seed)], metrics=list(table.objectives),
                                 modes=_modes(table), prior=warm or (), seed=seed)
+        if kernels is not None:  # this searcher's model only
+            searcher.model._fitted = _fixed_kernel_fits(kernels)  # type: ignore[method-assign]
         return TuneSearched(table, searcher)
 
     def probe(seed: int) -> Method:
@@ -356,6 +387,13 @@ def methods(table: CurveTable, *, workers: int, etas: tuple[int, ...] = (2, 3), 
     for kind in ("tpe", "nsga2"):
         out[kind] = lambda s, kind=kind: OptunaAsk(table, optuna_sampler(kind, seed=s, workers=workers), order(s))
     out["ehvi"] = lambda s: ehvi(s, None)
+    kernels: list[Any] = []  # fitted once, when the arm first runs
+
+    def known_kernel(seed: int) -> Method:
+        kernels[:] = kernels or known_kernels(known or [table])
+        return ehvi(seed, None, kernels)
+
+    out["ehvi_known_kernel"] = known_kernel
     out["ehvi_probe"] = probe
     if prior:
         out["ehvi_warm"] = lambda s: ehvi(s, prior)

@@ -236,3 +236,12 @@ def blind_wave(scorer: Scorer, n: int, wave: int, *, limit: int = 20000, seed: i
         rng = np.random.default_rng(seed)
         subsets = (rng.choice(n, wave, replace=False) for _ in range(limit))
     return np.asarray([scorer.fraction(int(c) for c in s) for s in subsets])
+
+
+def finished_at(table: CurveTable, workers: int, budget: float) -> int:
+    """Configurations run to the end within ``budget`` (a fraction of the grid's compute) by any method
+    that runs each to the end, ``workers`` at a time, without stopping any: every run costs the same
+    (``T + eval_cost``), so they finish in waves of ``workers`` (the last wave may be smaller)."""
+    n = len(table.params)
+    runs = math.floor(budget * n + 1e-9)  # full runs' worth of compute
+    return min(n, workers * (runs // workers) if runs < n else n)

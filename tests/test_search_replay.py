@@ -150,3 +150,26 @@ def test_a_blind_first_wave_is_every_subset_equally_likely(bench, table):
     drawn = bench.blind_wave(scorer, 6, 3, limit=5, seed=3)  # more subsets than the limit: seeded draws
     assert len(drawn) == 5 and set(np.round(drawn, 12)) <= set(np.round(want, 12))
     np.testing.assert_array_equal(drawn, bench.blind_wave(scorer, 6, 3, limit=5, seed=3))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_finished_at_counts_what_the_grid_has_finished_at_each_budget(bench, table, workers):
+    trace = bench.replay(table, bench.Grid([3, 1, 4, 0, 5, 2]), workers=workers, cap=table.grid_compute)
+    for b in bench.BUDGETS:
+        done = [c for spent, c in trace.completions if spent <= b * table.grid_compute + 1e-9]
+        assert bench.finished_at(table, workers, b) == len(done), b
+
+
+def test_the_known_kernel_arm_keeps_the_kernels_fitted_on_every_table(bench, table):
+    import replay_methods  # on sys.path once the bench module is loaded
+
+    kernels = replay_methods.known_kernels([table])
+    arm = bench.methods(table, workers=2, known=[table])["ehvi_known_kernel"]
+    traces = [bench.replay(table, arm(seed), workers=2, cap=table.grid_compute) for seed in (0, 0, 1)]
+    assert [c for _, c in traces[0].completions] == [c for _, c in traces[1].completions]  # seeded
+    assert sorted(c for _, c in traces[2].completions) == list(range(6))  # every configuration in the end
+    method = arm(0)
+    model = method.searcher.model
+    x, y = np.random.default_rng(0).uniform(size=(5, 1)), np.random.default_rng(1).normal(size=(5, 2))
+    fits = model._fitted("params", [str(i) for i in range(5)], x, y)
+    assert [f.kernel_ == k for f, k in zip(fits, kernels, strict=True)] == [True, True]  # not re-optimised
