@@ -187,7 +187,7 @@ def _build(spec: SweepSpec, *, folder: SweepDir, sweep_id: str, plan: SweepPlan 
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
     if search is None:  # a warm start's plan comes built, its notes printed with the prior's summary
         search = build_search(spec, dims=plan.dimensions if plan is not None else None)
-        if search.notes:
+        if search.notes and plan is not None:  # a new sweep (a resumed one gets its searcher back from Tune)
             print(*search.notes, sep="\n", file=sys.stderr, flush=True)
     scheduler = build_scheduler(spec, folder.scheduler_state, prior=prior.trials if prior else ())
     tune_config = tune.TuneConfig(search_alg=search.search_alg, scheduler=scheduler,

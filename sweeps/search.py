@@ -11,11 +11,13 @@ sweep's plan, :class:`sweeps.sweep_plan.SweepPlan`). ``tpe``/``nsga2`` add the e
 Optuna study before the first suggestion (finished ones COMPLETE with their final objectives,
 stopped ones PRUNED, as this sweep tells its own), so TPE's start-up phase counts them and NSGA-II
 takes them as its first generation. Neither hands out a run already made: a proposal equal to one of
-this sweep's trials (running, finished or stopped) or to an earlier run that is the very run it would
-make (``PriorTrial.same_run``) is told FAILED to the study and the sampler is asked again; on a finite
-space (grids, choices, small integer ranges) the next configuration not yet run, in a seeded order, is
-taken after :data:`REDRAWS` repeats, and the search ends when none is left. TPE runs with a constant
-liar (running trials count among the bad ones, so parallel workers spread out).
+this sweep's trials (running, finished, stopped or crashed) or to an earlier finished run that is the
+very run it would make (``PriorTrial.same_run``) is told FAILED to the study and the sampler is asked
+again; on a finite space (grids, choices, integer ranges: :func:`sweeps.space.finite_points`), after
+:data:`REDRAWS` repeats the configuration not yet run nearest to the last proposal is taken
+(:func:`nearest_untaken`), ``num_samples`` is capped at the configurations left and the samplers are
+sized for the capped count. TPE runs with a constant liar (running trials count among the bad ones,
+so parallel workers spread out).
 
 ``grid`` does not run again a configuration that finished in the earlier sweep (as often as
 ``num_samples`` asks): the plan lists those trials in ``SearchPlan.reused`` and the runner copies
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchPlan", "SEARCHERS", "build_search", "is_final_result", "FINAL_KEY", "REDRAWS"]
 
 FINAL_KEY = "final"  # the trial reports 1.0 with its last evaluation (step == total_steps)
-REDRAWS = 50  # an Optuna sampler is asked at most this often for a configuration not yet run
+REDRAWS = 3  # an Optuna sampler is asked at most this often for a configuration not yet run
 
 
 def is_final_result(result: dict | None) -> bool:
@@ -141,6 +143,33 @@ def _same_runs(prior: Sequence[PriorTrial], candidates: list[dict[str, Any]]) ->
     return reused, left
 
 
+def nearest_untaken(points: Sequence[Mapping[str, Any]], taken: set[str],
+                    proposal: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The configuration of ``points`` not in ``taken`` (point keys) nearest to ``proposal``, the first
+    in ``points``' order on a tie; None when every one is taken. Distance: per dimension, a number's
+    move along the dimension's sorted values (0 to 1), any other value 0 when equal and 1 when not."""
+    place: dict[str, dict[Any, float]] = {}
+    for name in proposal:
+        values = sorted({_hashable(p[name]) for p in points}, key=repr)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric and len(values) > 1:
+            ordered = sorted(values)
+            place[name] = {v: i / (len(ordered) - 1) for i, v in enumerate(ordered)}
+
+    def gap(name: str, a: Any, b: Any) -> float:
+        a, b = _hashable(a), _hashable(b)
+        if name in place and a in place[name] and b in place[name]:
+            return abs(place[name][a] - place[name][b])
+        return 0.0 if a == b else 1.0
+
+    left = [p for p in points if point_key(p) not in taken]
+    return dict(min(left, key=lambda p: sum(gap(n, p[n], proposal[n]) for n in proposal))) if left else None
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _optuna_search_class():
     from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch  # lazy: ray + optuna, off `sage` start-up
@@ -169,20 +198,21 @@ def _optuna_search_class():
                 if point_key(params) not in self._taken:
                     break
                 study.tell(self._ot_trials.pop(trial_id), state=optuna.trial.TrialState.FAIL)
-            else:  # only runs already made were proposed
-                left = next((p for p in self._points or () if point_key(p) not in self._taken), None)
-                if left is not None:
+            else:  # only runs already made were proposed: the nearest one not yet run, on a finite space
+                if self._points is not None:
+                    left = nearest_untaken(self._points, self._taken, params)
+                    if left is None:
+                        return Searcher.FINISHED
                     study.enqueue_trial({k: tuple(v) if isinstance(v, list) else v for k, v in left.items()})
-                elif self._points is not None:
-                    return Searcher.FINISHED
                 params = cast(dict, super().suggest(trial_id))  # the enqueued one; on an infinite space: a repeat
+                if self._points is not None and point_key(params) in self._taken:
+                    raise RuntimeError(f"optuna did not take the enqueued configuration {left}; got {params}")
             self._key_of[trial_id] = point_key(params)
             self._taken.add(self._key_of[trial_id])
             return params
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            if error:  # a failed run made nothing: its configuration may run again
-                self._taken.discard(self._key_of.get(trial_id, ""))
+            # a trial that errored keeps its configuration taken: `--retry-failed` reruns it under its id
             if not error and result is not None and not is_final_result(result):
                 result = None  # OptunaSearch tells a result-less, error-less trial as PRUNED
             super().on_trial_complete(trial_id, result=result, error=error)
@@ -212,13 +242,6 @@ def _optuna(spec: SweepSpec, sampler_name: str, *, dims: Mapping[str, Dimension]
     import optuna  # lazy: optuna (~0.1 s), off `sage` start-up
 
     seed = spec.search.seed
-    sampler: optuna.samplers.BaseSampler
-    if sampler_name == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True,
-                                             n_startup_trials=min(10, max(2, spec.search.num_samples // 3)))
-    else:
-        pop = max(2, min(50, spec.search.num_samples // 2))
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=pop)
     points = finite_points(dims)
     if points is not None:
         random.Random(seed).shuffle(points)
@@ -227,18 +250,24 @@ def _optuna(spec: SweepSpec, sampler_name: str, *, dims: Mapping[str, Dimension]
     if points is not None and not left:
         raise ConfigError(f"search.warm_start: every configuration of this space finished in the earlier sweep with "
                           f"the same settings and training seed ({len(reused)} run(s)); nothing is left to run")
+    num_samples = spec.search.num_samples if points is None else min(spec.search.num_samples, len(left))
+    sampler: optuna.samplers.BaseSampler  # sized for the trials this sweep will run
+    if sampler_name == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True,
+                                             n_startup_trials=min(10, max(2, num_samples // 3)))
+    else:
+        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, num_samples // 2)))
     alg = _optuna_search_class()(space={k: to_optuna(d) for k, d in dims.items()},
                                  metric=spec.objective_metrics(), mode=spec.objective_modes(), sampler=sampler,
                                  taken=[point_key(t.params) for t in same], points=points)
     alg.add_prior(prior)
-    num_samples, notes = spec.search.num_samples, []
+    notes = []
     if reused:
         notes.append(f"{sampler_name}: {len(reused)} run(s) the earlier sweep finished with the same settings and "
                      f"training seed are reused, {len(left)} configuration(s) of the space left to run")
-    if points is not None and num_samples > len(left):
-        notes.append(f"{sampler_name}: search.num_samples={num_samples} but the space has {len(left)} configuration(s) "
-                     f"not yet run, and none runs twice: the search ends after {len(left)}")
-        num_samples = len(left)
+    if num_samples < spec.search.num_samples:
+        notes.append(f"{sampler_name}: search.num_samples={spec.search.num_samples} but the space has {len(left)} "
+                     f"configuration(s) not yet run, and none runs twice: the search ends after {len(left)}")
     return SearchPlan(param_space={}, search_alg=alg, num_samples=num_samples, notes=notes, reused=tuple(reused))
 
 

@@ -348,7 +348,8 @@ def load_prior(source: str, spec: SweepSpec, *, plan: SweepPlan | None = None) -
 
 def load_and_plan(spec: SweepSpec, *, plan: SweepPlan | None = None) -> tuple[Prior, Any]:
     """``(prior, search plan)`` for a spec with ``search.warm_start``: :func:`load_prior`, then the
-    search built with it (which refuses a grid or ``ehvi`` search with nothing left to run). ``sage sweep run`` and
+    search built with it (which refuses a grid, ``ehvi``, or finite-space ``tpe`` / ``nsga2`` search with
+    nothing left to run). ``sage sweep run`` and
     ``sage sweep validate`` both call this before anything is written. Once both succeed, each
     objective whose ranking in the earlier sweep is mostly seed noise gets a warning line
     (:func:`~sweeps.warm_start_signal.seed_noise_lines`) on stderr."""

@@ -56,22 +56,73 @@ def test_every_configuration_runs_once_then_the_search_ends(algorithm, seed):
                   if t.state.name != "FAIL") == sorted(ALL)
 
 
-def test_a_failed_run_frees_its_configuration_and_a_pruned_one_does_not():
+def test_a_failed_or_pruned_run_keeps_its_configuration():
+    """Neither runs again as a new trial (a failed one reruns under its own id with --retry-failed)."""
     import optuna
     from ray.tune.search import Searcher
 
     from sweeps.search import _optuna_search_class
 
-    space = {"lambda_esp": optuna.distributions.CategoricalDistribution([0.0, 2.0])}
+    space = {"lambda_esp": optuna.distributions.CategoricalDistribution([0.0, 2.0, 4.0])}
     search = _optuna_search_class()(space=space, metric=["asr", "util"], mode=["min", "max"],
                                     sampler=optuna.samplers.RandomSampler(seed=0),
-                                    points=[{"lambda_esp": 0.0}, {"lambda_esp": 2.0}])
+                                    points=[{"lambda_esp": 0.0}, {"lambda_esp": 2.0}, {"lambda_esp": 4.0}])
     first, second = search.suggest("a"), search.suggest("b")
-    assert {first["lambda_esp"], second["lambda_esp"]} == {0.0, 2.0}
-    search.on_trial_complete("a", None, error=True)  # crashed: made nothing
-    search.on_trial_complete("b", {"asr": 0.2, "util": 0.5, "final": 0.0})  # stopped at a rung: a run was made
-    assert search.suggest("c") == first
+    search.on_trial_complete("a", None, error=True)  # crashed
+    search.on_trial_complete("b", {"asr": 0.2, "util": 0.5, "final": 0.0})  # stopped at a rung
+    third = search.suggest("c")
+    assert sorted(c["lambda_esp"] for c in (first, second, third)) == [0.0, 2.0, 4.0]
     assert search.suggest("d") == Searcher.FINISHED
+
+
+def _distance(a: dict, b: dict, values: dict) -> float:
+    """Per dimension: the move along its sorted values, scaled to [0, 1] (the fallback's definition)."""
+    return sum(abs(values[n].index(a[n]) - values[n].index(b[n])) / (len(values[n]) - 1) for n in values)
+
+
+def test_the_fallback_takes_the_nearest_configuration_not_yet_run_to_what_tpe_proposed():
+    """On a 5 x 5 x 5 space TPE soon proposes configurations already run; each time the sampler repeats
+    itself REDRAWS times, the trial run is one nearest to its last proposal among those not yet run
+    (brute force over the study's own record)."""
+    import optuna
+
+    from sweeps.search import REDRAWS, _optuna_search_class
+
+    values = {n: [0, 1, 2, 3, 4] for n in "abc"}
+    space = {n: optuna.distributions.CategoricalDistribution(v) for n, v in values.items()}
+    points = [dict(zip(values, c, strict=True)) for c in itertools.product(*values.values())]
+    search = _optuna_search_class()(space=space, metric=["f", "g"], mode=["min", "min"], points=points,
+                                    sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5, constant_liar=True))
+    for i in range(40):
+        c = search.suggest(f"t{i}")
+        search.on_trial_complete(f"t{i}", {"f": sum((c[n] - 1) ** 2 for n in "abc"),
+                                           "g": sum((c[n] - 3) ** 2 for n in "abc"), "final": 1.0})
+    trials = search._ot_study.trials
+    ran = [t for t in trials if t.state.name != "FAIL"]
+    assert len(ran) == 40 and len({tuple(sorted(t.params.items())) for t in ran}) == 40
+    fallbacks = 0
+    for k, t in enumerate(trials):
+        if t.state.name == "FAIL" or k < REDRAWS or any(u.state.name != "FAIL" for u in trials[k - REDRAWS:k]):
+            continue
+        fallbacks += 1
+        proposal = trials[k - 1].params
+        done = {tuple(sorted(u.params.items())) for u in trials[:k] if u.state.name != "FAIL"}
+        best = min(_distance(p, proposal, values) for p in points if tuple(sorted(p.items())) not in done)
+        assert _distance(t.params, proposal, values) == pytest.approx(best)
+    assert fallbacks >= 5  # the case arises
+
+
+def test_nearest_untaken_on_mixed_dimensions():
+    from sweeps.resolved_trial import point_key
+    from sweeps.search import nearest_untaken
+
+    points = [{"lr": lr, "kind": k} for lr in (1e-4, 1e-3, 1e-2) for k in ("x", "y")]
+    taken = {point_key({"lr": 1e-3, "kind": "x"}), point_key({"lr": 1e-4, "kind": "x"})}
+    # nearest to (1e-3, x): (1e-3, y) is 1 away (kind differs), (1e-2, x) 0.5 (one step of two)
+    assert nearest_untaken(points, taken, {"lr": 1e-3, "kind": "x"}) == {"lr": 1e-2, "kind": "x"}
+    assert nearest_untaken(points, taken | {point_key({"lr": 1e-2, "kind": "x"})},
+                           {"lr": 1e-3, "kind": "x"}) == {"lr": 1e-3, "kind": "y"}
+    assert nearest_untaken(points, {point_key(p) for p in points}, {"lr": 1e-3, "kind": "x"}) is None
 
 
 def test_an_infinite_space_is_never_exhausted():
