@@ -239,9 +239,10 @@ def blind_wave(scorer: Scorer, n: int, wave: int, *, limit: int = 20000, seed: i
 
 
 def finished_at(table: CurveTable, workers: int, budget: float) -> int:
-    """Configurations run to the end within ``budget`` (a fraction of the grid's compute) by any method
-    that runs each to the end, ``workers`` at a time, without stopping any: every run costs the same
-    (``T + eval_cost``), so they finish in waves of ``workers`` (the last wave may be smaller)."""
+    """Configurations run to the end within ``budget`` (a fraction of the grid's compute) by a method
+    that runs each to the end, ``workers`` at a time and every worker kept busy, as the grid does:
+    every run costs the same (``T + eval_cost``), so they finish in waves of ``workers`` (the last
+    may be smaller). A method that leaves workers idle can finish more, up to ``floor(budget x n)``."""
     n = len(table.params)
     runs = math.floor(budget * n + 1e-9)  # full runs' worth of compute
     return min(n, workers * (runs // workers) if runs < n else n)

@@ -11,13 +11,14 @@ sweep's plan, :class:`sweeps.sweep_plan.SweepPlan`). ``tpe``/``nsga2`` add the e
 Optuna study before the first suggestion (finished ones COMPLETE with their final objectives,
 stopped ones PRUNED, as this sweep tells its own), so TPE's start-up phase counts them and NSGA-II
 takes them as its first generation. Neither hands out a run already made: a proposal equal to one of
-this sweep's trials (running, finished, stopped or crashed) or to an earlier finished run that is the
-very run it would make (``PriorTrial.same_run``) is told FAILED to the study and the sampler is asked
-again; on a finite space (grids, choices, integer ranges: :func:`sweeps.space.finite_points`), after
-:data:`REDRAWS` repeats the configuration not yet run nearest to the last proposal is taken
-(:func:`nearest_untaken`), ``num_samples`` is capped at the configurations left and the samplers are
-sized for the capped count. TPE runs with a constant liar (running trials count among the bad ones,
-so parallel workers spread out).
+this sweep's trials (running, finished, stopped or crashed) or to an earlier finished run that is
+the very run it would make (``PriorTrial.same_run``) is told FAILED to the study and the sampler is
+asked again. On a space of grids, choices and integer ranges (:class:`DiscreteSpace`), after
+:data:`REDRAWS` repeats the configuration not yet run nearest to the last proposal is taken (a
+seeded random one on a space too large to list, :data:`sweeps.space.FINITE_LIMIT`); on a listed one
+``num_samples`` is capped at the configurations left and the samplers are sized for the capped
+count. TPE runs with a constant liar (running trials count among the bad ones, so parallel workers
+spread out).
 
 ``grid`` does not run again a configuration that finished in the earlier sweep (as often as
 ``num_samples`` asks): the plan lists those trials in ``SearchPlan.reused`` and the runner copies
@@ -40,13 +41,13 @@ from typing import TYPE_CHECKING, Any, cast
 from sage_core.defs.errors import ConfigError, did_you_mean
 
 from .resolved_trial import point_key
-from .space import Dimension, finite_points, to_optuna, to_tune
+from .space import Dimension, discrete_values, finite_points, to_optuna, to_tune
 from .spec import SweepSpec
 
 if TYPE_CHECKING:
     from .warm_start import PriorTrial
 
-__all__ = ["SearchPlan", "SEARCHERS", "build_search", "is_final_result", "FINAL_KEY", "REDRAWS"]
+__all__ = ["SearchPlan", "SEARCHERS", "build_search", "is_final_result", "FINAL_KEY", "REDRAWS", "DiscreteSpace"]
 
 FINAL_KEY = "final"  # the trial reports 1.0 with its last evaluation (step == total_steps)
 REDRAWS = 3  # an Optuna sampler is asked at most this often for a configuration not yet run
@@ -143,27 +144,51 @@ def _same_runs(prior: Sequence[PriorTrial], candidates: list[dict[str, Any]]) ->
     return reused, left
 
 
-def nearest_untaken(points: Sequence[Mapping[str, Any]], taken: set[str],
-                    proposal: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The configuration of ``points`` not in ``taken`` (point keys) nearest to ``proposal``, the first
-    in ``points``' order on a tie; None when every one is taken. Distance: per dimension, a number's
-    move along the dimension's sorted values (0 to 1), any other value 0 when equal and 1 when not."""
-    place: dict[str, dict[Any, float]] = {}
-    for name in proposal:
-        values = sorted({_hashable(p[name]) for p in points}, key=repr)
-        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-        if numeric and len(values) > 1:
-            ordered = sorted(values)
-            place[name] = {v: i / (len(ordered) - 1) for i, v in enumerate(ordered)}
+class DiscreteSpace:
+    """The configurations a ``tpe`` / ``nsga2`` search may fall back on when its sampler keeps proposing
+    runs already made. ``points``: every configuration in a seeded order (a space of at most
+    :data:`sweeps.space.FINITE_LIMIT`), or None for a larger one, sampled from ``values`` instead."""
 
-    def gap(name: str, a: Any, b: Any) -> float:
-        a, b = _hashable(a), _hashable(b)
-        if name in place and a in place[name] and b in place[name]:
-            return abs(place[name][a] - place[name][b])
-        return 0.0 if a == b else 1.0
+    def __init__(self, values: Mapping[str, Sequence[Any]], points: Sequence[Mapping[str, Any]] | None, *,
+                 seed: int | None):
+        self.values = dict(values)
+        self.points = None if points is None else [dict(p) for p in points]
+        self.keys = None if points is None else [point_key(p) for p in points]
+        self.seed = seed or 0
+        self.rank: dict[str, dict[Any, int]] = {}  # a numeric dimension's values by size: 0, 1, ...
+        for name, vals in self.values.items():
+            distinct = {_hashable(v) for v in vals}
+            if len(distinct) > 1 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in distinct):
+                self.rank[name] = {v: i for i, v in enumerate(sorted(distinct))}
 
-    left = [p for p in points if point_key(p) not in taken]
-    return dict(min(left, key=lambda p: sum(gap(n, p[n], proposal[n]) for n in proposal))) if left else None
+    def distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
+        """Per dimension: a number's move along its sorted values (0 to 1), any other value 0 / 1."""
+        total = 0.0
+        for name in self.values:
+            x, y = _hashable(a[name]), _hashable(b[name])
+            ranks = self.rank.get(name)
+            if ranks is not None and x in ranks and y in ranks:
+                total += abs(ranks[x] - ranks[y]) / (len(ranks) - 1)
+            else:
+                total += float(x != y)
+        return round(total, 9)  # equal sums tie (then the seeded order decides), whatever the rounding
+
+    def untaken(self, taken: set[str], proposal: Mapping[str, Any], draws: int = 1000) -> dict[str, Any] | None:
+        """The configuration not yet run (``taken``: point keys) nearest to ``proposal``, the first in the
+        seeded order on a tie; on a space too large to list, the first of ``draws`` seeded random
+        configurations not yet run. None when there is none (or none was drawn)."""
+        if self.points is not None and self.keys is not None:
+            left = [p for p, k in zip(self.points, self.keys, strict=True) if k not in taken]
+            if not left:
+                return None
+            best: dict[str, Any] = min(left, key=lambda p: self.distance(p, proposal))
+            return dict(best)
+        rng = random.Random(self.seed * 1_000_003 + len(taken))
+        for _ in range(draws):
+            pick = {name: rng.choice(vals) for name, vals in self.values.items()}
+            if point_key(pick) not in taken:
+                return pick
+        return None
 
 
 def _hashable(value: Any) -> Any:
@@ -177,14 +202,14 @@ def _optuna_search_class():
     class ParetoOptunaSearch(OptunaSearch):
         """OptunaSearch that tells early-stopped trials as PRUNED, not COMPLETE with partial values, and
         never hands out a run already made (``taken``: point keys of earlier runs that are this sweep's
-        very runs; ``points``: a finite space's configurations in a seeded order, the fallback after
+        very runs; ``discrete``: a space of grids, choices and integer ranges, what it falls back on after
         :data:`REDRAWS` repeated proposals). Its state (``__dict__``) is what Tune's save pickles."""
 
-        def __init__(self, *args: Any, taken: Sequence[str] = (), points: Sequence[dict[str, Any]] | None = None,
+        def __init__(self, *args: Any, taken: Sequence[str] = (), discrete: DiscreteSpace | None = None,
                      **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._taken: set[str] = set(taken)
-            self._points = None if points is None else [dict(p) for p in points]
+            self._discrete = discrete
             self._key_of: dict[str, str] = {}
 
         def suggest(self, trial_id: str) -> Any:  # the params, or Searcher.FINISHED
@@ -198,14 +223,14 @@ def _optuna_search_class():
                 if point_key(params) not in self._taken:
                     break
                 study.tell(self._ot_trials.pop(trial_id), state=optuna.trial.TrialState.FAIL)
-            else:  # only runs already made were proposed: the nearest one not yet run, on a finite space
-                if self._points is not None:
-                    left = nearest_untaken(self._points, self._taken, params)
-                    if left is None:
-                        return Searcher.FINISHED
+            else:  # only runs already made were proposed: the nearest one not yet run, on a discrete space
+                left = self._discrete.untaken(self._taken, params) if self._discrete is not None else None
+                if left is not None:
                     study.enqueue_trial({k: tuple(v) if isinstance(v, list) else v for k, v in left.items()})
-                params = cast(dict, super().suggest(trial_id))  # the enqueued one; on an infinite space: a repeat
-                if self._points is not None and point_key(params) in self._taken:
+                elif self._discrete is not None and self._discrete.points is not None:
+                    return Searcher.FINISHED  # every configuration of a finite space has run
+                params = cast(dict, super().suggest(trial_id))  # the enqueued one; on a float space: a repeat
+                if left is not None and point_key(params) in self._taken:
                     raise RuntimeError(f"optuna did not take the enqueued configuration {left}; got {params}")
             self._key_of[trial_id] = point_key(params)
             self._taken.add(self._key_of[trial_id])
@@ -242,7 +267,7 @@ def _optuna(spec: SweepSpec, sampler_name: str, *, dims: Mapping[str, Dimension]
     import optuna  # lazy: optuna (~0.1 s), off `sage` start-up
 
     seed = spec.search.seed
-    points = finite_points(dims)
+    points, values = finite_points(dims), discrete_values(dims)
     if points is not None:
         random.Random(seed).shuffle(points)
     same = [t for t in prior if t.finished and t.same_run]
@@ -259,7 +284,8 @@ def _optuna(spec: SweepSpec, sampler_name: str, *, dims: Mapping[str, Dimension]
         sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, num_samples // 2)))
     alg = _optuna_search_class()(space={k: to_optuna(d) for k, d in dims.items()},
                                  metric=spec.objective_metrics(), mode=spec.objective_modes(), sampler=sampler,
-                                 taken=[point_key(t.params) for t in same], points=points)
+                                 taken=[point_key(t.params) for t in same],
+                                 discrete=None if values is None else DiscreteSpace(values, points, seed=seed))
     alg.add_prior(prior)
     notes = []
     if reused:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -37,7 +37,7 @@ from sage_core.defs.strict_values import STRICT_MODEL
 
 __all__ = ["Dimension", "SpaceDimension", "Grid", "Choice", "Uniform", "LogUniform", "IntRange", "KINDS",
            "parse_dimension", "to_tune", "to_optuna", "corner_values", "enumerate_combinations", "grid_size",
-           "finite_points", "FINITE_LIMIT"]
+           "finite_points", "discrete_values", "FINITE_LIMIT"]
 
 Scalar = bool | int | float | str | None | list
 
@@ -230,21 +230,27 @@ def grid_size(space: Mapping[str, Dimension]) -> int:
 FINITE_LIMIT = 100_000  # a space with at most this many configurations is enumerated
 
 
-def finite_points(dims: Mapping[str, Dimension]) -> list[dict[str, Any]] | None:
-    """Every configuration of a space whose dimensions are all grids, choices or integer ranges (at most
-    :data:`FINITE_LIMIT`), else None."""
-    ranges: list[range | list[Any]] = []
-    for dim in dims.values():
+def discrete_values(dims: Mapping[str, Dimension]) -> dict[str, Sequence[Any]] | None:
+    """Each dimension's values (an integer range as a ``range``) when every dimension is a grid, choice
+    or integer range; None when one is a float range (infinitely many configurations)."""
+    out: dict[str, Sequence[Any]] = {}
+    for name, dim in dims.items():
         if isinstance(dim, IntRange):
-            ranges.append(range(dim.bounds[0], dim.bounds[1] + 1))
+            out[name] = range(dim.bounds[0], dim.bounds[1] + 1)
         elif isinstance(dim, _Values):
-            ranges.append(dim.values)
-        else:  # a float range: infinitely many
+            out[name] = dim.values
+        else:
             return None
-    if math.prod(len(r) for r in ranges) > FINITE_LIMIT:
+    return out
+
+
+def finite_points(dims: Mapping[str, Dimension]) -> list[dict[str, Any]] | None:
+    """Every configuration of a space whose dimensions are all grids, choices or integer ranges, when
+    there are at most :data:`FINITE_LIMIT`; else None."""
+    values = discrete_values(dims)
+    if values is None or math.prod(len(v) for v in values.values()) > FINITE_LIMIT:
         return None
-    values = [list(r) for r in ranges]
-    return [dict(zip(dims, combo, strict=True)) for combo in itertools.product(*values)]
+    return [dict(zip(values, combo, strict=True)) for combo in itertools.product(*values.values())]
 
 
 def enumerate_combinations(space: Mapping[str, Dimension]) -> Iterator[dict[str, Any]]:

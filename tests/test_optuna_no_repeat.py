@@ -16,6 +16,16 @@ GRID = {"lambda_esp": [0.0, 2.0, 4.0], "lambda_lsa": [0.0, 0.1]}
 ALL = {(e, s) for e, s in itertools.product(*GRID.values())}
 
 
+def _discrete(values: dict, points=None):
+    from sweeps.search import DiscreteSpace
+
+    return DiscreteSpace(values, points if points is not None else _points(values), seed=0)
+
+
+def _points(values: dict) -> list[dict]:
+    return [dict(zip(values, c, strict=True)) for c in itertools.product(*values.values())]
+
+
 def _searcher(algorithm: str, *, seed: int, num_samples: int = 6, taken=(), points="grid"):
     import optuna
 
@@ -26,7 +36,7 @@ def _searcher(algorithm: str, *, seed: int, num_samples: int = 6, taken=(), poin
     sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=2, constant_liar=True) if algorithm == "tpe"
                else optuna.samplers.NSGAIISampler(seed=seed, population_size=2))
     return _optuna_search_class()(space=space, metric=["asr", "util"], mode=["min", "max"], sampler=sampler,
-                                  taken=taken, points=grid if points == "grid" else points)
+                                  taken=taken, discrete=_discrete(GRID, grid) if points == "grid" else None)
 
 
 def _values(point) -> dict[str, float]:
@@ -66,7 +76,7 @@ def test_a_failed_or_pruned_run_keeps_its_configuration():
     space = {"lambda_esp": optuna.distributions.CategoricalDistribution([0.0, 2.0, 4.0])}
     search = _optuna_search_class()(space=space, metric=["asr", "util"], mode=["min", "max"],
                                     sampler=optuna.samplers.RandomSampler(seed=0),
-                                    points=[{"lambda_esp": 0.0}, {"lambda_esp": 2.0}, {"lambda_esp": 4.0}])
+                                    discrete=_discrete({"lambda_esp": [0.0, 2.0, 4.0]}))
     first, second = search.suggest("a"), search.suggest("b")
     search.on_trial_complete("a", None, error=True)  # crashed
     search.on_trial_complete("b", {"asr": 0.2, "util": 0.5, "final": 0.0})  # stopped at a rung
@@ -91,7 +101,7 @@ def test_the_fallback_takes_the_nearest_configuration_not_yet_run_to_what_tpe_pr
     values = {n: [0, 1, 2, 3, 4] for n in "abc"}
     space = {n: optuna.distributions.CategoricalDistribution(v) for n, v in values.items()}
     points = [dict(zip(values, c, strict=True)) for c in itertools.product(*values.values())]
-    search = _optuna_search_class()(space=space, metric=["f", "g"], mode=["min", "min"], points=points,
+    search = _optuna_search_class()(space=space, metric=["f", "g"], mode=["min", "min"], discrete=_discrete(values),
                                     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5, constant_liar=True))
     for i in range(40):
         c = search.suggest(f"t{i}")
@@ -114,15 +124,48 @@ def test_the_fallback_takes_the_nearest_configuration_not_yet_run_to_what_tpe_pr
 
 def test_nearest_untaken_on_mixed_dimensions():
     from sweeps.resolved_trial import point_key
-    from sweeps.search import nearest_untaken
 
-    points = [{"lr": lr, "kind": k} for lr in (1e-4, 1e-3, 1e-2) for k in ("x", "y")]
+    space = _discrete({"lr": [1e-4, 1e-3, 1e-2], "kind": ["x", "y"]})
     taken = {point_key({"lr": 1e-3, "kind": "x"}), point_key({"lr": 1e-4, "kind": "x"})}
     # nearest to (1e-3, x): (1e-3, y) is 1 away (kind differs), (1e-2, x) 0.5 (one step of two)
-    assert nearest_untaken(points, taken, {"lr": 1e-3, "kind": "x"}) == {"lr": 1e-2, "kind": "x"}
-    assert nearest_untaken(points, taken | {point_key({"lr": 1e-2, "kind": "x"})},
-                           {"lr": 1e-3, "kind": "x"}) == {"lr": 1e-3, "kind": "y"}
-    assert nearest_untaken(points, {point_key(p) for p in points}, {"lr": 1e-3, "kind": "x"}) is None
+    assert space.untaken(taken, {"lr": 1e-3, "kind": "x"}) == {"lr": 1e-2, "kind": "x"}
+    assert space.untaken(taken | {point_key({"lr": 1e-2, "kind": "x"})},
+                         {"lr": 1e-3, "kind": "x"}) == {"lr": 1e-3, "kind": "y"}
+    assert space.untaken({point_key(p) for p in space.points}, {"lr": 1e-3, "kind": "x"}) is None
+    # equal sums tie whatever float rounding does (0.1 + 0.2 > 0.3 in floats): the seeded order decides
+    ties = _discrete({"a": list(range(11)), "b": list(range(11))})
+    order = [{"a": 1, "b": 2}, {"a": 3, "b": 0}, {"a": 0, "b": 0}]  # 0.1 + 0.2 and 0.3 from (0, 0)
+    ties.points, ties.keys = order, [point_key(p) for p in order]
+    assert ties.untaken({point_key({"a": 0, "b": 0})}, {"a": 0, "b": 0}) == {"a": 1, "b": 2}
+    ties.points, ties.keys = order[1::-1] + order[2:], [point_key(p) for p in order[1::-1] + order[2:]]
+    assert ties.untaken({point_key({"a": 0, "b": 0})}, {"a": 0, "b": 0}) == {"a": 3, "b": 0}
+
+
+def test_a_space_too_large_to_list_falls_back_on_seeded_draws_not_yet_run():
+    """7^6 = 117,649 configurations (over FINITE_LIMIT): TPE repeats itself on categorical dimensions,
+    and no configuration runs twice all the same."""
+    import optuna
+
+    from sweeps.search import _optuna_search_class
+    from sweeps.space import FINITE_LIMIT, finite_points, parse_dimension
+
+    values = {f"d{i}": list(range(7)) for i in range(6)}
+    dims = {n: parse_dimension(n, {"choice": v}) for n, v in values.items()}
+    assert finite_points(dims) is None and 7 ** 6 > FINITE_LIMIT
+    space = {n: optuna.distributions.CategoricalDistribution(v) for n, v in values.items()}
+    from sweeps.search import DiscreteSpace
+
+    search = _optuna_search_class()(space=space, metric=["f", "g"], mode=["min", "min"],
+                                    discrete=DiscreteSpace(values, None, seed=1),
+                                    sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5, constant_liar=True))
+    seen = []
+    for i in range(60):
+        c = search.suggest(f"t{i}")
+        seen.append(tuple(c[n] for n in values))
+        search.on_trial_complete(f"t{i}", {"f": sum((c[n] - 1) ** 2 for n in values),
+                                           "g": sum((c[n] - 2) ** 2 for n in values), "final": 1.0})
+    assert len(set(seen)) == 60
+    assert sum(t.state.name == "FAIL" for t in search._ot_study.trials) > 0  # the fallback was needed
 
 
 def test_an_infinite_space_is_never_exhausted():
