@@ -195,6 +195,22 @@ def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _add_prior(study: Any, sampler: Any, metrics: list[str], space: dict, prior: Sequence[PriorTrial]) -> None:
+    """Earlier trials into an Optuna study: finished ones COMPLETE with their final objectives (in
+    ``metrics`` order), the others PRUNED. A genetic sampler (NSGA-II) reads only trials tagged with a
+    generation: the finished ones are its generation 0."""
+    import optuna  # lazy: optuna (~0.1 s), off `sage` start-up
+
+    tag = getattr(sampler, "_get_generation_key", None)
+    for t in prior:
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in t.params.items()}
+        done = t.finished
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED,
+            values=[t.metrics[m] for m in metrics] if done else None, params=params,
+            distributions=space, system_attrs={tag(): 0} if done and tag else None))
+
+
 def _optuna_search_class():
     from ray.tune.search import Searcher
     from ray.tune.search.optuna import OptunaSearch  # lazy: ray + optuna, off `sage` start-up
@@ -243,21 +259,8 @@ def _optuna_search_class():
             super().on_trial_complete(trial_id, result=result, error=error)
 
         def add_prior(self, prior: Sequence[PriorTrial]) -> None:
-            """Earlier trials into the study: finished ones COMPLETE with their final objectives (in
-            ``metric`` order), the others PRUNED. A genetic sampler (NSGA-II) reads only trials
-            tagged with a generation: the finished ones are its generation 0."""
-            import optuna  # lazy: optuna (~0.1 s), off `sage` start-up
-
-            tag = getattr(self._sampler, "_get_generation_key", None)
-            study = cast(optuna.Study, self._ot_study)
-            metrics, space = cast(list[str], self._metric), cast(dict, self._space)
-            for t in prior:
-                params = {k: tuple(v) if isinstance(v, list) else v for k, v in t.params.items()}
-                done = t.finished
-                study.add_trial(optuna.trial.create_trial(
-                    state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED,
-                    values=[t.metrics[m] for m in metrics] if done else None, params=params,
-                    distributions=space, system_attrs={tag(): 0} if done and tag else None))
+            """Earlier trials into the study (:func:`_add_prior`)."""
+            _add_prior(self._ot_study, self._sampler, cast(list[str], self._metric), cast(dict, self._space), prior)
 
     return ParetoOptunaSearch
 
