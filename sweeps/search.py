@@ -212,7 +212,7 @@ def _add_prior(study: Any, sampler: Any, metrics: list[str], space: dict, prior:
 
 
 def _optuna_search_class():
-    from ray.tune.search import Searcher
+    from ray.tune.search import Searcher  # lazy: ray (~0.7 s), off `sage` start-up
     from ray.tune.search.optuna import OptunaSearch  # lazy: ray + optuna, off `sage` start-up
 
     class ParetoOptunaSearch(OptunaSearch):
