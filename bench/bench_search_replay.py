@@ -224,8 +224,7 @@ def _replay_table(path: Path, table: CurveTable, others: list[CurveTable], final
         print(summary(r), flush=True)
     by = {r.name: r for r in results}
     checks = {name: target_check(by[name], by["grid"]) for name in ("ehvi", "ehvi_warm", "ehvi_known_kernel")
-              if name in by
-              and "grid" in by}
+              if name in by and "grid" in by}
     for name, c in checks.items():
         print(f"target ({name}): median {c['median']:.3f}, p10 {c['p10']:.3f} at 35%; budgets where the median "
               f"paired difference to the grid is negative: "

@@ -192,6 +192,7 @@ class DiscreteSpace:
 
 
 def _hashable(value: Any) -> Any:
+    """A list value as Optuna's categoricals hold it (a tuple)."""
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -203,7 +204,7 @@ def _add_prior(study: Any, sampler: Any, metrics: list[str], space: dict, prior:
 
     tag = getattr(sampler, "_get_generation_key", None)
     for t in prior:
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in t.params.items()}
+        params = {k: _hashable(v) for k, v in t.params.items()}
         done = t.finished
         study.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE if done else optuna.trial.TrialState.PRUNED,
@@ -242,7 +243,7 @@ def _optuna_search_class():
             else:  # only runs already made were proposed: the nearest one not yet run, on a discrete space
                 left = self._discrete.untaken(self._taken, params) if self._discrete is not None else None
                 if left is not None:
-                    study.enqueue_trial({k: tuple(v) if isinstance(v, list) else v for k, v in left.items()})
+                    study.enqueue_trial({k: _hashable(v) for k, v in left.items()})
                 elif self._discrete is not None and self._discrete.points is not None:
                     return Searcher.FINISHED  # every configuration of a finite space has run
                 params = cast(dict, super().suggest(trial_id))  # the enqueued one; on a float space: a repeat
